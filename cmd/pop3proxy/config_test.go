@@ -1,0 +1,171 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte("listen: 127.0.0.1:1110\n"))
+	if err != nil {
+		t.Fatalf("ParseConfig = %v", err)
+	}
+	if cfg.MaxSize != 10<<20 {
+		t.Errorf("MaxSize = %d, want 10 MiB", cfg.MaxSize)
+	}
+	if cfg.Upstream.TLS != "auto" || cfg.Upstream.DialTimeout.D() != 10*time.Second || cfg.Upstream.Timeout.D() != time.Minute {
+		t.Errorf("upstream defaults = %+v", cfg.Upstream)
+	}
+	if cfg.Limits.IdleTimeout.D() != 10*time.Minute {
+		t.Errorf("idle timeout default = %v, want 10m", cfg.Limits.IdleTimeout.D())
+	}
+	if got := strings.Join(cfg.Shutdown.AllowFrom, ","); got != "127.0.0.0/8,::1/128" {
+		t.Errorf("shutdown.allow_from default = %s", got)
+	}
+}
+
+func TestParseConfigFull(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+listen: "127.0.0.1:2110"
+max_size: 512KiB
+upstream:
+  default: "pop.example.com:110"
+  allow: ["*:110", "*.example.com:995"]
+  separators: "%"
+  tls: implicit
+  dial_timeout: 3s
+  timeout: 45s
+filters: []
+shutdown:
+  allow_from: ["10.1.2.3", "192.168.0.0/16"]
+  drain_timeout: 1m
+limits:
+  max_line_length: 1024
+  idle_timeout: 15m
+log:
+  level: debug
+  format: json
+`))
+	if err != nil {
+		t.Fatalf("ParseConfig = %v", err)
+	}
+	if cfg.MaxSize != 512<<10 || cfg.Upstream.Default != "pop.example.com:110" || cfg.Upstream.TLS != "implicit" ||
+		cfg.Upstream.Timeout.D() != 45*time.Second || cfg.Limits.MaxLineLength != 1024 || cfg.Log.Format != "json" ||
+		len(cfg.Shutdown.AllowFrom) != 2 || cfg.Shutdown.DrainTimeout.D() != time.Minute {
+		t.Errorf("decoded config = %+v", cfg)
+	}
+}
+
+// Every problem is reported at once, each with its key path.
+func TestParseConfigReportsEveryProblem(t *testing.T) {
+	_, err := ParseConfig([]byte(`
+listen: "0.0.0.0:1110"
+max_size: 10 parsecs
+upstream:
+  tls: sometimes
+  dial_timeout: soon
+  allow: []
+  colour: blue
+shutdown:
+  allow_from: ["not-a-net"]
+limits:
+  idle_timeout: 1m
+  max_line_length: 100
+log:
+  level: loud
+bogus: 1
+`))
+	if err == nil {
+		t.Fatal("ParseConfig accepted a broken config")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"max_size", "upstream.tls", "upstream.dial_timeout", "upstream.colour: unknown key",
+		"shutdown.allow_from[0]", "limits.idle_timeout", "limits.max_line_length", "log.level",
+		"bogus: unknown key", "upstream.allow: must be set when listen",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not mention %q:\n%s", want, msg)
+		}
+	}
+	if !strings.Contains(msg, "line 3") {
+		t.Errorf("error does not give line numbers:\n%s", msg)
+	}
+}
+
+func TestOpenRelayRefused(t *testing.T) {
+	for _, tc := range []struct {
+		listen, allow string
+		ok            bool
+	}{
+		{"127.0.0.1:1110", "", true},
+		{"[::1]:1110", "", true},
+		{"localhost:1110", "", true},
+		{"0.0.0.0:1110", "", false},
+		{":1110", "", false},
+		{"192.0.2.10:1110", "", false},
+		{"0.0.0.0:1110", `["pop.example.com:995"]`, true},
+	} {
+		doc := "listen: \"" + tc.listen + "\"\n"
+		if tc.allow != "" {
+			doc += "upstream:\n  allow: " + tc.allow + "\n"
+		}
+		_, err := ParseConfig([]byte(doc))
+		if (err == nil) != tc.ok {
+			t.Errorf("listen %s allow %q: err = %v, want ok=%v", tc.listen, tc.allow, err, tc.ok)
+		}
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want ByteSize
+		ok   bool
+	}{
+		{"1024", 1024, true},
+		{"10MiB", 10 << 20, true},
+		{"10MB", 10_000_000, true},
+		{"10M", 10 << 20, true},
+		{"512 KiB", 512 << 10, true},
+		{"2gib", 2 << 30, true},
+		{"7B", 7, true},
+		{"-1", 0, false},
+		{"ten", 0, false},
+		{"10XB", 0, false},
+		{"99999999999GiB", 0, false},
+	} {
+		got, err := ParseByteSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestDefaultUpstreamMustBeAllowed(t *testing.T) {
+	_, err := ParseConfig([]byte("upstream:\n  default: \"pop.example.com:110\"\n  allow: [\"*:995\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "upstream.default") {
+		t.Fatalf("err = %v, want a complaint about upstream.default", err)
+	}
+}
+
+func TestCAFileMustHoldCertificates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ParseConfig([]byte("upstream:\n  ca_file: " + path + "\n"))
+	if err == nil || !strings.Contains(err.Error(), "upstream.ca_file") {
+		t.Fatalf("err = %v, want a complaint about upstream.ca_file", err)
+	}
+}
+
+// The shipped example must always be a valid configuration.
+func TestExampleConfigIsValid(t *testing.T) {
+	if _, err := LoadConfig("../../config.yaml.example"); err != nil {
+		t.Fatal(err)
+	}
+}

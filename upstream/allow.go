@@ -1,0 +1,107 @@
+package upstream
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"strings"
+)
+
+// AllowList restricts the upstream servers logins may be routed to, so the
+// proxy cannot be used to reach arbitrary hosts and ports (an open relay).
+//
+// Patterns are "host:port" globs in path.Match syntax ('*', '?', '[...]'),
+// matched case-insensitively, the host part and the port part separately:
+// "*:110", "*.example.com:995", "pop.example.net:*", "192.0.2.*:110". An
+// IPv6 host is written in brackets, "[::1]:110" or "[2001:db8::*]:995": a
+// pattern starting with '[' whose bracketed part contains ':' is an IPv6
+// host, not a character class. Addresses are compared in their canonical
+// form (RFC 5952: lower case, longest zero run as "::"), so write IPv6
+// patterns with wildcards in that form. Host names are compared as given,
+// without DNS.
+//
+// A nil or empty AllowList allows everything. That is deliberate for
+// private setups; the configuration layer refuses to start an open relay on
+// a listener that is not on loopback.
+type AllowList struct {
+	rules []allowRule
+}
+
+type allowRule struct {
+	host, port string // lower-case path.Match patterns
+}
+
+// NewAllowList compiles patterns. It fails on a malformed glob (wrapping
+// path.ErrBadPattern) and on a pattern without ":port" (use "host:*" for
+// any port).
+func NewAllowList(patterns []string) (*AllowList, error) {
+	a := &AllowList{}
+	for _, p := range patterns {
+		r, err := parseAllowPattern(p)
+		if err != nil {
+			return nil, fmt.Errorf("allow list pattern %q: %w", p, err)
+		}
+		a.rules = append(a.rules, r)
+	}
+	return a, nil
+}
+
+func parseAllowPattern(p string) (allowRule, error) {
+	p = strings.ToLower(strings.TrimSpace(p))
+	var r allowRule
+	if end := strings.IndexByte(p, ']'); strings.HasPrefix(p, "[") && end > 0 && strings.Contains(p[1:end], ":") {
+		inner, rest := p[1:end], p[end+1:]
+		if !strings.HasPrefix(rest, ":") {
+			return r, fmt.Errorf("missing :port after IPv6 address")
+		}
+		if a, err := netip.ParseAddr(inner); err == nil {
+			inner = a.String()
+		}
+		// Escaped, the brackets match themselves (path.Match).
+		r.host, r.port = `\[`+inner+`\]`, rest[1:]
+	} else {
+		i := strings.LastIndexByte(p, ':')
+		if i < 0 {
+			return r, fmt.Errorf("missing :port (use host:* for any port)")
+		}
+		r.host, r.port = p[:i], p[i+1:]
+	}
+	if r.host == "" || r.port == "" {
+		return r, fmt.Errorf("empty host or port")
+	}
+	for _, pat := range []string{r.host, r.port} {
+		if _, err := path.Match(pat, ""); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// Allows reports whether addr ("host:port" as Route.Addr returns it) matches
+// a pattern. A nil or empty list allows every address; an addr that is not
+// "host:port" is never allowed by a non-empty list.
+func (a *AllowList) Allows(addr string) bool {
+	if a == nil || len(a.rules) == 0 {
+		return true
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return false
+	}
+	host = strings.ToLower(host)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.String()
+		if ip.Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	for _, r := range a.rules {
+		hostOK, _ := path.Match(r.host, host)
+		portOK, _ := path.Match(r.port, port)
+		if hostOK && portOK {
+			return true
+		}
+	}
+	return false
+}

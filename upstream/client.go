@@ -1,0 +1,414 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	pop3 "github.com/knadh/go-pop3"
+	"go.uber.org/zap"
+)
+
+// Client is a session with one upstream POP3 server, created by Dial.
+//
+// Its methods must be called from one goroutine at a time, and only one
+// command runs at a time (no pipelining). Abort and Broken are the
+// exceptions: they may be called from any goroutine at any time, and Abort
+// unblocks a command that is waiting for the server.
+type Client struct {
+	addr string
+	host string
+	port int
+	opt  Options
+	log  *zap.Logger
+
+	raw net.Conn      // the TCP connection; closing it ends everything
+	tls *tls.Conn     // nil without TLS
+	g   *guardConn    // deadlines and framing, below go-pop3 and br
+	pc  *pop3.Conn    // go-pop3 for everything except RETR and TOP
+	br  *bufio.Reader // streaming reader for RETR and TOP, made on first use
+
+	rawGreeting []byte
+	greeting    string
+	caps        []string
+	msg         *Message // open RETR/TOP body
+
+	broken    atomic.Bool
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+// MessageInfo is one entry of a LIST or UIDL answer.
+type MessageInfo struct {
+	// Number is the message number (RFC 1939 §5).
+	Number int
+	// Size is the size in octets reported by LIST; 0 for UIDL.
+	Size int64
+	// UID is the unique-id reported by UIDL; "" for LIST.
+	UID string
+}
+
+// Addr returns the "host:port" the Client was dialled with.
+func (c *Client) Addr() string { return c.addr }
+
+// Greeting returns the text of the server's greeting after "+OK",
+// sanitised like ServerError.Text. It may hold an APOP timestamp.
+func (c *Client) Greeting() string { return c.greeting }
+
+// TLSConnectionState returns the state of the TLS connection, and false if
+// the connection is plain text.
+func (c *Client) TLSConnectionState() (tls.ConnectionState, bool) {
+	if c.tls == nil {
+		return tls.ConnectionState{}, false
+	}
+	return c.tls.ConnectionState(), true
+}
+
+// Capabilities returns the lines of the last CAPA response (RFC 2449 §5),
+// with control characters replaced, or nil if the server answered -ERR.
+// Dial fetches them (again after STLS, RFC 2595 §4) and Login refreshes
+// them, because a server may announce different capabilities after login.
+func (c *Client) Capabilities() []string { return slices.Clone(c.caps) }
+
+// HasCapability looks up a capability by its tag, case-insensitively, and
+// returns its arguments: HasCapability("SASL") on "SASL PLAIN LOGIN" gives
+// "PLAIN LOGIN", true.
+func (c *Client) HasCapability(name string) (args string, ok bool) {
+	for _, line := range c.caps {
+		tag, rest, _ := strings.Cut(line, " ")
+		if strings.EqualFold(tag, name) {
+			return strings.TrimSpace(rest), true
+		}
+	}
+	return "", false
+}
+
+// Broken reports whether the connection is unusable: a transport or
+// protocol error happened, a Message was closed before its end, or Quit or
+// Abort was called. Safe for concurrent use.
+func (c *Client) Broken() bool { return c.broken.Load() || c.closed.Load() }
+
+// Login authenticates with USER and PASS (RFC 1939 §7) and then re-reads
+// the capabilities. A user name or password containing CR, LF or NUL is
+// refused with ErrBadArgument before anything is written: go-pop3 writes
+// arguments as they are, so a CRLF would inject a command (protocols.md
+// item 13). A -ERR answer is a *ServerError, e.g. Code "IN-USE" when the
+// credentials are right but the maildrop is locked (RFC 2449 §8.1.2).
+func (c *Client) Login(user, pass string) error {
+	if user == "" || strings.ContainsAny(user, "\r\n\x00") {
+		return fmt.Errorf("upstream %s: USER: %w: user name empty or containing CR, LF or NUL", c.addr, ErrBadArgument)
+	}
+	if strings.ContainsAny(pass, "\r\n\x00") {
+		return fmt.Errorf("upstream %s: PASS: %w: password containing CR, LF or NUL", c.addr, ErrBadArgument)
+	}
+	if _, err := c.do(respSingle, "USER", "USER", user); err != nil {
+		return err
+	}
+	// go-pop3's Auth would send a NOOP after PASS; that is not needed, a
+	// server answers PASS only once the maildrop is locked.
+	if _, err := c.do(respSingle, "PASS", "PASS", pass); err != nil {
+		return err
+	}
+	c.log.Debug("upstream login", zap.String("user", user))
+	return c.capa()
+}
+
+// Stat returns the number of messages and their total size (RFC 1939 §5,
+// messages marked deleted excluded).
+func (c *Client) Stat() (count int, size int64, err error) {
+	buf, err := c.do(respSingle, "STAT", "STAT")
+	if err != nil {
+		return 0, 0, err
+	}
+	f := bytes.Fields(buf.Bytes())
+	if len(f) >= 2 {
+		n, ok1 := parseNum(f[0])
+		s, ok2 := parseNum(f[1])
+		if ok1 && ok2 {
+			return int(n), s, nil
+		}
+	}
+	return 0, 0, c.fail("STAT", malformed(buf.Bytes()))
+}
+
+// List returns the scan listing of message msg, or of all messages when
+// msg is 0 (RFC 1939 §5).
+func (c *Client) List(msg int) ([]MessageInfo, error) {
+	return c.listing("LIST", msg, parseListLine)
+}
+
+// Uidl returns the unique-id listing of message msg, or of all messages
+// when msg is 0 (RFC 1939 §7).
+func (c *Client) Uidl(msg int) ([]MessageInfo, error) {
+	return c.listing("UIDL", msg, parseUidlLine)
+}
+
+func (c *Client) listing(cmd string, msg int, parse func([]byte) (MessageInfo, bool)) ([]MessageInfo, error) {
+	if msg < 0 {
+		return nil, fmt.Errorf("upstream %s: %s: %w: message number %d", c.addr, cmd, ErrBadArgument, msg)
+	}
+	if msg > 0 {
+		op := cmd + " " + strconv.Itoa(msg)
+		buf, err := c.do(respSingle, op, cmd, msg)
+		if err != nil {
+			return nil, err
+		}
+		mi, ok := parse(buf.Bytes())
+		if !ok || mi.Number != msg {
+			return nil, c.fail(op, malformed(buf.Bytes()))
+		}
+		return []MessageInfo{mi}, nil
+	}
+	buf, err := c.do(respMulti, cmd, cmd)
+	if err != nil {
+		return nil, err
+	}
+	var out []MessageInfo
+	for data := buf.Bytes(); len(data) > 0; {
+		line, rest, _ := bytes.Cut(data, []byte("\n"))
+		data = rest
+		line = trimEOL(line)
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		mi, ok := parse(line)
+		if !ok {
+			return nil, c.fail(cmd, malformed(line))
+		}
+		out = append(out, mi)
+	}
+	return out, nil
+}
+
+// Retr starts retrieving message msg (RFC 1939 §5). The body is streamed:
+// read the Message to io.EOF or Close it before the next command.
+func (c *Client) Retr(msg int) (*Message, error) {
+	if msg < 1 {
+		return nil, fmt.Errorf("upstream %s: RETR: %w: message number %d", c.addr, ErrBadArgument, msg)
+	}
+	return c.stream("RETR " + strconv.Itoa(msg))
+}
+
+// Top starts retrieving the header and the first lines lines of the body
+// of message msg (RFC 1939 §7), streamed like Retr.
+func (c *Client) Top(msg, lines int) (*Message, error) {
+	if msg < 1 || lines < 0 {
+		return nil, fmt.Errorf("upstream %s: TOP: %w: message %d, lines %d", c.addr, ErrBadArgument, msg, lines)
+	}
+	return c.stream("TOP " + strconv.Itoa(msg) + " " + strconv.Itoa(lines))
+}
+
+// Dele marks message msg deleted (RFC 1939 §5). The server removes it only
+// when the session ends with Quit.
+func (c *Client) Dele(msg int) error {
+	if msg < 1 {
+		return fmt.Errorf("upstream %s: DELE: %w: message number %d", c.addr, ErrBadArgument, msg)
+	}
+	_, err := c.do(respSingle, "DELE "+strconv.Itoa(msg), "DELE", msg)
+	return err
+}
+
+// Rset unmarks all messages marked deleted (RFC 1939 §5).
+func (c *Client) Rset() error {
+	_, err := c.do(respSingle, "RSET", "RSET")
+	return err
+}
+
+// Noop sends NOOP, e.g. to keep the upstream session alive while a long
+// scan runs (protocols.md §3.1).
+func (c *Client) Noop() error {
+	_, err := c.do(respSingle, "NOOP", "NOOP")
+	return err
+}
+
+// Quit sends QUIT, which makes the server commit the deletions (RFC 1939
+// §6), and closes the connection. The server's answer is returned
+// truthfully: nil for +OK, a *ServerError for -ERR (e.g. "some deleted
+// messages not removed"), and an ErrConnection error if no answer came, in
+// which case nobody knows whether the deletions were committed. With a
+// Message still open, QUIT cannot be sent; the connection is closed without
+// it and the error wraps ErrMessageOpen and ErrConnection.
+func (c *Client) Quit() error {
+	defer c.close()
+	if c.msg != nil {
+		return c.fail("QUIT", ErrMessageOpen)
+	}
+	_, err := c.do(respSingle, "QUIT", "QUIT")
+	return err
+}
+
+// Abort closes the connection without sending QUIT, so the server commits
+// nothing (RFC 1939 §6): the way to end a session whose client disappeared
+// or failed. It is idempotent, safe to call from any goroutine, and
+// unblocks a command or Message.Read waiting for the server, which then
+// fails with ErrConnection.
+func (c *Client) Abort() error {
+	c.close()
+	return nil
+}
+
+func (c *Client) close() {
+	c.closed.Store(true)
+	c.shut()
+}
+
+// shut closes the TCP connection (under TLS too: a close_notify is not
+// needed, and the raw close never blocks).
+func (c *Client) shut() {
+	c.closeOnce.Do(func() { c.raw.Close() })
+}
+
+// ready refuses a command on a closed or broken connection or while a
+// Message is open.
+func (c *Client) ready(op string) error {
+	if c.Broken() {
+		return fmt.Errorf("upstream %s: %s: %w", c.addr, op, connError(errClosed))
+	}
+	if c.msg != nil {
+		return fmt.Errorf("upstream %s: %s: %w", c.addr, op, ErrMessageOpen)
+	}
+	return nil
+}
+
+// fail marks the connection broken and closes it, without QUIT, and
+// returns err with context, wrapping ErrConnection.
+func (c *Client) fail(op string, err error) error {
+	c.broken.Store(true)
+	c.msg = nil
+	c.shut()
+	err = fmt.Errorf("upstream %s: %s: %w", c.addr, op, connError(err))
+	c.log.Debug("upstream connection broken", zap.Error(err))
+	return err
+}
+
+// do runs one command through go-pop3. op names it in errors and logs; it
+// never contains a password.
+func (c *Client) do(kind respKind, op, cmd string, args ...any) (*bytes.Buffer, error) {
+	if err := c.ready(op); err != nil {
+		return nil, err
+	}
+	c.g.expect(kind)
+	buf, err := c.pc.Cmd(cmd, kind == respMulti, args...)
+	if err := c.outcome(op, err); err != nil {
+		return nil, err
+	}
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	return buf, nil
+}
+
+// outcome decides from the guard's view of the response, not from go-pop3's
+// error strings, what a command's result is.
+func (c *Client) outcome(op string, err error) error {
+	g := c.g
+	if g.violation != nil {
+		return c.fail(op, g.violation)
+	}
+	if !g.complete() {
+		if g.ioErr != nil {
+			err = g.ioErr
+		} else if err == nil {
+			err = errors.New("incomplete response")
+		}
+		return c.fail(op, unexpectedEOF(err))
+	}
+	if g.ioErr != nil {
+		// The whole answer arrived and then the connection ended (e.g. the
+		// server closes after -ERR to PASS, RFC 1939 §4): report the answer,
+		// but nothing more can be sent.
+		c.broken.Store(true)
+		c.shut()
+	}
+	if !g.isOK {
+		return fmt.Errorf("upstream %s: %s: %w", c.addr, op, parseServerError(g.status()))
+	}
+	if err != nil {
+		return c.fail(op, err)
+	}
+	return nil
+}
+
+// capa reads the capabilities; -ERR means CAPA is not supported (RFC 2449
+// §5) and leaves them nil.
+func (c *Client) capa() error {
+	c.caps = nil
+	buf, err := c.do(respMulti, "CAPA", "CAPA")
+	var se *ServerError
+	if errors.As(err, &se) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, line := range bytes.Split(buf.Bytes(), []byte("\n")) {
+		if s := sanitize(trimEOL(line), maxErrorText); s != "" {
+			c.caps = append(c.caps, s)
+		}
+	}
+	return nil
+}
+
+// parseNum parses a non-negative decimal number of at most 18 digits.
+func parseNum(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// parseListLine parses "n size"; RFC 1939 §5 allows more after the size.
+func parseListLine(line []byte) (MessageInfo, bool) {
+	f := bytes.Fields(line)
+	if len(f) < 2 {
+		return MessageInfo{}, false
+	}
+	n, ok1 := parseNum(f[0])
+	size, ok2 := parseNum(f[1])
+	if !ok1 || !ok2 || n < 1 || n > 1<<31-1 {
+		return MessageInfo{}, false
+	}
+	return MessageInfo{Number: int(n), Size: size}, true
+}
+
+// parseUidlLine parses "n unique-id". The unique-id must be printable ASCII
+// without spaces (0x21-0x7E, RFC 1939 §7), because it is relayed to clients
+// as is; its length (at most 70 per the RFC) is not enforced, as some
+// servers exceed it and clients cope.
+func parseUidlLine(line []byte) (MessageInfo, bool) {
+	f := bytes.Fields(line)
+	if len(f) < 2 {
+		return MessageInfo{}, false
+	}
+	n, ok := parseNum(f[0])
+	if !ok || n < 1 || n > 1<<31-1 {
+		return MessageInfo{}, false
+	}
+	for _, b := range f[1] {
+		if b < 0x21 || b > 0x7e {
+			return MessageInfo{}, false
+		}
+	}
+	return MessageInfo{Number: int(n), UID: string(f[1])}, true
+}
+
+// malformed describes an answer that did not parse, shortened and quoted
+// for the log.
+func malformed(b []byte) error {
+	return fmt.Errorf("malformed response %q", b[:min(len(b), 60)])
+}

@@ -1,0 +1,287 @@
+package upstream
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// respKind tells the guard what the next response looks like.
+type respKind uint8
+
+const (
+	// respSingle is one status line (RFC 1939 §3).
+	respSingle respKind = iota
+	// respMulti is a status line and, after +OK, lines up to ".CRLF".
+	respMulti
+	// respStream is framed by the caller itself (RETR and TOP): the guard
+	// only sets deadlines and neither follows nor caps it.
+	respStream
+)
+
+// phase is where the guard is within the current response.
+type phase uint8
+
+const (
+	phIdle      phase = iota // response complete; any byte is unsolicited
+	phStatus                 // in the status line
+	phLineStart              // at the start of a line of a multi-line body
+	phMid                    // inside a body line
+	phDot                    // read "." at the start of a body line
+	phDotCR                  // read ".\r" at the start of a body line
+	phStream                 // not followed (respStream)
+)
+
+// statusCap is how much of a status line the guard keeps: enough for
+// RFC 1939's 512 octets, the response code and ServerError's 400 bytes.
+const statusCap = 1024
+
+// guardConn sits between go-pop3 (or the streaming reader) and the network
+// connection. It
+//   - sets a deadline before every Read and Write: the fixed dial deadline
+//     while connecting, Options.Timeout afterwards;
+//   - follows the framing of each response, so that a malformed status line
+//     (go-pop3 takes an empty one for +OK), an over-long response and any
+//     byte after a complete response are caught however go-pop3 buffers;
+//   - keeps the status line, from which ServerError is parsed;
+//   - makes every error sticky: after one failure the stream position is
+//     unknown, so nothing more is read or written.
+//
+// It is used by one goroutine at a time (the Client's caller); Abort closes
+// the raw connection below it instead of touching it.
+type guardConn struct {
+	net.Conn // raw TCP, or the tls.Conn over it once TLS is up
+
+	timeout time.Duration
+	fixed   time.Time // dial deadline; zero after Dial
+	max     int64     // cap on a followed response, 0 for none
+
+	kind  respKind
+	ph    phase
+	n     int64 // bytes of the current response
+	line  [statusCap]byte
+	nline int  // bytes kept in line (a longer status line is cut)
+	isOK  bool // the status line was +OK
+
+	violation error // framing failure found here
+	ioErr     error // error from the connection below
+}
+
+func newGuard(c net.Conn, timeout time.Duration, fixed time.Time, max int64) *guardConn {
+	// The first response is the greeting, which nobody asked for.
+	return &guardConn{Conn: c, timeout: timeout, fixed: fixed, max: max, ph: phStatus}
+}
+
+func (g *guardConn) deadline() time.Time {
+	if !g.fixed.IsZero() {
+		return g.fixed
+	}
+	return time.Now().Add(g.timeout)
+}
+
+// expect announces the kind of the response to the next command.
+func (g *guardConn) expect(k respKind) { g.kind = k }
+
+// failed returns the sticky error, if any.
+func (g *guardConn) failed() error {
+	if g.violation != nil {
+		return g.violation
+	}
+	return g.ioErr
+}
+
+// complete reports whether the current response has been seen to its end.
+func (g *guardConn) complete() bool { return g.ph == phIdle }
+
+// status returns the kept status line without its line end.
+func (g *guardConn) status() []byte { return trimEOL(g.line[:g.nline]) }
+
+// endStream marks the end of a response the caller framed itself.
+func (g *guardConn) endStream() { g.ph = phIdle }
+
+// Write starts a new response: in lock-step POP3 every command write is
+// followed by exactly one response.
+func (g *guardConn) Write(p []byte) (int, error) {
+	if err := g.failed(); err != nil {
+		return 0, err
+	}
+	g.n, g.nline, g.isOK = 0, 0, false
+	g.ph = phStatus
+	if g.kind == respStream {
+		g.ph = phStream
+	}
+	if err := g.Conn.SetDeadline(g.deadline()); err != nil {
+		g.ioErr = err
+		return 0, err
+	}
+	n, err := g.Conn.Write(p)
+	if err != nil {
+		g.ioErr = err
+	}
+	return n, err
+}
+
+// Read reads and checks the framing. A violation is returned instead of the
+// data, so go-pop3 never parses bytes the guard refused.
+func (g *guardConn) Read(p []byte) (int, error) {
+	if err := g.failed(); err != nil {
+		return 0, err
+	}
+	// Both deadlines: under TLS a Read may have to write (a TLS 1.3
+	// KeyUpdate answer), and the last write deadline may long be past.
+	if err := g.Conn.SetDeadline(g.deadline()); err != nil {
+		g.ioErr = err
+		return 0, err
+	}
+	n, err := g.Conn.Read(p)
+	if n > 0 && g.ph != phStream {
+		if v := g.track(p[:n]); v != nil {
+			g.violation = connError(v)
+			return 0, g.violation
+		}
+	}
+	if err != nil {
+		g.ioErr = err
+	}
+	return n, err
+}
+
+// track advances the framing state over b.
+func (g *guardConn) track(b []byte) error {
+	g.n += int64(len(b))
+	if g.max > 0 && g.n > g.max {
+		return fmt.Errorf("response exceeds %d bytes", g.max)
+	}
+	for len(b) > 0 {
+		switch g.ph {
+		case phIdle:
+			return errUnsolicited
+		case phStatus:
+			i := bytes.IndexByte(b, '\n')
+			chunk := b
+			if i >= 0 {
+				chunk = b[:i+1]
+			}
+			g.nline += copy(g.line[g.nline:], chunk)
+			if i < 0 {
+				if !statusPrefixOK(g.line[:g.nline]) {
+					return fmt.Errorf("malformed status line %q", g.line[:min(g.nline, 40)])
+				}
+				return nil
+			}
+			b = b[i+1:]
+			switch classify(g.status()) {
+			case statusOK:
+				g.isOK = true
+				g.ph = phIdle
+				if g.kind == respMulti {
+					g.ph = phLineStart
+				}
+			case statusErr:
+				g.ph = phIdle
+			default:
+				return fmt.Errorf("malformed status line %q", g.status()[:min(len(g.status()), 40)])
+			}
+		case phLineStart:
+			if b[0] != '.' {
+				g.ph = phMid
+				continue
+			}
+			g.ph = phDot
+			b = b[1:]
+		case phDot, phDotCR:
+			switch {
+			case b[0] == '\n':
+				g.ph = phIdle // ".\n" or ".\r\n": the terminator
+				b = b[1:]
+			case b[0] == '\r' && g.ph == phDot:
+				g.ph = phDotCR
+				b = b[1:]
+			default:
+				g.ph = phMid
+			}
+		case phMid:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				return nil
+			}
+			b = b[i+1:]
+			g.ph = phLineStart
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// statusKind classifies a status line.
+type statusKind uint8
+
+const (
+	statusBad statusKind = iota
+	statusOK
+	statusErr
+)
+
+// classify accepts exactly what RFC 1939 §3 allows, "+OK" or "-ERR" alone
+// or followed by a space and text, upper case. Unlike go-pop3 it refuses an
+// empty line. line has no line end.
+func classify(line []byte) statusKind {
+	switch {
+	case string(line) == "+OK" || bytes.HasPrefix(line, []byte("+OK ")):
+		return statusOK
+	case string(line) == "-ERR" || bytes.HasPrefix(line, []byte("-ERR ")):
+		return statusErr
+	}
+	return statusBad
+}
+
+// statusPrefixOK reports whether an unfinished status line can still
+// become a valid one, so that garbage is refused before its line ends.
+func statusPrefixOK(b []byte) bool {
+	for _, want := range []string{"+OK ", "+OK\r", "-ERR ", "-ERR\r"} {
+		n := min(len(b), len(want))
+		if string(b[:n]) == want[:n] {
+			return true
+		}
+	}
+	return false
+}
+
+// trimEOL removes a trailing CRLF or LF.
+func trimEOL(b []byte) []byte {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r"))
+}
+
+// replayConn returns pending before reading from the connection. After STLS
+// the greeting has been read already, but go-pop3's NewConn insists on
+// reading one (and discards it), so the saved greeting is replayed.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (r *replayConn) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
+	}
+	return r.Conn.Read(p)
+}
+
+// handOver is go-pop3's Opt.Dialer. The connection is dialled (and
+// TLS-wrapped) before go-pop3 is involved, because go-pop3's Dial has no
+// context, no deadline and builds "host:port" with %s:%d, which breaks IPv6
+// literals; the address go-pop3 passes is ignored.
+type handOver struct{ c net.Conn }
+
+func (h handOver) Dial(network, address string) (net.Conn, error) {
+	if h.c == nil {
+		return nil, errors.New("connection already handed over")
+	}
+	return h.c, nil
+}

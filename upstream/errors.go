@@ -1,0 +1,180 @@
+package upstream
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+var (
+	// ErrConnection is wrapped by every transport or protocol failure: the
+	// connect or the TLS handshake failed, a read or write timed out, the
+	// server closed the connection, sent a malformed or over-long response,
+	// or sent bytes nobody asked for. The Client is broken afterwards. The
+	// relay answers its client "-ERR [SYS/TEMP] upstream connection lost"
+	// (RFC 3206) and disconnects.
+	ErrConnection = errors.New("upstream connection failed")
+
+	// ErrTLS is wrapped, together with ErrConnection, by TLS failures: a
+	// failed handshake or certificate check, STLS not offered in starttls
+	// mode or refused, and bytes injected after the STLS response.
+	ErrTLS = errors.New("upstream TLS failed")
+
+	// ErrBadArgument is returned when a command is refused before anything
+	// is written: CR, LF or NUL in a user name or password (they would end
+	// the command line early and smuggle in another command), an empty user
+	// name, or a message number below 1. The connection stays usable.
+	ErrBadArgument = errors.New("invalid argument")
+
+	// ErrMessageOpen is returned when a command is issued while the body of
+	// a RETR or TOP response is still being read: the command could only be
+	// sent after the rest of the body, so the Message must be read to the
+	// end or closed first. The connection stays as it was.
+	ErrMessageOpen = errors.New("previous message not read to the end")
+
+	// ErrInvalidLogin is wrapped by every *LoginError.
+	ErrInvalidLogin = errors.New("invalid login")
+
+	// errClosed reports use after Quit or Abort.
+	errClosed = errors.New("connection closed, or broken by an earlier error")
+	// errUnsolicited reports bytes after a complete response. In lock-step
+	// POP3 nothing may follow a response until the next command, so they
+	// are either a broken server or data injected into the stream
+	// (protocols.md §2.3), and no later response can be trusted.
+	errUnsolicited = errors.New("unsolicited data after a complete response")
+)
+
+// connError makes sure err wraps ErrConnection, keeping the original error
+// (a net.Error timeout, io.ErrUnexpectedEOF, ...) in the chain.
+func connError(err error) error {
+	if errors.Is(err, ErrConnection) {
+		return err
+	}
+	if err == nil {
+		return ErrConnection
+	}
+	return fmt.Errorf("%w: %w", ErrConnection, err)
+}
+
+// unexpectedEOF turns io.EOF in the middle of a response into
+// io.ErrUnexpectedEOF, so callers can tell it from a clean end.
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// ServerError is a -ERR response from the upstream server. It leaves the
+// connection usable, although RFC 1939 §4 allows a server to close it after
+// a failed PASS.
+type ServerError struct {
+	// Code is the extended response code without the brackets
+	// (RFC 2449 §8, RFC 3206): "IN-USE", "LOGIN-DELAY", "SYS/TEMP",
+	// "SYS/PERM", "AUTH", or any other well-formed code. It is "" when the
+	// response has none or the bracketed part does not follow the grammar
+	// of RFC 2449 §3; then the bracketed part stays in Text.
+	Code string
+	// Text is the rest of the response, with control characters and
+	// invalid UTF-8 replaced by '?', truncated to 400 bytes so that a relayed
+	// "-ERR [CODE] Text" stays under RFC 1939's 512-octet line limit.
+	Text string
+}
+
+// Error returns the response as the server sent it, cleaned up:
+// "-ERR [CODE] text".
+func (e *ServerError) Error() string {
+	var b strings.Builder
+	b.WriteString("-ERR")
+	if e.Code != "" {
+		b.WriteString(" [" + e.Code + "]")
+	}
+	if e.Text != "" {
+		b.WriteString(" " + e.Text)
+	}
+	return b.String()
+}
+
+// maxErrorText bounds ServerError.Text (see there).
+const maxErrorText = 400
+
+// parseServerError parses a "-ERR ..." status line (with or without its
+// line end) into a ServerError.
+func parseServerError(line []byte) *ServerError {
+	rest := bytes.TrimPrefix(trimEOL(line), []byte("-ERR"))
+	rest = bytes.TrimPrefix(rest, []byte(" "))
+	e := &ServerError{}
+	if code, text, ok := splitRespCode(rest); ok {
+		e.Code, rest = code, text
+	}
+	e.Text = sanitize(rest, maxErrorText)
+	return e
+}
+
+// splitRespCode splits "[CODE/SUB] text" per the grammar of RFC 2449 §3:
+//
+//	resp-code  = "[" resp-level *("/" resp-level) "]"
+//	resp-level = 1*rchar
+//	rchar      = %x21-2E / %x30-5C / %x5E-7F
+//
+// DEL (%x7F) is refused although the grammar allows it: the code is relayed
+// to clients, and a control character has no business there.
+func splitRespCode(b []byte) (code string, text []byte, ok bool) {
+	if len(b) == 0 || b[0] != '[' {
+		return "", b, false
+	}
+	end := bytes.IndexByte(b, ']')
+	if end < 0 {
+		return "", b, false
+	}
+	inner := b[1:end]
+	for _, level := range bytes.Split(inner, []byte("/")) {
+		if len(level) == 0 {
+			return "", b, false
+		}
+		for _, c := range level {
+			if c < 0x21 || c > 0x7e || c == '/' || c == ']' {
+				return "", b, false
+			}
+		}
+	}
+	return string(inner), bytes.TrimLeft(b[end+1:], " "), true
+}
+
+// sanitize returns b as a string of printable characters: control
+// characters (C0, DEL, C1) and invalid UTF-8 become '?', surrounding spaces
+// are trimmed, and the result is cut to at most max bytes on a character
+// boundary.
+func sanitize(b []byte, max int) string {
+	var s strings.Builder
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		b = b[size:]
+		switch {
+		case r == utf8.RuneError && size == 1, r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0:
+			r = '?'
+		}
+		if s.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		s.WriteRune(r)
+	}
+	return strings.TrimSpace(s.String())
+}
+
+// LoginError is returned by ParseLogin. Its message is safe to show to the
+// POP3 client ("-ERR invalid login: ..."): it describes the problem without
+// echoing the input.
+type LoginError struct {
+	// Reason says what is wrong, e.g. "missing upstream host".
+	Reason string
+}
+
+// Error returns "invalid login: " and the reason.
+func (e *LoginError) Error() string { return "invalid login: " + e.Reason }
+
+// Unwrap returns ErrInvalidLogin.
+func (e *LoginError) Unwrap() error { return ErrInvalidLogin }

@@ -1,0 +1,111 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Message streams the body of one RETR or TOP response: dot-stuffing
+// removed, every other byte exactly as the server sent it (CRLF, bare LF,
+// bare CR, NUL, 8-bit). Nothing is buffered beyond one 64 KiB buffer, so a
+// message of any size takes constant memory. It is not safe for concurrent
+// use, except that Client.Abort may interrupt a blocked Read.
+type Message struct {
+	// Size is n from a status line "+OK n octets" (RFC 1939 §5 example),
+	// or -1 if the status line does not say. It is the server's claim, not
+	// a limit: the body ends at the terminating line.
+	Size int64
+
+	c   *Client
+	op  string
+	dr  dotReader
+	err error // sticky result
+}
+
+// Read reads the body. It returns io.EOF after the terminating ".CRLF",
+// and an error wrapping ErrConnection (and io.ErrUnexpectedEOF if the
+// connection ended first) when the body cannot be completed; the Client is
+// broken then. Bytes that follow the terminator before the next command are
+// a protocol violation (see the package documentation): the last Read
+// returns an ErrConnection error instead of io.EOF.
+func (m *Message) Read(p []byte) (int, error) {
+	if m.err != nil {
+		return 0, m.err
+	}
+	n, err := m.dr.Read(p)
+	switch {
+	case err == nil:
+		return n, nil
+	case err == io.EOF && m.c.br.Buffered() > 0:
+		m.err = m.c.fail(m.op, errUnsolicited)
+	case err == io.EOF:
+		m.c.g.endStream()
+		m.c.msg = nil
+		m.err = io.EOF
+	default:
+		m.err = m.c.fail(m.op, err)
+	}
+	return n, m.err
+}
+
+// Close ends the Message. If the body was not read to its end the Client is
+// marked broken and its connection closed without QUIT: the rest of the body
+// is still on its way and there is no way to skip it reliably. Close never
+// sends anything and always returns nil.
+func (m *Message) Close() error {
+	if m.err == nil {
+		m.err = m.c.fail(m.op, errors.New("message closed before its end"))
+	}
+	return nil
+}
+
+// stream sends a RETR or TOP command and reads the status line itself (see
+// the package documentation for why go-pop3 is bypassed here).
+func (c *Client) stream(op string) (*Message, error) {
+	if err := c.ready(op); err != nil {
+		return nil, err
+	}
+	c.g.expect(respStream)
+	if err := c.pc.Send(op); err != nil {
+		return nil, c.fail(op, err)
+	}
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.g, streamBufSize)
+	}
+	status, err := c.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		err = fmt.Errorf("status line longer than %d bytes", streamBufSize)
+	}
+	if err != nil {
+		return nil, c.fail(op, unexpectedEOF(err))
+	}
+	switch classify(trimEOL(status)) {
+	case statusOK:
+		m := &Message{Size: parseOctets(status), c: c, op: op, dr: dotReader{br: c.br}}
+		c.msg = m
+		return m, nil
+	case statusErr:
+		se := parseServerError(status)
+		if c.br.Buffered() > 0 {
+			return nil, c.fail(op, errUnsolicited)
+		}
+		c.g.endStream()
+		return nil, fmt.Errorf("upstream %s: %s: %w", c.addr, op, se)
+	}
+	return nil, c.fail(op, fmt.Errorf("malformed status line %q", status[:min(len(status), 40)]))
+}
+
+// parseOctets returns n from "+OK n octets[ ...]", or -1.
+func parseOctets(status []byte) int64 {
+	f := bytes.Fields(statusText(trimEOL(status)))
+	if len(f) < 2 || len(f[1]) < 5 || !bytes.EqualFold(f[1][:5], []byte("octet")) {
+		return -1
+	}
+	if n, ok := parseNum(f[0]); ok {
+		return n
+	}
+	return -1
+}

@@ -1,0 +1,115 @@
+package upstream
+
+import (
+	"crypto/tls"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// TLSMode is how Dial secures the connection to the upstream server.
+type TLSMode int
+
+const (
+	// TLSNone is plain POP3. The password crosses the network in clear.
+	TLSNone TLSMode = iota
+	// TLSImplicit starts TLS right after the TCP connect, before the
+	// greeting (POP3S, port 995; preferred by RFC 8314).
+	TLSImplicit
+	// TLSStartTLS connects in plain text and upgrades with STLS
+	// (RFC 2595 §4); Dial fails if the server's CAPA does not offer STLS.
+	TLSStartTLS
+	// TLSAuto uses implicit TLS on port 995. On other ports it upgrades
+	// with STLS when the server's CAPA offers it and stays in plain text
+	// otherwise. That fallback is opportunistic: an attacker on the path can
+	// strip STLS from the plain-text CAPA, so use TLSStartTLS or
+	// TLSImplicit where the server is known to support TLS.
+	TLSAuto
+)
+
+var tlsModeNames = [...]string{TLSNone: "none", TLSImplicit: "implicit", TLSStartTLS: "starttls", TLSAuto: "auto"}
+
+// String returns the name ParseTLSMode accepts.
+func (m TLSMode) String() string {
+	if m >= 0 && int(m) < len(tlsModeNames) {
+		return tlsModeNames[m]
+	}
+	return "TLSMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// ParseTLSMode parses "none", "implicit", "starttls" or "auto", in any case.
+func ParseTLSMode(s string) (TLSMode, error) {
+	for m, name := range tlsModeNames {
+		if strings.EqualFold(s, name) {
+			return TLSMode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown upstream TLS mode %q (want none, implicit, starttls or auto)", s)
+}
+
+// MarshalText implements encoding.TextMarshaler, for configuration files.
+func (m TLSMode) MarshalText() ([]byte, error) {
+	if m < 0 || int(m) >= len(tlsModeNames) {
+		return nil, fmt.Errorf("invalid upstream TLS mode %d", int(m))
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParseTLSMode.
+func (m *TLSMode) UnmarshalText(b []byte) error {
+	v, err := ParseTLSMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// stlsPolicy is whether Dial upgrades a plain connection with STLS.
+type stlsPolicy uint8
+
+const (
+	stlsNever stlsPolicy = iota
+	stlsIfOffered
+	stlsRequired
+)
+
+// implicitTLSPort is POP3S (RFC 8314).
+const implicitTLSPort = 995
+
+// planTLS decides, from the mode and the port alone, whether to start TLS
+// at once and whether to try STLS. It is a separate function so that the
+// TLSAuto decision for port 995, which tests cannot bind, is testable.
+func planTLS(mode TLSMode, port int) (implicit bool, stls stlsPolicy, err error) {
+	switch mode {
+	case TLSNone:
+		return false, stlsNever, nil
+	case TLSImplicit:
+		return true, stlsNever, nil
+	case TLSStartTLS:
+		return false, stlsRequired, nil
+	case TLSAuto:
+		if port == implicitTLSPort {
+			return true, stlsNever, nil
+		}
+		return false, stlsIfOffered, nil
+	}
+	return false, stlsNever, fmt.Errorf("%w: TLS mode %d", ErrBadArgument, int(mode))
+}
+
+// clientTLSConfig returns the configuration for one upstream: a copy of
+// base (nil: system roots, Go's defaults), with ServerName set to serverName
+// when base leaves it empty. Certificates are verified against that name
+// (RFC 7817, RFC 8314); an IP address is checked against the IP SANs.
+func clientTLSConfig(base *tls.Config, serverName string) *tls.Config {
+	var cfg *tls.Config
+	if base != nil {
+		cfg = base.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName
+	}
+	return cfg
+}

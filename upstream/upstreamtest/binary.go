@@ -1,0 +1,82 @@
+package upstreamtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// IntegrationRequired reports whether missing integration software must fail
+// tests instead of skipping them: true when env CI=true or
+// POP3PROXY_INTEGRATION=require. CI sets CI=true, so a machine on which
+// ./test.sh could not install a program fails loudly instead of going green
+// with the integration tests silently skipped.
+func IntegrationRequired() bool {
+	return strings.EqualFold(os.Getenv("CI"), "true") ||
+		os.Getenv("POP3PROXY_INTEGRATION") == "require"
+}
+
+// debianPackage names the package that provides a program, for the skip
+// message. Programs not listed come from a package of the same name.
+var debianPackage = map[string]string{
+	"dovecot": "dovecot-pop3d",
+	"getmail": "getmail6",
+	"clamd":   "clamav-daemon",
+	"python3": "python3",
+}
+
+// sbinDirs are searched after PATH: daemons live in /usr/sbin, which is
+// missing from the PATH of many non-root shells.
+var sbinDirs = []string{"/usr/local/sbin", "/usr/sbin", "/sbin"}
+
+// LookBinary returns the path of an installed program, searching PATH and
+// then the sbin directories, or "" when it is not installed.
+func LookBinary(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if strings.ContainsRune(name, filepath.Separator) {
+		return ""
+	}
+	for _, dir := range sbinDirs {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// warned remembers the programs already reported on stderr, so that a
+// package with many integration tests prints one warning per program.
+var warned sync.Map
+
+// NeedBinary returns the path of an installed program or skips the test with
+// a loud message, or fails it when IntegrationRequired reports true.
+//
+// Skip messages are shown by go test only with -v, so the first skip for a
+// program is also written to stderr, where it is seen when testing a single
+// package.
+func NeedBinary(t testing.TB, name string) string {
+	t.Helper()
+	if p := LookBinary(name); p != "" {
+		return p
+	}
+	pkg := debianPackage[name]
+	if pkg == "" {
+		pkg = name
+	}
+	msg := fmt.Sprintf("integration test skipped: %s not installed (Debian package %s); run ./test.sh as root to install it", name, pkg)
+	if IntegrationRequired() {
+		t.Fatalf("%s is required here (CI=true or POP3PROXY_INTEGRATION=require) but not installed (Debian package %s); run ./test.sh as root to install it", name, pkg)
+	}
+	if _, loaded := warned.LoadOrStore(name, true); !loaded {
+		fmt.Fprintf(os.Stderr, "\n*** WARNING: %s ***\n\n", msg)
+	}
+	t.Skip(msg)
+	return ""
+}

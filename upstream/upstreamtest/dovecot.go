@@ -1,0 +1,658 @@
+package upstreamtest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Timeouts for the daemon's life cycle. Dovecot serves its greeting about
+// 50 ms after start on an idle machine; the bound is generous because CI runs
+// many test binaries in parallel on two cores.
+const (
+	startTimeout = 15 * time.Second
+	stopTimeout  = 5 * time.Second
+	logWait      = 10 * time.Second
+	bindAttempts = 5
+)
+
+// DovecotOptions configures StartDovecot.
+type DovecotOptions struct {
+	// Users maps user names to passwords. Default {"alice": "alice-secret"}.
+	Users map[string]string
+	// TLS also serves implicit TLS (pop3s) on TLSAddr and offers STLS on
+	// Addr, with a certificate for 127.0.0.1, ::1 and "localhost" signed by a
+	// throwaway CA (CAFile, TLSConfig).
+	TLS bool
+	// LockSession sets pop3_lock_session = yes: a second session on a
+	// maildrop that is in use gets "-ERR [IN-USE] Mailbox is locked by
+	// another POP3 session." in answer to PASS, after Dovecot has waited
+	// for the lock for about 10 s (a fixed timeout; mail_max_lock_timeout
+	// does not shorten it).
+	LockSession bool
+}
+
+// Dovecot is a running Dovecot POP3 server. It is stopped when the test
+// that started it ends.
+type Dovecot struct {
+	// Addr is "127.0.0.1:port" of plain POP3 (STLS is offered with TLS).
+	Addr string
+	// TLSAddr is "127.0.0.1:port" of implicit TLS, "" without TLS.
+	TLSAddr string
+	// CAFile is the PEM file of the CA that signed the server certificate,
+	// "" without TLS.
+	CAFile string
+	// Dir holds the configuration, the passwd-file, the log
+	// (dovecot.log) and the Maildirs (mail/<user>/Maildir).
+	Dir string
+
+	users   map[string]string
+	uid     int
+	gid     int
+	chown   bool // running as root: files must belong to the mail user
+	logPath string
+	outPath string
+	caPool  *x509.CertPool
+}
+
+// identity is who the mail processes run as, and the settings that let
+// Dovecot run without root.
+type identity struct {
+	uid, gid int
+	chown    bool
+	settings string
+}
+
+// mailIdentity picks the owner of the Maildirs. As root, Dovecot refuses
+// uid 0 for mail processes, so they run as the system "mail" user. Without
+// root, everything runs as the current user: the services that Dovecot
+// would start as dovecot or dovenull, or chroot, are told not to.
+func mailIdentity() (identity, error) {
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("mail")
+		if err != nil {
+			return identity{}, fmt.Errorf("look up the mail user: %w", err)
+		}
+		uid, err1 := strconv.Atoi(u.Uid)
+		gid, err2 := strconv.Atoi(u.Gid)
+		if err := errors.Join(err1, err2); err != nil || uid == 0 {
+			return identity{}, fmt.Errorf("mail user has unusable ids %s:%s", u.Uid, u.Gid)
+		}
+		return identity{uid: uid, gid: gid, chown: true}, nil
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return identity{}, fmt.Errorf("look up the current user: %w", err)
+	}
+	g, err := user.LookupGroupId(strconv.Itoa(gid))
+	if err != nil {
+		return identity{}, fmt.Errorf("look up the current group: %w", err)
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "default_internal_user = %s\n", u.Username)
+	fmt.Fprintf(&s, "default_internal_group = %s\n", g.Name)
+	fmt.Fprintf(&s, "default_login_user = %s\n", u.Username)
+	// chroot needs root; these are the services that chroot by default.
+	for _, svc := range []string{"pop3-login", "anvil", "imap-login", "submission-login", "managesieve-login"} {
+		fmt.Fprintf(&s, "service %s {\n  chroot =\n}\n", svc)
+	}
+	return identity{uid: uid, gid: gid, settings: s.String()}, nil
+}
+
+// StartDovecot runs a real Dovecot (Debian package dovecot-pop3d) in the
+// foreground under a t.TempDir(), on free loopback ports, with a
+// passwd-file and Maildirs in the temp dir. It waits until the greeting is
+// served and stops the process (SIGTERM, then SIGKILL) in t.Cleanup. The
+// tail of Dovecot's log is logged with t.Log when the test fails.
+func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
+	t.Helper()
+	bin := NeedBinary(t, "dovecot")
+
+	users := opt.Users
+	if len(users) == 0 {
+		users = map[string]string{"alice": "alice-secret"}
+	}
+	for name, pass := range users {
+		// The passwd-file is ':'-separated and the name becomes a path.
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, ":/ \t\r\n\x00") {
+			t.Fatalf("upstreamtest: unusable user name %q", name)
+		}
+		if strings.ContainsAny(pass, ":\r\n\x00") {
+			t.Fatalf("upstreamtest: password of %q contains ':', CR, LF or NUL, which a passwd-file cannot hold", name)
+		}
+	}
+
+	id, err := mailIdentity()
+	if err != nil {
+		t.Fatalf("upstreamtest: %v", err)
+	}
+
+	dir := t.TempDir()
+	if strings.ContainsAny(dir, " \t\"'\\#") {
+		t.Fatalf("upstreamtest: temp dir %q has characters Dovecot's configuration cannot take; set TMPDIR", dir)
+	}
+	if id.chown {
+		// t.TempDir's directories are 0700 and root's; the mail processes
+		// must be able to walk down to the Maildirs.
+		for _, p := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(p, 0o711); err != nil {
+				t.Fatalf("upstreamtest: %v", err)
+			}
+		}
+	}
+	d := &Dovecot{
+		Dir:     dir,
+		users:   users,
+		uid:     id.uid,
+		gid:     id.gid,
+		chown:   id.chown,
+		logPath: filepath.Join(dir, "dovecot.log"),
+		outPath: filepath.Join(dir, "dovecot.out"),
+	}
+
+	var passwd strings.Builder
+	names := make([]string, 0, len(users))
+	for name := range users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		home := filepath.Join(dir, "mail", name)
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(home, "Maildir", sub), 0o700); err != nil {
+				t.Fatalf("upstreamtest: %v", err)
+			}
+		}
+		if id.chown {
+			for _, p := range []string{home, filepath.Join(home, "Maildir"), filepath.Join(home, "Maildir", "cur"),
+				filepath.Join(home, "Maildir", "new"), filepath.Join(home, "Maildir", "tmp")} {
+				if err := os.Chown(p, id.uid, id.gid); err != nil {
+					t.Fatalf("upstreamtest: %v", err)
+				}
+			}
+			if err := os.Chmod(filepath.Join(dir, "mail"), 0o711); err != nil {
+				t.Fatalf("upstreamtest: %v", err)
+			}
+		}
+		// name:password:uid:gid:gecos:home:shell:extra
+		fmt.Fprintf(&passwd, "%s:{PLAIN}%s:%d:%d::%s::\n", name, users[name], id.uid, id.gid, home)
+	}
+	// The auth process reads the passwd-file as the dovecot user; the
+	// passwords are throwaway test credentials.
+	passwdPath := filepath.Join(dir, "passwd")
+	if err := os.WriteFile(passwdPath, []byte(passwd.String()), 0o644); err != nil {
+		t.Fatalf("upstreamtest: %v", err)
+	}
+
+	var pki tlsFiles
+	if opt.TLS {
+		if pki, err = writeTestPKI(dir); err != nil {
+			t.Fatalf("upstreamtest: generate TLS certificates: %v", err)
+		}
+		d.CAFile = pki.CA
+		pem, err := os.ReadFile(pki.CA)
+		if err != nil {
+			t.Fatalf("upstreamtest: %v", err)
+		}
+		d.caPool = x509.NewCertPool()
+		d.caPool.AppendCertsFromPEM(pem)
+	}
+
+	// Unix socket paths are limited to 108 bytes, and t.TempDir contains
+	// the test name: the sockets get a short directory of their own.
+	baseDir, err := os.MkdirTemp(shortTempRoot(), "dovecot")
+	if err != nil {
+		t.Fatalf("upstreamtest: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(baseDir) })
+	if err := os.Chmod(baseDir, 0o755); err != nil {
+		t.Fatalf("upstreamtest: %v", err)
+	}
+
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(2)
+		if err != nil {
+			t.Fatalf("upstreamtest: pick free ports: %v", err)
+		}
+		d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		tlsPort := 0
+		d.TLSAddr = ""
+		if opt.TLS {
+			tlsPort = ports[1]
+			d.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+		}
+		conf := dovecotConfig(configParams{
+			dir: dir, baseDir: baseDir, passwd: passwdPath, logPath: d.logPath,
+			plainPort: ports[0], tlsPort: tlsPort, pki: pki, id: id, lockSession: opt.LockSession,
+		})
+		confPath := filepath.Join(dir, "dovecot.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+			t.Fatalf("upstreamtest: %v", err)
+		}
+		err = d.run(t, bin, confPath)
+		if err == nil {
+			return d
+		}
+		// Another process may take a port between freePorts closing it and
+		// Dovecot binding it.
+		if errors.Is(err, errAddrInUse) && attempt < bindAttempts {
+			t.Logf("upstreamtest: dovecot could not bind %s, retrying with other ports", d.Addr)
+			continue
+		}
+		d.logTail(t)
+		t.Fatalf("upstreamtest: start dovecot: %v", err)
+	}
+}
+
+var errAddrInUse = errors.New("address already in use")
+
+// run starts the daemon and waits for its greeting. On success the daemon
+// is stopped by t.Cleanup; on error it has already been stopped.
+func (d *Dovecot) run(t testing.TB, bin, confPath string) error {
+	out, err := os.OpenFile(d.outPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Close() // the child has its own copy
+	// Truncate the log so that a retry does not see the previous
+	// attempt's "Address already in use".
+	if err := os.WriteFile(d.logPath, nil, 0o644); err != nil {
+		return err
+	}
+
+	cmd := exec.Command(bin, "-F", "-c", confPath)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = daemonProcAttr()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	stop := func() { stopDaemon(cmd.Process.Pid, done) }
+
+	if err := d.waitReady(done); err != nil {
+		stop()
+		logs := d.readLogs()
+		if bytes.Contains(logs, []byte("Address already in use")) {
+			return fmt.Errorf("%w: %v", errAddrInUse, err)
+		}
+		return err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			d.logTail(t)
+		}
+		stop()
+	})
+	return nil
+}
+
+// stopDaemon sends SIGTERM to the master, which stops its children, and
+// kills the whole process group when that takes too long or leaves
+// processes behind.
+func stopDaemon(pid int, done <-chan struct{}) {
+	syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
+	}
+	// The group id cannot be reused while a member lives, so this reaches
+	// only leftovers of this daemon.
+	if syscall.Kill(-pid, 0) == nil {
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// waitReady polls until the plain listener serves a greeting (and the TLS
+// listener completes a verified handshake), the daemon exits, or
+// startTimeout passes.
+func (d *Dovecot) waitReady(done <-chan struct{}) error {
+	deadline := time.Now().Add(startTimeout)
+	var last error
+	for {
+		select {
+		case <-done:
+			return errors.New("dovecot exited during start-up")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no POP3 greeting on %s within %v (last error: %v)", d.Addr, startTimeout, last)
+		}
+		if last = greeting(func() (net.Conn, error) { return net.DialTimeout("tcp", d.Addr, time.Second) }); last == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d.TLSAddr == "" {
+		return nil
+	}
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: d.TLSConfig()}
+	err := greeting(func() (net.Conn, error) { return dialer.Dial("tcp", d.TLSAddr) })
+	if err != nil {
+		return fmt.Errorf("implicit TLS on %s: %w", d.TLSAddr, err)
+	}
+	return nil
+}
+
+// greeting dials and reads a "+OK" greeting line.
+func greeting(dial func() (net.Conn, error)) error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("read greeting: %w", err)
+	}
+	if !strings.HasPrefix(line, "+OK") {
+		return fmt.Errorf("unexpected greeting %q", line)
+	}
+	return nil
+}
+
+// TLSConfig returns a new client configuration that trusts only the CA of
+// this Dovecot, with ServerName "127.0.0.1" (the certificate is also valid
+// for "localhost" and ::1). It returns nil without TLS.
+func (d *Dovecot) TLSConfig() *tls.Config {
+	if d.caPool == nil {
+		return nil
+	}
+	return &tls.Config{RootCAs: d.caPool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+type configParams struct {
+	dir, baseDir, passwd, logPath string
+	plainPort, tlsPort            int
+	pki                           tlsFiles
+	id                            identity
+	lockSession                   bool
+}
+
+// dovecotConfig is a complete configuration: Dovecot reads nothing from
+// /etc/dovecot when started with -c.
+func dovecotConfig(p configParams) string {
+	var s strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&s, format+"\n", args...) }
+	w("# Written by github.com/pop3proxy/pop3proxy/upstream/upstreamtest.")
+	w("protocols = pop3")
+	w("listen = 127.0.0.1")
+	w("base_dir = %s", p.baseDir)
+	w("state_dir = %s", filepath.Join(p.dir, "state"))
+	w("log_path = %s", p.logPath)
+	w("log_timestamp = \"%%Y-%%m-%%d %%H:%%M:%%S \"")
+	w("auth_verbose = yes")
+	w("auth_mechanisms = plain login")
+	// A failed login is answered after 0.5 s instead of 2 s. Dovecot's
+	// auth penalty still delays the next login from 127.0.0.1 by a few
+	// seconds after a failure; it cannot be switched off.
+	w("auth_failure_delay = 0")
+	w("disable_plaintext_auth = no")
+	// Mail processes run as the Maildirs' owner; Dovecot's default floor of
+	// 500 would reject the mail user (uid 8).
+	w("first_valid_uid = %d", p.id.uid)
+	w("last_valid_uid = 0")
+	w("first_valid_gid = %d", p.id.gid)
+	w("mail_location = maildir:%s/mail/%%u/Maildir", p.dir)
+	w("pop3_uidl_format = %%08Xu%%08Xv")
+	if p.lockSession {
+		w("pop3_lock_session = yes")
+	}
+	// Test hosts have no use for fsync; it only slows CI down.
+	w("mail_fsync = never")
+	if p.tlsPort != 0 {
+		w("ssl = yes")
+		w("ssl_cert = <%s", p.pki.Cert)
+		w("ssl_key = <%s", p.pki.Key)
+		w("ssl_min_protocol = TLSv1.2")
+	} else {
+		w("ssl = no")
+	}
+	w("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s\n}", p.passwd)
+	w("userdb {\n  driver = passwd-file\n  args = %s\n}", p.passwd)
+	w("service pop3-login {")
+	w("  inet_listener pop3 {\n    port = %d\n  }", p.plainPort)
+	if p.tlsPort != 0 {
+		w("  inet_listener pop3s {\n    port = %d\n    ssl = yes\n  }", p.tlsPort)
+	} else {
+		w("  inet_listener pop3s {\n    port = 0\n  }")
+	}
+	w("}")
+	s.WriteString(p.id.settings)
+	return s.String()
+}
+
+// shortTempRoot is the parent of the socket directory: TMPDIR unless it is
+// so long that socket paths would not fit.
+func shortTempRoot() string {
+	if root := os.TempDir(); len(root) <= 40 {
+		return root
+	}
+	return "/tmp"
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago.
+// All listeners are open at once so the ports differ.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// readLogs returns Dovecot's stdout/stderr (fatal configuration errors go
+// there before logging is set up) followed by its log file.
+func (d *Dovecot) readLogs() []byte {
+	out, _ := os.ReadFile(d.outPath)
+	log, _ := os.ReadFile(d.logPath)
+	return append(out, log...)
+}
+
+// logTail logs the last lines of Dovecot's output and log.
+func (d *Dovecot) logTail(t testing.TB) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(string(d.readLogs()), "\n"), "\n")
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	t.Logf("upstreamtest: tail of dovecot's log (%s):\n%s", d.logPath, strings.Join(lines, "\n"))
+}
+
+// WaitLog waits until Dovecot's log contains substr and fails the test after
+// 10 s. Dovecot handles a closed connection asynchronously: a test that
+// checks what a dropped session left behind first waits for the mail
+// process's last line, "Disconnected: Connection closed top=0/0, retr=0/0,
+// del=0/3, size=..." (del= counts the messages expunged, so it stays 0
+// without QUIT; the "Disconnected: Connection closed (no auth attempts"
+// lines are login processes', e.g. of StartDovecot's own probe).
+func (d *Dovecot) WaitLog(t testing.TB, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(logWait)
+	for {
+		if log, _ := os.ReadFile(d.logPath); bytes.Contains(log, []byte(substr)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.logTail(t)
+			t.Fatalf("upstreamtest: %q did not appear in dovecot's log within %v", substr, logWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// maildir returns the user's Maildir, failing the test for unknown users.
+func (d *Dovecot) maildir(t testing.TB, user string) string {
+	t.Helper()
+	if _, ok := d.users[user]; !ok {
+		t.Fatalf("upstreamtest: no such dovecot user %q", user)
+	}
+	return filepath.Join(d.Dir, "mail", user, "Maildir")
+}
+
+var (
+	nameMu    sync.Mutex
+	lastMicro int64
+	nameSeq   uint64
+)
+
+// uniqueName returns a Maildir file name "<sec>.M<usec>P<pid>Q<seq>.<host>"
+// (the format Dovecot writes). The time part strictly increases within the
+// process, so delivery order is the order of the names both as numbers and
+// as strings, which is how Dovecot numbers new messages.
+func uniqueName() string {
+	nameMu.Lock()
+	now := time.Now().UnixMicro()
+	if now <= lastMicro {
+		now = lastMicro + 1
+	}
+	lastMicro = now
+	nameSeq++
+	seq := nameSeq
+	nameMu.Unlock()
+	return fmt.Sprintf("%d.M%06dP%dQ%d.upstreamtest", now/1e6, now%1e6, os.Getpid(), seq)
+}
+
+// Deliver puts a message into the user's Maildir new/ under a unique name,
+// written to tmp/ and renamed (the Maildir delivery protocol, so Dovecot
+// never sees a partial file). msg is stored exactly as given.
+func (d *Dovecot) Deliver(t testing.TB, user string, msg []byte) {
+	t.Helper()
+	md := d.maildir(t, user)
+	name := uniqueName()
+	tmp := filepath.Join(md, "tmp", name)
+	if err := os.WriteFile(tmp, msg, 0o600); err != nil {
+		t.Fatalf("upstreamtest: deliver: %v", err)
+	}
+	if d.chown {
+		if err := os.Chown(tmp, d.uid, d.gid); err != nil {
+			t.Fatalf("upstreamtest: deliver: %v", err)
+		}
+	}
+	if err := os.Rename(tmp, filepath.Join(md, "new", name)); err != nil {
+		t.Fatalf("upstreamtest: deliver: %v", err)
+	}
+}
+
+// maildirKey orders Maildir names by delivery time: seconds, then the
+// microseconds of an "M<usec>" part, then the name.
+type maildirKey struct {
+	sec, usec int64
+	name      string
+}
+
+func parseMaildirName(base string) maildirKey {
+	k := maildirKey{name: base}
+	first, rest, _ := strings.Cut(base, ".")
+	k.sec, _ = strconv.ParseInt(first, 10, 64)
+	mid, _, _ := strings.Cut(rest, ".")
+	if i := strings.IndexByte(mid, 'M'); i >= 0 {
+		j := i + 1
+		for j < len(mid) && mid[j] >= '0' && mid[j] <= '9' {
+			j++
+		}
+		k.usec, _ = strconv.ParseInt(mid[i+1:j], 10, 64)
+	}
+	return k
+}
+
+// Messages returns the messages now in the user's Maildir (new/ and cur/),
+// in delivery order, exactly as stored.
+func (d *Dovecot) Messages(t testing.TB, user string) [][]byte {
+	t.Helper()
+	md := d.maildir(t, user)
+	// Dovecot renames files from new/ to cur/ while a session opens the
+	// maildrop; a file that vanished between listing and reading is
+	// looked for again.
+	for range 20 {
+		msgs, err := readMaildir(md)
+		if err == nil {
+			return msgs
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("upstreamtest: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("upstreamtest: %s keeps changing while being read", md)
+	return nil
+}
+
+func readMaildir(md string) ([][]byte, error) {
+	type file struct {
+		key  maildirKey
+		path string
+	}
+	var files []file
+	for _, sub := range []string{"new", "cur"} {
+		entries, err := os.ReadDir(filepath.Join(md, sub))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			base, _, _ := strings.Cut(e.Name(), ":")
+			files = append(files, file{parseMaildirName(base), filepath.Join(md, sub, e.Name())})
+		}
+	}
+	sort.Slice(files, func(i, j int) bool {
+		a, b := files[i].key, files[j].key
+		if a.sec != b.sec {
+			return a.sec < b.sec
+		}
+		if a.usec != b.usec {
+			return a.usec < b.usec
+		}
+		return a.name < b.name
+	})
+	msgs := make([][]byte, 0, len(files))
+	for _, f := range files {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, data)
+	}
+	return msgs, nil
+}
+
+// Count returns the number of messages in the user's Maildir.
+func (d *Dovecot) Count(t testing.TB, user string) int {
+	t.Helper()
+	return len(d.Messages(t, user))
+}

@@ -1,0 +1,11 @@
+//go:build unix && !linux
+
+package upstreamtest
+
+import "syscall"
+
+// daemonProcAttr puts the daemon in its own process group, so that the
+// whole tree can be killed. There is no parent-death signal outside Linux.
+func daemonProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}

@@ -29,7 +29,7 @@ const (
 func message(size int) []byte {
 	var b bytes.Buffer
 	b.WriteString("From: bench@example.com\r\nTo: bench@example.com\r\nSubject: benchmark\r\n\r\n")
-	line := strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx", 1)[:76] + "\r\n"
+	line := strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVph", 3)[:76] + "\r\n"
 	for b.Len() < size {
 		b.WriteString(line)
 	}

@@ -54,7 +54,7 @@ func ParseLogin(login, separators, defaultAddr string, defaultPort int) (Route, 
 	}
 	if i < 0 {
 		if defaultAddr == "" {
-			return Route{}, &LoginError{Reason: "no upstream server in login (use user%host:port)"}
+			return Route{}, &LoginError{Reason: "no upstream server in login"}
 		}
 		if err := checkUser(login); err != nil {
 			return Route{}, err

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -279,9 +278,4 @@ func (r *replayConn) Read(p []byte) (int, error) {
 // literals; the address go-pop3 passes is ignored.
 type handOver struct{ c net.Conn }
 
-func (h handOver) Dial(network, address string) (net.Conn, error) {
-	if h.c == nil {
-		return nil, errors.New("connection already handed over")
-	}
-	return h.c, nil
-}
+func (h handOver) Dial(network, address string) (net.Conn, error) { return h.c, nil }

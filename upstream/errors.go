@@ -169,7 +169,7 @@ func sanitize(b []byte, max int) string {
 // POP3 client ("-ERR invalid login: ..."): it describes the problem without
 // echoing the input.
 type LoginError struct {
-	// Reason says what is wrong, e.g. "missing upstream host".
+	// Reason says what is wrong, e.g. "empty upstream host".
 	Reason string
 }
 

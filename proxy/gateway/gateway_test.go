@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"strings"
@@ -48,6 +49,11 @@ S: .
 // startGateway serves a gateway that may reach any 127.0.0.1 port.
 func startGateway(t *testing.T, timeout time.Duration) string {
 	t.Helper()
+	return startGatewayWith(t, upstream.Options{DialTimeout: 2 * time.Second, Timeout: timeout})
+}
+
+func startGatewayWith(t *testing.T, opts upstream.Options) string {
+	t.Helper()
 	log := zaptest.NewLogger(t)
 	allow, err := upstream.NewAllowList([]string{"127.0.0.1:*"})
 	if err != nil {
@@ -57,7 +63,7 @@ func startGateway(t *testing.T, timeout time.Duration) string {
 		Backend: gateway.New(gateway.Options{
 			Separators: "%",
 			Allow:      allow,
-			Upstream:   upstream.Options{DialTimeout: 2 * time.Second, Timeout: timeout},
+			Upstream:   opts,
 			Logger:     log,
 		}),
 		Logger: log,
@@ -293,4 +299,29 @@ func TestAllowListChecked(t *testing.T) {
 	if dialled.Load() {
 		t.Fatal("the gateway connected to a destination outside the allow list")
 	}
+}
+
+// Upstream TLS is verified against the host named in the login: a trusted
+// CA works, an unknown one is refused with [SYS/PERM] (an administrator
+// must act) before any credential is sent.
+func TestUpstreamCertificateVerified(t *testing.T) {
+	serverTLS, roots := pop3test.NewTLS(t, "127.0.0.1")
+	trusted := pop3test.NewServer(t, loginScript+`
+C: QUIT
+S: +OK bye`, pop3test.WithImplicitTLS(serverTLS))
+	gw := startGatewayWith(t, upstream.Options{DialTimeout: 2 * time.Second, TLS: upstream.TLSImplicit,
+		TLSConfig: &tls.Config{RootCAs: roots}})
+	c := login(t, gw, trusted.Addr())
+	c.Cmd("QUIT", "+OK*")
+	trusted.Wait(t)
+
+	untrusted := pop3test.NewServer(t, `S: +OK never seen: the handshake fails first`, pop3test.WithImplicitTLS(serverTLS))
+	gw = startGatewayWith(t, upstream.Options{DialTimeout: 2 * time.Second, TLS: upstream.TLSImplicit})
+	c = proxytest.Dial(t, gw)
+	c.Script(`
+		S: +OK *
+		C: USER alice%` + untrusted.Addr() + `
+		S: +OK *
+		C: PASS secret
+		S: -ERR [SYS/PERM] upstream certificate not trusted`)
 }

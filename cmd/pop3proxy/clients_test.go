@@ -183,10 +183,7 @@ func TestMpop(t *testing.T) {
 	p := startProxy(t, relayConfig())
 	run := func(server, login string) [][]byte {
 		dir := t.TempDir()
-		md := filepath.Join(dir, "Maildir")
-		for _, sub := range []string{"cur", "new", "tmp"} {
-			os.MkdirAll(filepath.Join(md, sub), 0o700)
-		}
+		md := newMaildir(t, dir)
 		host, port := splitAddr(t, server)
 		rc := filepath.Join(dir, "mpoprc")
 		conf := fmt.Sprintf("account default\nhost %s\nport %s\nuser %s\npassword %s\nauth user\ntls off\n"+
@@ -209,10 +206,7 @@ func TestGetmail(t *testing.T) {
 	p := startProxy(t, relayConfig())
 	run := func(server, login string) [][]byte {
 		dir := t.TempDir()
-		md := filepath.Join(dir, "Maildir")
-		for _, sub := range []string{"cur", "new", "tmp"} {
-			os.MkdirAll(filepath.Join(md, sub), 0o700)
-		}
+		md := newMaildir(t, dir)
 		host, port := splitAddr(t, server)
 		deliverAs := rootDeliveryUser(t, dir)
 		conf := fmt.Sprintf("[retriever]\ntype = SimplePOP3Retriever\nserver = %s\nport = %s\nusername = %s\npassword = %s\n\n"+
@@ -227,6 +221,18 @@ func TestGetmail(t *testing.T) {
 	direct := run(d.Addr, testUser)
 	via := run(p.Addr, proxyLogin("@", d.Addr))
 	compareDeliveries(t, "getmail", via, direct, len(trickyMessages()))
+}
+
+// newMaildir creates an empty Maildir under dir for a client to deliver to.
+func newMaildir(t *testing.T, dir string) string {
+	t.Helper()
+	md := filepath.Join(dir, "Maildir")
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(md, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return md
 }
 
 // rootDeliveryUser returns getmail's "user = nobody" destination setting

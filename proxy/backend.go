@@ -119,9 +119,10 @@ type Session interface {
 	// TRANSACTION state (RFC 1939 §6), never on a dropped connection, a
 	// timeout or a shutdown. An error is reported to the client as -ERR.
 	Update(ctx context.Context) error
-	// Close releases the session. It is called exactly once on every path,
-	// after Update on QUIT, and without Update otherwise; a backend must not
-	// commit deletions in Close.
+	// Close releases the session. It is called exactly once on every path:
+	// on QUIT after Update and before the reply, so that a client logging
+	// in again at once finds the maildrop unlocked (RFC 1939 §6); otherwise
+	// without Update. A backend must not commit deletions in Close.
 	Close() error
 }
 

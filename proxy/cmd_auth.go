@@ -150,7 +150,12 @@ func (c *conn) handleQuit(arg string) error {
 	}
 	c.setState(stateUpdate)
 	c.quit = "QUIT"
-	if err := c.session.Update(c.ctx); err != nil {
+	err := c.session.Update(c.ctx)
+	// RFC 1939 §6: the server releases the maildrop, then replies. A
+	// client that logs in again the moment it has the reply must not find
+	// the maildrop still locked ([IN-USE]).
+	c.closeSession()
+	if err != nil {
 		c.writeErrorOr(err, errUpdateFailed)
 		return nil
 	}

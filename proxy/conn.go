@@ -322,14 +322,7 @@ func (c *conn) setState(s state) {
 func (c *conn) teardown(reason string) {
 	c.cancel()
 	c.nc.Close()
-	if s := c.session; s != nil {
-		c.session = nil
-		c.protect("Session.Close", func() {
-			if err := s.Close(); err != nil {
-				c.log.Warn("closing session failed", zap.Error(err))
-			}
-		})
-	}
+	c.closeSession()
 	c.log.Info("disconnect", zap.String("reason", reason))
 	if f := c.cfg.OnDisconnect; f != nil {
 		c.protect("OnDisconnect", func() { f(&c.info) })
@@ -343,6 +336,20 @@ func (c *conn) teardown(reason string) {
 		copyPool.Put(c.copyBuf)
 		c.copyBuf = nil
 	}
+}
+
+// closeSession closes the session, if any, exactly once.
+func (c *conn) closeSession() {
+	s := c.session
+	if s == nil {
+		return
+	}
+	c.session = nil
+	c.protect("Session.Close", func() {
+		if err := s.Close(); err != nil {
+			c.log.Warn("closing session failed", zap.Error(err))
+		}
+	})
 }
 
 // drain wakes an idle connection in the AUTHORIZATION state so that it

@@ -238,6 +238,7 @@ type fakeSession struct {
 	noopPanic bool
 	noopHook  func(ctx context.Context) // runs inside Noop
 	retrBody  io.ReadCloser             // replaces the body of RETR
+	slowClose time.Duration             // Close sleeps this long before counting
 
 	updates atomic.Int32
 	closes  atomic.Int32
@@ -283,6 +284,7 @@ func (s *fakeSession) Update(ctx context.Context) error {
 	return s.inner.Update(ctx)
 }
 func (s *fakeSession) Close() error {
+	time.Sleep(s.slowClose)
 	s.closes.Add(1)
 	return s.inner.Close()
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -424,5 +425,35 @@ func TestOnConnect(t *testing.T) {
 	defer mu.Unlock()
 	if !reflect.DeepEqual(connected, disconnected) || connected[0] == connected[1] {
 		t.Errorf("connected %v, disconnected %v; want the same two distinct ids", connected, disconnected)
+	}
+}
+
+// On QUIT the maildrop is released before the reply (RFC 1939 §6), so a
+// client that logs in again the moment it reads "+OK" does not find it
+// locked.
+func TestQuitReleasesBeforeReply(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		updateErr error
+		reply     string
+	}{
+		{"committed", nil, "+OK *"},
+		{"update failed", errors.New("disk full"), "-ERR *"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := &fakeBackend{configure: func(s *fakeSession) {
+				s.updateErr = tc.updateErr
+				// Were the reply sent first, it would arrive while Close
+				// still sleeps.
+				s.slowClose = 200 * time.Millisecond
+			}}
+			ts := startServer(t, proxy.Options{Backend: be})
+			c := ts.login(t)
+			c.Cmd("QUIT", tc.reply)
+			if n := be.session(t, 0).closes.Load(); n != 1 {
+				t.Fatalf("Session.Close called %d times when the QUIT reply arrived, want 1", n)
+			}
+			c.ExpectClosed()
+		})
 	}
 }

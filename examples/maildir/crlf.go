@@ -44,6 +44,7 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 				// p has room for one octet: send the CR now and
 				// let prevCR carry the LF through unchanged next time.
 				p[0] = '\r'
+				c.prevCR = true
 				return 1, nil
 			}
 			p[n] = '\r'

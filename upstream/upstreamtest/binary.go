@@ -58,9 +58,10 @@ var warned sync.Map
 // NeedBinary returns the path of an installed program or skips the test with
 // a loud message, or fails it when IntegrationRequired reports true.
 //
-// Skip messages are shown by go test only with -v, so the first skip for a
-// program is also written to stderr, where it is seen when testing a single
-// package.
+// go test shows skip messages only with -v, so the first skip for a
+// program is also written to stderr, which shows in go test's local
+// directory mode (no package arguments) and for failing packages. test.sh
+// prints its own warning for every missing program.
 func NeedBinary(t testing.TB, name string) string {
 	t.Helper()
 	if p := LookBinary(name); p != "" {

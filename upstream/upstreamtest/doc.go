@@ -30,6 +30,12 @@
 // these rules. Deliver names files without the ",S=" and ",W=" size fields,
 // so Dovecot computes the sizes itself.
 //
+// UIDL answers 16 lower-case hex digits (pop3_uidl_format = %08Xu%08Xv:
+// the UID, then UIDVALIDITY), stable across sessions. CAPA lists CAPA, TOP,
+// UIDL, RESP-CODES, PIPELINING, AUTH-RESP-CODE, USER and "SASL PLAIN LOGIN",
+// plus STLS with TLS. The greeting is "+OK Dovecot (Debian) ready." (no APOP
+// timestamp).
+//
 // During a session Dovecot moves messages from new/ to cur/ and, at QUIT,
 // marks retrieved ones seen (":2,S"); file names change, contents never do.
 // Message numbers follow delivery order. DELE removes the file only on QUIT;

@@ -77,7 +77,7 @@ func TestDovecotRetrieve(t *testing.T) {
 		t.Errorf("LIST = %q, want %q", got, want.String())
 	}
 
-	// pop3_uidl_format = %08Xu%08Xv: UIDVALIDITY and UID, 16 hex digits.
+	// pop3_uidl_format = %08Xu%08Xv: UID and UIDVALIDITY, 16 hex digits.
 	p.ok("UIDL")
 	uidls := strings.Split(strings.TrimSuffix(string(p.multi()), "\r\n"), "\r\n")
 	if len(uidls) != len(testMessages) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -243,4 +244,19 @@ func TestBadConfigExits(t *testing.T) {
 			t.Errorf("output does not name %s:\n%s", want, out)
 		}
 	}
+}
+
+// With upstream.default, a login without a separator goes there; one with a
+// separator is still routed by it.
+func TestDefaultUpstream(t *testing.T) {
+	d := mailbox(t)
+	p := startProxy(t, fmt.Sprintf("upstream:\n  default: %q\n  allow: [\"127.0.0.1:*\"]\n  separators: \"%%\"\n", d.Addr))
+	c := dialPOP(t, "default", p.Addr)
+	c.Cmd("USER "+testUser, "+OK*")
+	c.Cmd("PASS "+testPass, "+OK*")
+	c.Cmd("STAT", "+OK 4 *")
+	c.Cmd("QUIT", "+OK*")
+	routed := loggedIn(t, "routed", p, d)
+	routed.Cmd("STAT", "+OK 4 *")
+	routed.Cmd("QUIT", "+OK*")
 }

@@ -13,46 +13,47 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
 // Config is the YAML configuration file. The key names are a contract with
 // the README, config.yaml.example and the tests: extend, never rename.
 type Config struct {
-	Listen   string         `yaml:"listen"`
-	MaxSize  ByteSize       `yaml:"max_size"`
-	Upstream UpstreamConfig `yaml:"upstream"`
-	Filters  []yaml.Node    `yaml:"filters"`
-	Shutdown ShutdownConfig `yaml:"shutdown"`
-	Limits   LimitsConfig   `yaml:"limits"`
-	Server   ServerConfig   `yaml:"server"`
-	Log      LogConfig      `yaml:"log"`
+	Listen   string          `yaml:"listen"`
+	MaxSize  filter.ByteSize `yaml:"max_size"`
+	Upstream UpstreamConfig  `yaml:"upstream"`
+	Filters  []yaml.Node     `yaml:"filters"`
+	Shutdown ShutdownConfig  `yaml:"shutdown"`
+	Limits   LimitsConfig    `yaml:"limits"`
+	Server   ServerConfig    `yaml:"server"`
+	Log      LogConfig       `yaml:"log"`
 }
 
 // UpstreamConfig says where logins may be routed and how to talk there.
 type UpstreamConfig struct {
-	Default     string   `yaml:"default"`
-	Allow       []string `yaml:"allow"`
-	Separators  string   `yaml:"separators"`
-	TLS         string   `yaml:"tls"`
-	CAFile      string   `yaml:"ca_file"`
-	DialTimeout Duration `yaml:"dial_timeout"`
-	Timeout     Duration `yaml:"timeout"`
+	Default     string          `yaml:"default"`
+	Allow       []string        `yaml:"allow"`
+	Separators  string          `yaml:"separators"`
+	TLS         string          `yaml:"tls"`
+	CAFile      string          `yaml:"ca_file"`
+	DialTimeout filter.Duration `yaml:"dial_timeout"`
+	Timeout     filter.Duration `yaml:"timeout"`
 }
 
 // ShutdownConfig controls the SHUTDOWN command and the drain on SIGTERM.
 type ShutdownConfig struct {
-	AllowFrom    []string `yaml:"allow_from"`
-	DrainTimeout Duration `yaml:"drain_timeout"`
+	AllowFrom    []string        `yaml:"allow_from"`
+	DrainTimeout filter.Duration `yaml:"drain_timeout"`
 }
 
 // LimitsConfig bounds what a client controls.
 type LimitsConfig struct {
-	MaxLineLength  int      `yaml:"max_line_length"`
-	MaxBadCommands int      `yaml:"max_bad_commands"`
-	AuthTimeout    Duration `yaml:"auth_timeout"`
-	IdleTimeout    Duration `yaml:"idle_timeout"`
-	WriteTimeout   Duration `yaml:"write_timeout"`
+	MaxLineLength  int             `yaml:"max_line_length"`
+	MaxBadCommands int             `yaml:"max_bad_commands"`
+	AuthTimeout    filter.Duration `yaml:"auth_timeout"`
+	IdleTimeout    filter.Duration `yaml:"idle_timeout"`
+	WriteTimeout   filter.Duration `yaml:"write_timeout"`
 }
 
 // ServerConfig is what the client-facing server says about itself.
@@ -78,19 +79,19 @@ func DefaultConfig() Config {
 		Upstream: UpstreamConfig{
 			Separators:  "%#@",
 			TLS:         "auto",
-			DialTimeout: Duration(10 * time.Second),
-			Timeout:     Duration(60 * time.Second),
+			DialTimeout: filter.Duration(10 * time.Second),
+			Timeout:     filter.Duration(60 * time.Second),
 		},
 		Shutdown: ShutdownConfig{
 			AllowFrom:    []string{"127.0.0.0/8", "::1/128"},
-			DrainTimeout: Duration(30 * time.Second),
+			DrainTimeout: filter.Duration(30 * time.Second),
 		},
 		Limits: LimitsConfig{
 			MaxLineLength:  4096,
 			MaxBadCommands: 10,
-			AuthTimeout:    Duration(60 * time.Second),
-			IdleTimeout:    Duration(minIdleTimeout),
-			WriteTimeout:   Duration(60 * time.Second),
+			AuthTimeout:    filter.Duration(60 * time.Second),
+			IdleTimeout:    filter.Duration(minIdleTimeout),
+			WriteTimeout:   filter.Duration(60 * time.Second),
 		},
 		Server: ServerConfig{Greeting: "pop3proxy ready"},
 		Log:    LogConfig{Level: "info", Format: "console"},
@@ -116,10 +117,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	cfg := DefaultConfig()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("not valid YAML: %s", cleanYAMLError(err))
+		return nil, fmt.Errorf("not valid YAML: %s", filter.CleanYAMLError(err))
 	}
 	var result *multierror.Error
-	for _, e := range decodeStrict(&root, &cfg) {
+	for _, e := range filter.DecodeStrict(&root, &cfg, "") {
 		result = multierror.Append(result, e)
 	}
 	for _, e := range cfg.validate() {
@@ -145,7 +146,7 @@ func formatErrors(errs []error) string {
 func (c *Config) validate() []error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, &fieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, filter.NewFieldError(path, 0, format, args...))
 	}
 
 	listenLoopback, err := isLoopbackListen(c.Listen)
@@ -233,7 +234,7 @@ func (c *Config) validate() []error {
 	return errs
 }
 
-func positive(bad func(string, string, ...any), path string, d Duration) {
+func positive(bad func(string, string, ...any), path string, d filter.Duration) {
 	if d <= 0 {
 		bad(path, "must be greater than 0")
 	}

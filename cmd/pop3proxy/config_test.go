@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/filter"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -123,7 +125,7 @@ func TestOpenRelayRefused(t *testing.T) {
 func TestParseByteSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want ByteSize
+		want filter.ByteSize
 		ok   bool
 	}{
 		{"1024", 1024, true},
@@ -138,7 +140,7 @@ func TestParseByteSize(t *testing.T) {
 		{"10XB", 0, false},
 		{"99999999999GiB", 0, false},
 	} {
-		got, err := ParseByteSize(tc.in)
+		got, err := filter.ParseByteSize(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("ParseByteSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}

@@ -1,4 +1,4 @@
-package main
+package filter
 
 import (
 	"fmt"
@@ -9,25 +9,33 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// decodeStrict decodes node into the struct pointed to by out, the way a
-// config file must be read: an unknown key is an error, and every problem is
-// collected with its key path and line instead of stopping at the first one.
-// yaml.v3's own KnownFields check reports neither paths nor, for values
-// decoded through yaml.Node, anything at all; hence this small walker.
-func decodeStrict(node *yaml.Node, out any) []error {
+// DecodeStrict decodes node into the struct pointed to by out the way a
+// configuration must be read: an unknown key is an error, and every problem
+// is collected with its key path (prefixed by path) and line instead of
+// stopping at the first one. yaml.v3's own KnownFields check reports neither
+// paths nor, for values decoded through yaml.Node, anything at all; hence
+// this small walker. Struct fields are matched by their yaml tags; fields of
+// type yaml.Node receive the raw node; types implementing yaml.Unmarshaler
+// (Duration, ByteSize) decode themselves.
+func DecodeStrict(node *yaml.Node, out any, path string) []error {
 	var errs []error
-	decodeValue(node, reflect.ValueOf(out).Elem(), "", &errs)
+	decodeValue(node, reflect.ValueOf(out).Elem(), path, &errs)
 	return errs
 }
 
-// fieldError is one configuration problem, located by key path and line.
-type fieldError struct {
+// FieldError is one configuration problem, located by key path and line.
+type FieldError struct {
 	Path string
 	Line int
 	Msg  string
 }
 
-func (e *fieldError) Error() string {
+// NewFieldError returns a problem with the value at path.
+func NewFieldError(path string, line int, format string, args ...any) *FieldError {
+	return &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *FieldError) Error() string {
 	loc := e.Path
 	if loc == "" {
 		loc = "(top level)"
@@ -54,7 +62,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		node = node.Alias
 	}
 	fail := func(format string, args ...any) {
-		*errs = append(*errs, &fieldError{Path: path, Line: node.Line, Msg: fmt.Sprintf(format, args...)})
+		*errs = append(*errs, &FieldError{Path: path, Line: node.Line, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
 	case v.Type() == nodeType:
@@ -62,7 +70,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		return
 	case reflect.PointerTo(v.Type()).Implements(unmarshalerType):
 		if err := node.Decode(v.Addr().Interface()); err != nil {
-			fail("%s", cleanYAMLError(err))
+			fail("%s", CleanYAMLError(err))
 		}
 		return
 	}
@@ -80,11 +88,11 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			key, val := node.Content[i], node.Content[i+1]
 			idx, ok := fields[key.Value]
 			if !ok {
-				*errs = append(*errs, &fieldError{Path: join(path, key.Value), Line: key.Line,
+				*errs = append(*errs, &FieldError{Path: JoinPath(path, key.Value), Line: key.Line,
 					Msg: "unknown key (valid keys: " + strings.Join(sortedKeys(fields), ", ") + ")"})
 				continue
 			}
-			decodeValue(val, v.Field(idx), join(path, key.Value), errs)
+			decodeValue(val, v.Field(idx), JoinPath(path, key.Value), errs)
 		}
 	case reflect.Slice:
 		if isNull(node) {
@@ -106,7 +114,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			return
 		}
 		if err := node.Decode(v.Addr().Interface()); err != nil {
-			fail("%s", cleanYAMLError(err))
+			fail("%s", CleanYAMLError(err))
 		}
 	}
 }
@@ -138,7 +146,8 @@ func sortedKeys(m map[string]int) []string {
 	return keys
 }
 
-func join(path, key string) string {
+// JoinPath appends a key to a key path.
+func JoinPath(path, key string) string {
 	if path == "" {
 		return key
 	}
@@ -158,9 +167,9 @@ func describe(n *yaml.Node) string {
 	}
 }
 
-// cleanYAMLError strips yaml.v3's "yaml: unmarshal errors:\n  line N:"
+// CleanYAMLError strips yaml.v3's "yaml: unmarshal errors:\n  line N:"
 // framing; the caller adds path and line itself.
-func cleanYAMLError(err error) string {
+func CleanYAMLError(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
 	msg = strings.TrimSpace(msg)

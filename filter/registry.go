@@ -1,0 +1,60 @@
+package filter
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// Plugin is a filter plugin: a pointer to a struct whose fields are its
+// configuration keys (yaml tags), implementing Judge or Modifier, and
+// optionally Provisioner and io.Closer.
+type Plugin any
+
+// PluginInfo registers a plugin type.
+type PluginInfo struct {
+	// Type is the value of the "type" key that selects the plugin.
+	Type string
+	// New returns a pointer to a new, unconfigured plugin, into which its
+	// YAML block is decoded. It must have no side effects.
+	New func() Plugin
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]PluginInfo{}
+)
+
+// Register makes a plugin type available to the configuration. Call it from
+// an init function. It panics on an empty type, a nil New or a type
+// registered twice: those are programming errors.
+func Register(info PluginInfo) {
+	if info.Type == "" || info.New == nil {
+		panic("filter: Register needs a Type and a New function")
+	}
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[info.Type]; dup {
+		panic(fmt.Sprintf("filter: plugin type %q registered twice", info.Type))
+	}
+	registry[info.Type] = info
+}
+
+// Types lists the registered plugin types, sorted.
+func Types() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	types := make([]string, 0, len(registry))
+	for t := range registry {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	return types
+}
+
+func lookup(typ string) (PluginInfo, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	info, ok := registry[typ]
+	return info, ok
+}

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"os"
@@ -167,7 +167,7 @@ func TestCAFileMustHoldCertificates(t *testing.T) {
 
 // The shipped example must always be a valid configuration.
 func TestExampleConfigIsValid(t *testing.T) {
-	if _, err := LoadConfig("../../config.yaml.example"); err != nil {
+	if _, err := LoadConfig("../../../config.yaml.example"); err != nil {
 		t.Fatal(err)
 	}
 }

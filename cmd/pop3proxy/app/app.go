@@ -1,0 +1,211 @@
+// Package app is the pop3proxy program: flags, configuration, logging,
+// listener, signals and drain. It lives in a package, not in main, so that a
+// build with extra filter plugins is one file (see examples/filterplugin):
+//
+//	import (
+//		_ "example.com/my/plugin"
+//		"github.com/pop3proxy/pop3proxy/cmd/pop3proxy/app"
+//	)
+//
+//	func main() { app.Main() }
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/proxy/gateway"
+	"github.com/pop3proxy/pop3proxy/upstream"
+)
+
+// Main runs pop3proxy with the command line arguments and exits.
+func Main() {
+	configPath := flag.String("config", "config.yaml", "path of the YAML configuration file")
+	check := flag.Bool("check", false, "validate the configuration and exit")
+	flag.Parse()
+
+	cfg, err := LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pop3proxy:", err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Println("configuration ok")
+		return
+	}
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pop3proxy:", err)
+		os.Exit(2)
+	}
+	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+
+	if err := run(cfg, log); err != nil {
+		log.Error("stopped", zap.Error(err))
+		os.Exit(1)
+	}
+}
+
+func newLogger(c LogConfig) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.Development = false
+		zc.DisableStacktrace = true
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Sampling = nil
+	return zc.Build()
+}
+
+// run serves until a drain (SIGTERM, SIGINT or SHUTDOWN) has finished.
+func run(cfg *Config, log *zap.Logger) error {
+	backend, err := newGateway(cfg, log)
+	if err != nil {
+		return err
+	}
+	allowFrom := make([]netip.Prefix, 0, len(cfg.Shutdown.AllowFrom))
+	for _, s := range cfg.Shutdown.AllowFrom {
+		p, _ := parsePrefix(s) // validated when the config was loaded
+		allowFrom = append(allowFrom, p)
+	}
+
+	drainRequested := make(chan string, 1)
+	requestDrain := func(why string) {
+		select {
+		case drainRequested <- why:
+		default:
+		}
+	}
+	srv, err := proxy.NewServer(proxy.Options{
+		Backend:        backend,
+		Logger:         log,
+		Greeting:       cfg.Server.Greeting,
+		MaxLineLength:  cfg.Limits.MaxLineLength,
+		MaxBadCommands: cfg.Limits.MaxBadCommands,
+		AuthTimeout:    cfg.Limits.AuthTimeout.D(),
+		IdleTimeout:    cfg.Limits.IdleTimeout.D(),
+		WriteTimeout:   cfg.Limits.WriteTimeout.D(),
+		AllowShutdown: func(c *proxy.ConnInfo) bool {
+			return addrAllowed(c.RemoteAddr, allowFrom)
+		},
+		OnShutdown: func() { requestDrain("SHUTDOWN command") },
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- srv.Serve(ln) })
+
+	var why string
+	select {
+	case sig := <-signals:
+		why = sig.String()
+	case why = <-drainRequested:
+	case err := <-serveErr:
+		return fmt.Errorf("serving: %w", err)
+	}
+	return drain(srv, log, why, cfg.Shutdown.DrainTimeout.D(), signals, &wg)
+}
+
+// drain stops accepting, lets logged-in sessions finish until they QUIT,
+// and after timeout (or a second signal) closes what is left without
+// committing anything.
+func drain(srv *proxy.Server, log *zap.Logger, why string, timeout time.Duration, signals <-chan os.Signal, wg *sync.WaitGroup) error {
+	log.Info("draining", zap.String("reason", why), zap.Duration("timeout", timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-signals:
+			log.Warn("second signal, closing all sessions now", zap.String("signal", sig.String()))
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := srv.Shutdown(ctx)
+	wg.Wait()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		log.Warn("drain incomplete: remaining sessions closed without committing deletions")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("drained")
+	return nil
+}
+
+func addrAllowed(addr net.Addr, allow []netip.Prefix) bool {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func newGateway(cfg *Config, log *zap.Logger) (*gateway.Gateway, error) {
+	allow, err := upstream.NewAllowList(cfg.Upstream.Allow)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := upstream.ParseTLSMode(cfg.Upstream.TLS)
+	if err != nil {
+		return nil, err
+	}
+	opts := upstream.Options{
+		DialTimeout: cfg.Upstream.DialTimeout.D(),
+		Timeout:     cfg.Upstream.Timeout.D(),
+		TLS:         mode,
+	}
+	if cfg.Upstream.CAFile != "" {
+		pool, err := loadCAFile(cfg.Upstream.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.ca_file: %w", err)
+		}
+		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return gateway.New(gateway.Options{
+		Separators: cfg.Upstream.Separators,
+		Default:    cfg.Upstream.Default,
+		Allow:      allow,
+		Upstream:   opts,
+		Logger:     log,
+	}), nil
+}

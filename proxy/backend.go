@@ -89,6 +89,11 @@ type Message struct {
 	// The server stuffs it, makes sure it ends with CRLF, appends the
 	// terminating ".", and closes Body exactly once, even on error.
 	Body io.ReadCloser
+	// Progressive says Body produces data slowly, piece by piece (a
+	// keepalive while a filter is still scanning): the server then sends
+	// every piece as soon as it is read instead of filling its buffer
+	// first, so the client sees the response advance.
+	Progressive bool
 }
 
 // Session is one authenticated maildrop in the TRANSACTION state. The server

@@ -201,6 +201,12 @@ func (c *conn) sendMessage(m *Message, err error) error {
 				c.quit = "write failed: " + werr.Error()
 				return nil
 			}
+			if m.Progressive {
+				if werr := c.bw.Flush(); werr != nil {
+					c.quit = "write failed: " + werr.Error()
+					return nil
+				}
+			}
 		}
 		if rerr == io.EOF {
 			break

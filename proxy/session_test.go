@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"sync"
@@ -456,4 +457,55 @@ func TestQuitReleasesBeforeReply(t *testing.T) {
 			c.ExpectClosed()
 		})
 	}
+}
+
+// gatedBody yields its first piece at once and the rest only when released.
+type gatedBody struct {
+	first, rest string
+	release     chan struct{}
+	step        int
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	switch b.step {
+	case 0:
+		b.step++
+		return copy(p, b.first), nil
+	case 1:
+		<-b.release
+		b.step++
+		return copy(p, b.rest), nil
+	}
+	return 0, io.EOF
+}
+
+func (b *gatedBody) Close() error { return nil }
+
+// A Progressive body reaches the client piece by piece: the first piece
+// arrives while the body still holds back the rest (a keepalive during a
+// slow scan), which a buffered response would not deliver.
+func TestProgressiveBody(t *testing.T) {
+	body := &gatedBody{first: "X-Scan: in progress\r\n", rest: "Subject: done\r\n\r\nbody\r\n", release: make(chan struct{})}
+	be := &fakeBackend{wrap: func(s *fakeSession) proxy.Session {
+		return progressiveSession{fakeSession: s, body: body}
+	}}
+	ts := startServer(t, proxy.Options{Backend: be})
+	c := ts.login(t)
+	c.Send("RETR 1\r\n")
+	c.Expect("+OK message follows")
+	c.Expect("X-Scan: in progress")
+	close(body.release)
+	c.Expect("Subject: done")
+	c.Expect("")
+	c.Expect("body")
+	c.Expect(".")
+}
+
+type progressiveSession struct {
+	*fakeSession
+	body *gatedBody
+}
+
+func (s progressiveSession) Retr(context.Context, int) (*proxy.Message, error) {
+	return &proxy.Message{Size: -1, Body: s.body, Progressive: true}, nil
 }

@@ -1,0 +1,224 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+)
+
+// OnError is a filter's policy for its own failures.
+type OnError int
+
+const (
+	// OnErrorTempfail answers the RETR with -ERR [SYS/TEMP]: the message
+	// stays on the server and the client retries at its next poll.
+	OnErrorTempfail OnError = iota
+	// OnErrorPass delivers the message unscanned by this filter, marked
+	// with an X-Pop3proxy-Unscanned header field.
+	OnErrorPass
+	// OnErrorReject answers the RETR with -ERR; the message stays on the
+	// server.
+	OnErrorReject
+)
+
+// DefaultTimeout bounds a filter whose configuration sets no timeout.
+const DefaultTimeout = 30 * time.Second
+
+// UnscannedField marks a message delivered although a filter failed on it
+// (on_error: pass).
+const UnscannedField = "X-Pop3proxy-Unscanned"
+
+// stage is one configured filter.
+type stage struct {
+	name     string
+	typ      string
+	plugin   Plugin
+	judge    Judge
+	modifier Modifier
+	timeout  time.Duration
+	onError  OnError
+	log      *zap.Logger
+}
+
+// Chain runs the configured filters over messages. It is safe for
+// concurrent use by many sessions.
+type Chain struct {
+	stages []*stage
+	log    *zap.Logger
+}
+
+// spec holds the keys every filter block has; the other keys of the block
+// belong to the plugin.
+type spec struct {
+	Type    string   `yaml:"type"`
+	Name    string   `yaml:"name"`
+	Timeout Duration `yaml:"timeout"`
+	OnError string   `yaml:"on_error"`
+}
+
+// Build makes a Chain from the "filters:" list of the configuration: one
+// YAML mapping per filter, in execution order. Every problem of every
+// filter is reported at once, each under its path ("filters[1].address").
+// On error, plugins already provisioned are closed.
+func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ch := &Chain{log: log}
+	var errs *multierror.Error
+	names := map[string]bool{}
+	for i := range nodes {
+		st, ferrs := buildStage(&nodes[i], fmt.Sprintf("filters[%d]", i), names, log)
+		for _, e := range ferrs {
+			errs = multierror.Append(errs, e)
+		}
+		if st != nil {
+			ch.stages = append(ch.stages, st)
+		}
+	}
+	if err := errs.ErrorOrNil(); err != nil {
+		ch.Close()
+		return nil, err
+	}
+	return ch, nil
+}
+
+func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Logger) (*stage, []error) {
+	if node.Kind != yaml.MappingNode {
+		return nil, []error{NewFieldError(path, node.Line, "expected a mapping with a type key")}
+	}
+	// Split the block: the common keys decode into spec, the rest into
+	// the plugin.
+	common := &yaml.Node{Kind: yaml.MappingNode}
+	own := &yaml.Node{Kind: yaml.MappingNode, Line: node.Line}
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		switch node.Content[i].Value {
+		case "type", "name", "timeout", "on_error":
+			common.Content = append(common.Content, node.Content[i], node.Content[i+1])
+		default:
+			own.Content = append(own.Content, node.Content[i], node.Content[i+1])
+		}
+	}
+	var sp spec
+	errs := DecodeStrict(common, &sp, path)
+	if sp.Type == "" {
+		return nil, append(errs, NewFieldError(path, node.Line, "missing type (one of: %s)", strings.Join(Types(), ", ")))
+	}
+	info, ok := lookup(sp.Type)
+	if !ok {
+		return nil, append(errs, NewFieldError(JoinPath(path, "type"), node.Line, "unknown filter type %q (one of: %s)", sp.Type, strings.Join(Types(), ", ")))
+	}
+	st := &stage{typ: sp.Type, name: sp.Name, timeout: sp.Timeout.D()}
+	if st.name == "" {
+		st.name = sp.Type
+		for n := 2; names[st.name]; n++ {
+			st.name = fmt.Sprintf("%s-%d", sp.Type, n)
+		}
+	} else if names[st.name] {
+		errs = append(errs, NewFieldError(JoinPath(path, "name"), node.Line, "name %q is used by another filter", st.name))
+	}
+	names[st.name] = true
+	if st.timeout == 0 {
+		st.timeout = DefaultTimeout
+	}
+	switch sp.OnError {
+	case "", "tempfail":
+		st.onError = OnErrorTempfail
+	case "pass":
+		st.onError = OnErrorPass
+	case "reject":
+		st.onError = OnErrorReject
+	default:
+		errs = append(errs, NewFieldError(JoinPath(path, "on_error"), node.Line, "%q is not one of tempfail, pass, reject", sp.OnError))
+	}
+
+	st.plugin = info.New()
+	errs = append(errs, DecodeStrict(own, st.plugin, path)...)
+	st.judge, _ = st.plugin.(Judge)
+	st.modifier, _ = st.plugin.(Modifier)
+	if st.judge == nil && st.modifier == nil {
+		errs = append(errs, NewFieldError(path, node.Line, "plugin type %q implements neither filter.Judge nor filter.Modifier", sp.Type))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	st.log = log.Named("filter." + sp.Type).With(zap.String("filter", st.name))
+	if p, ok := st.plugin.(Provisioner); ok {
+		if err := p.Provision(Env{Name: st.name, Logger: st.log}); err != nil {
+			return nil, []error{NewFieldError(path, node.Line, "%s: %v", sp.Type, err)}
+		}
+	}
+	return st, nil
+}
+
+// Len returns the number of filters.
+func (ch *Chain) Len() int {
+	if ch == nil {
+		return 0
+	}
+	return len(ch.stages)
+}
+
+// Close releases the plugins that hold resources (io.Closer).
+func (ch *Chain) Close() error {
+	if ch == nil {
+		return nil
+	}
+	var errs *multierror.Error
+	for _, st := range ch.stages {
+		if c, ok := st.plugin.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = multierror.Append(errs, fmt.Errorf("filter %s: %w", st.name, err))
+			}
+		}
+	}
+	return errs.ErrorOrNil()
+}
+
+// Outcome is what the chain decided for a message.
+type Outcome int
+
+const (
+	// Deliver: send Result.Message to the client.
+	Deliver Outcome = iota
+	// TempFail: answer -ERR [SYS/TEMP]; the client retries later.
+	TempFail
+	// Refuse: answer -ERR; the message stays on the server.
+	Refuse
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Deliver:
+		return "deliver"
+	case TempFail:
+		return "tempfail"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Result is the chain's decision for one message.
+type Result struct {
+	Outcome Outcome
+	// Message is what to deliver (Deliver only): the original bytes when
+	// no filter changed anything.
+	Message []byte
+	// Changed reports whether Message differs from the original.
+	Changed bool
+	// Filter names the filter that decided a TempFail, a Refuse or a
+	// replacement.
+	Filter string
+	// Reason is the decision's short, client-safe reason.
+	Reason string
+}
+
+// errAbandoned reports a plugin that did not return within its timeout.
+var errAbandoned = errors.New("filter did not finish within its timeout")

@@ -1,0 +1,203 @@
+package filter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// Run passes a message through the chain. Adjacent judges run concurrently
+// on the message as it stands; their verdicts, and each failure's on_error
+// policy, are applied in configuration order, so the first filter in the
+// file that rejects or replaces decides. Modifiers run one at a time on the
+// message as the filters before them left it. Run never returns an error:
+// failures become a TempFail or Refuse result, or a marked delivery, as
+// the failing filter's on_error says.
+func (ch *Chain) Run(ctx context.Context, m *Message) Result {
+	cur := m.Bytes()
+	changed := false
+	for i := 0; i < len(ch.stages); {
+		if st := ch.stages[i]; st.modifier != nil {
+			out, err := st.modify(ctx, NewMessage(cur, m.Meta))
+			i++
+			if err != nil {
+				res, stop := st.failed(err, m.Meta)
+				if stop {
+					return res
+				}
+				cur, changed = mark(cur, st, err, changed)
+				continue
+			}
+			if out != nil {
+				cur, changed = out, true
+			}
+			continue
+		}
+
+		j := i
+		for j < len(ch.stages) && ch.stages[j].modifier == nil {
+			j++
+		}
+		run := ch.stages[i:j]
+		i = j
+		verdicts, errs := judgeAll(ctx, run, NewMessage(cur, m.Meta))
+
+		var edits []Edit
+		accepted := false
+		for k, st := range run {
+			if errs[k] != nil {
+				res, stop := st.failed(errs[k], m.Meta)
+				if stop {
+					return res
+				}
+				edits = append(edits, unscannedEdit(st, errs[k]))
+				continue
+			}
+			v := verdicts[k]
+			if v.Action != Continue {
+				st.log.Info("verdict", zap.Stringer("action", v.Action), zap.String("reason", v.Reason),
+					zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream))
+			}
+			switch v.Action {
+			case Continue, Accept:
+				edits = append(edits, v.Edits...)
+			case Replace:
+				return Result{Outcome: Deliver, Message: v.Replacement, Changed: true, Filter: st.name, Reason: v.Reason}
+			case Reject:
+				return Result{Outcome: Refuse, Filter: st.name, Reason: v.Reason}
+			default:
+				return st.misbehaved(fmt.Errorf("unknown action %v", v.Action), m.Meta)
+			}
+			if v.Action == Accept {
+				accepted = true
+				break
+			}
+		}
+		if len(edits) > 0 {
+			out, err := applyEdits(cur, edits)
+			switch {
+			case errors.Is(err, errHeaderUnparsable):
+				ch.log.Warn("header edits skipped", zap.Error(err), zap.Int("msg", m.Meta.Number))
+				cur, changed = out, true
+			case err != nil:
+				// A plugin produced an invalid edit (CR/LF in a value):
+				// a bug, treated as the failure of the whole run.
+				return run[0].misbehaved(err, m.Meta)
+			default:
+				cur, changed = out, true
+			}
+		}
+		if accepted {
+			break
+		}
+	}
+	return Result{Outcome: Deliver, Message: cur, Changed: changed}
+}
+
+// judgeAll runs judges concurrently, each under its own timeout.
+func judgeAll(ctx context.Context, run []*stage, m *Message) ([]Verdict, []error) {
+	verdicts := make([]Verdict, len(run))
+	errs := make([]error, len(run))
+	if len(run) == 1 {
+		verdicts[0], errs[0] = run[0].judgeOne(ctx, m)
+		return verdicts, errs
+	}
+	var wg sync.WaitGroup
+	for k, st := range run {
+		wg.Go(func() { verdicts[k], errs[k] = st.judgeOne(ctx, m) })
+	}
+	wg.Wait()
+	return verdicts, errs
+}
+
+func (st *stage) judgeOne(ctx context.Context, m *Message) (Verdict, error) {
+	return call(ctx, st, func(ctx context.Context) (Verdict, error) { return st.judge.Judge(ctx, m) })
+}
+
+func (st *stage) modify(ctx context.Context, m *Message) ([]byte, error) {
+	return call(ctx, st, func(ctx context.Context) ([]byte, error) { return st.modifier.Modify(ctx, m) })
+}
+
+// call runs one plugin call under the filter's timeout. A plugin that
+// ignores its context is abandoned when the timeout passes (its goroutine
+// finishes in the background), so a hung scanner never costs a session more
+// than the timeout. A panic is the plugin's failure, not the proxy's.
+func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, st.timeout)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				st.log.Error("filter panicked", zap.Any("panic", p), zap.Stack("stack"))
+				r.err = fmt.Errorf("filter panicked: %v", p)
+			}
+			done <- r
+		}()
+		r.v, r.err = f(ctx)
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("%w (%v): %w", errAbandoned, st.timeout, ctx.Err())
+	}
+}
+
+// failed applies the filter's on_error policy to err: it returns the final
+// result and true, or false when the message is to be delivered marked.
+func (st *stage) failed(err error, meta Meta) (Result, bool) {
+	st.log.Warn("filter failed", zap.Error(err), zap.String("on_error", st.onErrorName()),
+		zap.Int("msg", meta.Number), zap.String("user", meta.User), zap.String("upstream", meta.Upstream))
+	switch st.onError {
+	case OnErrorPass:
+		return Result{}, false
+	case OnErrorReject:
+		return Result{Outcome: Refuse, Filter: st.name, Reason: "message refused by policy"}, true
+	default:
+		return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}, true
+	}
+}
+
+// misbehaved handles a plugin bug (an unknown action, an invalid header
+// edit). No on_error policy may deliver past it: the message might be
+// neither checked nor intact, so the client is told to retry.
+func (st *stage) misbehaved(err error, meta Meta) Result {
+	st.log.Error("filter misbehaved", zap.Error(err), zap.Int("msg", meta.Number))
+	return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}
+}
+
+const tempfailReason = "message cannot be checked right now, try again later"
+
+func (st *stage) onErrorName() string {
+	return [...]string{"tempfail", "pass", "reject"}[st.onError]
+}
+
+// unscannedEdit marks a message one filter failed on (on_error: pass). The
+// value says which filter and whether it timed out, never the error text,
+// which may name internal hosts.
+func unscannedEdit(st *stage, err error) Edit {
+	why := "failed"
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errAbandoned) {
+		why = "timed out"
+	}
+	return Add(UnscannedField, st.name+" "+why)
+}
+
+// mark adds the unscanned field after a failed modifier.
+func mark(cur []byte, st *stage, err error, changed bool) ([]byte, bool) {
+	out, aerr := applyEdits(cur, []Edit{unscannedEdit(st, err)})
+	if aerr != nil {
+		return cur, changed
+	}
+	return out, true
+}

@@ -23,8 +23,8 @@ type testJudge struct {
 	Prefix string            `yaml:"prefix"`
 	Fail   bool              `yaml:"fail"`
 	Panic  bool              `yaml:"panic"`
-	Hang   bool              `yaml:"hang"`   // ignores its context
-	Meet   string            `yaml:"meet"`   // waits until the judge with this name has started
+	Hang   bool              `yaml:"hang"` // ignores its context
+	Meet   string            `yaml:"meet"` // waits until the judge with this name has started
 	Reason string            `yaml:"reason"`
 	env    filter.Env
 }

@@ -165,6 +165,18 @@ func (ch *Chain) Len() int {
 	return len(ch.stages)
 }
 
+// Names lists the filters in execution order.
+func (ch *Chain) Names() []string {
+	if ch == nil {
+		return nil
+	}
+	names := make([]string, len(ch.stages))
+	for i, st := range ch.stages {
+		names[i] = st.name + " (" + st.typ + ")"
+	}
+	return names
+}
+
 // Close releases the plugins that hold resources (io.Closer).
 func (ch *Chain) Close() error {
 	if ch == nil {

@@ -133,7 +133,7 @@ func (s *mailboxSession) Top(ctx context.Context, msg, lines int) (*Message, err
 	if err != nil {
 		return nil, err
 	}
-	return &Message{Size: -1, Body: &topReader{r: body, bodyLines: lines}}, nil
+	return &Message{Size: -1, Body: NewTopReader(body, lines)}, nil
 }
 
 func (s *mailboxSession) Dele(ctx context.Context, msg int) error {
@@ -170,6 +170,14 @@ func (s *mailboxSession) Close() error {
 	}
 	s.closed = true
 	return s.mb.Close()
+}
+
+// NewTopReader returns what TOP sends of the message in r (RFC 1939 §7):
+// the header, the blank line and the first lines lines of the body. It
+// stops reading r there; closing it closes r. Backends that implement
+// TopSession over whole messages can use it.
+func NewTopReader(r io.ReadCloser, lines int) io.ReadCloser {
+	return &topReader{r: r, bodyLines: lines}
 }
 
 // topReader passes through the header, the blank line that ends it, and

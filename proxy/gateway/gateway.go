@@ -31,9 +31,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
@@ -55,11 +57,32 @@ type Options struct {
 	Upstream upstream.Options
 	// Logger is the root logger; sessions log with the connection's logger.
 	Logger *zap.Logger
+
+	// Chain filters every retrieved message of at most MaxSize octets;
+	// nil or empty relays messages unfiltered.
+	Chain *filter.Chain
+	// MaxSize is the largest message filtered; larger ones stream through
+	// unscanned. Required when Chain has filters.
+	MaxSize int64
+	// ScanKeepalive is how long a client may wait in silence for a scan
+	// before the keepalive starts (DefaultScanKeepalive when zero).
+	ScanKeepalive time.Duration
 }
 
 // Gateway is the relaying proxy.Backend.
 type Gateway struct {
-	opts Options
+	opts  Options
+	stats Stats
+}
+
+// Stats returns the gateway's filter counters.
+func (g *Gateway) Stats() *Stats { return &g.stats }
+
+func (g *Gateway) keepalive() time.Duration {
+	if g.opts.ScanKeepalive > 0 {
+		return g.opts.ScanKeepalive
+	}
+	return DefaultScanKeepalive
 }
 
 var (
@@ -140,7 +163,7 @@ func (g *Gateway) Login(ctx context.Context, c *proxy.ConnInfo, login, password 
 		return nil, loginError(err)
 	}
 	log.Info("logged in")
-	return &session{client: client, log: log}, nil
+	return &session{g: g, client: client, user: r.User, log: log}, nil
 }
 
 // dialError maps a failed connection attempt. A certificate problem needs an

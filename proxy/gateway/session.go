@@ -15,7 +15,9 @@ import (
 // set and sizes are the upstream's: the proxy neither renumbers nor hides
 // messages (RFC 1939 §5).
 type session struct {
+	g      *Gateway
 	client *upstream.Client
+	user   string // at the upstream
 	log    *zap.Logger
 	quit   bool
 }
@@ -59,15 +61,47 @@ func convert(list []upstream.MessageInfo) []proxy.MessageInfo {
 	return out
 }
 
-func (s *session) Retr(_ context.Context, msg int) (*proxy.Message, error) {
+func (s *session) Retr(ctx context.Context, msg int) (*proxy.Message, error) {
 	m, err := s.client.Retr(msg)
 	if err != nil {
 		return nil, relayError(err)
 	}
-	return &proxy.Message{Size: m.Size, Body: m}, nil
+	if s.g.opts.Chain.Len() == 0 {
+		return &proxy.Message{Size: m.Size, Body: m}, nil
+	}
+	return s.filtered(ctx, msg, m, -1)
 }
 
-func (s *session) Top(_ context.Context, msg, lines int) (*proxy.Message, error) {
+// Top must not be a way around the filters: fetchmail peeks at messages
+// with "TOP n 99999999" (protocols.md item 9). With a filter chain, a
+// message up to max_size is fetched whole with TOP (which, unlike RETR,
+// does not mark it seen upstream, nor count as retrieved for EXPIRE 0),
+// filtered exactly as RETR would filter it, and then cut to the lines
+// asked for: the client sees the same header edits, the same replacement
+// notice, the same refusal. Larger messages are relayed unscanned, as RETR
+// relays them.
+func (s *session) Top(ctx context.Context, msg, lines int) (*proxy.Message, error) {
+	if s.g.opts.Chain.Len() == 0 {
+		return s.relayTop(msg, lines)
+	}
+	list, err := s.client.List(msg)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	if len(list) != 1 || list[0].Size > s.g.opts.MaxSize {
+		if len(list) == 1 {
+			s.skipped(msg, list[0].Size)
+		}
+		return s.relayTop(msg, lines)
+	}
+	m, err := s.client.Top(msg, wholeMessage)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	return s.filtered(ctx, msg, m, lines)
+}
+
+func (s *session) relayTop(msg, lines int) (*proxy.Message, error) {
 	m, err := s.client.Top(msg, lines)
 	if err != nil {
 		return nil, relayError(err)

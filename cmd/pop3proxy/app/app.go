@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/gateway"
 	"github.com/pop3proxy/pop3proxy/upstream"
@@ -201,11 +202,21 @@ func newGateway(cfg *Config, log *zap.Logger) (*gateway.Gateway, error) {
 		}
 		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	chain, err := filter.Build(cfg.Filters, log)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range chain.Names() {
+		log.Info("filter enabled", zap.String("filter", name))
+	}
 	return gateway.New(gateway.Options{
-		Separators: cfg.Upstream.Separators,
-		Default:    cfg.Upstream.Default,
-		Allow:      allow,
-		Upstream:   opts,
-		Logger:     log,
+		Separators:    cfg.Upstream.Separators,
+		Default:       cfg.Upstream.Default,
+		Allow:         allow,
+		Upstream:      opts,
+		Logger:        log,
+		Chain:         chain,
+		MaxSize:       int64(cfg.MaxSize),
+		ScanKeepalive: cfg.ScanKeepalive.D(),
 	}), nil
 }

@@ -14,20 +14,24 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/proxy/gateway"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
 // Config is the YAML configuration file. The key names are a contract with
 // the README, config.yaml.example and the tests: extend, never rename.
 type Config struct {
-	Listen   string          `yaml:"listen"`
-	MaxSize  filter.ByteSize `yaml:"max_size"`
-	Upstream UpstreamConfig  `yaml:"upstream"`
-	Filters  []yaml.Node     `yaml:"filters"`
-	Shutdown ShutdownConfig  `yaml:"shutdown"`
-	Limits   LimitsConfig    `yaml:"limits"`
-	Server   ServerConfig    `yaml:"server"`
-	Log      LogConfig       `yaml:"log"`
+	Listen  string          `yaml:"listen"`
+	MaxSize filter.ByteSize `yaml:"max_size"`
+	// ScanKeepalive is how long a client waits in silence for a scan
+	// before the proxy answers "+OK" and keeps it alive.
+	ScanKeepalive filter.Duration `yaml:"scan_keepalive"`
+	Upstream      UpstreamConfig  `yaml:"upstream"`
+	Filters       []yaml.Node     `yaml:"filters"`
+	Shutdown      ShutdownConfig  `yaml:"shutdown"`
+	Limits        LimitsConfig    `yaml:"limits"`
+	Server        ServerConfig    `yaml:"server"`
+	Log           LogConfig       `yaml:"log"`
 }
 
 // UpstreamConfig says where logins may be routed and how to talk there.
@@ -74,8 +78,9 @@ const minIdleTimeout = 10 * time.Minute
 // not set.
 func DefaultConfig() Config {
 	return Config{
-		Listen:  "127.0.0.1:1110",
-		MaxSize: 10 << 20,
+		Listen:        "127.0.0.1:1110",
+		MaxSize:       10 << 20,
+		ScanKeepalive: filter.Duration(gateway.DefaultScanKeepalive),
 		Upstream: UpstreamConfig{
 			Separators:  "%#@",
 			TLS:         "auto",
@@ -192,8 +197,19 @@ func (c *Config) validate() []error {
 			"without it anyone who can connect could make the proxy dial any host and port", c.Listen)
 	}
 
-	if len(c.Filters) > 0 {
-		bad("filters", "no filter plugins are available in this version")
+	positive(bad, "scan_keepalive", c.ScanKeepalive)
+	// Building the chain checks every filter block (unknown types and
+	// keys, values each plugin rejects); the real chain is built again
+	// with the configured logger when the proxy starts.
+	if chain, err := filter.Build(c.Filters, nil); err != nil {
+		var me *multierror.Error
+		if errors.As(err, &me) {
+			errs = append(errs, me.Errors...)
+		} else {
+			errs = append(errs, err)
+		}
+	} else {
+		chain.Close()
 	}
 
 	for i, s := range c.Shutdown.AllowFrom {

@@ -11,8 +11,8 @@
 # github.com/...), ./... is added. gofmt and go vet always check the whole
 # module.
 #
-# Integration tests run real programs (Dovecot, curl, fetchmail, mpop,
-# getmail, python3). Run as root, this script installs the missing ones with
+# Integration tests run real programs (Dovecot, clamd, spamd, curl,
+# fetchmail, mpop, getmail, python3). Run as root, this script installs the missing ones with
 # apt-get on Debian, without starting their system services. Otherwise
 # those tests are skipped with a warning; with CI=true or
 # POP3PROXY_INTEGRATION=require they fail instead (see
@@ -22,8 +22,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Programs the tests need, as "program:debian-package[,package...]".
-# Add new integration dependencies here (e.g. "clamd:clamav-daemon",
-# "spamd:spamd", "haproxy:haproxy"); services are kept from starting.
+# Add new integration dependencies here (e.g. "haproxy:haproxy"); services
+# are kept from starting.
 NEEDED=(
 	"dovecot:dovecot-pop3d"
 	"curl:curl"
@@ -32,6 +32,8 @@ NEEDED=(
 	"getmail:getmail6"
 	"python3:python3"
 	"gcc:gcc,libc6-dev" # go test -race needs cgo
+	"clamd:clamav-daemon"
+	"spamd:spamd"
 )
 # System services those packages may start on install, as
 # "program:service". After this script installs the program, the service is
@@ -39,6 +41,9 @@ NEEDED=(
 # service of a program that was already installed is left alone.
 SERVICES=(
 	"dovecot:dovecot"
+	"clamd:clamav-daemon"
+	"clamd:clamav-freshclam" # would try to download signatures
+	"spamd:spamd"
 )
 
 say() { printf '%s\n' "test.sh: $*" >&2; }

@@ -30,6 +30,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/gateway"
+	_ "github.com/pop3proxy/pop3proxy/scanners" // the built-in filter plugins register themselves
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 

@@ -1,0 +1,172 @@
+// Package blocksender is an example pop3proxy filter plugin: it tags or
+// rejects messages whose From address matches a pattern.
+//
+//	filters:
+//	- type: blocksender
+//	  senders: ["*@spam.example", "newsletter@*.example.com"]
+//	  action: tag       # tag (the default) or reject
+//
+// A plugin is a struct whose exported fields are its YAML keys, registered
+// under its type name from init; a program that imports the package (see
+// ../main.go) has it. The chain handles the keys every filter has (type,
+// name, timeout, on_error), decodes the others strictly into the struct,
+// calls Provision once at start and Judge for every message, concurrently.
+package blocksender
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+	"go.uber.org/zap"
+
+	"github.com/pop3proxy/pop3proxy/filter"
+)
+
+func init() {
+	filter.Register(filter.PluginInfo{Type: "blocksender", New: func() filter.Plugin { return new(BlockSender) }})
+}
+
+// TagField is the header field that action "tag" adds, naming the pattern
+// that matched, for the mail client's rules to act on.
+const TagField = "X-Blocked-Sender"
+
+// maxHeader bounds the header read for the From field. go-message's
+// ReadHeader has no limit of its own, and a From field lies near the top.
+const maxHeader = 256 << 10
+
+// BlockSender tags or rejects mail from the configured senders.
+type BlockSender struct {
+	// Senders are patterns for the From address, case-insensitive: "*"
+	// matches any run of characters, "?" any one.
+	Senders []string `yaml:"senders"`
+	// Action is "tag" (add TagField, deliver) or "reject" (answer the
+	// client's RETR with -ERR; the message stays on the server, and the
+	// client will ask again at its next poll).
+	Action string `yaml:"action"`
+
+	patterns []string
+	reject   bool
+	log      *zap.Logger
+}
+
+// Provision checks the configuration once, at start: an error here stops
+// the proxy and is reported with the filter's place in the file.
+func (b *BlockSender) Provision(env filter.Env) error {
+	b.log = env.Logger
+	if b.log == nil {
+		b.log = zap.NewNop()
+	}
+	switch b.Action {
+	case "", "tag":
+	case "reject":
+		b.reject = true
+	default:
+		return fmt.Errorf("action %q is not one of tag, reject", b.Action)
+	}
+	if len(b.Senders) == 0 {
+		return errors.New("senders: give at least one pattern")
+	}
+	for i, p := range b.Senders {
+		// The pattern goes into TagField: it must be printable ASCII.
+		if p == "" || strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+			return fmt.Errorf("senders[%d]: %q is not a pattern (printable ASCII, no spaces)", i, p)
+		}
+		b.patterns = append(b.patterns, strings.ToLower(p))
+	}
+	return nil
+}
+
+// Judge checks every address of every From field. It never fails: a header
+// it cannot parse is let through, as the chain does with header edits, so
+// that no message is stuck on the server because of its header.
+func (b *BlockSender) Judge(_ context.Context, m *filter.Message) (filter.Verdict, error) {
+	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(m.Reader(), maxHeader)))
+	if err != nil {
+		b.log.Info("header does not parse, sender not checked", zap.Int("msg", m.Meta.Number), zap.Error(err))
+		return filter.Verdict{}, nil
+	}
+	for _, addr := range fromAddresses(h) {
+		for i, p := range b.patterns {
+			if !match(p, addr) {
+				continue
+			}
+			b.log.Info("blocked sender", zap.String("from", addr), zap.String("pattern", b.Senders[i]),
+				zap.Bool("reject", b.reject), zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User))
+			if b.reject {
+				// The reason reaches the client: it names no pattern.
+				return filter.Verdict{Action: filter.Reject, Reason: "sender blocked"}, nil
+			}
+			return filter.Verdict{
+				Action: filter.Continue,
+				Reason: "sender blocked",
+				Edits:  []filter.Edit{filter.Add(TagField, b.Senders[i])},
+			}, nil
+		}
+	}
+	return filter.Verdict{}, nil
+}
+
+// fromAddresses returns the lower-cased addresses of all From fields
+// (a message may carry more than one, to confuse filters).
+func fromAddresses(h textproto.Header) []string {
+	var addrs []string
+	for f := h.FieldsByKey("From"); f.Next(); {
+		list, err := mail.ParseAddressList(f.Value())
+		if err != nil {
+			// Malformed, often on purpose: check every word that looks
+			// like an address rather than none.
+			for _, w := range strings.FieldsFunc(f.Value(), func(r rune) bool { return strings.ContainsRune(" \t\r\n<>,;:\"()", r) }) {
+				if strings.Contains(w, "@") {
+					addrs = append(addrs, strings.ToLower(w))
+				}
+			}
+			continue
+		}
+		for _, a := range list {
+			addrs = append(addrs, strings.ToLower(a.Address))
+		}
+	}
+	return addrs
+}
+
+// match reports whether s matches the glob pattern p, where "*" matches
+// any run of bytes and "?" one byte. Unlike path.Match, "*" also matches
+// "/", which a local part may contain.
+func match(p, s string) bool {
+	// On a mismatch, go back to the last "*" and let it take one more
+	// byte: linear enough for addresses.
+	px, sx := 0, 0
+	starP, starS := -1, -1
+	for px < len(p) || sx < len(s) {
+		if px < len(p) {
+			switch c := p[px]; {
+			case c == '*':
+				starP, starS = px, sx
+				px++
+				continue
+			case sx < len(s) && (c == '?' || c == s[sx]):
+				px++
+				sx++
+				continue
+			}
+		}
+		if starP >= 0 && starS < len(s) {
+			starS++
+			px, sx = starP+1, starS
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+var (
+	_ filter.Judge       = (*BlockSender)(nil)
+	_ filter.Provisioner = (*BlockSender)(nil)
+)

@@ -1,0 +1,353 @@
+//go:build unix
+
+package scanners
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pop3proxy/pop3proxy/filter"
+)
+
+func init() {
+	filter.Register(filter.PluginInfo{Type: "exec", New: func() filter.Plugin { return new(Exec) }})
+}
+
+const (
+	// DefaultExecMaxOutput bounds what an exec filter may write on stdout
+	// when its configuration sets no max_output: well above max_size, so
+	// that only a runaway program hits it.
+	DefaultExecMaxOutput = 64 << 20
+
+	// execMaxStderr is how much of the program's stderr is kept for the
+	// log; the rest is read and dropped so that the program never blocks
+	// on a full pipe.
+	execMaxStderr = 4 << 10
+
+	// execErrorStderr is how much of stderr goes into the error, which the
+	// chain logs in one line.
+	execErrorStderr = 200
+
+	// execWaitDelay is how long Modify waits for the output pipes to close
+	// after the program has exited or been killed: a process it started in
+	// the background, or one that left the process group, may hold them
+	// open for ever.
+	execWaitDelay = time.Second
+
+	// execDefaultPath is the PATH of the program when the proxy has none.
+	execDefaultPath = "/usr/local/bin:/usr/bin:/bin"
+)
+
+// Exec is the "exec" filter: it runs an external program on every message,
+// as the Action callback of Perl's Net::Server::POP3proxy did. The program
+// gets the message on stdin and writes the message to deliver on stdout.
+//
+//	filters:
+//	- type: exec
+//	  command: ["/usr/local/bin/myfilter", "--flag"]
+//	  timeout: 30s          # the chain's key: the program is killed then
+//	  max_output: 64MiB     # bound on stdout (the default)
+//	  env: {MYFILTER_CONF: /etc/myfilter.conf}
+//
+// The program runs without a shell, in a process group of its own; at the
+// timeout the whole group is killed, and processes the program leaves
+// behind are killed when it exits, so nothing it starts outlives it.
+//
+// Its environment is not the proxy's, which may hold secrets, but PATH,
+// HOME and TMPDIR (when the proxy has them), LANG=C (byte semantics for
+// 8-bit mail in sed, grep and friends), the env entries of the
+// configuration (which may override those), and:
+//
+//	POP3PROXY_FILTER          the filter's name in the configuration
+//	POP3PROXY_USER            the user name at the upstream server
+//	POP3PROXY_UPSTREAM        the upstream server, host:port
+//	POP3PROXY_MESSAGE_NUMBER  the message number in the POP3 session
+//
+// Exit status 0 with a message on stdout delivers that message: its bytes
+// as written, except that a bare LF becomes CRLF, since POP3 needs CRLF
+// and most Unix tools write LF. Output that is the input unchanged counts
+// as no change. Everything else is an error, on which the chain applies the
+// filter's on_error: a non-zero exit or a signal, the timeout, empty
+// output, output that does not start with a header field, output over
+// max_output, and output pipes a leftover process kept open after the
+// program exited (the output may be incomplete). The program's stderr goes
+// to the log (its first 4 KiB), never to the client.
+type Exec struct {
+	Command   []string          `yaml:"command"`
+	MaxOutput filter.ByteSize   `yaml:"max_output"`
+	Env       map[string]string `yaml:"env"`
+
+	path string   // Command[0], resolved at start
+	env  []string // the environment without the per-message variables
+	name string
+	log  *zap.Logger
+}
+
+// Provision resolves the program once, at start, so that a typo or a
+// missing package stops the proxy instead of failing every message.
+func (e *Exec) Provision(env filter.Env) error {
+	e.name, e.log = env.Name, env.Logger
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	if len(e.Command) == 0 || e.Command[0] == "" {
+		return errors.New(`command is empty: give the program and its arguments as a list, e.g. ["/usr/local/bin/myfilter", "--flag"]`)
+	}
+	for i, arg := range e.Command {
+		if strings.IndexByte(arg, 0) >= 0 {
+			return fmt.Errorf("command[%d] contains a NUL byte", i)
+		}
+	}
+	prog := e.Command[0]
+	// A relative path would depend on the directory the proxy was started
+	// in; a bare name is looked up in PATH now, not per message.
+	if strings.ContainsRune(prog, '/') && !filepath.IsAbs(prog) {
+		return fmt.Errorf("command %q: use an absolute path, or a bare name found in PATH", prog)
+	}
+	path, err := exec.LookPath(prog)
+	if err != nil {
+		return fmt.Errorf("command %q: %w", prog, err)
+	}
+	if e.path, err = filepath.Abs(path); err != nil {
+		return fmt.Errorf("command %q: %w", prog, err)
+	}
+
+	if e.MaxOutput == 0 {
+		e.MaxOutput = DefaultExecMaxOutput
+	}
+	e.env = e.env[:0]
+	for _, v := range []string{"PATH", "HOME", "TMPDIR"} {
+		if val := os.Getenv(v); val != "" {
+			e.env = append(e.env, v+"="+val)
+		} else if v == "PATH" {
+			e.env = append(e.env, "PATH="+execDefaultPath)
+		}
+	}
+	e.env = append(e.env, "LANG=C")
+	names := make([]string, 0, len(e.Env))
+	for name := range e.Env {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := execCheckEnv(name, e.Env[name]); err != nil {
+			return err
+		}
+		// Later entries win (os/exec keeps the last of duplicate keys),
+		// so the configuration overrides PATH, HOME and LANG.
+		e.env = append(e.env, name+"="+e.Env[name])
+	}
+
+	e.log.Info("exec filter ready", zap.String("program", e.path), zap.Strings("args", e.Command[1:]),
+		zap.Int64("max_output", int64(e.MaxOutput)))
+	return nil
+}
+
+func execCheckEnv(name, value string) error {
+	if name == "" {
+		return errors.New("env: empty variable name")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c == '_' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || i > 0 && '0' <= c && c <= '9') {
+			return fmt.Errorf("env: %q is not a variable name (letters, digits, underscores)", name)
+		}
+	}
+	if strings.HasPrefix(strings.ToUpper(name), "POP3PROXY_") {
+		return fmt.Errorf("env: %s: the POP3PROXY_ variables are set by the proxy", name)
+	}
+	if strings.IndexByte(value, 0) >= 0 {
+		return fmt.Errorf("env: %s: value contains a NUL byte", name)
+	}
+	return nil
+}
+
+// Modify runs the program on the message.
+func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, e.path, e.Command[1:]...)
+	cmd.Env = append(slices.Clip(e.env),
+		"POP3PROXY_FILTER="+e.name,
+		"POP3PROXY_USER="+execEnvValue(m.Meta.User),
+		"POP3PROXY_UPSTREAM="+execEnvValue(m.Meta.Upstream),
+		"POP3PROXY_MESSAGE_NUMBER="+strconv.Itoa(m.Meta.Number),
+	)
+	// os/exec writes stdin from a goroutine and ignores EPIPE when the
+	// program exits without reading it all: its exit status decides.
+	cmd.Stdin = bytes.NewReader(m.Bytes())
+	stdout := &execOutput{max: int(e.MaxOutput)}
+	stderr := &execStderr{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// A group of its own, so that the timeout kills the children of a
+	// shell script too, not only the shell: a surviving child would keep
+	// stdout open and the program's resources busy.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return execKillGroup(cmd.Process.Pid) }
+	cmd.WaitDelay = execWaitDelay
+
+	start := time.Now()
+	err := cmd.Run()
+	if cmd.Process != nil {
+		// Whatever the program left running in its group goes too. The
+		// group ID is the reaped leader's PID, which Linux does not hand
+		// out again while the group has members; with none left, this
+		// finds nothing (barring a PID wrap-around in microseconds).
+		_ = execKillGroup(cmd.Process.Pid)
+	}
+	elapsed := time.Since(start)
+
+	// fail adds the program and the start of its stderr to err, and logs
+	// the whole captured stderr if the error cannot hold it.
+	fail := func(err error) error {
+		if len(stderr.b) > execErrorStderr {
+			e.log.Warn("exec program stderr", zap.Int("msg", m.Meta.Number), zap.ByteString("stderr", stderr.b),
+				zap.Int("stderr_dropped", stderr.dropped))
+		}
+		if s := stderr.snippet(); s != "" {
+			return fmt.Errorf("%s: %w; stderr: %q", e.path, err, s)
+		}
+		return fmt.Errorf("%s: %w", e.path, err)
+	}
+	switch {
+	case stdout.over:
+		return nil, fail(fmt.Errorf("output exceeds max_output (%d bytes)", e.MaxOutput))
+	case err != nil && ctx.Err() != nil:
+		return nil, fail(fmt.Errorf("killed after %v: %w", elapsed.Round(time.Millisecond), context.Cause(ctx)))
+	case errors.Is(err, exec.ErrWaitDelay):
+		return nil, fail(fmt.Errorf("exited, but a process it started kept its output open for %v; the output may be incomplete", execWaitDelay))
+	case err != nil:
+		// "exit status 3", "signal: killed", or why it did not start.
+		return nil, fail(err)
+	}
+
+	out := stdout.b.Bytes()
+	if len(out) == 0 {
+		return nil, fail(errors.New("exit status 0 but no message on stdout"))
+	}
+	out = execCRLF(out)
+	if !execStartsWithField(out) {
+		line, _, _ := bytes.Cut(out, []byte("\r\n"))
+		return nil, fail(fmt.Errorf("output does not start with a header field: %.60q", line))
+	}
+	if len(stderr.b) > 0 {
+		e.log.Info("exec program wrote to stderr", zap.Int("msg", m.Meta.Number), zap.ByteString("stderr", stderr.b),
+			zap.Int("stderr_dropped", stderr.dropped))
+	}
+	e.log.Debug("exec program done", zap.Int("msg", m.Meta.Number), zap.Duration("took", elapsed),
+		zap.Int("in", m.Len()), zap.Int("out", len(out)))
+	if bytes.Equal(out, m.Bytes()) {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// execKillGroup kills the process group led by pid; a group that is gone
+// already is no error.
+func execKillGroup(pid int) error {
+	err := syscall.Kill(-pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return err
+}
+
+// execEnvValue drops NUL bytes, which an environment cannot hold (the
+// session refuses them in user names; this keeps a bug from failing every
+// message).
+func execEnvValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
+
+// execCRLF turns every LF not preceded by CR into CRLF and leaves all else,
+// bare CR included, as it is.
+func execCRLF(b []byte) []byte {
+	bare := 0
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			bare++
+		}
+	}
+	if bare == 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+bare)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// execStartsWithField reports whether the first line is a header field
+// ("Name:" with an RFC 5322 field name, white space before the colon
+// allowed as in obs-optional). Every real message starts so (From and Date
+// are required), and the proxy relies on it: a slow scan's keepalive field
+// goes out before the message. A program that answers "OK", a bare body or
+// an mbox "From " line has misunderstood its job.
+func execStartsWithField(b []byte) bool {
+	line, _, _ := bytes.Cut(b, []byte("\r\n"))
+	name, _, ok := bytes.Cut(line, []byte(":"))
+	if !ok {
+		return false
+	}
+	name = bytes.TrimRight(name, " \t")
+	return len(name) > 0 && headerCheckName(string(name)) == nil
+}
+
+// execOutput collects stdout up to max bytes. Past that it fails the
+// write, so os/exec closes the pipe and a runaway program dies of SIGPIPE
+// instead of running until the timeout.
+type execOutput struct {
+	b    bytes.Buffer
+	max  int
+	over bool
+}
+
+var errExecOutputTooLarge = errors.New("output exceeds max_output")
+
+func (o *execOutput) Write(p []byte) (int, error) {
+	if o.b.Len()+len(p) > o.max {
+		o.over = true
+		return 0, errExecOutputTooLarge
+	}
+	return o.b.Write(p)
+}
+
+// execStderr keeps the first execMaxStderr bytes of stderr and counts the
+// rest.
+type execStderr struct {
+	b       []byte
+	dropped int
+}
+
+func (s *execStderr) Write(p []byte) (int, error) {
+	keep := min(len(p), execMaxStderr-len(s.b))
+	s.b = append(s.b, p[:keep]...)
+	s.dropped += len(p) - keep
+	return len(p), nil
+}
+
+// snippet is the start of stderr for an error message.
+func (s *execStderr) snippet() string {
+	b := bytes.TrimSpace(s.b)
+	if len(b) > execErrorStderr {
+		b = b[:execErrorStderr]
+	}
+	return string(b)
+}
+
+var (
+	_ filter.Modifier    = (*Exec)(nil)
+	_ filter.Provisioner = (*Exec)(nil)
+)

@@ -1,0 +1,344 @@
+package scannertest
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
+)
+
+// Life-cycle bounds for clamd. With the one-signature database clamd
+// answers PING 0.4 to 1 s after start (protocols.md §10); the start bound
+// is generous because CI runs many test binaries at once on few cores.
+const (
+	clamdStartTimeout = 30 * time.Second
+	clamdStopTimeout  = 5 * time.Second
+	clamdBindAttempts = 5
+)
+
+// ClamdEICARVirus is the name StartClamd's clamd reports for EICAR: the
+// signature's name with the ".UNOFFICIAL" suffix clamd gives every
+// signature that is not from the official databases (protocols.md §4.4).
+const ClamdEICARVirus = "Eicar-Test-Signature-NDB.UNOFFICIAL"
+
+// clamdSignature is the one line of db/eicar.ndb: target 0 (any file) at
+// any offset, which matches EICAR raw, in a text body and as a decoded
+// base64 attachment (protocols.md §4.4, the table of formats).
+func clamdSignature() string {
+	return "Eicar-Test-Signature-NDB:0:*:" + hex.EncodeToString(EICAR()) + "\n"
+}
+
+// ClamdOptions configures StartClamdWith.
+type ClamdOptions struct {
+	// StreamMaxLength is clamd's StreamMaxLength in clamd.conf's size
+	// syntax: a number, optionally followed by K or M. Default "1M", small
+	// so that tests reach "INSTREAM size limit exceeded. ERROR" quickly
+	// (Debian's clamd.conf says 25M).
+	StreamMaxLength string
+}
+
+// Clamd is a running clamd, stopped when the test that started it ends.
+type Clamd struct {
+	// TCPAddr is "127.0.0.1:port" of clamd's TCP socket.
+	TCPAddr string
+	// Socket is the path of clamd's unix socket.
+	Socket string
+	// Dir holds clamd.conf, db/eicar.ndb, the sockets, clamd.log and
+	// clamd's temporary files.
+	Dir string
+
+	logPath string
+	outPath string
+}
+
+// TCPURL returns the TCP socket as the clamav filter's address key takes
+// it: "tcp://127.0.0.1:port".
+func (c *Clamd) TCPURL() string { return "tcp://" + c.TCPAddr }
+
+// UnixURL returns the unix socket as the clamav filter's address key takes
+// it: "unix:///path".
+func (c *Clamd) UnixURL() string { return "unix://" + c.Socket }
+
+// Log returns clamd's output and log so far. With LogClean set, every scan
+// is logged: "instream(127.0.0.1@port): OK", "...: <name> FOUND", or
+// "INSTREAM: Size limit reached, (requested: N, max: M)".
+func (c *Clamd) Log() string {
+	out, _ := os.ReadFile(c.outPath)
+	log, _ := os.ReadFile(c.logPath)
+	return string(out) + string(log)
+}
+
+// StartClamd runs clamd with the default ClamdOptions.
+func StartClamd(t testing.TB) *Clamd {
+	t.Helper()
+	return StartClamdWith(t, ClamdOptions{})
+}
+
+var clamdSize = regexp.MustCompile(`^[0-9]+[KkMm]?$`)
+
+// StartClamdWith runs a real clamd (Debian package clamav-daemon) in the
+// foreground with the configuration of protocols.md §4.4: a database
+// directory holding only a generated one-line eicar.ndb (no downloaded
+// database, no freshclam: ready in about a second instead of tens of
+// seconds and a gigabyte of memory), a unix socket and a TCP socket on a
+// free loopback port. It waits until both sockets answer PING, and stops
+// clamd (SIGTERM, then SIGKILL of its process group) in t.Cleanup; the tail
+// of clamd's log is logged when the test fails.
+//
+// Without clamd the test is skipped, or fails under CI=true
+// (upstreamtest.NeedBinary).
+//
+// clamd drops privileges only when its configuration names a User, and
+// this one does not: clamd runs as whoever runs the test, root or not, and
+// everything it touches is in Dir, which that user owns.
+func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
+	t.Helper()
+	bin := upstreamtest.NeedBinary(t, "clamd")
+
+	maxLen := opt.StreamMaxLength
+	if maxLen == "" {
+		maxLen = "1M"
+	}
+	if !clamdSize.MatchString(maxLen) {
+		t.Fatalf("scannertest: StreamMaxLength %q is not a clamd.conf size (a number, optionally followed by K or M)", maxLen)
+	}
+
+	// A unix socket path must fit in 108 bytes and t.TempDir's contain
+	// the test name, so the whole instance lives in a short directory.
+	dir, err := os.MkdirTemp(clamdTempRoot(), "clamd")
+	if err != nil {
+		t.Fatalf("scannertest: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if strings.ContainsAny(dir, " \t\"'\\#") {
+		t.Fatalf("scannertest: temp dir %q has characters clamd.conf cannot take; set TMPDIR", dir)
+	}
+	for _, sub := range []string{"db", "tmp"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatalf("scannertest: %v", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "db", "eicar.ndb"), []byte(clamdSignature()), 0o600); err != nil {
+		t.Fatalf("scannertest: %v", err)
+	}
+
+	c := &Clamd{
+		Dir:     dir,
+		Socket:  filepath.Join(dir, "clamd.sock"),
+		logPath: filepath.Join(dir, "clamd.log"),
+		outPath: filepath.Join(dir, "clamd.out"),
+	}
+	confPath := filepath.Join(dir, "clamd.conf")
+	for attempt := 1; ; attempt++ {
+		port, err := clamdFreePort()
+		if err != nil {
+			t.Fatalf("scannertest: pick a free port: %v", err)
+		}
+		c.TCPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if err := os.WriteFile(confPath, []byte(c.config(port, maxLen)), 0o600); err != nil {
+			t.Fatalf("scannertest: %v", err)
+		}
+		err = c.run(t, bin, confPath)
+		if err == nil {
+			return c
+		}
+		// Another process may take the port between clamdFreePort closing it
+		// and clamd binding it.
+		if errors.Is(err, errClamdAddrInUse) && attempt < clamdBindAttempts {
+			t.Logf("scannertest: clamd could not bind %s, retrying with another port", c.TCPAddr)
+			continue
+		}
+		c.logTail(t)
+		t.Fatalf("scannertest: start clamd: %v", err)
+	}
+}
+
+// config is a complete clamd.conf: with -c clamd reads nothing from
+// /etc/clamav. Options not set keep clamd's built-in defaults (protocols.md
+// §4.3), not Debian's.
+func (c *Clamd) config(port int, streamMaxLength string) string {
+	var s strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&s, format+"\n", args...) }
+	w("# Written by github.com/pop3proxy/pop3proxy/scanners/scannertest.")
+	w("Foreground yes")
+	w("DatabaseDirectory %s", filepath.Join(c.Dir, "db"))
+	w("LocalSocket %s", c.Socket)
+	w("FixStaleSocket yes")
+	w("TCPSocket %d", port)
+	// Without TCPAddr clamd binds INADDR_ANY (protocols.md §4.1).
+	w("TCPAddr 127.0.0.1")
+	w("LogFile %s", c.logPath)
+	w("LogTime yes")
+	w("LogClean yes")
+	w("PidFile %s", filepath.Join(c.Dir, "clamd.pid"))
+	w("TemporaryDirectory %s", filepath.Join(c.Dir, "tmp"))
+	w("StreamMaxLength %s", streamMaxLength)
+	return s.String()
+}
+
+var errClamdAddrInUse = errors.New("address already in use")
+
+// run starts clamd and waits until it answers. On success clamd is stopped
+// by t.Cleanup; on error it has already been stopped.
+func (c *Clamd) run(t testing.TB, bin, confPath string) error {
+	out, err := os.OpenFile(c.outPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close() // the child has its own copy
+	// A retry must not see the previous attempt's "Address already in use".
+	if err := os.WriteFile(c.logPath, nil, 0o600); err != nil {
+		return err
+	}
+
+	cmd := exec.Command(bin, "-c", confPath)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = clamdProcAttr()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	stop := func() { stopClamd(cmd.Process.Pid, done) }
+
+	if err := c.waitReady(done); err != nil {
+		stop()
+		if strings.Contains(c.Log(), "Address already in use") {
+			return fmt.Errorf("%w: %v", errClamdAddrInUse, err)
+		}
+		return err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.logTail(t)
+		}
+		stop()
+	})
+	return nil
+}
+
+// clamdProcAttr puts clamd in its own process group, so that stopping it
+// reaches everything it started, and, on systems whose SysProcAttr has
+// Pdeathsig (Linux), asks the kernel to send SIGTERM if the test binary
+// dies first (go test -timeout), so that no clamd outlives its test. The
+// field is set by name because it does not exist on every system and this
+// file has no build constraint.
+func clamdProcAttr() *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig"); f.IsValid() && f.CanSet() &&
+		f.Type() == reflect.TypeFor[syscall.Signal]() {
+		f.Set(reflect.ValueOf(syscall.SIGTERM))
+	}
+	return attr
+}
+
+// stopClamd sends SIGTERM, which clamd answers by closing its sockets and
+// exiting, and kills the process group when that takes too long or leaves
+// anything behind.
+func stopClamd(pid int, done <-chan struct{}) {
+	syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(clamdStopTimeout):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
+	}
+	// The group id cannot be reused while a member lives, so this reaches
+	// only leftovers of this clamd.
+	if syscall.Kill(-pid, 0) == nil {
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// waitReady polls until both sockets answer PING, clamd exits, or
+// clamdStartTimeout passes.
+func (c *Clamd) waitReady(done <-chan struct{}) error {
+	deadline := time.Now().Add(clamdStartTimeout)
+	for _, ep := range []struct{ network, addr string }{{"unix", c.Socket}, {"tcp", c.TCPAddr}} {
+		for {
+			select {
+			case <-done:
+				return errors.New("clamd exited during start-up")
+			default:
+			}
+			err := ClamdPing(ep.network, ep.addr)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("clamd did not answer PING on %s %s within %v (last error: %v)", ep.network, ep.addr, clamdStartTimeout, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// ClamdPing sends zPING to a clamd at network ("unix" or "tcp") and addr
+// and expects PONG, NUL-terminated (protocols.md §4.2), within 2 s.
+func ClamdPing(network, addr string) error {
+	conn, err := net.DialTimeout(network, addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
+		return err
+	}
+	// clamd closes the connection after its reply.
+	reply, err := io.ReadAll(io.LimitReader(conn, 64))
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(reply, []byte("PONG\x00")) {
+		return fmt.Errorf("PING answered %q", reply)
+	}
+	return nil
+}
+
+// logTail logs the last lines of clamd's output and log.
+func (c *Clamd) logTail(t testing.TB) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(c.Log(), "\n"), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	t.Logf("scannertest: tail of clamd's log (%s):\n%s", c.logPath, strings.Join(lines, "\n"))
+}
+
+// clamdTempRoot is the parent of the instance directory: TMPDIR unless it
+// is so long that the socket path would not fit.
+func clamdTempRoot() string {
+	if root := os.TempDir(); len(root) <= 40 {
+		return root
+	}
+	return "/tmp"
+}
+
+// clamdFreePort returns a loopback TCP port that was free a moment ago.
+func clamdFreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

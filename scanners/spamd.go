@@ -1,0 +1,478 @@
+package scanners
+
+// The spamd wire client of the SpamAssassin plugin: one SYMBOLS request per
+// connection, as spamc does. The protocol and the replies observed from
+// spamd 4.0.1 are in protocols.md §5; apache/spamassassin spamd/PROTOCOL is
+// the upstream description.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// spamdMaxReply bounds a spamd reply. A SYMBOLS reply is a status
+	// line, two headers and a comma-separated list of rule names, well
+	// under 1 KiB for real mail; anything near the bound is not spamd.
+	spamdMaxReply = 64 << 10
+
+	// spamdFallbackTimeout bounds a request whose context has no deadline.
+	// The filter chain always sets one (the filter's timeout); this only
+	// keeps a caller that forgets from waiting forever on a stuck spamd.
+	spamdFallbackTimeout = 30 * time.Second
+
+	// spamdMaxUnixPath is the longest socket path Linux accepts: sun_path
+	// is 108 bytes including the terminating NUL (unix(7)).
+	spamdMaxUnixPath = 107
+)
+
+var (
+	// errSpamdReplyTooLarge: the reply exceeded spamdMaxReply.
+	errSpamdReplyTooLarge = fmt.Errorf("spamd reply larger than %d bytes", spamdMaxReply)
+	// errSpamdNoReply: spamd closed the connection without answering (it
+	// does so for SKIP, and a crashed or killed child looks the same).
+	errSpamdNoReply = errors.New("spamd closed the connection without a reply")
+)
+
+// spamdStatusError is a reply whose status code is not 0 (EX_OK), such as
+// "SPAMD/1.0 76 Bad header line: ..." (protocols.md §5.2). spamd uses the
+// sysexits.h codes.
+type spamdStatusError struct {
+	Code int
+	Text string
+}
+
+func (e *spamdStatusError) Error() string {
+	name := spamdExitNames[e.Code]
+	if name == "" {
+		name = "unknown code"
+	}
+	return fmt.Sprintf("spamd answered %d (%s): %s", e.Code, name, spamdQuote(e.Text))
+}
+
+// spamdExitNames are the sysexits.h names, for readable errors.
+var spamdExitNames = map[int]string{
+	64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER",
+	68: "EX_NOHOST", 69: "EX_UNAVAILABLE", 70: "EX_SOFTWARE", 71: "EX_OSERR",
+	72: "EX_OSFILE", 73: "EX_CANTCREAT", 74: "EX_IOERR", 75: "EX_TEMPFAIL",
+	76: "EX_PROTOCOL", 77: "EX_NOPERM", 78: "EX_CONFIG", 79: "EX_TIMEOUT",
+}
+
+// parseSpamdAddress splits a configured address, tcp://host:port or
+// unix:///absolute/path, into a network and an address for net.Dial.
+func parseSpamdAddress(s string) (network, address string, err error) {
+	const hint = "use tcp://host:port or unix:///path/to/socket"
+	switch {
+	case strings.HasPrefix(s, "tcp://"):
+		hostport := strings.TrimPrefix(s, "tcp://")
+		if strings.ContainsAny(hostport, "/?#@ \t") {
+			return "", "", fmt.Errorf("address %q: only host:port may follow tcp:// (%s)", s, hint)
+		}
+		host, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return "", "", fmt.Errorf("address %q: %v (%s)", s, err, hint)
+		}
+		if host == "" {
+			return "", "", fmt.Errorf("address %q: missing host (%s)", s, hint)
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+			return "", "", fmt.Errorf("address %q: port %q is not a number from 1 to 65535", s, port)
+		}
+		return "tcp", net.JoinHostPort(host, port), nil
+	case strings.HasPrefix(s, "unix://"):
+		path := strings.TrimPrefix(s, "unix://")
+		if !strings.HasPrefix(path, "/") {
+			return "", "", fmt.Errorf("address %q: the socket path must be absolute, e.g. unix:///run/spamd.sock", s)
+		}
+		if strings.ContainsRune(path, 0) {
+			return "", "", fmt.Errorf("address %q: the socket path contains a NUL byte", s)
+		}
+		if len(path) > spamdMaxUnixPath {
+			return "", "", fmt.Errorf("address %q: socket path longer than %d bytes (unix(7))", s, spamdMaxUnixPath)
+		}
+		return "unix", path, nil
+	}
+	return "", "", fmt.Errorf("address %q: unknown form (%s)", s, hint)
+}
+
+// spamdClient sends SYMBOLS requests to one spamd. It holds no connection
+// and is safe for concurrent use.
+type spamdClient struct {
+	network string // "tcp" or "unix"
+	address string // host:port or socket path
+	user    string // optional User header (per-user configuration)
+}
+
+// spamdResult is spamd's judgement of one message.
+type spamdResult struct {
+	Spam      bool
+	Score     float64
+	Threshold float64
+	// Symbols are the names of the rules that hit, in spamd's order. Each
+	// is a valid rule name ([A-Za-z0-9_]), so it can go into a header.
+	Symbols []string
+	// Dropped are list entries that were not rule names (quoted, for the
+	// log); see sanitiseSpamdSymbols.
+	Dropped []string
+}
+
+// spamdRequest returns the request head for msg (protocols.md §5.1):
+// exactly "Content-length" with a lower-case l, since spamd matches request
+// headers case-sensitively and ignores "Content-Length" (item 20); CRLF
+// line endings, since a bare LF is "Bad header line" (item 20).
+func spamdRequest(verb string, msgLen int, user string) []byte {
+	b := make([]byte, 0, 64+len(user))
+	b = append(b, verb...)
+	b = append(b, " SPAMC/1.5\r\nContent-length: "...)
+	b = strconv.AppendInt(b, int64(msgLen), 10)
+	b = append(b, "\r\n"...)
+	if user != "" {
+		b = append(b, "User: "...)
+		b = append(b, user...)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// symbols asks spamd to check msg with SYMBOLS, which returns the verdict
+// and the names of the rules that hit without rewriting the message
+// (PROCESS and HEADERS would: protocols.md item 22 and §5.3). CHECK lacks
+// the rule names and REPORT gives prose meant for people.
+//
+// msg is sent byte for byte, with its exact length: spamd must judge the
+// bytes the client will receive.
+func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, error) {
+	if err := ctx.Err(); err != nil {
+		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, c.network, c.address)
+	if err != nil {
+		return spamdResult{}, c.fail(ctx, "connect", err)
+	}
+	defer conn.Close()
+	// A deadline covers blocked reads and writes; closing the connection
+	// when ctx is cancelled covers cancellation without a deadline (the
+	// session ended, the proxy is shutting down).
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(spamdFallbackTimeout)
+	}
+	if err := conn.SetDeadline(deadline); err != nil {
+		return spamdResult{}, c.fail(ctx, "set deadline", err)
+	}
+
+	// Head and message in one writev. Then half-close: with an exact
+	// Content-length spamd does not need it, but the protocol asks for it
+	// and spamd reads to EOF whenever it does not trust the length
+	// (protocols.md §5.1, item 20).
+	bufs := net.Buffers{spamdRequest("SYMBOLS", len(msg), c.user), msg}
+	_, werr := bufs.WriteTo(conn)
+	if werr == nil {
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			werr = cw.CloseWrite()
+		}
+	}
+
+	// Read the reply even after a failed write: spamd may have rejected the
+	// request and closed, and its reply says why (the same holds for clamd,
+	// protocols.md item 19).
+	reply, rerr := readSpamdReply(conn)
+	switch {
+	case rerr == nil && werr != nil:
+		// A complete EX_OK reply although the request was not fully
+		// sent cannot be about this message.
+		return spamdResult{}, c.fail(ctx, "send request", werr)
+	case rerr != nil:
+		var se *spamdStatusError
+		if werr != nil && !errors.As(rerr, &se) {
+			return spamdResult{}, c.fail(ctx, "send request", werr)
+		}
+		return spamdResult{}, c.fail(ctx, "read reply", rerr)
+	}
+	res, err := parseSpamdSymbols(reply)
+	if err != nil {
+		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
+	}
+	return res, nil
+}
+
+// fail wraps a transport error, naming the context's error when the
+// deadline or a cancellation caused it, so that errors.Is(err,
+// context.DeadlineExceeded) holds for a timeout.
+func (c *spamdClient) fail(ctx context.Context, op string, err error) error {
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); ok && cerr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		// The connection's deadline is the context's; its timer may
+		// not have fired yet.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil {
+		return fmt.Errorf("spamd %s: %s: %w (%v)", c.address, op, cerr, err)
+	}
+	return fmt.Errorf("spamd %s: %s: %w", c.address, op, err)
+}
+
+// spamdReply is a parsed reply with status 0.
+type spamdReply struct {
+	Version string
+	Text    string            // "EX_OK", "PONG"
+	Headers map[string]string // lower-case names
+	Body    []byte
+}
+
+// readSpamdReply reads one reply: "SPAMD/<version> <code> <text>", headers
+// up to an empty line, then a body of Content-length bytes, or up to EOF
+// when there is no Content-length. It stops after the body and does not
+// wait for spamd to close. Replies are read leniently as to line endings
+// (spamd sends CRLF) but strictly as to structure: anything else is an
+// error, never a verdict.
+func readSpamdReply(r io.Reader) (spamdReply, error) {
+	br := bufio.NewReader(&spamdCapReader{r: r, n: spamdMaxReply})
+
+	line, err := readSpamdLine(br)
+	if errors.Is(err, io.EOF) {
+		return spamdReply{}, errSpamdNoReply
+	}
+	if err != nil {
+		return spamdReply{}, err
+	}
+	var rep spamdReply
+	proto, rest, _ := strings.Cut(line, " ")
+	version, isSpamd := strings.CutPrefix(proto, "SPAMD/")
+	codeText, text, _ := strings.Cut(rest, " ")
+	code, cerr := strconv.Atoi(codeText)
+	if !isSpamd || !spamdValidVersion(version) || cerr != nil || code < 0 {
+		return spamdReply{}, fmt.Errorf("malformed spamd status line %s", spamdQuote(line))
+	}
+	if code != 0 {
+		return spamdReply{}, &spamdStatusError{Code: code, Text: text}
+	}
+	rep.Version, rep.Text = version, text
+
+	rep.Headers = map[string]string{}
+	for {
+		line, err := readSpamdLine(br)
+		if errors.Is(err, io.EOF) {
+			return spamdReply{}, errors.New("spamd reply cut short in the headers")
+		}
+		if err != nil {
+			return spamdReply{}, err
+		}
+		if line == "" {
+			break
+		}
+		name, value, ok := strings.Cut(line, ":")
+		name = strings.ToLower(strings.TrimSpace(name))
+		if !ok || name == "" {
+			return spamdReply{}, fmt.Errorf("malformed spamd reply header %s", spamdQuote(line))
+		}
+		if _, dup := rep.Headers[name]; dup {
+			return spamdReply{}, fmt.Errorf("spamd reply repeats header %s", spamdQuote(name))
+		}
+		rep.Headers[name] = strings.TrimSpace(value)
+	}
+
+	cl, hasLen := rep.Headers["content-length"]
+	if !hasLen {
+		rep.Body, err = io.ReadAll(br)
+		return rep, err
+	}
+	n, err := strconv.Atoi(cl)
+	if err != nil || n < 0 {
+		return spamdReply{}, fmt.Errorf("malformed spamd Content-length %s", spamdQuote(cl))
+	}
+	if n > spamdMaxReply {
+		return spamdReply{}, errSpamdReplyTooLarge
+	}
+	rep.Body = make([]byte, n)
+	if _, err := io.ReadFull(br, rep.Body); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return spamdReply{}, fmt.Errorf("spamd reply cut short in the body (Content-length %d)", n)
+		}
+		return spamdReply{}, err
+	}
+	return rep, nil
+}
+
+// readSpamdLine reads one line without its CRLF (or bare LF). io.EOF means
+// the connection ended before the line began; a line cut by EOF is an
+// error of its own.
+func readSpamdLine(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			if line == "" {
+				return "", io.EOF
+			}
+			return "", fmt.Errorf("spamd reply cut short after %s", spamdQuote(line))
+		}
+		return "", err
+	}
+	line = strings.TrimSuffix(line, "\n")
+	return strings.TrimSuffix(line, "\r"), nil
+}
+
+// spamdValidVersion accepts protocol versions such as "1.1" and "1.5".
+func spamdValidVersion(v string) bool {
+	major, minor, ok := strings.Cut(v, ".")
+	return ok && spamdDigits(major) && spamdDigits(minor)
+}
+
+func spamdDigits(s string) bool {
+	if s == "" || len(s) > 4 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseSpamdSymbols reads a SYMBOLS reply: the verdict from its Spam header
+// and the rule names from its body.
+func parseSpamdSymbols(rep spamdReply) (spamdResult, error) {
+	spam, ok := rep.Headers["spam"]
+	if !ok {
+		return spamdResult{}, errors.New("spamd reply has no Spam header")
+	}
+	res, err := parseSpamdSpamHeader(spam)
+	if err != nil {
+		return spamdResult{}, err
+	}
+	res.Symbols, res.Dropped = sanitiseSpamdSymbols(string(rep.Body))
+	return res, nil
+}
+
+// parseSpamdSpamHeader parses "True ; 1000.0 / 5.0". The flag is True or
+// False, and Yes or No in REPORT_IFSPAM replies (protocols.md item 21):
+// all four are accepted, case-insensitively. The numbers are parsed with
+// strconv, which does not depend on a locale; -0.0 is a valid score.
+func parseSpamdSpamHeader(v string) (spamdResult, error) {
+	bad := func(why string) (spamdResult, error) {
+		return spamdResult{}, fmt.Errorf("malformed spamd Spam header %s: %s", spamdQuote(v), why)
+	}
+	flag, scores, ok := strings.Cut(v, ";")
+	if !ok {
+		return bad("no ';'")
+	}
+	var res spamdResult
+	switch strings.ToLower(strings.TrimSpace(flag)) {
+	case "true", "yes":
+		res.Spam = true
+	case "false", "no":
+	default:
+		return bad("flag is not True, False, Yes or No")
+	}
+	score, threshold, ok := strings.Cut(scores, "/")
+	if !ok {
+		return bad("no '/'")
+	}
+	var err error
+	if res.Score, err = spamdFloat(score); err != nil {
+		return bad("score: " + err.Error())
+	}
+	if res.Threshold, err = spamdFloat(threshold); err != nil {
+		return bad("threshold: " + err.Error())
+	}
+	return res, nil
+}
+
+func spamdFloat(s string) (float64, error) {
+	s = strings.TrimSpace(s)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a number", s)
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%q is not a finite number", s)
+	}
+	return f, nil
+}
+
+// spamdMaxSymbol bounds a rule name; SpamAssassin's own are far shorter.
+const spamdMaxSymbol = 128
+
+// sanitiseSpamdSymbols splits the SYMBOLS body ("GTUBE,MSGID_SHORT", no
+// trailing CRLF: protocols.md item 21) and keeps only entries that are
+// rule names: letters, digits and underscores, as SpamAssassin requires of
+// rule names. The names end up in an X-Spam-Status header field, so a CR,
+// LF or other byte from a broken or hostile spamd must not reach it
+// (header injection); such entries are dropped and reported, not repaired.
+func sanitiseSpamdSymbols(body string) (symbols, dropped []string) {
+	for _, s := range strings.Split(body, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "":
+		case spamdValidSymbol(s):
+			symbols = append(symbols, s)
+		default:
+			dropped = append(dropped, spamdQuote(s))
+		}
+	}
+	return symbols, dropped
+}
+
+func spamdValidSymbol(s string) bool {
+	if len(s) > spamdMaxSymbol {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// spamdQuote quotes text from spamd for an error or a log line, shortened:
+// it is untrusted and may hold control bytes.
+func spamdQuote(s string) string {
+	const max = 200
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// spamdCapReader reads at most n bytes from r and then fails with
+// errSpamdReplyTooLarge if r has more; a reply of exactly n bytes followed
+// by EOF is fine.
+type spamdCapReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *spamdCapReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.n <= 0 {
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, errSpamdReplyTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}

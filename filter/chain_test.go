@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,8 @@ func (j *testJudge) Judge(ctx context.Context, m *filter.Message) (filter.Verdic
 	switch {
 	case j.Panic:
 		panic("test judge panics")
+	case j.Fail && j.Reason == "fail closed":
+		return filter.Verdict{}, fmt.Errorf("virus found, quarantine failed: %w", filter.ErrFailClosed)
 	case j.Fail:
 		return filter.Verdict{}, errors.New("scanner unreachable at 10.0.0.1:3310")
 	case j.Hang:
@@ -203,6 +206,7 @@ func TestVerdicts(t *testing.T) {
 		{"fail tempfails by default", "- {type: testjudge, fail: true}\n", filter.TempFail, "", ""},
 		{"fail with on_error reject", "- {type: testjudge, fail: true, on_error: reject}\n", filter.Refuse, "", ""},
 		{"fail with on_error pass marks", "- {type: testjudge, fail: true, on_error: pass, name: av}\n", filter.Deliver, "X-Pop3proxy-Unscanned: av failed", "10.0.0.1"},
+		{"fail closed ignores on_error pass", "- {type: testjudge, fail: true, on_error: pass, reason: fail closed}\n", filter.TempFail, "", ""},
 		{"panic is a failure", "- {type: testjudge, panic: true, on_error: pass}\n", filter.Deliver, "X-Pop3proxy-Unscanned: testjudge failed", ""},
 		{"modifier sees earlier edits", "- {type: testjudge, add: {X-First: one}}\n- {type: testmod, append: appended}\n", filter.Deliver, "X-First: one", ""},
 		{"failed modifier with pass", "- {type: testmod, fail: true, on_error: pass}\n", filter.Deliver, "X-Pop3proxy-Unscanned: testmod failed", ""},

@@ -25,6 +25,7 @@ package filter
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -164,6 +165,14 @@ type Env struct {
 	// Logger is named after the filter.
 	Logger *zap.Logger
 }
+
+// ErrFailClosed marks a plugin error after which the message must not be
+// delivered, whatever the filter's on_error says: the plugin knows the
+// message is dangerous but could not finish handling it (clamav found a
+// virus but could not quarantine the original). Wrap it into the error;
+// the chain answers with a temporary failure, so the message stays on the
+// server until the problem is fixed.
+var ErrFailClosed = errors.New("filter: failure must not let the message pass")
 
 // Provisioner is implemented by plugins that check their configuration or
 // prepare resources once, after their YAML block has been decoded. An

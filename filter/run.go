@@ -158,10 +158,12 @@ func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, err
 func (st *stage) failed(err error, meta Meta) (Result, bool) {
 	st.log.Warn("filter failed", zap.Error(err), zap.String("on_error", st.onErrorName()),
 		zap.Int("msg", meta.Number), zap.String("user", meta.User), zap.String("upstream", meta.Upstream))
-	switch st.onError {
-	case OnErrorPass:
+	switch {
+	case errors.Is(err, ErrFailClosed):
+		return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}, true
+	case st.onError == OnErrorPass:
 		return Result{}, false
-	case OnErrorReject:
+	case st.onError == OnErrorReject:
 		return Result{Outcome: Refuse, Filter: st.name, Reason: "message refused by policy"}, true
 	default:
 		return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}, true

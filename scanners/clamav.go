@@ -49,7 +49,7 @@ const ClamAVSubjectPrefix = "[VIRUS REMOVED] "
 
 // DefaultClamAVMaxStream is max_stream's default: Debian's StreamMaxLength
 // and MaxFileSize (protocols.md §4.3).
-const DefaultClamAVMaxStream = 25 << 20
+const DefaultClamAVMaxStream filter.ByteSize = 25 << 20
 
 // clamavMaxHeader bounds the header read to build a notice; go-message's
 // ReadHeader has no limit of its own (protocols.md §9).
@@ -60,6 +60,14 @@ const clamavMaxHeader = 1 << 20
 // rejects the RETR, or tags the message, as Action says. A clamd failure
 // (unreachable, timeout, ERROR reply, a message larger than MaxStream) is
 // an error, to which the chain applies the filter's on_error policy.
+//
+// A clean message gets "X-Virus-Scanned: clean (ClamAV via pop3proxy)" at
+// the top of its header. X-Virus-Scanned, X-Virus-Status and X-Virus-Name
+// fields that come with a message are removed whenever the message is
+// delivered, so that a sender cannot forge them. The notice that replaces
+// an infected message is a short text/plain message with the original's
+// From, To, Cc, Date, Subject (behind "[VIRUS REMOVED] ") and Message-ID,
+// byte for byte; it names the virus and the quarantine file.
 //
 //	filters:
 //	- type: clamav
@@ -97,7 +105,6 @@ type ClamAV struct {
 	// setting of both.
 	MaxStream filter.ByteSize `yaml:"max_stream"`
 
-	name   string
 	log    *zap.Logger
 	client clamdClient
 }
@@ -106,13 +113,12 @@ type ClamAV struct {
 // clamd may start after the proxy, and a scan that cannot connect is an
 // error handled by on_error.
 func (c *ClamAV) Provision(env filter.Env) error {
-	c.name = env.Name
 	c.log = env.Logger
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
 	var problems []string
-	network, address, err := parseClamdAddress(c.Address)
+	network, address, err := parseScannerAddress(c.Address, "use unix:///path/to/socket (Debian: unix:///run/clamav/clamd.ctl) or tcp://host:port")
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -123,8 +129,11 @@ func (c *ClamAV) Provision(env filter.Env) error {
 	default:
 		problems = append(problems, fmt.Sprintf("action %q is not one of %s, %s, %s", c.Action, ClamAVReplace, ClamAVReject, ClamAVTag))
 	}
-	if c.MaxStream == 0 {
+	switch {
+	case c.MaxStream == 0:
 		c.MaxStream = DefaultClamAVMaxStream
+	case c.MaxStream < 0:
+		problems = append(problems, fmt.Sprintf("max_stream %d is negative", c.MaxStream))
 	}
 	if c.QuarantineDir != "" {
 		if err := c.checkQuarantineDir(); err != nil {
@@ -210,7 +219,10 @@ func (c *ClamAV) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		// The chain logs the returned error too, with the on_error policy
 		// it applies; this line keeps the virus name next to it.
 		c.log.Error("virus found, quarantine failed", append(fields, zap.Error(qerr))...)
-		return filter.Verdict{}, fmt.Errorf("virus %s found, but the original could not be quarantined: %w", virus, qerr)
+		// The message is known to be infected: whatever on_error says, it
+		// must not be delivered, so it stays upstream until the quarantine
+		// works again.
+		return filter.Verdict{}, fmt.Errorf("virus %s found, but the original could not be quarantined: %w: %w", virus, filter.ErrFailClosed, qerr)
 	}
 	c.log.Warn("virus found", fields...)
 

@@ -58,7 +58,7 @@ func TestParseClamdAddress(t *testing.T) {
 		{"tcp://clamd.example.com:3310", "tcp", "clamd.example.com:3310"},
 		{"tcp://[::1]:3310", "tcp", "[::1]:3310"},
 	} {
-		network, addr, err := parseClamdAddress(tc.in)
+		network, addr, err := parseScannerAddress(tc.in, "")
 		if err != nil || network != tc.network || addr != tc.addr {
 			t.Errorf("%q: got (%q, %q, %v), want (%q, %q)", tc.in, network, addr, err, tc.network, tc.addr)
 		}
@@ -71,7 +71,7 @@ func TestParseClamdAddress(t *testing.T) {
 		"tcp://127.0.0.1:http", "tcp://127.0.0.1:3310/", "tcp://user@host:3310", "tcp://[::1]",
 		"http://127.0.0.1:3310", "udp://127.0.0.1:3310",
 	} {
-		if network, addr, err := parseClamdAddress(in); err == nil {
+		if network, addr, err := parseScannerAddress(in, ""); err == nil {
 			t.Errorf("%q: accepted as (%q, %q)", in, network, addr)
 		}
 	}

@@ -143,12 +143,15 @@ func TestClamAVRealClamdReplace(t *testing.T) {
 // the record (go test -v -run ClamdTimes). Not a benchmark: it only fails
 // when a scan takes longer than a filter timeout would allow.
 func TestClamAVRealClamdTimes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing only; skipped with -short")
+	}
 	clamd := scannertest.StartClamdWith(t, scannertest.ClamdOptions{StreamMaxLength: "25M"})
 	for _, address := range []string{clamd.UnixURL(), clamd.TCPURL()} {
 		network, _, _ := strings.Cut(address, ":")
 		p, _ := clamNew(t, scanners.ClamAV{Address: address})
 		for _, size := range []int{1 << 10, 100 << 10, 1 << 20, 10 << 20} {
-			const n = 5
+			const n = 3
 			var total, worst time.Duration
 			for i := range n {
 				// A new message each time: clamd caches the results of

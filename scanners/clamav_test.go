@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -447,6 +448,10 @@ func TestClamAVQuarantineFailure(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), "Eicar-Test-Signature") || !strings.Contains(err.Error(), "quarantine") {
 				t.Errorf("error %q does not name the virus and the quarantine", err)
+			}
+			// A known virus must not pass even with on_error: pass.
+			if !errors.Is(err, filter.ErrFailClosed) {
+				t.Errorf("error %q does not fail closed", err)
 			}
 		})
 	}

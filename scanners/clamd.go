@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -33,10 +32,6 @@ const (
 	// The filter chain always sets one (the filter's timeout); this only
 	// keeps a caller that forgets from waiting forever on a stuck clamd.
 	clamdFallbackTimeout = 30 * time.Second
-
-	// clamdMaxUnixPath is the longest socket path Linux accepts: sun_path
-	// is 108 bytes including the terminating NUL (unix(7)).
-	clamdMaxUnixPath = 107
 
 	// clamdMaxName bounds a virus name as it is put in header fields and
 	// the notice; official names are under 100 characters.
@@ -66,46 +61,6 @@ type clamdClient struct {
 	network   string // "unix" or "tcp"
 	address   string // socket path or host:port
 	maxStream int64
-}
-
-// parseClamdAddress turns the address key (unix:///path or tcp://host:port)
-// into a network and address for net.Dial.
-func parseClamdAddress(s string) (network, address string, err error) {
-	const hint = "use unix:///path/to/socket (Debian: unix:///run/clamav/clamd.ctl) or tcp://host:port"
-	if s == "" {
-		return "", "", errors.New("address is required; " + hint)
-	}
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return "", "", fmt.Errorf("address %q has no scheme; %s", s, hint)
-	}
-	switch strings.ToLower(scheme) {
-	case "unix":
-		switch {
-		case !strings.HasPrefix(rest, "/"):
-			return "", "", fmt.Errorf("address %q: the socket path must be absolute (three slashes: unix:///run/clamav/clamd.ctl)", s)
-		case strings.HasSuffix(rest, "/"):
-			return "", "", fmt.Errorf("address %q: the socket path names a directory", s)
-		case len(rest) > clamdMaxUnixPath:
-			return "", "", fmt.Errorf("address %q: a unix socket path can have at most %d bytes", s, clamdMaxUnixPath)
-		case strings.ContainsRune(rest, 0):
-			return "", "", fmt.Errorf("address %q: the socket path contains NUL", s)
-		}
-		return "unix", rest, nil
-	case "tcp":
-		host, port, err := net.SplitHostPort(rest)
-		if err != nil {
-			return "", "", fmt.Errorf("address %q: %v; %s", s, err, hint)
-		}
-		if host == "" || strings.ContainsAny(host, "/?#@ ") {
-			return "", "", fmt.Errorf("address %q: needs a host name or IP address before the port; %s", s, hint)
-		}
-		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-			return "", "", fmt.Errorf("address %q: port %q is not a number from 1 to 65535", s, port)
-		}
-		return "tcp", net.JoinHostPort(host, port), nil
-	}
-	return "", "", fmt.Errorf("address %q: scheme %q is not supported; %s", s, scheme, hint)
 }
 
 // scan sends msg to clamd and returns the virus name, "" for clean. Every

@@ -7,14 +7,18 @@
 //     a notice, rejects it, or tags it when clamd finds a virus.
 //   - spamassassin (SpamAssassin): asks spamd for a verdict and tags spam
 //     with X-Spam-* fields and an optional Subject prefix.
-//   - header (Header): removes and adds fixed header fields.
+//   - header (Header): removes, sets and adds fixed header fields.
 //   - exec (Exec): pipes each message through an external program.
 //
 // Each type's documentation lists its configuration keys. A scanner that
 // cannot give an answer (unreachable, timed out, a reply it does not
-// understand, a message over its size limit) returns an error and never a
-// clean verdict; the chain then applies the filter's on_error policy
-// (protocols.md §4.6).
+// understand, a message over clamav's max_stream) returns an error and
+// never a clean verdict; the chain then applies the filter's on_error
+// policy (protocols.md §4.6). The exception is spamassassin's max_size:
+// like spamc, it deliberately does not send larger messages (spam is small,
+// and checking large ones is slow), and marks them
+// "X-Spam-Status: skipped" instead. A virus found but not quarantined fails
+// closed (filter.ErrFailClosed): it is never delivered.
 //
 // # Why the clamd client is our own
 //

@@ -187,6 +187,9 @@ func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 	// program exits without reading it all: its exit status decides.
 	cmd.Stdin = bytes.NewReader(m.Bytes())
 	stdout := &execOutput{max: int(e.MaxOutput)}
+	// Most filters write about what they read: one allocation, not a
+	// doubling series, for a large message.
+	stdout.b.Grow(min(m.Len()+4096, stdout.max))
 	stderr := &execStderr{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// A group of its own, so that the timeout kills the children of a
@@ -225,7 +228,7 @@ func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 	case err != nil && ctx.Err() != nil:
 		return nil, fail(fmt.Errorf("killed after %v: %w", elapsed.Round(time.Millisecond), context.Cause(ctx)))
 	case errors.Is(err, exec.ErrWaitDelay):
-		return nil, fail(fmt.Errorf("exited, but a process it started kept its output open for %v; the output may be incomplete", execWaitDelay))
+		return nil, fail(fmt.Errorf("exited, but a process it started still held its output open %v later; the output may be incomplete", execWaitDelay))
 	case err != nil:
 		// "exit status 3", "signal: killed", or why it did not start.
 		return nil, fail(err)

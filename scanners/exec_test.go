@@ -262,7 +262,7 @@ func TestExecBackgroundChildHoldingStdout(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
 	e := execPlugin(t, &scanners.Exec{Command: execScript(t, "cat; sleep 10 & echo $! > "+child)})
 	_, err, took := execRun(t, e, execMsg, 10*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "kept its output open") {
+	if err == nil || !strings.Contains(err.Error(), "still held its output open") {
 		t.Fatalf("Modify error = %v", err)
 	}
 	if took > 5*time.Second {

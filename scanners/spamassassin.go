@@ -133,7 +133,7 @@ func (s *SpamAssassin) Provision(env filter.Env) error {
 	if addr == "" {
 		addr = DefaultSpamdAddress
 	}
-	network, address, err := parseSpamdAddress(addr)
+	network, address, err := parseScannerAddress(addr, "use tcp://host:port (spamd's default: tcp://127.0.0.1:783) or unix:///path/to/socket")
 	if err != nil {
 		return err
 	}

@@ -29,10 +29,6 @@ const (
 	// The filter chain always sets one (the filter's timeout); this only
 	// keeps a caller that forgets from waiting forever on a stuck spamd.
 	spamdFallbackTimeout = 30 * time.Second
-
-	// spamdMaxUnixPath is the longest socket path Linux accepts: sun_path
-	// is 108 bytes including the terminating NUL (unix(7)).
-	spamdMaxUnixPath = 107
 )
 
 var (
@@ -65,43 +61,6 @@ var spamdExitNames = map[int]string{
 	68: "EX_NOHOST", 69: "EX_UNAVAILABLE", 70: "EX_SOFTWARE", 71: "EX_OSERR",
 	72: "EX_OSFILE", 73: "EX_CANTCREAT", 74: "EX_IOERR", 75: "EX_TEMPFAIL",
 	76: "EX_PROTOCOL", 77: "EX_NOPERM", 78: "EX_CONFIG", 79: "EX_TIMEOUT",
-}
-
-// parseSpamdAddress splits a configured address, tcp://host:port or
-// unix:///absolute/path, into a network and an address for net.Dial.
-func parseSpamdAddress(s string) (network, address string, err error) {
-	const hint = "use tcp://host:port or unix:///path/to/socket"
-	switch {
-	case strings.HasPrefix(s, "tcp://"):
-		hostport := strings.TrimPrefix(s, "tcp://")
-		if strings.ContainsAny(hostport, "/?#@ \t") {
-			return "", "", fmt.Errorf("address %q: only host:port may follow tcp:// (%s)", s, hint)
-		}
-		host, port, err := net.SplitHostPort(hostport)
-		if err != nil {
-			return "", "", fmt.Errorf("address %q: %v (%s)", s, err, hint)
-		}
-		if host == "" {
-			return "", "", fmt.Errorf("address %q: missing host (%s)", s, hint)
-		}
-		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-			return "", "", fmt.Errorf("address %q: port %q is not a number from 1 to 65535", s, port)
-		}
-		return "tcp", net.JoinHostPort(host, port), nil
-	case strings.HasPrefix(s, "unix://"):
-		path := strings.TrimPrefix(s, "unix://")
-		if !strings.HasPrefix(path, "/") {
-			return "", "", fmt.Errorf("address %q: the socket path must be absolute, e.g. unix:///run/spamd.sock", s)
-		}
-		if strings.ContainsRune(path, 0) {
-			return "", "", fmt.Errorf("address %q: the socket path contains a NUL byte", s)
-		}
-		if len(path) > spamdMaxUnixPath {
-			return "", "", fmt.Errorf("address %q: socket path longer than %d bytes (unix(7))", s, spamdMaxUnixPath)
-		}
-		return "unix", path, nil
-	}
-	return "", "", fmt.Errorf("address %q: unknown form (%s)", s, hint)
 }
 
 // spamdClient sends SYMBOLS requests to one spamd. It holds no connection
@@ -174,14 +133,15 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 	}
 
 	// Head and message in one writev. Then half-close: with an exact
-	// Content-length spamd does not need it, but the protocol asks for it
-	// and spamd reads to EOF whenever it does not trust the length
-	// (protocols.md §5.1, item 20).
+	// Content-length spamd does not need it, but the protocol asks for
+	// it, and spamd reads to EOF whenever it has no Content-length it
+	// uses (protocols.md §5.1, item 20).
 	bufs := net.Buffers{spamdRequest("SYMBOLS", len(msg), c.user), msg}
 	_, werr := bufs.WriteTo(conn)
+	var cwerr error
 	if werr == nil {
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			werr = cw.CloseWrite()
+			cwerr = cw.CloseWrite()
 		}
 	}
 
@@ -189,17 +149,22 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 	// request and closed, and its reply says why (the same holds for clamd,
 	// protocols.md item 19).
 	reply, rerr := readSpamdReply(conn)
-	switch {
-	case rerr == nil && werr != nil:
-		// A complete EX_OK reply although the request was not fully
-		// sent cannot be about this message.
-		return spamdResult{}, c.fail(ctx, "send request", werr)
-	case rerr != nil:
+	if rerr != nil {
 		var se *spamdStatusError
-		if werr != nil && !errors.As(rerr, &se) {
+		switch {
+		case errors.As(rerr, &se):
+		case werr != nil:
 			return spamdResult{}, c.fail(ctx, "send request", werr)
+		case cwerr != nil:
+			return spamdResult{}, c.fail(ctx, "half-close", cwerr)
 		}
 		return spamdResult{}, c.fail(ctx, "read reply", rerr)
+	}
+	if werr != nil {
+		// An EX_OK reply to a request that was not fully sent cannot be
+		// about this message. (A failed half-close after a complete
+		// request does not matter once spamd has answered.)
+		return spamdResult{}, c.fail(ctx, "send request", werr)
 	}
 	res, err := parseSpamdSymbols(reply)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -207,7 +206,7 @@ func (c *Clamd) run(t testing.TB, bin, confPath string) error {
 
 	cmd := exec.Command(bin, "-c", confPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = clamdProcAttr()
+	cmd.SysProcAttr = upstreamtest.DaemonProcAttr()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -232,21 +231,6 @@ func (c *Clamd) run(t testing.TB, bin, confPath string) error {
 		stop()
 	})
 	return nil
-}
-
-// clamdProcAttr puts clamd in its own process group, so that stopping it
-// reaches everything it started, and, on systems whose SysProcAttr has
-// Pdeathsig (Linux), asks the kernel to send SIGTERM if the test binary
-// dies first (go test -timeout), so that no clamd outlives its test. The
-// field is set by name because it does not exist on every system and this
-// file has no build constraint.
-func clamdProcAttr() *syscall.SysProcAttr {
-	attr := &syscall.SysProcAttr{Setpgid: true}
-	if f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig"); f.IsValid() && f.CanSet() &&
-		f.Type() == reflect.TypeFor[syscall.Signal]() {
-		f.Set(reflect.ValueOf(syscall.SIGTERM))
-	}
-	return attr
 }
 
 // stopClamd sends SIGTERM, which clamd answers by closing its sockets and

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,8 +159,7 @@ func launchSpamd(t testing.TB, bin, dir, site string) (*Spamd, error) {
 	s.cmd.Stdout, s.cmd.Stderr = out, out
 	// A process group of its own, so that Stop can kill spamd's children
 	// too should the parent not take them down.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	setParentDeathSignal(s.cmd.SysProcAttr)
+	s.cmd.SysProcAttr = upstreamtest.DaemonProcAttr()
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -193,17 +191,6 @@ func launchSpamd(t testing.TB, bin, dir, site string) (*Spamd, error) {
 			s.Stop()
 			return nil, fmt.Errorf("spamd did not answer PING on %s within %v; log:\n%s", s.Addr, spamdReadyTimeout, s.LogTail(20))
 		}
-	}
-}
-
-// setParentDeathSignal asks the kernel to send spamd SIGTERM should the
-// test binary die without running its cleanups (go test -timeout, a
-// crash), so that no spamd outlives it (upstreamtest does the same for
-// Dovecot). The field exists on Linux and FreeBSD only; it is set by name
-// so that this file builds on every Unix.
-func setParentDeathSignal(attr *syscall.SysProcAttr) {
-	if f := reflect.ValueOf(attr).Elem().FieldByName("Pdeathsig"); f.IsValid() && f.CanSet() {
-		f.Set(reflect.ValueOf(syscall.SIGTERM))
 	}
 }
 

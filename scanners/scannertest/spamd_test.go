@@ -7,8 +7,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -111,6 +114,15 @@ func TestStartSpamd(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(s.Dir, f)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+	// The parent-death signal is what stops spamd if the test binary is
+	// killed before its cleanups run.
+	if f := reflect.ValueOf(s.cmd.SysProcAttr).Elem().FieldByName("Pdeathsig"); f.IsValid() {
+		if got := f.Interface(); got != syscall.SIGTERM {
+			t.Errorf("Pdeathsig = %v, want SIGTERM", got)
+		}
+	} else if runtime.GOOS == "linux" {
+		t.Error("no Pdeathsig field on Linux")
 	}
 	pgid := s.cmd.Process.Pid
 	if n := liveProcessesInGroup(t, pgid); n < 2 {

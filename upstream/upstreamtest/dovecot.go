@@ -278,7 +278,7 @@ func (d *Dovecot) run(t testing.TB, bin, confPath string) error {
 
 	cmd := exec.Command(bin, "-F", "-c", confPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = daemonProcAttr()
+	cmd.SysProcAttr = DaemonProcAttr()
 	if err := cmd.Start(); err != nil {
 		return err
 	}

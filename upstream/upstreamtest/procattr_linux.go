@@ -2,10 +2,10 @@ package upstreamtest
 
 import "syscall"
 
-// daemonProcAttr puts the daemon in its own process group, so that the
+// DaemonProcAttr puts the daemon in its own process group, so that the
 // whole tree (Dovecot forks login and mail processes) can be killed, and
 // asks the kernel to send SIGTERM if the test process dies first, so that a
 // test binary killed by -timeout leaves no daemon behind.
-func daemonProcAttr() *syscall.SysProcAttr {
+func DaemonProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 }

@@ -4,8 +4,8 @@ package upstreamtest
 
 import "syscall"
 
-// daemonProcAttr puts the daemon in its own process group, so that the
+// DaemonProcAttr puts the daemon in its own process group, so that the
 // whole tree can be killed. There is no parent-death signal outside Linux.
-func daemonProcAttr() *syscall.SysProcAttr {
+func DaemonProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

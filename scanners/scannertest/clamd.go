@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -206,16 +205,12 @@ func (c *Clamd) run(t testing.TB, bin, confPath string) error {
 
 	cmd := exec.Command(bin, "-c", confPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = upstreamtest.DaemonProcAttr()
-	if err := cmd.Start(); err != nil {
+	daemon, err := upstreamtest.StartDaemon(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	stop := func() { stopClamd(cmd.Process.Pid, done) }
+	done := daemon.Exited()
+	stop := func() { daemon.Stop(clamdStopTimeout) }
 
 	if err := c.waitReady(done); err != nil {
 		stop()
@@ -231,24 +226,6 @@ func (c *Clamd) run(t testing.TB, bin, confPath string) error {
 		stop()
 	})
 	return nil
-}
-
-// stopClamd sends SIGTERM, which clamd answers by closing its sockets and
-// exiting, and kills the process group when that takes too long or leaves
-// anything behind.
-func stopClamd(pid int, done <-chan struct{}) {
-	syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(clamdStopTimeout):
-		syscall.Kill(-pid, syscall.SIGKILL)
-		<-done
-	}
-	// The group id cannot be reused while a member lives, so this reaches
-	// only leftovers of this clamd.
-	if syscall.Kill(-pid, 0) == nil {
-		syscall.Kill(-pid, syscall.SIGKILL)
-	}
 }
 
 // waitReady polls until both sockets answer PING, clamd exits, or

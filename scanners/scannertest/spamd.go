@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,10 +47,7 @@ type Spamd struct {
 	// configuration (site/).
 	Dir string
 
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed when the spamd process has been reaped
-	stopOnce sync.Once
-	stopErr  error
+	daemon *upstreamtest.Daemon
 }
 
 // StartSpamd starts Debian's spamd (package spamd, /usr/sbin/spamd) in the
@@ -129,9 +124,8 @@ func launchSpamd(t testing.TB, bin, dir, site string) (*Spamd, error) {
 		return nil, err
 	}
 	s := &Spamd{
-		Addr:   net.JoinHostPort("127.0.0.1", port),
-		Dir:    dir,
-		exited: make(chan struct{}),
+		Addr: net.JoinHostPort("127.0.0.1", port),
+		Dir:  dir,
 	}
 	logPath := filepath.Join(dir, "spamd.log")
 	os.Remove(logPath) // a log of an earlier attempt would mislead
@@ -153,20 +147,15 @@ func launchSpamd(t testing.TB, bin, dir, site string) (*Spamd, error) {
 	if os.Geteuid() == 0 {
 		args = append([]string{"-u", "nobody"}, args...)
 	}
-	s.cmd = exec.Command(bin, args...)
-	s.cmd.Dir = dir
-	s.cmd.Env = append(os.Environ(), "LC_ALL=C") // no Perl locale warnings
-	s.cmd.Stdout, s.cmd.Stderr = out, out
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C") // no Perl locale warnings
+	cmd.Stdout, cmd.Stderr = out, out
 	// A process group of its own, so that Stop can kill spamd's children
 	// too should the parent not take them down.
-	s.cmd.SysProcAttr = upstreamtest.DaemonProcAttr()
-	if err := s.cmd.Start(); err != nil {
+	if s.daemon, err = upstreamtest.StartDaemon(cmd); err != nil {
 		return nil, err
 	}
-	go func() {
-		s.cmd.Wait()
-		close(s.exited)
-	}()
 	t.Cleanup(func() {
 		if err := s.Stop(); err != nil {
 			t.Errorf("spamd: %v", err)
@@ -179,12 +168,12 @@ func launchSpamd(t testing.TB, bin, dir, site string) (*Spamd, error) {
 			return s, nil
 		}
 		select {
-		case <-s.exited:
+		case <-s.daemon.Exited():
 			tail := s.LogTail(20)
 			if strings.Contains(tail, "Address already in use") {
 				return nil, fmt.Errorf("%w: %s", errSpamdPortTaken, s.Addr)
 			}
-			return nil, fmt.Errorf("spamd exited before answering PING (%v); log:\n%s", s.cmd.ProcessState, tail)
+			return nil, fmt.Errorf("spamd exited before answering PING (%v); log:\n%s", s.daemon.State(), tail)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -220,22 +209,7 @@ func PingSpamd(addr string, timeout time.Duration) error {
 // spamdStopTimeout SIGKILL; then SIGKILL to its whole process group, so
 // that no child outlives the test. It is called when the test ends; calling
 // it earlier, and more than once, is fine.
-func (s *Spamd) Stop() error {
-	s.stopOnce.Do(func() {
-		pid := s.cmd.Process.Pid
-		syscall.Kill(pid, syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(spamdStopTimeout):
-			s.stopErr = fmt.Errorf("spamd did not exit within %v of SIGTERM; killed", spamdStopTimeout)
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
-		// The group id is spamd's pid (Setpgid). ESRCH: nothing left.
-		syscall.Kill(-pid, syscall.SIGKILL)
-	})
-	return s.stopErr
-}
+func (s *Spamd) Stop() error { return s.daemon.Stop(spamdStopTimeout) }
 
 // LogTail returns the last n lines of spamd's log file and of its output
 // (spamd.out), for failure messages.

@@ -7,11 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -115,16 +112,7 @@ func TestStartSpamd(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	// The parent-death signal is what stops spamd if the test binary is
-	// killed before its cleanups run.
-	if f := reflect.ValueOf(s.cmd.SysProcAttr).Elem().FieldByName("Pdeathsig"); f.IsValid() {
-		if got := f.Interface(); got != syscall.SIGTERM {
-			t.Errorf("Pdeathsig = %v, want SIGTERM", got)
-		}
-	} else if runtime.GOOS == "linux" {
-		t.Error("no Pdeathsig field on Linux")
-	}
-	pgid := s.cmd.Process.Pid
+	pgid := s.daemon.Pid()
 	if n := liveProcessesInGroup(t, pgid); n < 2 {
 		t.Errorf("%d live processes in spamd's group, want the parent and a child", n)
 	}

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -278,16 +277,12 @@ func (d *Dovecot) run(t testing.TB, bin, confPath string) error {
 
 	cmd := exec.Command(bin, "-F", "-c", confPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = DaemonProcAttr()
-	if err := cmd.Start(); err != nil {
+	daemon, err := StartDaemon(cmd)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	stop := func() { stopDaemon(cmd.Process.Pid, done) }
+	done := daemon.Exited()
+	stop := func() { daemon.Stop(stopTimeout) }
 
 	if err := d.waitReady(done); err != nil {
 		stop()
@@ -304,24 +299,6 @@ func (d *Dovecot) run(t testing.TB, bin, confPath string) error {
 		stop()
 	})
 	return nil
-}
-
-// stopDaemon sends SIGTERM to the master, which stops its children, and
-// kills the whole process group when that takes too long or leaves
-// processes behind.
-func stopDaemon(pid int, done <-chan struct{}) {
-	syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(stopTimeout):
-		syscall.Kill(-pid, syscall.SIGKILL)
-		<-done
-	}
-	// The group id cannot be reused while a member lives, so this reaches
-	// only leftovers of this daemon.
-	if syscall.Kill(-pid, 0) == nil {
-		syscall.Kill(-pid, syscall.SIGKILL)
-	}
 }
 
 // waitReady polls until the plain listener serves a greeting (and the TLS

@@ -1,0 +1,66 @@
+package upstreamtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Daemon is a server program a test runs in the background (Dovecot here,
+// clamd and spamd in package scannertest).
+type Daemon struct {
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	once    sync.Once
+	stopErr error
+}
+
+// StartDaemon starts cmd in a process group of its own (DaemonProcAttr),
+// so that Stop reaches every process it forks, and so that on Linux the
+// kernel ends it if the test binary dies without cleaning up.
+func StartDaemon(cmd *exec.Cmd) (*Daemon, error) {
+	cmd.SysProcAttr = DaemonProcAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		close(d.exited)
+	}()
+	return d, nil
+}
+
+// Pid is the daemon's process id, which is also its process group id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// Exited is closed when the daemon's main process has exited.
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
+
+// State describes how the daemon exited; valid once Exited is closed.
+func (d *Daemon) State() *os.ProcessState { return d.cmd.ProcessState }
+
+// Stop sends SIGTERM, which a master process answers by stopping its
+// children, kills the process group if the daemon has not exited within
+// timeout, and then kills whatever is left of the group. The group id
+// cannot be reused while a member lives, so this reaches only the daemon's
+// own processes. It reports a daemon that had to be killed; calling it more
+// than once is fine.
+func (d *Daemon) Stop(timeout time.Duration) error {
+	d.once.Do(func() {
+		pid := d.cmd.Process.Pid
+		syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(timeout):
+			d.stopErr = fmt.Errorf("%s did not exit within %v of SIGTERM; killed", d.cmd.Path, timeout)
+			syscall.Kill(-pid, syscall.SIGKILL)
+			<-d.exited
+		}
+		syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: nothing left
+	})
+	return d.stopErr
+}

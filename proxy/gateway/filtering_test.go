@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/gateway"
 	"github.com/pop3proxy/pop3proxy/upstream"
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
@@ -67,35 +65,14 @@ func startFiltering(t *testing.T, chainYAML string, maxSize int64, keepalive tim
 	if err := yaml.Unmarshal([]byte(chainYAML), &nodes); err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t)
-	chain, err := filter.Build(nodes, log)
+	chain, err := filter.Build(nodes, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	allow, _ := upstream.NewAllowList([]string{"127.0.0.1:*"})
-	srv, err := proxy.NewServer(proxy.Options{
-		Backend: gateway.New(gateway.Options{
-			Separators: "%", Allow: allow, Logger: log,
-			Upstream: upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second},
-			Chain:    chain, MaxSize: maxSize, ScanKeepalive: keepalive,
-		}),
-		Logger: log,
+	return serve(t, gateway.Options{
+		Upstream: upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second},
+		Chain:    chain, MaxSize: maxSize, ScanKeepalive: keepalive,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Close()
-		srv.Shutdown(ctx)
-	})
-	return ln.Addr().String()
 }
 
 const (

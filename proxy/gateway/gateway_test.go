@@ -54,20 +54,21 @@ func startGateway(t *testing.T, timeout time.Duration) string {
 
 func startGatewayWith(t *testing.T, opts upstream.Options) string {
 	t.Helper()
+	return serve(t, gateway.Options{Upstream: opts})
+}
+
+// serve runs a gateway with opts on loopback and returns its address. It
+// fills in what every test wants: "%" routing, any 127.0.0.1 port allowed,
+// logs to t.
+func serve(t *testing.T, opts gateway.Options) string {
+	t.Helper()
 	log := zaptest.NewLogger(t)
 	allow, err := upstream.NewAllowList([]string{"127.0.0.1:*"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := proxy.NewServer(proxy.Options{
-		Backend: gateway.New(gateway.Options{
-			Separators: "%",
-			Allow:      allow,
-			Upstream:   opts,
-			Logger:     log,
-		}),
-		Logger: log,
-	})
+	opts.Separators, opts.Allow, opts.Logger = "%", allow, log
+	srv, err := proxy.NewServer(proxy.Options{Backend: gateway.New(opts), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

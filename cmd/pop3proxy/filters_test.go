@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,6 +171,14 @@ func TestScannersEndToEnd(t *testing.T) {
 	// 5: over max_size: identical, virus and all (documented).
 	if !bytes.Equal(via[4], direct[4]) {
 		t.Errorf("message over max_size changed (%d bytes, direct %d)", len(via[4]), len(direct[4]))
+	}
+	// Skips are counted: RETR and TOP of message 5.
+	p.signal(t, syscall.SIGTERM)
+	if err := p.waitExit(t, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, `"skipped_over_max_size": 2`) || !strings.Contains(logs, `"replaced": 4`) {
+		t.Errorf("filter statistics not logged as expected:\n%s", logs[max(0, len(logs)-600):])
 	}
 }
 

@@ -137,6 +137,7 @@ func run(cfg *Config, log *zap.Logger) error {
 	case err := <-serveErr:
 		return fmt.Errorf("serving: %w", err)
 	}
+	defer logStats(log, backend.Stats())
 	return drain(srv, log, why, cfg.Shutdown.DrainTimeout.D(), signals, &wg)
 }
 
@@ -166,6 +167,17 @@ func drain(srv *proxy.Server, log *zap.Logger, why string, timeout time.Duration
 	}
 	log.Info("drained")
 	return nil
+}
+
+// logStats reports what the filter chain did over the proxy's lifetime.
+func logStats(log *zap.Logger, st *gateway.Stats) {
+	log.Info("filter statistics",
+		zap.Int64("scanned", st.Scanned.Load()),
+		zap.Int64("skipped_over_max_size", st.Skipped.Load()),
+		zap.Int64("replaced", st.Replaced.Load()),
+		zap.Int64("refused", st.Refused.Load()),
+		zap.Int64("tempfailed", st.TempFailed.Load()),
+		zap.Int64("kept_alive", st.KeptAlive.Load()))
 }
 
 func addrAllowed(addr net.Addr, allow []netip.Prefix) bool {

@@ -87,7 +87,7 @@ bogus: 1
 	for _, want := range []string{
 		"max_size", "upstream.tls", "upstream.dial_timeout", "upstream.colour: unknown key",
 		"shutdown.allow_from[0]", "limits.idle_timeout", "limits.max_line_length", "log.level",
-		"bogus: unknown key", "upstream.allow: must be set when listen",
+		"bogus: unknown key", "upstream.allow: must be set when a listener",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)
@@ -169,5 +169,31 @@ func TestCAFileMustHoldCertificates(t *testing.T) {
 func TestExampleConfigIsValid(t *testing.T) {
 	if _, err := LoadConfig("../../../config.yaml.example"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTLSAndListenerKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"tls listener without cert", "listen_tls: \"127.0.0.1:1995\"\n", "listen_tls: needs tls.cert"},
+		{"require without cert", "tls:\n  require: true\n", "tls.require: needs tls.cert"},
+		{"cert without key", "tls:\n  cert: /x.pem\n", "tls: cert and key go together"},
+		{"unreadable cert", "tls:\n  cert: /nonexistent.pem\n  key: /nonexistent.key\n", "tls.cert:"},
+		{"proxy listener untrusted", "listen_proxy: \"127.0.0.1:1111\"\nproxy_protocol:\n  trusted: []\n", "proxy_protocol.trusted: must list"},
+		{"bad trusted", "proxy_protocol:\n  trusted: [\"nowhere\"]\n", "proxy_protocol.trusted[0]"},
+		{"public proxy listener is a listener", "listen_proxy: \"0.0.0.0:1111\"\n", "upstream.allow: must be set"},
+		{"no listener", "listen: \"\"\n", "no listener"},
+		{"allow_private", "upstream:\n  allow_private: maybe\n", "upstream.allow_private"},
+		{"destination match", "upstream:\n  destinations:\n    - tls: none\n", "upstream.destinations[0].match: is required"},
+		{"destination tls", "upstream:\n  destinations:\n    - {match: \"*:110\", tls: sometimes}\n", "upstream.destinations[0].tls"},
+		{"limits", "limits:\n  max_connections: 0\n  max_failed_login_delay: 1ms\n", "limits.max_connections: must be at least 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -1,0 +1,282 @@
+package app
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/upstream"
+)
+
+// validate checks values that decoded but make no sense, each reported with
+// its key path.
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, filter.NewFieldError(path, 0, format, args...))
+	}
+
+	allLoopback, listeners := true, 0
+	for _, l := range c.listeners() {
+		loopback, err := isLoopbackListen(l.addr)
+		if err != nil {
+			bad(l.key, "%v", err)
+			continue
+		}
+		listeners++
+		allLoopback = allLoopback && loopback
+	}
+	if len(c.listeners()) == 0 {
+		bad("listen", "no listener: set at least one of listen, listen_tls, listen_proxy, listen_proxy_tls")
+	}
+	c.validateTLS(bad)
+	if c.ListenProxy != "" || c.ListenProxyTLS != "" {
+		if len(c.ProxyProtocol.Trusted) == 0 {
+			bad("proxy_protocol.trusted", "must list the load balancers' addresses: a PROXY header from anyone else would let them pose as any client")
+		}
+	}
+	for i, s := range c.ProxyProtocol.Trusted {
+		if _, err := parsePrefix(s); err != nil {
+			bad(fmt.Sprintf("proxy_protocol.trusted[%d]", i), "%v", err)
+		}
+	}
+	positive(bad, "proxy_protocol.header_timeout", c.ProxyProtocol.HeaderTimeout)
+	if c.MaxSize <= 0 {
+		bad("max_size", "must be greater than 0")
+	}
+
+	u := c.Upstream
+	allow, err := upstream.NewAllowList(u.Allow)
+	if err != nil {
+		bad("upstream.allow", "%v", err)
+	}
+	if u.Default != "" {
+		if _, _, err := net.SplitHostPort(u.Default); err != nil {
+			bad("upstream.default", "must be host:port: %v", err)
+		} else if allow != nil && len(u.Allow) > 0 && !allow.Allows(u.Default) {
+			bad("upstream.default", "%q is not matched by upstream.allow, so no login could use it", u.Default)
+		}
+	}
+	if u.Separators == "" && u.Default == "" {
+		bad("upstream.separators", "must not be empty unless upstream.default is set (no login could be routed)")
+	}
+	for _, r := range u.Separators {
+		if !strings.ContainsRune("%#@!", r) {
+			bad("upstream.separators", "%q is not a supported separator (use any of %%, #, @, !)", r)
+		}
+	}
+	if _, err := upstream.ParseTLSMode(u.TLS); err != nil {
+		bad("upstream.tls", "%v", err)
+	}
+	if u.CAFile != "" {
+		if _, err := loadCAFile(u.CAFile); err != nil {
+			bad("upstream.ca_file", "%v", err)
+		}
+	}
+	positive(bad, "upstream.dial_timeout", u.DialTimeout)
+	positive(bad, "upstream.timeout", u.Timeout)
+	if listeners > 0 && !allLoopback && len(u.Allow) == 0 {
+		bad("upstream.allow", "must be set when a listener is not on a loopback address: "+
+			"without it anyone who can connect could make the proxy dial any host and port")
+	}
+	switch u.AllowPrivate {
+	case "auto", "true", "false":
+	default:
+		bad("upstream.allow_private", "%q is not one of auto, true, false", u.AllowPrivate)
+	}
+	for i, d := range u.Destinations {
+		path := fmt.Sprintf("upstream.destinations[%d]", i)
+		if d.Match == "" {
+			bad(path+".match", "is required (a host:port pattern as in upstream.allow)")
+		} else if _, err := upstream.NewAllowList([]string{d.Match}); err != nil {
+			bad(path+".match", "%v", err)
+		}
+		if d.TLS != "" {
+			if _, err := upstream.ParseTLSMode(d.TLS); err != nil {
+				bad(path+".tls", "%v", err)
+			}
+		}
+		if d.CAFile != "" {
+			if _, err := loadCAFile(d.CAFile); err != nil {
+				bad(path+".ca_file", "%v", err)
+			}
+		}
+	}
+
+	positive(bad, "scan_keepalive", c.ScanKeepalive)
+	// Building the chain checks every filter block (unknown types and
+	// keys, values each plugin rejects); the real chain is built again
+	// with the configured logger when the proxy starts.
+	if chain, err := filter.Build(c.Filters, nil); err != nil {
+		var me *multierror.Error
+		if errors.As(err, &me) {
+			errs = append(errs, me.Errors...)
+		} else {
+			errs = append(errs, err)
+		}
+	} else {
+		chain.Close()
+	}
+
+	for i, s := range c.Shutdown.AllowFrom {
+		if _, err := parsePrefix(s); err != nil {
+			bad(fmt.Sprintf("shutdown.allow_from[%d]", i), "%v", err)
+		}
+	}
+	positive(bad, "shutdown.drain_timeout", c.Shutdown.DrainTimeout)
+
+	l := c.Limits
+	if l.MaxLineLength < 255 {
+		// RFC 2449 §4: servers that support CAPA accept 255-octet commands.
+		bad("limits.max_line_length", "must be at least 255 (RFC 2449 §4)")
+	}
+	if l.MaxBadCommands < 1 {
+		bad("limits.max_bad_commands", "must be at least 1")
+	}
+	positive(bad, "limits.auth_timeout", l.AuthTimeout)
+	if l.IdleTimeout.D() < minIdleTimeout {
+		bad("limits.idle_timeout", "must be at least 10m (RFC 1939 §3 autologout minimum)")
+	}
+	positive(bad, "limits.write_timeout", l.WriteTimeout)
+	if l.MaxConnections < 1 {
+		bad("limits.max_connections", "must be at least 1")
+	}
+	if l.MaxConnectionsPerIP < 1 {
+		bad("limits.max_connections_per_ip", "must be at least 1")
+	}
+	if l.FailedLoginDelay < 0 {
+		bad("limits.failed_login_delay", "must not be negative")
+	}
+	if l.MaxFailedLoginDelay < l.FailedLoginDelay {
+		bad("limits.max_failed_login_delay", "must be at least limits.failed_login_delay")
+	}
+	positive(bad, "limits.handshake_timeout", l.HandshakeTimeout)
+
+	if strings.ContainsAny(c.Server.Greeting, "\r\n<>") || len(c.Server.Greeting) > 400 {
+		bad("server.greeting", "must be one line of at most 400 characters without < or > (clients read <...> as an APOP challenge)")
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		bad("log.format", "%q is not one of console, json", c.Log.Format)
+	}
+	return errs
+}
+
+// listener is one configured listen address and its key.
+type listener struct{ key, addr string }
+
+// listeners returns the listeners that are set.
+func (c *Config) listeners() []listener {
+	var ls []listener
+	for _, l := range []listener{{"listen", c.Listen}, {"listen_tls", c.ListenTLS}, {"listen_proxy", c.ListenProxy}, {"listen_proxy_tls", c.ListenProxyTLS}} {
+		if l.addr != "" {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// allLoopback reports whether every listener accepts only local clients;
+// then the proxy serves this machine only, and private destinations are
+// allowed by default (upstream.allow_private: auto).
+func (c *Config) allLoopback() bool {
+	for _, l := range c.listeners() {
+		if loopback, _ := isLoopbackListen(l.addr); !loopback {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) validateTLS(bad func(string, string, ...any)) {
+	t := c.TLS
+	switch {
+	case (t.Cert == "") != (t.Key == ""):
+		bad("tls", "cert and key go together")
+	case t.Cert != "":
+		if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+			bad("tls.cert", "%v", err)
+		}
+	}
+	if t.Cert == "" {
+		for _, l := range []listener{{"listen_tls", c.ListenTLS}, {"listen_proxy_tls", c.ListenProxyTLS}} {
+			if l.addr != "" {
+				bad(l.key, "needs tls.cert and tls.key")
+			}
+		}
+		if t.Require {
+			bad("tls.require", "needs tls.cert and tls.key (clients could never log in)")
+		}
+	}
+}
+
+func positive(bad func(string, string, ...any), path string, d filter.Duration) {
+	if d <= 0 {
+		bad(path, "must be greater than 0")
+	}
+}
+
+// isLoopbackListen reports whether a listen address only accepts local
+// connections. An empty host listens on every interface.
+func isLoopbackListen(addr string) (bool, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("must be host:port: %v", err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return false, fmt.Errorf("bad port %q", port)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		if host == "" {
+			return false, nil
+		}
+		return false, fmt.Errorf("host must be an IP address or localhost, got %q", host)
+	}
+	return ip.IsLoopback(), nil
+}
+
+// parsePrefix accepts a CIDR prefix or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", s)
+}
+
+// loadCAFile reads PEM certificates to trust in addition to the system
+// roots.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("no PEM certificate found in " + path)
+	}
+	return pool, nil
+}

@@ -11,8 +11,8 @@
 # github.com/...), ./... is added. gofmt and go vet always check the whole
 # module.
 #
-# Integration tests run real programs (Dovecot, clamd, spamd, curl,
-# fetchmail, mpop, getmail, python3). Run as root, this script installs the missing ones with
+# Integration tests run real programs (Dovecot, clamd, spamd, HAProxy,
+# curl, fetchmail, mpop, getmail, python3). Run as root, this script installs the missing ones with
 # apt-get on Debian, without starting their system services. Otherwise
 # those tests are skipped with a warning; with CI=true or
 # POP3PROXY_INTEGRATION=require they fail instead (see
@@ -22,8 +22,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Programs the tests need, as "program:debian-package[,package...]".
-# Add new integration dependencies here (e.g. "haproxy:haproxy"); services
-# are kept from starting.
+# Add new integration dependencies here; services are kept from starting.
 NEEDED=(
 	"dovecot:dovecot-pop3d"
 	"curl:curl"
@@ -34,6 +33,7 @@ NEEDED=(
 	"gcc:gcc,libc6-dev" # go test -race needs cgo
 	"clamd:clamav-daemon"
 	"spamd:spamd"
+	"haproxy:haproxy"
 )
 # System services those packages may start on install, as
 # "program:service". After this script installs the program, the service is
@@ -44,6 +44,7 @@ SERVICES=(
 	"clamd:clamav-daemon"
 	"clamd:clamav-freshclam" # would try to download signatures
 	"spamd:spamd"
+	"haproxy:haproxy"
 )
 
 say() { printf '%s\n' "test.sh: $*" >&2; }
@@ -180,3 +181,22 @@ done
 
 say "go test ${race[*]} -count=1 -timeout 20m $* ${packages[*]}"
 go test "${race[@]}" -count=1 -timeout 20m "$@" "${packages[@]}"
+
+# A full run also lets every fuzzer explore beyond its seed corpus for a
+# little while (the seeds already ran as tests above). POP3PROXY_FUZZTIME
+# sets how long each runs; 0 skips this step.
+FUZZERS=(
+	"./proxy/:FuzzCommand"
+	"./proxy/:FuzzDotWriter"
+	"./upstream/:FuzzParseLogin"
+	"./upstream/:FuzzDotReader"
+)
+fuzztime=${POP3PROXY_FUZZTIME:-10s}
+if (($# == 0)) && [[ $fuzztime != 0 ]]; then
+	for entry in "${FUZZERS[@]}"; do
+		pkg=${entry%%:*}
+		name=${entry#*:}
+		say "fuzzing $name in $pkg for $fuzztime"
+		go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg"
+	done
+fi

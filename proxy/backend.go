@@ -18,9 +18,12 @@ import (
 // -ERR line with the SYS/TEMP response code, so internal detail never
 // reaches the wire.
 type Backend interface {
-	// Login is called for USER/PASS in the AUTHORIZATION state (RFC 1939 §7).
-	// On success the connection enters the TRANSACTION state with the
-	// returned Session.
+	// Login is called for USER/PASS in the AUTHORIZATION state (RFC 1939 §7),
+	// and for AUTH PLAIN and AUTH LOGIN (RFC 5034), which the server
+	// terminates itself. On success the connection enters the TRANSACTION
+	// state with the returned Session. From AUTH, username and password
+	// never contain CR, LF or NUL; from USER and PASS never CR or NUL (LF
+	// ends the line).
 	Login(ctx context.Context, c *ConnInfo, username, password string) (Session, error)
 }
 
@@ -34,7 +37,8 @@ func (f BackendFunc) Login(ctx context.Context, c *ConnInfo, username, password 
 
 var _ Backend = BackendFunc(nil)
 
-// UserChecker is an optional Backend add-on. CheckUser is called on USER so
+// UserChecker is an optional Backend add-on. CheckUser is called on USER, and
+// with the user name of AUTH (for LOGIN before the password is asked for), so
 // that a name the backend can never serve (for the gateway: a malformed route
 // or a destination outside the allow list) is refused before the client sends
 // its password. Backends that do not implement it accept every USER.
@@ -62,7 +66,8 @@ type ConnInfo struct {
 	RemoteAddr net.Addr
 	// LocalAddr is the listener address the client connected to.
 	LocalAddr net.Addr
-	// TLS is the connection's TLS state, nil on plain connections.
+	// TLS is the connection's TLS state: set by the handshake of ServeTLS
+	// before the greeting, and by STLS; nil on plain connections.
 	TLS *tls.ConnectionState
 	// Logger carries the connection's fields (conn id, remote address).
 	Logger *zap.Logger

@@ -7,18 +7,28 @@ import (
 	"go.uber.org/zap"
 )
 
-// handleCapa answers CAPA (RFC 2449 §5) in either state. USER, RESP-CODES
-// and PIPELINING are the server's own and announced in both states, as
-// RFC 2449 §5 requires of anything announced before login. SHUTDOWN is
-// never announced, nor AUTH-RESP-CODE: a backend may refuse credentials
-// with codes other than [AUTH].
+// handleCapa answers CAPA (RFC 2449 §5) in either state. USER, SASL,
+// RESP-CODES and PIPELINING are the server's own and announced in both
+// states, as RFC 2449 §5 requires of anything announced before login,
+// except that USER and SASL are left out where RequireTLS refuses them.
+// STLS is announced only where it can be used (RFC 2595 §4): before login
+// on a plain connection; after STLS the client asks again and no longer
+// sees it. SHUTDOWN is never announced, nor AUTH-RESP-CODE: a backend may
+// refuse credentials with codes other than [AUTH].
 func (c *conn) handleCapa(arg string) error {
 	if err := requireNoArgs(arg); err != nil {
 		return err
 	}
 	// Collected before "+OK" so that a failing session cannot leave a
 	// half-written list.
-	caps := []string{"USER", "RESP-CODES", "PIPELINING"}
+	caps := make([]string, 0, 12)
+	if !c.plaintextRefused() {
+		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
+	}
+	caps = append(caps, "RESP-CODES", "PIPELINING")
+	if c.state == stateAuthorization && c.cfg.tls != nil && c.info.TLS == nil {
+		caps = append(caps, "STLS")
+	}
 	if c.state == stateAuthorization {
 		caps = append(caps, c.cfg.prelogin...)
 		caps = c.appendOptionCapabilities(caps)

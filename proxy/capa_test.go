@@ -16,8 +16,8 @@ func TestCapa(t *testing.T) {
 	}{
 		{
 			name:   "defaults",
-			before: []string{"USER", "RESP-CODES", "PIPELINING", "TOP", "UIDL"},
-			after:  []string{"USER", "RESP-CODES", "PIPELINING", "TOP", "UIDL"},
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL"},
 		},
 		{
 			name: "options",
@@ -27,15 +27,15 @@ func TestCapa(t *testing.T) {
 				Expire:               "NEVER",
 				PreLoginCapabilities: []string{},
 			},
-			before: []string{"USER", "RESP-CODES", "PIPELINING", "LOGIN-DELAY 900", "EXPIRE NEVER", "IMPLEMENTATION pop3proxy test"},
-			after:  []string{"USER", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 900", "EXPIRE NEVER", "IMPLEMENTATION pop3proxy test"},
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "LOGIN-DELAY 900", "EXPIRE NEVER", "IMPLEMENTATION pop3proxy test"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 900", "EXPIRE NEVER", "IMPLEMENTATION pop3proxy test"},
 		},
 		{
 			name:   "session without add-ons",
 			opts:   proxy.Options{PreLoginCapabilities: []string{"uidl"}},
 			wrap:   func(s *fakeSession) proxy.Session { return plainSession{s} },
-			before: []string{"USER", "RESP-CODES", "PIPELINING", "UIDL"},
-			after:  []string{"USER", "RESP-CODES", "PIPELINING"},
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "UIDL"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING"},
 		},
 		{
 			name: "CapabilitySession",
@@ -46,8 +46,8 @@ func TestCapa(t *testing.T) {
 					"EXPIRE 7", "LOGIN-DELAY soon", "EXPIRE 5 USER",
 				}}
 			},
-			before: []string{"USER", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 900", "EXPIRE 30 USER"},
-			after:  []string{"USER", "RESP-CODES", "PIPELINING", "TOP", "EXPIRE 30", "LOGIN-DELAY 60"},
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 900", "EXPIRE 30 USER"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "EXPIRE 30", "LOGIN-DELAY 60"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,8 @@ var commands = map[string]command{
 	"USER":     {name: "USER", handle: (*conn).handleUser},
 	"PASS":     {name: "PASS", handle: (*conn).handlePass, secret: true},
 	"APOP":     {name: "APOP", handle: (*conn).handleAPOP, secret: true},
+	"AUTH":     {name: "AUTH", handle: (*conn).handleAuth, secret: true},
+	"STLS":     {name: "STLS", handle: (*conn).handleStls},
 	"SHUTDOWN": {name: "SHUTDOWN", handle: (*conn).handleShutdown},
 	// Both states
 	"QUIT": {name: "QUIT", handle: (*conn).handleQuit},
@@ -55,19 +57,33 @@ func (c *conn) handleUser(arg string) error {
 	if err := c.requireState(stateAuthorization); err != nil {
 		return err
 	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
+	}
 	name := strings.TrimRight(arg, " ")
 	if name == "" {
 		return badCommand(errSyntax)
 	}
 	c.user = ""
-	if uc := c.cfg.users; uc != nil {
-		if err := uc.CheckUser(c.ctx, &c.info, name); err != nil {
-			c.log.Info("login failed", zap.String("user", name), zap.String("step", "USER"))
-			return badCommand(err)
-		}
+	if err := c.checkUser(name, "USER"); err != nil {
+		return err
 	}
 	c.user = name
 	c.writeLine("+OK send PASS")
+	return nil
+}
+
+// checkUser asks the backend's UserChecker, if any, whether it can serve
+// name.
+func (c *conn) checkUser(name, step string) error {
+	uc := c.cfg.users
+	if uc == nil {
+		return nil
+	}
+	if err := uc.CheckUser(c.ctx, &c.info, name); err != nil {
+		c.log.Info("login failed", zap.String("user", name), zap.String("step", step))
+		return badCommand(err)
+	}
 	return nil
 }
 
@@ -76,6 +92,9 @@ func (c *conn) handleUser(arg string) error {
 func (c *conn) handlePass(arg string) error {
 	if err := c.requireState(stateAuthorization); err != nil {
 		return err
+	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
 	}
 	if c.user == "" {
 		return badCommand(errNoUser)
@@ -96,6 +115,9 @@ func (c *conn) handleAPOP(arg string) error {
 	}
 	if err := c.requireState(stateAuthorization); err != nil {
 		return err
+	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
 	}
 	f := fields(arg)
 	if len(f) != 2 || !isMD5Hex(f[1]) {
@@ -119,6 +141,10 @@ func isMD5Hex(s string) bool {
 	return true
 }
 
+// finishLogin ends PASS, APOP and AUTH alike: a failure counts as a bad
+// command, and a failure that may be a wrong password is delayed (see
+// Options.FailedLoginDelay); a success resets the delay of the client's
+// address and enters the TRANSACTION state.
 func (c *conn) finishLogin(user, method string, sess Session, err error) error {
 	if err == nil && sess == nil {
 		err = errors.New("backend returned neither a session nor an error")
@@ -128,13 +154,35 @@ func (c *conn) finishLogin(user, method string, sess Session, err error) error {
 			c.protect("Session.Close", func() { sess.Close() })
 		}
 		c.log.Info("login failed", zap.String("user", user), zap.String("method", method))
+		if mayBeWrongPassword(err) {
+			c.loginFailed()
+		}
 		return badCommand(err)
 	}
+	c.loginSucceeded()
 	c.enterTransaction(sess)
 	c.log = c.log.With(zap.String("user", user))
 	c.log.Info("login", zap.String("method", method))
 	c.writeLine("+OK maildrop locked and ready")
 	return nil
+}
+
+// mayBeWrongPassword tells failures that may be password guessing from
+// those that say nothing about the password: [IN-USE] means it was right
+// (RFC 2449 §8.1.2), [LOGIN-DELAY] that the client polls too often, and
+// the SYS codes and internal errors a fault of the server or its
+// upstream (RFC 3206). Delaying those would slow every honest client
+// during an outage.
+func mayBeWrongPassword(err error) bool {
+	var pe *Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM":
+		return false
+	}
+	return true
 }
 
 // handleQuit ends the session. Only QUIT in the TRANSACTION state enters

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -44,13 +45,24 @@ var (
 // conn is one client connection. Everything but mu, state and busy belongs
 // to the goroutine running serve.
 type conn struct {
-	srv    *Server
-	cfg    *config
-	nc     net.Conn
-	info   ConnInfo
-	log    *zap.Logger
-	ctx    context.Context // cancelled when the connection is torn down
-	cancel context.CancelFunc
+	srv *Server
+	cfg *config
+	// nc is the accepted connection: other goroutines close it and set its
+	// read deadline, which also works once TLS runs on top of it.
+	nc net.Conn
+	// rw is what the protocol reads and writes: nc, or a *tls.Conn on it.
+	rw          net.Conn
+	implicitTLS bool // handshake before the greeting (ServeTLS)
+	ip          netip.Addr
+	info        ConnInfo
+	log         *zap.Logger
+	ctx         context.Context // cancelled when the connection is torn down
+	cancel      context.CancelFunc
+	// drainCtx is also cancelled by Shutdown: it ends the waits that a
+	// client which has not logged in must not prolong (TLS handshake,
+	// failed-login delay).
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
 
 	lr       *lineReader
 	out      *connWriter
@@ -66,39 +78,51 @@ type conn struct {
 	state state
 	busy  bool // a command is being handled
 
-	timestamp   string // APOP timestamp of the greeting
-	user        string // from USER, waiting for PASS
-	session     Session
-	badCommands int
-	verb        string // command being handled, for logs
-	inMultiline bool   // data lines have been written; no -ERR may follow
-	quit        string // when set, close after this command for this reason
+	timestamp    string // APOP timestamp of the greeting
+	user         string // from USER, waiting for PASS
+	session      Session
+	badCommands  int
+	failedLogins int    // for the delay of clients without an IP address
+	tlsExempt    bool   // Options.TLSExempt said so
+	verb         string // command being handled, for logs
+	inMultiline  bool   // data lines have been written; no -ERR may follow
+	quit         string // when set, close after this command for this reason
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
-	id := s.lastConnID.Add(1)
-	log := s.log.With(zap.Uint64("conn", id), zap.String("remote", addrString(nc.RemoteAddr())))
+// newConn prepares a connection in the accept loop. Everything that may
+// block, even RemoteAddr (a PROXY protocol listener reads the header
+// there), waits for serve, in the connection's own goroutine.
+func newConn(s *Server, nc net.Conn, implicitTLS bool) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &connWriter{nc: nc, timeout: s.cfg.WriteTimeout}
+	drainCtx, drainCancel := context.WithCancel(ctx)
 	return &conn{
-		srv:    s,
-		cfg:    s.cfg,
-		nc:     nc,
-		log:    log,
-		ctx:    ctx,
-		cancel: cancel,
-		info: ConnInfo{
-			ID:         id,
-			RemoteAddr: nc.RemoteAddr(),
-			LocalAddr:  nc.LocalAddr(),
-			// TLS: set here once implicit TLS and STLS exist.
-			Logger: log,
-		},
-		lr:   newLineReader(nc, s.cfg.MaxLineLength),
-		out:  out,
-		bw:   bufio.NewWriterSize(out, authWriteBufferSize),
-		busy: true,
+		srv:         s,
+		cfg:         s.cfg,
+		nc:          nc,
+		rw:          nc,
+		implicitTLS: implicitTLS,
+		ctx:         ctx,
+		cancel:      cancel,
+		drainCtx:    drainCtx,
+		drainCancel: drainCancel,
+		out:         &connWriter{nc: nc, timeout: s.cfg.WriteTimeout},
+		busy:        true,
 	}
+}
+
+// init fills in what newConn left out.
+func (c *conn) init() {
+	s := c.srv
+	c.info = ConnInfo{
+		ID:         s.lastConnID.Add(1),
+		RemoteAddr: c.nc.RemoteAddr(),
+		LocalAddr:  c.nc.LocalAddr(),
+	}
+	c.ip = clientIP(c.info.RemoteAddr)
+	c.log = s.log.With(zap.Uint64("conn", c.info.ID), zap.String("remote", addrString(c.info.RemoteAddr)))
+	c.info.Logger = c.log
+	c.lr = newLineReader(c.nc, c.cfg.MaxLineLength)
+	c.bw = bufio.NewWriterSize(c.out, authWriteBufferSize)
 }
 
 func addrString(a net.Addr) string {
@@ -108,16 +132,54 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
+// serve runs the connection: limits first, so that a connection over one
+// costs no backend call, then the TLS handshake of implicit TLS, then the
+// protocol.
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
+	defer c.cancel()
+	c.init()
+	limit, refusal := c.srv.limiter.acquire(c.ip)
+	if refusal == nil {
+		defer c.srv.limiter.release(c.ip)
+	}
+	if c.implicitTLS {
+		if err := c.handshake(); err != nil {
+			// Port scanners and health checks: not worth more than debug.
+			c.log.Debug("TLS handshake failed", zap.Error(err))
+			c.nc.Close()
+			return
+		}
+	}
+	if refusal != nil {
+		c.refuse(limit, refusal)
+		return
+	}
 	reason := c.run()
 	c.teardown(reason)
+}
+
+// refuse answers a connection over a limit and closes it, without the
+// connect and disconnect entries, OnConnect or OnDisconnect: a flood of
+// them is what the limit is for.
+func (c *conn) refuse(limit string, e *Error) {
+	msg, ip := "connection refused: too many connections", netip.Addr{}
+	if limit == limitConnsPerIP {
+		msg, ip = msg+" from one address", c.ip
+	}
+	c.srv.limitLog.hit(c.log, limit, ip, msg)
+	c.scratch = appendErrorLine(c.scratch[:0], e)
+	c.out.Write(c.scratch)
+	c.rw.Close()
 }
 
 // run speaks the protocol until the connection is to be closed and returns
 // why.
 func (c *conn) run() string {
-	c.log.Info("connect")
+	c.log.Info("connect", zap.Bool("tls", c.info.TLS != nil))
+	if f := c.cfg.TLSExempt; f != nil && c.info.TLS == nil {
+		c.protect("TLSExempt", func() { c.tlsExempt = f(&c.info) })
+	}
 	if f := c.cfg.OnConnect; f != nil {
 		var err error
 		if c.protect("OnConnect", func() { err = f(&c.info) }) {
@@ -260,7 +322,7 @@ func (c *conn) handle(line []byte) {
 			ce.Write(zap.String("command", cmd.name), zap.ByteString("args", arg))
 		}
 	}
-	if err := cmd.handle(c, string(arg)); err != nil {
+	if err := cmd.handle(c, string(arg)); err != nil && err != errNoResponse {
 		c.writeError(err)
 	}
 }
@@ -321,7 +383,9 @@ func (c *conn) setState(s state) {
 // (RFC 1939 §6).
 func (c *conn) teardown(reason string) {
 	c.cancel()
-	c.nc.Close()
+	// Under TLS this sends close_notify (with its own short deadline), so
+	// the client can tell the end from a truncation.
+	c.rw.Close()
 	c.closeSession()
 	c.log.Info("disconnect", zap.String("reason", reason))
 	if f := c.cfg.OnDisconnect; f != nil {
@@ -355,6 +419,7 @@ func (c *conn) closeSession() {
 // drain wakes an idle connection in the AUTHORIZATION state so that it
 // closes; a busy one sees the draining flag before its next read.
 func (c *conn) drain() {
+	c.drainCancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state == stateAuthorization && !c.busy {

@@ -170,3 +170,37 @@ func BenchmarkDotWriter(b *testing.B) {
 		})
 	}
 }
+
+// FuzzDotWriter checks the round trip: unstuffing the output as a client
+// does gives the input, plus CRLF only if it was missing, and no line
+// before the terminator reads as one (unstuff fails on an unstuffed "."
+// line, split on LF or CRLF). chunk > 0 writes the input in pieces of that
+// size, to cover the line state kept across writes. The seeds in
+// testdata/fuzz/FuzzDotWriter run with every go test.
+func FuzzDotWriter(f *testing.F) {
+	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
+		var chunks []string
+		for rest := string(in); rest != ""; {
+			n := len(rest)
+			if chunk > 0 {
+				n = min(n, int(chunk))
+			}
+			chunks = append(chunks, rest[:n])
+			rest = rest[n:]
+		}
+		out := stuff(t, chunks...)
+		want := string(in)
+		if want != "" && !strings.HasSuffix(want, "\r\n") {
+			want += "\r\n"
+		}
+		if got := unstuff(t, out); got != want {
+			t.Fatalf("round trip of %q in %d-byte writes: got %q, want %q", in, chunk, got, want)
+		}
+		body := strings.TrimSuffix(out, ".\r\n")
+		for _, line := range strings.SplitAfter(body, "\n") {
+			if line == "." || line == ".\n" || line == ".\r\n" {
+				t.Fatalf("output %q has a lone %q line before the terminator", out, line)
+			}
+		}
+	})
+}

@@ -49,13 +49,22 @@ func serveOn(t *testing.T, opts proxy.Options, ln net.Listener) *testServer {
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(t)
 	}
+	// The failed-login delay runs in every test, but briefly; its own
+	// tests set both.
+	if opts.FailedLoginDelay == 0 && opts.MaxFailedLoginDelay == 0 {
+		opts.FailedLoginDelay, opts.MaxFailedLoginDelay = time.Millisecond, 4*time.Millisecond
+	}
 	srv, err := proxy.NewServer(opts)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
 	ts := &testServer{Server: srv, addr: ln.Addr().String(), served: make(chan struct{})}
 	go func() {
-		ts.serveErr = srv.Serve(ln)
+		if l, ok := ln.(*implicitTLSListener); ok {
+			ts.serveErr = srv.ServeTLS(l.Listener)
+		} else {
+			ts.serveErr = srv.Serve(ln)
+		}
 		close(ts.served)
 	}()
 	t.Cleanup(func() {

@@ -66,3 +66,7 @@ func (r *lineReader) lineBuffered() bool {
 	b, _ := r.br.Peek(n)
 	return bytes.IndexByte(b, '\n') >= 0
 }
+
+// buffered returns how many bytes have been read from the connection but
+// not yet returned as lines.
+func (r *lineReader) buffered() int { return r.br.Buffered() }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"os"
 	"strconv"
@@ -19,6 +20,12 @@ const (
 	DefaultAuthTimeout    = 60 * time.Second
 	DefaultIdleTimeout    = 10 * time.Minute
 	DefaultWriteTimeout   = 60 * time.Second
+
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultMaxConnections      = 1000
+	DefaultMaxConnectionsPerIP = 20
+	DefaultFailedLoginDelay    = time.Second
+	DefaultMaxFailedLoginDelay = 30 * time.Second
 
 	// MinMaxLineLength is the smallest allowed MaxLineLength: RFC 2449 §4
 	// requires servers that implement CAPA to accept 255-octet commands.
@@ -123,8 +130,59 @@ type Options struct {
 	AllowShutdown func(c *ConnInfo) bool
 	OnShutdown    func()
 
-	// TLS: implicit TLS listeners and STLS (RFC 2595) are a later issue.
-	// They will add their options here and set ConnInfo.TLS.
+	// TLSConfig enables TLS: plain connections offer STLS (RFC 2595 §4)
+	// in the AUTHORIZATION state, and ServeTLS serves implicit TLS
+	// (RFC 8314). It must provide certificates (Certificates,
+	// GetCertificate or GetConfigForClient); GetCertificate may reload
+	// them while the server runs. The server uses a clone, with MinVersion
+	// raised to TLS 1.2 (RFC 8314 §4.1) unless the caller set it.
+	// Default: nil, no TLS.
+	TLSConfig *tls.Config
+
+	// HandshakeTimeout bounds the TLS handshake of ServeTLS connections
+	// and after STLS. Default: DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	// RequireTLS refuses USER, PASS, APOP and AUTH on plain connections,
+	// until STLS, with "-ERR [AUTH] Plaintext authentication disallowed on
+	// non-secure (SSL/TLS) connections." (RFC 3206 §4 counts a login
+	// against policy as an [AUTH] problem; the text is Dovecot's). CAPA
+	// there announces STLS but neither USER nor SASL. Requires TLSConfig.
+	RequireTLS bool
+
+	// TLSExempt, if set, exempts the plain connections for which it
+	// returns true (loopback clients, typically) from RequireTLS. It is
+	// called once per connection, before the greeting.
+	TLSExempt func(c *ConnInfo) bool
+
+	// MaxConnections limits the connections of all listeners together;
+	// one more is answered "-ERR [SYS/TEMP] too many connections" and
+	// closed (after the handshake on a ServeTLS listener, so that the
+	// client can read why), without OnConnect, OnDisconnect or any
+	// backend call. Connections in their TLS handshake count. Negative:
+	// unlimited. Default: DefaultMaxConnections.
+	MaxConnections int
+
+	// MaxConnectionsPerIP limits the connections from one client IP
+	// address (the address of ConnInfo.RemoteAddr, which behind a PROXY
+	// protocol listener is the real client's); one more is answered
+	// "-ERR [SYS/TEMP] too many connections from your address" and closed.
+	// Connections without an IP address (Unix sockets) only count toward
+	// MaxConnections. Negative: unlimited. Default:
+	// DefaultMaxConnectionsPerIP.
+	MaxConnectionsPerIP int
+
+	// FailedLoginDelay is how long the server waits before answering a
+	// failed PASS, APOP or AUTH. The delay doubles with each further
+	// failure from the same client IP address, up to MaxFailedLoginDelay,
+	// and resets after a successful login from that address or 15 minutes
+	// without failures. Negative: no delay. Default:
+	// DefaultFailedLoginDelay.
+	FailedLoginDelay time.Duration
+
+	// MaxFailedLoginDelay caps FailedLoginDelay's doubling; it must not be
+	// below FailedLoginDelay. Default: DefaultMaxFailedLoginDelay.
+	MaxFailedLoginDelay time.Duration
 }
 
 // config is Options with defaults applied and derived values computed.
@@ -134,6 +192,7 @@ type config struct {
 	apop     APOPBackend
 	users    UserChecker
 	pid      string
+	tls      *tls.Config // clone of TLSConfig, nil without TLS
 }
 
 func newConfig(opts Options) (*config, error) {
@@ -204,6 +263,7 @@ func newConfig(opts Options) (*config, error) {
 		{"AuthTimeout", &c.AuthTimeout, DefaultAuthTimeout},
 		{"IdleTimeout", &c.IdleTimeout, DefaultIdleTimeout},
 		{"WriteTimeout", &c.WriteTimeout, DefaultWriteTimeout},
+		{"HandshakeTimeout", &c.HandshakeTimeout, DefaultHandshakeTimeout},
 	} {
 		switch {
 		case *d.v == 0:
@@ -212,6 +272,8 @@ func newConfig(opts Options) (*config, error) {
 			fail("%s must not be negative", d.name)
 		}
 	}
+	c.checkTLS(fail)
+	c.checkLimits(fail)
 	if c.AllowShutdown == nil && c.OnShutdown != nil {
 		fail("OnShutdown is set but AllowShutdown is nil, so SHUTDOWN is never accepted")
 	}

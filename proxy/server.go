@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,10 @@ type Server struct {
 	apopCounter atomic.Uint64
 	draining    atomic.Bool
 
+	limiter  connLimiter
+	failures *failureTable // nil without failed-login delay
+	limitLog *limitLog
+
 	mu        sync.Mutex
 	closing   bool // no new listeners or connections
 	listeners map[net.Listener]struct{}
@@ -38,18 +43,34 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
-		cfg:       cfg,
-		log:       cfg.Logger,
+	s := &Server{
+		cfg: cfg,
+		log: cfg.Logger,
+		limiter: connLimiter{
+			max:      cfg.MaxConnections,
+			maxPerIP: cfg.MaxConnectionsPerIP,
+			perIP:    make(map[netip.Addr]int),
+		},
+		limitLog:  newLimitLog(cfg.Logger),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
-	}, nil
+	}
+	if cfg.FailedLoginDelay > 0 {
+		s.failures = newFailureTable(cfg.FailedLoginDelay, cfg.MaxFailedLoginDelay)
+	}
+	return s, nil
 }
 
 // Serve accepts connections on ln and serves each in its own goroutine. It
 // returns ErrServerClosed after Shutdown or Close, or the error that made
-// Accept fail for good. It may be called for several listeners.
+// Accept fail for good. It may be called for several listeners, and
+// together with ServeTLS. With Options.TLSConfig, its connections are
+// offered STLS.
 func (s *Server) Serve(ln net.Listener) error {
+	return s.serve(ln, false)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -82,7 +103,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		c := newConn(s, nc)
+		c := newConn(s, nc, implicitTLS)
 		if !s.track(c) {
 			nc.Close()
 			return ErrServerClosed
@@ -97,7 +118,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // once if idle, and otherwise at their next command, which is answered
 // "server shutting down" with the SYS/TEMP code; those in the TRANSACTION
 // state (including a login already in progress that succeeds) keep working
-// until they QUIT, which still commits their deletions, or time out.
+// until they QUIT, which still commits their deletions, or time out. TLS
+// handshakes and failed-login delays in progress are cut short.
 //
 // Shutdown returns when all connections are gone. If ctx ends first, it
 // closes the remaining connections like Close (no UPDATE state, Session.Close

@@ -33,7 +33,8 @@ func (r Route) Addr() string { return net.JoinHostPort(r.Host, strconv.Itoa(r.Po
 // pop.example.com:995, and "a%b@host" routes "a%b" to host.
 //
 // The part after the separator is "host", "host:port", "[v6]" or
-// "[v6]:port"; the port defaults to defaultPort (normally DefaultPort). A
+// "[v6]:port"; the port defaults to defaultPort (normally DefaultPort; 0,
+// or any value outside 1-65535, means the login must name a port). A
 // host is a name of letters, digits, '-', '.' and '_' (no empty labels, and
 // not all-digit in its last label, which would be a malformed IPv4
 // address), an IPv4 address, or an IPv6 address in brackets without a zone.
@@ -48,6 +49,9 @@ func (r Route) Addr() string { return net.JoinHostPort(r.Host, strconv.Itoa(r.Po
 // character (CR, LF, NUL, ...) or space in the user name, which the upstream
 // USER command could not carry.
 func ParseLogin(login, separators, defaultAddr string, defaultPort int) (Route, error) {
+	if defaultPort < 1 || defaultPort > 65535 {
+		defaultPort = 0
+	}
 	i := -1
 	if separators != "" {
 		i = strings.LastIndexAny(login, separators)

@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"errors"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -134,4 +136,52 @@ func TestRouteAddr(t *testing.T) {
 			t.Errorf("%+v.Addr() = %q, want %q", tt.r, got, tt.want)
 		}
 	}
+}
+
+// FuzzParseLogin checks ParseLogin's promises on any input: no panic; a
+// route's user name fits into USER (no control character or space), its
+// port is valid, and Route.Addr parses back to the same route; a login
+// without a separator is routed only to the default.
+func FuzzParseLogin(f *testing.F) {
+	f.Add("alice%pop.example.com:995", "%#@", "", uint16(110))
+	f.Add("me@example.com@[2001:db8::1]", "@", "", uint16(995))
+	f.Add("alice", "%", "pop.example.com:110", uint16(0))
+	f.Fuzz(func(t *testing.T, login, seps, def string, defaultPort uint16) {
+		r, err := ParseLogin(login, seps, def, int(defaultPort))
+		hasSep := seps != "" && strings.ContainsAny(login, seps)
+		if err != nil {
+			var le *LoginError
+			if !errors.As(err, &le) || !errors.Is(err, ErrInvalidLogin) {
+				t.Fatalf("error %v is not a *LoginError", err)
+			}
+			if strings.ContainsAny(err.Error(), "\r\n\x00") {
+				t.Fatalf("error %q carries a line break or NUL", err)
+			}
+			return
+		}
+		if !hasSep && def == "" {
+			t.Fatalf("ParseLogin(%q, %q, \"\") = %+v without a separator or default", login, seps, r)
+		}
+		if r.User == "" || strings.IndexFunc(r.User, func(c rune) bool { return c <= ' ' || c == 0x7f }) >= 0 {
+			t.Fatalf("user %q cannot be sent as USER", r.User)
+		}
+		if r.Port < 1 || r.Port > 65535 {
+			t.Fatalf("port %d", r.Port)
+		}
+		if r.Host == "" || strings.ContainsAny(r.Host, "[]%/ \r\n\x00") || r.Host != strings.ToLower(r.Host) {
+			t.Fatalf("host %q", r.Host)
+		}
+		if !hasSep && r.User != login {
+			t.Fatalf("default route changed the user name %q to %q", login, r.User)
+		}
+		// Addr must say the same thing again, to the parser and to net.
+		again, err := ParseLogin(r.User+"%"+r.Addr(), "%", "", DefaultPort)
+		if err != nil || again != r {
+			t.Fatalf("Addr %q parses to %+v, %v; want %+v", r.Addr(), again, err, r)
+		}
+		host, port, err := net.SplitHostPort(r.Addr())
+		if err != nil || host != r.Host || port != strconv.Itoa(r.Port) {
+			t.Fatalf("net.SplitHostPort(%q) = %q, %q, %v", r.Addr(), host, port, err)
+		}
+	})
 }

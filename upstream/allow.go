@@ -25,10 +25,11 @@ import (
 // private setups; the configuration layer refuses to start an open relay on
 // a listener that is not on loopback.
 type AllowList struct {
-	rules []allowRule
+	rules []hostPortPattern
 }
 
-type allowRule struct {
+// hostPortPattern is one "host:port" glob of an AllowList or an Override.
+type hostPortPattern struct {
 	host, port string // lower-case path.Match patterns
 }
 
@@ -38,7 +39,7 @@ type allowRule struct {
 func NewAllowList(patterns []string) (*AllowList, error) {
 	a := &AllowList{}
 	for _, p := range patterns {
-		r, err := parseAllowPattern(p)
+		r, err := parseHostPortPattern(p)
 		if err != nil {
 			return nil, fmt.Errorf("allow list pattern %q: %w", p, err)
 		}
@@ -47,9 +48,10 @@ func NewAllowList(patterns []string) (*AllowList, error) {
 	return a, nil
 }
 
-func parseAllowPattern(p string) (allowRule, error) {
+// parseHostPortPattern compiles one pattern (see AllowList).
+func parseHostPortPattern(p string) (hostPortPattern, error) {
 	p = strings.ToLower(strings.TrimSpace(p))
-	var r allowRule
+	var r hostPortPattern
 	if end := strings.IndexByte(p, ']'); strings.HasPrefix(p, "[") && end > 0 && strings.Contains(p[1:end], ":") {
 		inner, rest := p[1:end], p[end+1:]
 		if !strings.HasPrefix(rest, ":") {
@@ -85,9 +87,24 @@ func (a *AllowList) Allows(addr string) bool {
 	if a == nil || len(a.rules) == 0 {
 		return true
 	}
+	host, port, ok := canonicalHostPort(addr)
+	if !ok {
+		return false
+	}
+	for _, r := range a.rules {
+		if r.match(host, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// canonicalHostPort splits addr for matching: the host in lower case, an
+// IP address in its canonical form, IPv6 in brackets.
+func canonicalHostPort(addr string) (host, port string, ok bool) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || port == "" {
-		return false
+		return "", "", false
 	}
 	host = strings.ToLower(host)
 	if ip, err := netip.ParseAddr(host); err == nil {
@@ -96,12 +113,12 @@ func (a *AllowList) Allows(addr string) bool {
 			host = "[" + host + "]"
 		}
 	}
-	for _, r := range a.rules {
-		hostOK, _ := path.Match(r.host, host)
-		portOK, _ := path.Match(r.port, port)
-		if hostOK && portOK {
-			return true
-		}
-	}
-	return false
+	return host, port, true
+}
+
+// match reports whether the canonical host and port match the pattern.
+func (r hostPortPattern) match(host, port string) bool {
+	hostOK, _ := path.Match(r.host, host)
+	portOK, _ := path.Match(r.port, port)
+	return hostOK && portOK
 }

@@ -2,8 +2,10 @@ package upstream
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -53,9 +55,11 @@ const statusCap = 1024
 type guardConn struct {
 	net.Conn // raw TCP, or the tls.Conn over it once TLS is up
 
-	timeout time.Duration
-	fixed   time.Time // dial deadline; zero after Dial
-	max     int64     // cap on a followed response, 0 for none
+	timeout     time.Duration
+	respTimeout time.Duration // Options.ResponseTimeout
+	fixed       time.Time     // dial deadline; zero after Dial
+	respEnd     time.Time     // end of the current response's time; zero while dialling
+	max         int64         // cap on a followed response, 0 for none
 
 	kind  respKind
 	ph    phase
@@ -68,16 +72,22 @@ type guardConn struct {
 	ioErr     error // error from the connection below
 }
 
-func newGuard(c net.Conn, timeout time.Duration, fixed time.Time, max int64) *guardConn {
+func newGuard(c net.Conn, timeout, respTimeout time.Duration, fixed time.Time, max int64) *guardConn {
 	// The first response is the greeting, which nobody asked for.
-	return &guardConn{Conn: c, timeout: timeout, fixed: fixed, max: max, ph: phStatus}
+	return &guardConn{Conn: c, timeout: timeout, respTimeout: respTimeout, fixed: fixed, max: max, ph: phStatus}
 }
 
+// deadline is the dial deadline while dialling; afterwards Timeout from
+// now, but not past the end of the current response's time.
 func (g *guardConn) deadline() time.Time {
 	if !g.fixed.IsZero() {
 		return g.fixed
 	}
-	return time.Now().Add(g.timeout)
+	d := time.Now().Add(g.timeout)
+	if !g.respEnd.IsZero() && g.respEnd.Before(d) {
+		return g.respEnd
+	}
+	return d
 }
 
 // expect announces the kind of the response to the next command.
@@ -111,6 +121,9 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	if g.kind == respStream {
 		g.ph = phStream
 	}
+	if g.fixed.IsZero() && g.respTimeout > 0 {
+		g.respEnd = time.Now().Add(g.respTimeout)
+	}
 	if err := g.Conn.SetDeadline(g.deadline()); err != nil {
 		g.ioErr = err
 		return 0, err
@@ -142,6 +155,9 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		}
 	}
 	if err != nil {
+		if !g.respEnd.IsZero() && !time.Now().Before(g.respEnd) && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("%w: response not complete within %v (ResponseTimeout)", err, g.respTimeout)
+		}
 		g.ioErr = err
 	}
 	return n, err

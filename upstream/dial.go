@@ -18,6 +18,7 @@ const (
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultTimeout          = 60 * time.Second
 	DefaultMaxResponseBytes = 32 << 20
+	DefaultResponseTimeout  = 30 * time.Minute
 )
 
 // Options configures Dial. The zero value is usable: plain POP3 (TLSNone)
@@ -29,22 +30,43 @@ type Options struct {
 	DialTimeout time.Duration
 	// Timeout is the idle limit for every single read and write after
 	// Dial, so a stalled server fails the command after Timeout. Default
-	// DefaultTimeout. RETR and TOP may take longer in total; only a pause of
-	// Timeout between two reads fails them.
+	// DefaultTimeout.
 	Timeout time.Duration
+	// ResponseTimeout bounds each whole response after Dial, from the
+	// command to the response's last byte, however steadily the bytes
+	// trickle in. Default DefaultResponseTimeout (30 minutes). It is what
+	// ends a RETR or TOP body that never ends: those are streamed and not
+	// capped in size, so it must also leave room for the largest message
+	// at the slower of the two connections (the proxy reads the body only
+	// as fast as its client takes it); 30 minutes allow about 55 kB/s for 100 MB.
+	ResponseTimeout time.Duration
 	// TLS is the TLS policy; see TLSMode.
 	TLS TLSMode
 	// TLSConfig supplies roots, client certificates and so on. It is
 	// cloned; ServerName is set from Dial's serverName if empty. Nil means
-	// Go's defaults with the system roots. Certificates are always verified
-	// unless the caller's config says otherwise.
+	// Go's defaults with the system roots. Certificates are always verified,
+	// against RootCAs (nil: the system roots) and the server name, unless
+	// InsecureSkipVerify is set here or in TLSConfig.
 	TLSConfig *tls.Config
+	// InsecureSkipVerify accepts any server certificate: the connection is
+	// still encrypted, but an attacker on the path can read and change it,
+	// passwords included. Every such connection is logged at WARN level
+	// ("upstream certificate not verified (insecure_skip_verify)").
+	InsecureSkipVerify bool
+	// DenyPrivate refuses destinations whose address, after name
+	// resolution, is loopback, link-local, private or otherwise not
+	// publicly routable (see PrivateAddr). The check runs on the address
+	// the socket is about to connect to (net.Dialer.ControlContext), so no
+	// byte reaches such an address and a name that resolves or is rebound
+	// to one gains nothing. Dial's error then wraps ErrDestinationDenied.
+	DenyPrivate bool
 	// MaxResponseBytes caps every response that is buffered: status lines
 	// and the LIST, UIDL and CAPA listings. Default
-	// DefaultMaxResponseBytes. RETR and TOP are streamed and not capped.
+	// DefaultMaxResponseBytes. RETR and TOP are streamed and not capped;
+	// ResponseTimeout bounds them.
 	MaxResponseBytes int64
-	// Logger receives debug messages; nil discards them. Passwords are
-	// never logged.
+	// Logger receives debug messages and the InsecureSkipVerify warning;
+	// nil discards them. Passwords are never logged.
 	Logger *zap.Logger
 }
 
@@ -54,6 +76,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.ResponseTimeout <= 0 {
+		o.ResponseTimeout = DefaultResponseTimeout
 	}
 	if o.MaxResponseBytes <= 0 {
 		o.MaxResponseBytes = DefaultMaxResponseBytes
@@ -71,8 +96,9 @@ func (o Options) withDefaults() Options {
 // checked against, normally Route.Host; "" means the host part of addr.
 //
 // ctx bounds the dial only; cancelling it later does not affect the Client.
-// Every error wraps ErrConnection (TLS failures also ErrTLS); a -ERR greeting
-// is also a *ServerError.
+// Every error wraps ErrConnection (TLS failures also ErrTLS, a destination
+// refused by DenyPrivate also ErrDestinationDenied); a -ERR greeting is also
+// a *ServerError.
 func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Client, error) {
 	opt = opt.withDefaults()
 	host, portStr, err := net.SplitHostPort(addr)
@@ -96,17 +122,20 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 	deadline, _ := dctx.Deadline()
 
 	var d net.Dialer
+	if opt.DenyPrivate {
+		d.ControlContext = denyPrivate
+	}
 	raw, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: connect: %w", addr, connError(err))
 	}
 	c := &Client{addr: addr, host: host, port: port, opt: opt, log: opt.Logger.With(zap.String("upstream", addr)), raw: raw}
-	c.g = newGuard(raw, opt.Timeout, deadline, opt.MaxResponseBytes)
+	c.g = newGuard(raw, opt.Timeout, opt.ResponseTimeout, deadline, opt.MaxResponseBytes)
 	// Cancelling ctx (or reaching the dial deadline) interrupts whatever
 	// step is blocked by closing the socket.
 	stop := context.AfterFunc(dctx, func() { raw.Close() })
 
-	err = c.connect(dctx, implicit, stls, clientTLSConfig(opt.TLSConfig, serverName))
+	err = c.connect(dctx, implicit, stls, clientTLSConfig(opt.TLSConfig, serverName, opt.InsecureSkipVerify))
 	if stopped := stop(); err == nil && !stopped {
 		err = fmt.Errorf("upstream %s: %w", addr, dctx.Err())
 	}
@@ -184,6 +213,9 @@ func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 	}
 	c.tls = tc
 	c.g.Conn = tc
+	if cfg.InsecureSkipVerify {
+		c.log.Warn("upstream certificate not verified (insecure_skip_verify)", zap.String("server_name", cfg.ServerName))
+	}
 	return nil
 }
 

@@ -1,7 +1,28 @@
 // Package upstream is the proxy's side towards the real POP3 servers: it
 // works out where a client login goes (ParseLogin, AllowList), connects
-// there with the configured TLS policy (Dial), and runs the commands the
-// relay needs (Client).
+// there with the configured TLS policy (Dial, Overrides), and runs the
+// commands the relay needs (Client).
+//
+// # Destinations
+//
+// AllowList says which "host:port" destinations a login may name at all.
+// Overrides, with the same patterns, changes the TLS settings of Options
+// for some of them (TLS mode, trust anchors, InsecureSkipVerify): the first
+// matching Override is applied on top of the defaults.
+//
+// Options.DenyPrivate refuses destinations on loopback, link-local,
+// private and other non-public addresses (PrivateAddr). Host names are
+// resolved by the dialer, and the check runs in net.Dialer.ControlContext
+// on each address the socket is about to connect to, before the connect:
+// no byte reaches a refused address, and a name that resolves, or is
+// rebound between two lookups, to a private address is refused like the
+// address itself. The error wraps ErrDestinationDenied.
+//
+// Certificates are verified against Options.TLSConfig.RootCAs (nil: the
+// system roots) and the server name passed to Dial, normally the host from
+// the login (RFC 7817, RFC 8314). Options.InsecureSkipVerify keeps TLS
+// but accepts any certificate, and logs a warning for every such
+// connection.
 //
 // # go-pop3 plus a streaming reader of our own
 //
@@ -44,10 +65,19 @@
 // deadline (Options.DialTimeout, or the context's, whichever is earlier)
 // covers the TCP connect, the TLS handshake, the greeting, CAPA and STLS;
 // afterwards every single read and write may take at most Options.Timeout,
-// so a stalled server fails the command instead of hanging the session. The
-// same wrapper counts the bytes of each buffered response (single lines,
-// LIST, UIDL, CAPA) and fails past Options.MaxResponseBytes, so an endless
-// line cannot exhaust memory. RETR and TOP are streamed and not capped.
+// so a stalled server fails the command instead of hanging the session, and
+// each whole response at most Options.ResponseTimeout (default 30 minutes),
+// so a server that trickles a byte now and then cannot hold a session
+// forever either. The same wrapper counts the bytes of each buffered
+// response (single lines, LIST, UIDL, CAPA) and fails past
+// Options.MaxResponseBytes, so an endless line cannot exhaust memory.
+//
+// RETR and TOP are streamed and not capped in size: memory stays at one
+// buffer whatever the size, and a body that never ends is cut off by
+// ResponseTimeout. (A relay that filters messages buffers them only up to
+// its own size limit and streams the rest, so it needs no cap here.) There
+// is deliberately no size cap on messages: the upstream's maildrop decides
+// what a message is, and a cap would make large mail impossible to fetch.
 //
 // # Errors
 //

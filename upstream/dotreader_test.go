@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -110,20 +111,59 @@ func TestDotReaderTruncated(t *testing.T) {
 	}
 }
 
+// FuzzDotReader feeds any bytes to the unstuffing reader, through small
+// buffers and short reads: it must not panic, must never return more than
+// it was given, must agree with the reference, and must give back exactly
+// the content of any properly stuffed response.
 func FuzzDotReader(f *testing.F) {
 	for _, tt := range dotCases {
 		f.Add([]byte(tt.wire))
 	}
 	f.Add([]byte("..\r\n.\r\r\n.\n"))
-	f.Fuzz(func(t *testing.T, wire []byte) {
-		want, ok := unstuffRef(wire)
-		d := &dotReader{br: bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(wire)), 16)}
-		got, err := io.ReadAll(d)
-		if ok != (err == nil) {
-			t.Fatalf("%q: err = %v, reference terminated = %v", wire, err, ok)
+	readers := []func(io.Reader) io.Reader{
+		iotest.HalfReader, iotest.OneByteReader, func(r io.Reader) io.Reader { return r },
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// data as a response off the wire.
+		want, ok := unstuffRef(data)
+		for _, wrap := range readers[:2] {
+			d := &dotReader{br: bufio.NewReaderSize(wrap(bytes.NewReader(data)), 16)}
+			got, err := io.ReadAll(d)
+			if len(got) > len(data) {
+				t.Fatalf("%q: %d bytes out of %d in", data, len(got), len(data))
+			}
+			if ok != (err == nil) {
+				t.Fatalf("%q: err = %v, reference terminated = %v", data, err, ok)
+			}
+			if ok && !bytes.Equal(got, want) {
+				t.Fatalf("%q: got %q, want %q", data, got, want)
+			}
+			if !ok && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("%q: err = %v, want io.ErrUnexpectedEOF", data, err)
+			}
 		}
-		if ok && !bytes.Equal(got, want) {
-			t.Fatalf("%q: got %q, want %q", wire, got, want)
+
+		// data as the content of a message: stuffed and read back, it
+		// must come out exactly, and the reader must stop at the
+		// terminator.
+		// (stuff, in retr_test.go, ends content that does not end in LF
+		// with CRLF, as servers do.)
+		body := data
+		if len(body) > 0 && body[len(body)-1] != '\n' {
+			body = append(slices.Clip(body), '\r', '\n')
+		}
+		wire := []byte(stuff(string(data)) + "+OK next response")
+		for _, wrap := range readers {
+			src := bytes.NewReader(wire)
+			br := bufio.NewReaderSize(wrap(src), 16)
+			got, err := io.ReadAll(&dotReader{br: br})
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("content %q: got %q, %v", body, got, err)
+			}
+			rest, _ := io.ReadAll(br)
+			if string(rest) != "+OK next response" {
+				t.Fatalf("content %q: the reader consumed past the terminator, left %q", body, rest)
+			}
 		}
 	})
 }

@@ -280,3 +280,85 @@ func TestUnsolicitedData(t *testing.T) {
 		srv.Wait(t)
 	})
 }
+
+// trickle is a script fragment that sends a line every 50ms for about d:
+// never idle for Timeout, and never finished.
+func trickle(d time.Duration) string {
+	return strings.Repeat("S: trickle\nS!sleep 50ms\n", int(d/(50*time.Millisecond)))
+}
+
+// ResponseTimeout bounds a response however steadily it trickles in.
+func TestResponseTimeout(t *testing.T) {
+	const limit = 400 * time.Millisecond
+	opts := Options{Timeout: 5 * time.Second, ResponseTimeout: limit}
+	tests := []struct {
+		name, script string
+		call         func(c *Client) error
+	}{
+		{"RETR body", "C: RETR 1\nS: +OK\n" + trickle(5*time.Second), func(c *Client) error {
+			m, err := c.Retr(1)
+			if err != nil {
+				return err
+			}
+			_, err = io.ReadAll(m)
+			return err
+		}},
+		{"TOP body", "C: TOP 1 99999999\nS: +OK\n" + trickle(5*time.Second), func(c *Client) error {
+			m, err := c.Top(1, 99999999)
+			if err != nil {
+				return err
+			}
+			_, err = io.ReadAll(m)
+			return err
+		}},
+		{"listing", "C: UIDL\nS: +OK\n" + strings.ReplaceAll(trickle(5*time.Second), "trickle", "1 uid"), func(c *Client) error {
+			_, err := c.Uidl(0)
+			return err
+		}},
+		{"status line", "C: STAT\nS!raw \"+OK \"\n" + strings.Repeat("S!raw \"1\"\nS!sleep 50ms\n", 100), func(c *Client) error {
+			_, _, err := c.Stat()
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := loggedIn(t, tt.script, opts)
+			start := time.Now()
+			err := tt.call(c)
+			took := time.Since(start)
+			wantConnErr(t, c, err)
+			if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "ResponseTimeout") {
+				t.Errorf("err = %v, want a deadline error naming ResponseTimeout", err)
+			}
+			if took < limit*3/4 || took > 3*time.Second {
+				t.Errorf("failed after %v, want about %v", took, limit)
+			}
+		})
+	}
+}
+
+// The limit is per response: two slow responses in a row, each within
+// ResponseTimeout but longer than it together, both succeed.
+func TestResponseTimeoutPerResponse(t *testing.T) {
+	const limit = 700 * time.Millisecond
+	slowMsg := "S: +OK\n" + trickle(400*time.Millisecond) + "S: .\n"
+	c, srv := loggedIn(t, "C: RETR 1\n"+slowMsg+"C: RETR 2\n"+slowMsg+"C: QUIT\nS: +OK\n",
+		Options{Timeout: 5 * time.Second, ResponseTimeout: limit})
+	start := time.Now()
+	for n := 1; n <= 2; n++ {
+		m, err := c.Retr(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, err := io.ReadAll(m); err != nil || !strings.HasPrefix(string(body), "trickle\r\n") {
+			t.Fatalf("RETR %d: %q, %v", n, body, err)
+		}
+	}
+	if d := time.Since(start); d <= limit {
+		t.Fatalf("both took %v, not longer than ResponseTimeout: the test proves nothing", d)
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait(t)
+}

@@ -101,7 +101,8 @@ func planTLS(mode TLSMode, port int) (implicit bool, stls stlsPolicy, err error)
 // base (nil: system roots, Go's defaults), with ServerName set to serverName
 // when base leaves it empty. Certificates are verified against that name
 // (RFC 7817, RFC 8314); an IP address is checked against the IP SANs.
-func clientTLSConfig(base *tls.Config, serverName string) *tls.Config {
+// insecure turns verification off (Options.InsecureSkipVerify).
+func clientTLSConfig(base *tls.Config, serverName string, insecure bool) *tls.Config {
 	var cfg *tls.Config
 	if base != nil {
 		cfg = base.Clone()
@@ -110,6 +111,9 @@ func clientTLSConfig(base *tls.Config, serverName string) *tls.Config {
 	}
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
+	}
+	if insecure {
+		cfg.InsecureSkipVerify = true
 	}
 	return cfg
 }

@@ -278,17 +278,20 @@ func wantTLSErr(t *testing.T, err error, contains string) {
 
 func TestClientTLSConfig(t *testing.T) {
 	base := &tls.Config{MinVersion: tls.VersionTLS13}
-	cfg := clientTLSConfig(base, "pop.example.com")
+	cfg := clientTLSConfig(base, "pop.example.com", false)
 	if cfg.ServerName != "pop.example.com" || cfg.MinVersion != tls.VersionTLS13 {
 		t.Errorf("config %+v", cfg)
 	}
 	if base.ServerName != "" {
 		t.Error("the caller's config was modified")
 	}
-	if cfg := clientTLSConfig(&tls.Config{ServerName: "fixed"}, "other"); cfg.ServerName != "fixed" {
+	if cfg := clientTLSConfig(&tls.Config{ServerName: "fixed"}, "other", false); cfg.ServerName != "fixed" {
 		t.Errorf("ServerName = %q, want the caller's", cfg.ServerName)
 	}
-	if cfg := clientTLSConfig(nil, "pop.example.com"); cfg.ServerName != "pop.example.com" || cfg.InsecureSkipVerify || cfg.RootCAs != nil {
+	if cfg := clientTLSConfig(nil, "pop.example.com", false); cfg.ServerName != "pop.example.com" || cfg.InsecureSkipVerify || cfg.RootCAs != nil {
 		t.Errorf("nil base gave %+v", cfg)
+	}
+	if cfg := clientTLSConfig(base, "pop.example.com", true); !cfg.InsecureSkipVerify || base.InsecureSkipVerify {
+		t.Errorf("insecure: config %v, base %v", cfg.InsecureSkipVerify, base.InsecureSkipVerify)
 	}
 }

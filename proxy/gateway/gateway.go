@@ -15,7 +15,26 @@
 //     client, so memory use does not grow with message size.
 //   - Credentials are relayed, never logged; CR, LF and NUL in them are
 //     refused before anything reaches the upstream.
-//   - Only destinations matched by the allow list are dialled.
+//   - Only destinations matched by the allow list are dialled, and with
+//     Upstream.DenyPrivate none whose address (the literal one, or the one
+//     the name resolves to when the socket connects) is loopback,
+//     link-local, private or otherwise not public (upstream.PrivateAddr).
+//     Both refusals read "-ERR [AUTH] destination not allowed by this
+//     proxy"; the reason, with the resolved address, is logged only.
+//   - Upstream TLS is verified against the host named in the login, with
+//     the TLS settings of the first matching Overrides entry on top of
+//     Upstream's; a connection with verification turned off
+//     (insecure_skip_verify) is logged at WARN level every time.
+//   - A hostile or broken upstream cannot take the process down or hold a
+//     session forever: a malformed greeting fails the login with "-ERR
+//     [SYS/TEMP]"; a malformed, over-long (MaxResponseBytes), stalled
+//     (Timeout) or never-ending (ResponseTimeout) response after login ends
+//     the session with "-ERR [SYS/TEMP] upstream connection lost". A
+//     message body that fails after its "+OK" has gone out cannot be
+//     answered with -ERR any more: the connection is closed without the
+//     terminating dot, so the client keeps nothing of it. With a filter
+//     chain, messages up to MaxSize are read whole before "+OK", so for
+//     them the client does get the -ERR.
 //   - Upstream response codes that matter to clients ([IN-USE],
 //     [LOGIN-DELAY], [AUTH], [SYS/TEMP], [SYS/PERM]) are passed through;
 //     a lost upstream answers "-ERR [SYS/TEMP]" and ends the session.
@@ -30,6 +49,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -53,8 +73,14 @@ type Options struct {
 	DefaultPort int
 	// Allow restricts the destinations; nil or empty allows every one.
 	Allow *upstream.AllowList
-	// Upstream holds dial and I/O settings for upstream connections.
+	// Upstream holds dial and I/O settings for upstream connections:
+	// timeouts, the default TLS mode and trust anchors,
+	// InsecureSkipVerify, DenyPrivate.
 	Upstream upstream.Options
+	// Overrides changes the TLS settings per destination: for each login,
+	// the first entry matching its host:port is applied on top of
+	// Upstream (upstream.Override.Apply). Nil changes nothing.
+	Overrides *upstream.Overrides
 	// Logger is the root logger; sessions log with the connection's logger.
 	Logger *zap.Logger
 
@@ -101,17 +127,29 @@ func New(opts Options) *Gateway {
 	return &Gateway{opts: opts}
 }
 
-// route parses a login and applies the allow list.
+// route parses a login and applies the allow list, and DenyPrivate to an
+// IP address in the login (a host name is checked when it is dialled).
 func (g *Gateway) route(login string) (upstream.Route, error) {
 	r, err := upstream.ParseLogin(login, g.opts.Separators, g.opts.Default, g.opts.DefaultPort)
 	if err != nil {
 		return r, &proxy.Error{Message: loginHint(err), Err: err}
 	}
 	if !g.opts.Allow.Allows(r.Addr()) {
-		return r, &proxy.Error{Code: "AUTH", Message: "destination not allowed by this proxy",
-			Err: fmt.Errorf("upstream %s not in upstream.allow", r.Addr())}
+		return r, notAllowed(fmt.Errorf("upstream %s not in upstream.allow", r.Addr()))
+	}
+	if ip, err := netip.ParseAddr(r.Host); err == nil && g.opts.Upstream.DenyPrivate {
+		if kind, private := upstream.PrivateAddr(ip); private {
+			return r, notAllowed(fmt.Errorf("upstream %s: %w: %s is a %s address (upstream.allow_private)",
+				r.Addr(), upstream.ErrDestinationDenied, ip, kind))
+		}
 	}
 	return r, nil
+}
+
+// notAllowed is the refusal of a destination. Its text is the same
+// whatever the reason and never names an address.
+func notAllowed(err error) error {
+	return &proxy.Error{Code: "AUTH", Message: "destination not allowed by this proxy", Err: err}
 }
 
 func loginHint(err error) string {
@@ -143,16 +181,26 @@ func (g *Gateway) Login(ctx context.Context, c *proxy.ConnInfo, login, password 
 	if strings.ContainsAny(password, "\r\n\x00") {
 		return nil, &proxy.Error{Code: "AUTH", Message: "password contains characters that cannot be relayed"}
 	}
-	log := c.Logger.With(zap.String("user", r.User), zap.String("upstream", r.Addr()))
+	userLog := c.Logger.With(zap.String("user", r.User))
+	log := userLog.With(zap.String("upstream", r.Addr()))
 
 	opts := g.opts.Upstream
-	opts.Logger = log
+	if o, ok := g.opts.Overrides.Lookup(r.Addr()); ok {
+		opts = o.Apply(opts)
+		log.Debug("upstream destination override", zap.String("match", o.Match),
+			zap.Stringer("tls", opts.TLS), zap.Bool("insecure_skip_verify", opts.InsecureSkipVerify))
+	}
+	opts.Logger = userLog // Dial adds the upstream address itself
 	if opts.TLSConfig != nil {
 		opts.TLSConfig = opts.TLSConfig.Clone()
 	} else {
 		opts.TLSConfig = &tls.Config{}
 	}
 	client, err := upstream.Dial(ctx, r.Addr(), r.Host, opts)
+	if errors.Is(err, upstream.ErrDestinationDenied) {
+		log.Warn("destination refused: it resolves to an address upstream.allow_private does not allow", zap.Error(err))
+		return nil, notAllowed(err)
+	}
 	if err != nil {
 		log.Warn("upstream unreachable", zap.Error(err))
 		return nil, dialError(err)

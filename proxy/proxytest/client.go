@@ -9,6 +9,7 @@ package proxytest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -40,8 +41,61 @@ func Dial(t testing.TB, addr string) *Client {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
+	return New(t, nc)
+}
+
+// New makes a Client of a connection the test has set up itself (from a
+// chosen local address, say); nc is closed when the test ends.
+func New(t testing.TB, nc net.Conn) *Client {
 	t.Cleanup(func() { nc.Close() })
 	return &Client{T: t, Conn: nc, R: bufio.NewReaderSize(nc, 64<<10)}
+}
+
+// DialTLS connects to addr with implicit TLS (RFC 8314 §3) and completes
+// the handshake; the connection is closed when the test ends. It does not
+// read the greeting.
+func DialTLS(t testing.TB, addr string, cfg *tls.Config) *Client {
+	t.Helper()
+	c := Dial(t, addr)
+	c.handshake(cfg)
+	return c
+}
+
+// StartTLS sends STLS (RFC 2595 §4), expects "+OK", and runs the TLS
+// handshake with cfg. Bytes that arrive with the "+OK" fail the test: they
+// would be a response injected before TLS. The session then reads from a
+// fresh buffer on the TLS connection.
+func (c *Client) StartTLS(cfg *tls.Config) {
+	c.T.Helper()
+	c.Cmd("STLS", "+OK*")
+	if n := c.R.Buffered(); n > 0 {
+		c.T.Fatalf("%d bytes received after the STLS response, before TLS", n)
+	}
+	c.handshake(cfg)
+}
+
+func (c *Client) handshake(cfg *tls.Config) {
+	c.T.Helper()
+	tc := tls.Client(c.Conn, cfg)
+	tc.SetDeadline(time.Now().Add(c.timeout()))
+	if err := tc.Handshake(); err != nil {
+		c.T.Fatalf("TLS handshake: %v", err)
+	}
+	tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	c.logf("--", fmt.Sprintf("TLS established (%s)", tls.VersionName(st.Version)))
+	c.Conn = tc
+	c.R = bufio.NewReaderSize(tc, 64<<10)
+}
+
+// TLS returns the connection's TLS state, or nil before TLS.
+func (c *Client) TLS() *tls.ConnectionState {
+	tc, ok := c.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	return &st
 }
 
 func (c *Client) timeout() time.Duration {
@@ -72,6 +126,10 @@ func (c *Client) Send(raw string) {
 		line = strings.TrimRight(line, "\r\n")
 		if len(line) > 5 && strings.EqualFold(line[:5], "PASS ") {
 			line = line[:5] + "***"
+		}
+		// AUTH's initial response carries credentials (RFC 5034 §4).
+		if f := strings.Fields(line); len(f) == 3 && strings.EqualFold(f[0], "AUTH") {
+			line = f[0] + " " + f[1] + " ***"
 		}
 		c.logf("C:", line)
 	}

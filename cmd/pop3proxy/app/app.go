@@ -12,7 +12,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,11 +26,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/gateway"
 	_ "github.com/pop3proxy/pop3proxy/scanners" // the built-in filter plugins register themselves
-	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
 // Main runs pop3proxy with the command line arguments and exits.
@@ -97,37 +94,35 @@ func run(cfg *Config, log *zap.Logger) error {
 		default:
 		}
 	}
-	srv, err := proxy.NewServer(proxy.Options{
-		Backend:        backend,
-		Logger:         log,
-		Greeting:       cfg.Server.Greeting,
-		MaxLineLength:  cfg.Limits.MaxLineLength,
-		MaxBadCommands: cfg.Limits.MaxBadCommands,
-		AuthTimeout:    cfg.Limits.AuthTimeout.D(),
-		IdleTimeout:    cfg.Limits.IdleTimeout.D(),
-		WriteTimeout:   cfg.Limits.WriteTimeout.D(),
-		AllowShutdown: func(c *proxy.ConnInfo) bool {
-			return addrAllowed(c.RemoteAddr, allowFrom)
-		},
-		OnShutdown: func() { requestDrain("SHUTDOWN command") },
-	})
+	opts, err := serverOptions(cfg, log)
 	if err != nil {
 		return err
 	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
+	opts.Backend = backend
+	opts.AllowShutdown = func(c *proxy.ConnInfo) bool { return addrAllowed(c.RemoteAddr, allowFrom) }
+	opts.OnShutdown = func() { requestDrain("SHUTDOWN command") }
+	srv, err := proxy.NewServer(opts)
 	if err != nil {
 		return err
 	}
-	log.Info("listening", zap.String("addr", ln.Addr().String()))
+	listeners, err := openListeners(cfg, log)
+	if err != nil {
+		return err
+	}
 
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(signals)
 
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 1)
-	wg.Go(func() { serveErr <- srv.Serve(ln) })
+	serveErr := make(chan error, len(listeners))
+	for _, l := range listeners {
+		serve := srv.Serve
+		if l.tls {
+			serve = srv.ServeTLS
+		}
+		wg.Go(func() { serveErr <- serve(l.ln) })
+	}
 
 	var why string
 	select {
@@ -135,6 +130,7 @@ func run(cfg *Config, log *zap.Logger) error {
 		why = sig.String()
 	case why = <-drainRequested:
 	case err := <-serveErr:
+		srv.Close()
 		return fmt.Errorf("serving: %w", err)
 	}
 	defer logStats(log, backend.Stats())
@@ -192,44 +188,4 @@ func addrAllowed(addr net.Addr, allow []netip.Prefix) bool {
 		}
 	}
 	return false
-}
-
-func newGateway(cfg *Config, log *zap.Logger) (*gateway.Gateway, error) {
-	allow, err := upstream.NewAllowList(cfg.Upstream.Allow)
-	if err != nil {
-		return nil, err
-	}
-	mode, err := upstream.ParseTLSMode(cfg.Upstream.TLS)
-	if err != nil {
-		return nil, err
-	}
-	opts := upstream.Options{
-		DialTimeout: cfg.Upstream.DialTimeout.D(),
-		Timeout:     cfg.Upstream.Timeout.D(),
-		TLS:         mode,
-	}
-	if cfg.Upstream.CAFile != "" {
-		pool, err := loadCAFile(cfg.Upstream.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("upstream.ca_file: %w", err)
-		}
-		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	chain, err := filter.Build(cfg.Filters, log)
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range chain.Names() {
-		log.Info("filter enabled", zap.String("filter", name))
-	}
-	return gateway.New(gateway.Options{
-		Separators:    cfg.Upstream.Separators,
-		Default:       cfg.Upstream.Default,
-		Allow:         allow,
-		Upstream:      opts,
-		Logger:        log,
-		Chain:         chain,
-		MaxSize:       int64(cfg.MaxSize),
-		ScanKeepalive: cfg.ScanKeepalive.D(),
-	}), nil
 }

@@ -188,6 +188,7 @@ func TestTLSAndListenerKeys(t *testing.T) {
 		{"destination match", "upstream:\n  destinations:\n    - tls: none\n", "upstream.destinations[0].match: is required"},
 		{"destination tls", "upstream:\n  destinations:\n    - {match: \"*:110\", tls: sometimes}\n", "upstream.destinations[0].tls"},
 		{"limits", "limits:\n  max_connections: 0\n  max_failed_login_delay: 1ms\n", "limits.max_connections: must be at least 1"},
+		{"private default refused", "listen: \"0.0.0.0:110\"\nupstream:\n  default: \"10.0.0.5:110\"\n  allow: [\"*:110\"]\n", "upstream.default: 10.0.0.5 is a private"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.doc))

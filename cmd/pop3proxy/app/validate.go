@@ -91,6 +91,14 @@ func (c *Config) validate() []error {
 	default:
 		bad("upstream.allow_private", "%q is not one of auto, true, false", u.AllowPrivate)
 	}
+	denyPrivate := u.AllowPrivate == "false" || (u.AllowPrivate == "auto" && listeners > 0 && !allLoopback)
+	if host, _, err := net.SplitHostPort(u.Default); err == nil && denyPrivate {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			if kind, private := upstream.PrivateAddr(ip); private {
+				bad("upstream.default", "%s is a %s address, which upstream.allow_private refuses (set allow_private: true)", host, kind)
+			}
+		}
+	}
 	for i, d := range u.Destinations {
 		path := fmt.Sprintf("upstream.destinations[%d]", i)
 		if d.Match == "" {

@@ -1,0 +1,332 @@
+package app
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// ppTestTimeout is the header timeout of the tests: long enough for a
+// loaded CI machine to send a header in time, short enough to wait for.
+const ppTestTimeout = 500 * time.Millisecond
+
+// ppServer is a tiny server behind proxyProtocolListener: it greets each
+// connection with "+OK <RemoteAddr> <LocalAddr>" and echoes one line.
+type ppServer struct {
+	ln       net.Listener
+	accepted chan string // RemoteAddr of each accepted connection
+	logs     *observer.ObservedLogs
+}
+
+func startPPServer(t *testing.T, trusted ...string) *ppServer {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prefixes []netip.Prefix
+	for _, s := range trusted {
+		prefixes = append(prefixes, netip.MustParsePrefix(s))
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	ln, err := proxyProtocolListener(raw, prefixes, ppTestTimeout, zap.New(core))
+	if err != nil {
+		raw.Close()
+		t.Fatal(err)
+	}
+	s := &ppServer{ln: ln, accepted: make(chan string, 100), logs: logs}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					t.Errorf("Accept = %v, want net.ErrClosed after Close", err)
+				}
+				return
+			}
+			s.accepted <- c.RemoteAddr().String()
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.WriteString(c, "+OK "+c.RemoteAddr().String()+" "+c.LocalAddr().String()+"\r\n"); err != nil {
+					return
+				}
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "echo "+line)
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *ppServer) dial(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.ln.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+// expectClosed checks that the server closes c without sending anything,
+// and returns how long that took.
+func expectClosed(t *testing.T, c net.Conn) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if n > 0 {
+		t.Fatalf("server sent %q, want the connection closed silently", buf[:n])
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection still open after 5s")
+	}
+	if err == nil {
+		t.Fatal("Read returned no data and no error")
+	}
+	return time.Since(start)
+}
+
+func (s *ppServer) expectNoneAccepted(t *testing.T) {
+	t.Helper()
+	select {
+	case a := <-s.accepted:
+		t.Fatalf("connection from %s was handed to the server", a)
+	default:
+	}
+}
+
+func tcpAddr(s string) *net.TCPAddr {
+	return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s))
+}
+
+func TestProxyProtocolHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		version  byte
+		src, dst string
+	}{
+		{"v1 IPv4", 1, "192.0.2.1:40000", "192.0.2.2:110"},
+		{"v1 IPv6", 1, "[2001:db8::1]:40001", "[2001:db8::2]:995"},
+		{"v2 IPv4", 2, "198.51.100.7:50000", "198.51.100.8:110"},
+		{"v2 IPv6", 2, "[2001:db8::7]:50001", "[2001:db8::8]:110"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startPPServer(t, "127.0.0.1/32")
+			c := s.dial(t)
+			h := proxyproto.HeaderProxyFromAddrs(tc.version, tcpAddr(tc.src), tcpAddr(tc.dst))
+			raw, err := h.Format()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The header and the first command in one segment: nothing
+			// after the header may be lost.
+			if _, err := c.Write(append(raw, "CAPA\r\n"...)); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(c)
+			greeting, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "+OK " + tc.src + " " + tc.dst + "\r\n"; greeting != want {
+				t.Errorf("greeting = %q, want %q", greeting, want)
+			}
+			if echo, _ := r.ReadString('\n'); echo != "echo CAPA\r\n" {
+				t.Errorf("echo = %q, want the line sent right after the header", echo)
+			}
+			if a := <-s.accepted; a != tc.src {
+				t.Errorf("RemoteAddr at Accept = %s, want %s", a, tc.src)
+			}
+		})
+	}
+}
+
+func TestProxyProtocolNoGreetingBeforeHeader(t *testing.T) {
+	s := startPPServer(t, "127.0.0.1/32")
+	c := s.dial(t)
+	c.SetReadDeadline(time.Now().Add(ppTestTimeout / 2))
+	if n, err := c.Read(make([]byte, 64)); n > 0 || !isTimeout(err) {
+		t.Fatalf("before the header: Read = %d, %v; want nothing (timeout)", n, err)
+	}
+	s.expectNoneAccepted(t)
+	if _, err := proxyproto.HeaderProxyFromAddrs(1, tcpAddr("192.0.2.1:40000"), tcpAddr("192.0.2.2:110")).WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "+OK 192.0.2.1:40000 ") {
+		t.Fatalf("greeting = %q, %v", line, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestProxyProtocolLocalUsesPeerAddress(t *testing.T) {
+	s := startPPServer(t, "127.0.0.1/32")
+	c := s.dial(t)
+	local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	if _, err := local.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "+OK " + c.LocalAddr().String() + " " + c.RemoteAddr().String() + "\r\n"; line != want {
+		t.Errorf("greeting = %q, want the peer's own addresses %q", line, want)
+	}
+}
+
+func TestProxyProtocolV1UnknownUsesPeerAddress(t *testing.T) {
+	s := startPPServer(t, "127.0.0.1/32")
+	c := s.dial(t)
+	io.WriteString(c, "PROXY UNKNOWN\r\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "+OK " + c.LocalAddr().String() + " "; !strings.HasPrefix(line, want) {
+		t.Errorf("greeting = %q, want it to start with %q", line, want)
+	}
+}
+
+func TestProxyProtocolUntrustedPeerClosed(t *testing.T) {
+	// The test client connects from 127.0.0.1, which is not trusted.
+	s := startPPServer(t, "10.0.0.0/8", "::1/128")
+	for range 3 {
+		c := s.dial(t)
+		// Even with a valid header, the peer may not speak.
+		proxyproto.HeaderProxyFromAddrs(1, tcpAddr("192.0.2.1:40000"), tcpAddr("192.0.2.2:110")).WriteTo(c)
+		if d := expectClosed(t, c); d >= ppTestTimeout {
+			t.Errorf("untrusted peer closed after %v, want at once (before the header timeout)", d)
+		}
+	}
+	s.expectNoneAccepted(t)
+	refusals := s.logs.FilterMessageSnippet("not in proxy_protocol.trusted").All()
+	if len(refusals) != 1 {
+		t.Fatalf("%d refusal log entries for 3 connections from one address, want 1", len(refusals))
+	}
+	if peer := refusals[0].ContextMap()["peer"]; !strings.HasPrefix(peer.(string), "127.0.0.1:") {
+		t.Errorf("refusal logged peer %v", peer)
+	}
+}
+
+func TestProxyProtocolMissingHeaderRefused(t *testing.T) {
+	s := startPPServer(t, "127.0.0.1/32")
+	c := s.dial(t)
+	d := expectClosed(t, c)
+	if d < ppTestTimeout*8/10 || d > ppTestTimeout+2*time.Second {
+		t.Errorf("silent client closed after %v, want about the header timeout %v", d, ppTestTimeout)
+	}
+	s.expectNoneAccepted(t)
+	if n := s.logs.FilterMessageSnippet("no valid PROXY header").Len(); n != 1 {
+		t.Errorf("%d log entries for the missing header, want 1", n)
+	}
+}
+
+func TestProxyProtocolBadHeadersClosed(t *testing.T) {
+	udp := proxyproto.HeaderProxyFromAddrs(2,
+		&net.UDPAddr{IP: net.ParseIP("192.0.2.1"), Port: 40000}, &net.UDPAddr{IP: net.ParseIP("192.0.2.2"), Port: 110})
+	udpRaw, err := udp.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, data string }{
+		{"POP3 command", "USER alice\r\n"},
+		{"HTTP", "GET / HTTP/1.0\r\n\r\n"},
+		{"v1 garbage", "PROXY TCP4 not an address\r\n"},
+		{"v1 without CRLF", "PROXY TCP4 192.0.2.1 192.0.2.2 40000 110 and then some more text that never ends in a line break at all........\r\n"},
+		{"v1 partial", "PROXY TCP4 192.0.2.1 "},
+		{"v2 bad version", "\r\n\r\n\x00\r\nQUIT\n\x31\x11\x00\x0c" + strings.Repeat("\x00", 12)},
+		{"v2 UDP", string(udpRaw)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startPPServer(t, "127.0.0.1/32")
+			c := s.dial(t)
+			io.WriteString(c, tc.data)
+			if d := expectClosed(t, c); d > ppTestTimeout+2*time.Second {
+				t.Errorf("closed after %v", d)
+			}
+			s.expectNoneAccepted(t)
+		})
+	}
+}
+
+// A peer that never sends its header must not hold up other connections:
+// headers are read concurrently, not in Accept.
+func TestProxyProtocolSlowPeerDoesNotBlockAccept(t *testing.T) {
+	s := startPPServer(t, "127.0.0.1/32")
+	s.dial(t) // silent
+	time.Sleep(50 * time.Millisecond)
+	c := s.dial(t)
+	start := time.Now()
+	proxyproto.HeaderProxyFromAddrs(2, tcpAddr("192.0.2.9:1234"), tcpAddr("192.0.2.2:110")).WriteTo(c)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "+OK 192.0.2.9:1234 ") {
+		t.Fatalf("greeting = %q, %v", line, err)
+	}
+	if d := time.Since(start); d >= ppTestTimeout/2 {
+		t.Errorf("greeting took %v behind a silent peer", d)
+	}
+}
+
+func TestProxyProtocolCloseClosesPending(t *testing.T) {
+	s := startPPServer(t, "127.0.0.1/32")
+	c := s.dial(t)
+	time.Sleep(50 * time.Millisecond) // accepted, header being read
+	start := time.Now()
+	if err := s.ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c)
+	if d := time.Since(start); d >= ppTestTimeout {
+		t.Errorf("pending connection closed %v after Close, want at once", d)
+	}
+	if _, err := s.ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+	if _, err := net.DialTimeout("tcp", s.ln.Addr().String(), time.Second); err == nil {
+		t.Error("dial after Close succeeded")
+	}
+}
+
+func TestProxyProtocolListenerArguments(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	lo := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	if _, err := proxyProtocolListener(raw, nil, time.Second, nil); err == nil {
+		t.Error("no trusted prefixes accepted")
+	}
+	if _, err := proxyProtocolListener(raw, lo, 0, nil); err == nil {
+		t.Error("zero header timeout accepted")
+	}
+}

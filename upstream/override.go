@@ -1,0 +1,98 @@
+package upstream
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+)
+
+// Override changes the TLS settings for the destinations it matches
+// (configuration: one entry of upstream.destinations). A nil field keeps
+// the value of the defaults it is applied to.
+type Override struct {
+	// Match is a "host:port" glob with the syntax and matching rules of
+	// AllowList ("legacy.example.com:110", "*.example.net:*",
+	// "[2001:db8::*]:995"), compared with Route.Addr.
+	Match string
+	// TLS replaces Options.TLS.
+	TLS *TLSMode
+	// RootCAs replaces the trust anchors (Options.TLSConfig.RootCAs). It is
+	// the whole set the certificate is checked against, so a pool meant to
+	// add a private CA should start from x509.SystemCertPool.
+	RootCAs *x509.CertPool
+	// InsecureSkipVerify replaces Options.InsecureSkipVerify; false also
+	// clears InsecureSkipVerify in Options.TLSConfig.
+	InsecureSkipVerify *bool
+}
+
+// Apply returns opt with the override's settings in place. opt.TLSConfig
+// is cloned before it is changed, never modified.
+func (o Override) Apply(opt Options) Options {
+	if o.TLS != nil {
+		opt.TLS = *o.TLS
+	}
+	if o.InsecureSkipVerify != nil {
+		opt.InsecureSkipVerify = *o.InsecureSkipVerify
+	}
+	clearSkip := o.InsecureSkipVerify != nil && !*o.InsecureSkipVerify &&
+		opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify
+	if o.RootCAs != nil || clearSkip {
+		cfg := &tls.Config{}
+		if opt.TLSConfig != nil {
+			cfg = opt.TLSConfig.Clone()
+		}
+		if o.RootCAs != nil {
+			cfg.RootCAs = o.RootCAs
+		}
+		if clearSkip {
+			cfg.InsecureSkipVerify = false
+		}
+		opt.TLSConfig = cfg
+	}
+	return opt
+}
+
+// Overrides picks the Override for a destination: the first one whose
+// Match matches. A nil *Overrides matches nothing.
+type Overrides struct {
+	list     []Override
+	patterns []hostPortPattern
+}
+
+// NewOverrides compiles the patterns of list, in order. It fails on a
+// pattern AllowList would refuse and on an invalid TLS mode.
+func NewOverrides(list []Override) (*Overrides, error) {
+	o := &Overrides{}
+	for i, ov := range list {
+		p, err := parseHostPortPattern(ov.Match)
+		if err != nil {
+			return nil, fmt.Errorf("destination override %d: pattern %q: %w", i, ov.Match, err)
+		}
+		if ov.TLS != nil {
+			if _, _, err := planTLS(*ov.TLS, DefaultPort); err != nil {
+				return nil, fmt.Errorf("destination override %d (%s): %w", i, ov.Match, err)
+			}
+		}
+		o.list = append(o.list, ov)
+		o.patterns = append(o.patterns, p)
+	}
+	return o, nil
+}
+
+// Lookup returns the first Override matching addr ("host:port" as
+// Route.Addr returns it), and false if none does.
+func (o *Overrides) Lookup(addr string) (Override, bool) {
+	if o == nil {
+		return Override{}, false
+	}
+	host, port, ok := canonicalHostPort(addr)
+	if !ok {
+		return Override{}, false
+	}
+	for i, p := range o.patterns {
+		if p.match(host, port) {
+			return o.list[i], true
+		}
+	}
+	return Override{}, false
+}

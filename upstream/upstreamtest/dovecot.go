@@ -459,6 +459,13 @@ func (d *Dovecot) readLogs() []byte {
 	return append(out, log...)
 }
 
+// Log returns Dovecot's output and log so far, for tests that check what
+// the upstream saw.
+func (d *Dovecot) Log(t testing.TB) string {
+	t.Helper()
+	return string(d.readLogs())
+}
+
 // logTail logs the last lines of Dovecot's output and log.
 func (d *Dovecot) logTail(t testing.TB) {
 	t.Helper()

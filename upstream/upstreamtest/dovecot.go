@@ -199,9 +199,9 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		t.Fatalf("upstreamtest: %v", err)
 	}
 
-	var pki tlsFiles
+	var pki PKI
 	if opt.TLS {
-		if pki, err = writeTestPKI(dir); err != nil {
+		if pki, err = WritePKI(dir, "localhost"); err != nil {
 			t.Fatalf("upstreamtest: generate TLS certificates: %v", err)
 		}
 		d.CAFile = pki.CA
@@ -363,7 +363,7 @@ func (d *Dovecot) TLSConfig() *tls.Config {
 type configParams struct {
 	dir, baseDir, passwd, logPath string
 	plainPort, tlsPort            int
-	pki                           tlsFiles
+	pki                           PKI
 	id                            identity
 	lockSession                   bool
 }

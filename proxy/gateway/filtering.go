@@ -53,23 +53,7 @@ func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, to
 		s.skipped(msg, m.Size)
 		return unscanned(m, topLines, m.Size), nil
 	}
-	var buf bytes.Buffer
-	if m.Size > 0 {
-		buf.Grow(int(m.Size))
-	}
-	n, err := io.Copy(&buf, io.LimitReader(m, max+1))
-	if err != nil {
-		m.Close()
-		return nil, relayError(err)
-	}
-	if n > max {
-		// The upstream announced no size, or a wrong one: what is
-		// buffered goes out first, the rest streams behind it.
-		s.skipped(msg, n)
-		return unscanned(readCloser{io.MultiReader(&buf, m), m}, topLines, -1), nil
-	}
-	m.Close()
-	return s.scan(ctx, msg, buf.Bytes(), topLines)
+	return s.scan(ctx, msg, m, topLines)
 }
 
 // unscanned delivers a message that is not filtered.
@@ -88,30 +72,78 @@ func (s *session) skipped(msg int, size int64) {
 		zap.Int64("max_size", s.g.opts.MaxSize))
 }
 
-// scan runs the chain. If it answers within the keepalive interval the
-// client gets the result or an -ERR; if not, the client gets "+OK" and a
-// keepalive header field while the scan goes on (see slowScan).
-func (s *session) scan(ctx context.Context, msg int, data []byte, topLines int) (*proxy.Message, error) {
-	s.g.stats.Scanned.Add(1)
-	meta := filter.Meta{User: s.user, Upstream: s.client.Addr(), Number: msg}
+// outcome is what the scan goroutine hands back: the chain's result, or a
+// message to stream unscanned, or an upstream failure.
+type outcome struct {
+	res       filter.Result
+	unscanned *proxy.Message
+	err       error
+}
+
+// scan downloads the message and runs the chain on it, in a goroutine,
+// so that the keepalive clock covers a slow download as well as a slow
+// scan. If the answer comes within the keepalive interval the client gets
+// the result or an -ERR; if not, the client gets "+OK" and a keepalive
+// header field while the work goes on (see slowScan). Until the download
+// has finished, the goroutine alone uses the upstream connection.
+func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int) (*proxy.Message, error) {
 	scanCtx, cancel := context.WithCancel(ctx)
-	results := make(chan filter.Result, 1)
-	go func() { results <- s.g.opts.Chain.Run(scanCtx, filter.NewMessage(data, meta)) }()
+	outcomes := make(chan outcome, 1)
+	downloaded := make(chan struct{})
+	go func() { outcomes <- s.download(scanCtx, msg, m, topLines, downloaded) }()
 
 	timer := time.NewTimer(s.g.keepalive())
 	defer timer.Stop()
 	select {
-	case res := <-results:
+	case o := <-outcomes:
 		cancel()
-		return s.result(msg, res, topLines)
+		return s.deliver(msg, o, topLines)
 	case <-timer.C:
 		s.g.stats.KeptAlive.Add(1)
-		s.log.Info("slow scan, keeping the client alive", zap.Int("msg", msg))
+		s.log.Info("slow download or scan, keeping the client alive", zap.Int("msg", msg))
 		return &proxy.Message{Size: -1, Progressive: true, Body: &slowScan{
-			s: s, msg: msg, results: results, cancel: cancel, topLines: topLines,
+			s: s, msg: msg, outcomes: outcomes, downloaded: downloaded, cancel: cancel, topLines: topLines,
 			pending: []byte(keepaliveField),
 		}}, nil
 	}
+}
+
+// download buffers the message and filters it. A message that turns out
+// larger than max_size (the upstream announced no size, or a wrong one)
+// is handed back to stream: what is buffered goes out first, the rest
+// behind it.
+func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, downloaded chan<- struct{}) outcome {
+	max := s.g.opts.MaxSize
+	var buf bytes.Buffer
+	if m.Size > 0 {
+		buf.Grow(int(m.Size))
+	}
+	n, err := io.Copy(&buf, io.LimitReader(m, max+1))
+	if err != nil {
+		m.Close()
+		close(downloaded)
+		return outcome{err: relayError(err)}
+	}
+	if n > max {
+		s.skipped(msg, n)
+		return outcome{unscanned: unscanned(readCloser{io.MultiReader(&buf, m), m}, topLines, -1)}
+	}
+	m.Close()
+	close(downloaded)
+	s.g.stats.Scanned.Add(1)
+	meta := filter.Meta{User: s.user, Upstream: s.client.Addr(), Number: msg}
+	return outcome{res: s.g.opts.Chain.Run(ctx, filter.NewMessage(buf.Bytes(), meta))}
+}
+
+// deliver turns an outcome into the RETR or TOP answer.
+func (s *session) deliver(msg int, o outcome, topLines int) (*proxy.Message, error) {
+	switch {
+	case o.err != nil:
+		return nil, o.err
+	case o.unscanned != nil:
+		return o.unscanned, nil
+	}
+	return s.result(msg, o.res, topLines)
 }
 
 // result turns the chain's decision into the RETR or TOP answer.
@@ -145,13 +177,15 @@ func (s *session) result(msg int, res filter.Result, topLines int) (*proxy.Messa
 // server closes the connection without the terminating dot, so the client
 // stores nothing and the message stays on the server, as after -ERR.
 type slowScan struct {
-	s        *session
-	msg      int
-	results  <-chan filter.Result
-	cancel   context.CancelFunc
-	topLines int
-	pending  []byte
-	rest     io.Reader
+	s          *session
+	msg        int
+	outcomes   <-chan outcome
+	downloaded <-chan struct{} // closed once the upstream connection is free
+	cancel     context.CancelFunc
+	topLines   int
+	pending    []byte
+	rest       io.Reader
+	restCloser io.Closer
 }
 
 func (b *slowScan) Read(p []byte) (int, error) {
@@ -161,18 +195,24 @@ func (b *slowScan) Read(p []byte) (int, error) {
 		}
 		ticker := time.NewTimer(b.s.g.keepalive())
 		select {
-		case res := <-b.results:
+		case o := <-b.outcomes:
 			ticker.Stop()
-			m, err := b.s.result(b.msg, res, b.topLines)
+			m, err := b.s.deliver(b.msg, o, b.topLines)
 			if err != nil {
 				b.s.log.Warn("message not delivered after keepalive; connection dropped so the client retries",
 					zap.Int("msg", b.msg), zap.Error(err))
 				return 0, err
 			}
-			b.rest = m.Body
+			b.rest, b.restCloser = m.Body, m.Body
 		case <-ticker.C:
-			if err := b.s.client.Noop(); err != nil {
-				b.s.log.Warn("upstream NOOP during slow scan failed", zap.Error(err))
+			// The upstream may drop a silent session; but while the
+			// message is still downloading, the connection is busy.
+			select {
+			case <-b.downloaded:
+				if err := b.s.client.Noop(); err != nil {
+					b.s.log.Warn("upstream NOOP during slow scan failed", zap.Error(err))
+				}
+			default:
 			}
 			b.pending = []byte(keepaliveTick)
 		}
@@ -184,6 +224,9 @@ func (b *slowScan) Read(p []byte) (int, error) {
 
 func (b *slowScan) Close() error {
 	b.cancel()
+	if b.restCloser != nil {
+		return b.restCloser.Close()
+	}
 	return nil
 }
 

@@ -213,3 +213,29 @@ func TestSlowScanThenFailure(t *testing.T) {
 	}
 	up.Wait(t)
 }
+
+// A slow download counts against scan_keepalive too: an upstream that
+// stalls in the middle of a message still gets the client its keepalive,
+// and the upstream sees nothing but its own exchange (the script fails on
+// any unexpected command).
+func TestSlowDownloadKeepalive(t *testing.T) {
+	up := pop3test.NewServer(t, loginScript+`
+C: RETR 1
+S: +OK 40 octets
+S: Subject: hello
+S!sleep 900ms
+S:
+S: ..dotted
+S: clean body
+S: .
+C: QUIT
+S: +OK`)
+	c := login(t, startFiltering(t, "- type: fakeav\n", 1<<20, 200*time.Millisecond), up.Addr())
+	c.Cmd("RETR 1", "+OK message follows")
+	c.Expect("X-Pop3proxy-Scan: slow scan, kept alive")
+	if got := string(c.Multi()); !strings.HasSuffix(got, "X-Virus-Scanned: clean\r\nSubject: hello\r\n\r\n.dotted\r\nclean body\r\n") {
+		t.Errorf("message after a slow download = %q", got)
+	}
+	c.Cmd("QUIT", "+OK*")
+	up.Wait(t)
+}

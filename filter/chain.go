@@ -89,6 +89,17 @@ func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 	return ch, nil
 }
 
+// BuildYAML is Build for a YAML document holding the list of filter blocks
+// (the value of "filters:"), for tests of plugins and tools that keep a
+// chain's configuration on its own.
+func BuildYAML(doc []byte, log *zap.Logger) (*Chain, error) {
+	var nodes []yaml.Node
+	if err := yaml.Unmarshal(doc, &nodes); err != nil {
+		return nil, fmt.Errorf("filters: not a YAML list of filter blocks: %s", CleanYAMLError(err))
+	}
+	return Build(nodes, log)
+}
+
 func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Logger) (*stage, []error) {
 	if node.Kind != yaml.MappingNode {
 		return nil, []error{NewFieldError(path, node.Line, "expected a mapping with a type key")}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 )
@@ -125,11 +124,7 @@ func build(t *testing.T, doc string) *filter.Chain {
 
 func buildErr(t *testing.T, doc string) (*filter.Chain, error) {
 	t.Helper()
-	var nodes []yaml.Node
-	if err := yaml.Unmarshal([]byte(doc), &nodes); err != nil {
-		t.Fatalf("test YAML: %v", err)
-	}
-	return filter.Build(nodes, zaptest.NewLogger(t))
+	return filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))
 }
 
 const original = "Received: from a by b\r\nSubject: Hello\r\n\tworld\r\nFrom: x@example.com\r\nX-Spam-Flag: YES\r\n\r\n.body line\r\n\xe4 8-bit\r\n"
@@ -254,5 +249,13 @@ func TestJudgesRunConcurrently(t *testing.T) {
 	res := run(ch, original)
 	if res.Outcome != filter.Deliver || !bytes.HasPrefix(res.Message, []byte("X-Left: 1\r\nX-Right: 2\r\n")) {
 		t.Fatalf("Run = %v\n%s", res.Outcome, res.Message)
+	}
+}
+
+func TestBuildYAMLRejectsNonList(t *testing.T) {
+	for _, doc := range []string{"type: clamav\n", "- [unclosed\n"} {
+		if _, err := filter.BuildYAML([]byte(doc), nil); err == nil || !strings.Contains(err.Error(), "filters:") {
+			t.Errorf("BuildYAML(%q) = %v, want a filters: error", doc, err)
+		}
 	}
 }

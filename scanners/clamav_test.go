@@ -23,7 +23,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/scanners"
@@ -248,11 +247,7 @@ func TestClamAVProvisionErrors(t *testing.T) {
 func TestClamAVConfig(t *testing.T) {
 	addr := clamFake(t, "tcp", clamReplying(t, "stream: OK\x00", nil))
 	build := func(block string) (*filter.Chain, error) {
-		var nodes []yaml.Node
-		if err := yaml.Unmarshal([]byte(block), &nodes); err != nil {
-			t.Fatal(err)
-		}
-		return filter.Build(nodes, zap.NewNop())
+		return filter.BuildYAML([]byte(block), zap.NewNop())
 	}
 	ch, err := build(fmt.Sprintf(`
 - type: clamav
@@ -527,12 +522,8 @@ func TestClamAVLogsHits(t *testing.T) {
 func TestClamAVChain(t *testing.T) {
 	addr := clamInfected(t, "Eicar-Test-Signature")
 	run := func(action string) filter.Result {
-		var nodes []yaml.Node
 		block := fmt.Sprintf("- type: clamav\n  address: %s\n  action: %s\n  timeout: 5s\n", addr, action)
-		if err := yaml.Unmarshal([]byte(block), &nodes); err != nil {
-			t.Fatal(err)
-		}
-		ch, err := filter.Build(nodes, zap.NewNop())
+		ch, err := filter.BuildYAML([]byte(block), zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}

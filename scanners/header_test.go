@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"go.uber.org/zap/zaptest"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/scanners"
@@ -16,11 +15,7 @@ import (
 // headerChain builds a chain from a "filters:" YAML list, as the proxy does.
 func headerChain(t *testing.T, doc string) (*filter.Chain, error) {
 	t.Helper()
-	var nodes []yaml.Node
-	if err := yaml.Unmarshal([]byte(doc), &nodes); err != nil {
-		t.Fatalf("test YAML: %v", err)
-	}
-	ch, err := filter.Build(nodes, zaptest.NewLogger(t))
+	ch, err := filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))
 	if err == nil {
 		t.Cleanup(func() { ch.Close() })
 	}

@@ -32,6 +32,17 @@ func tlsProxyConfig(pki testPKI, extra string) string {
 	return fmt.Sprintf("tls:\n  cert: %q\n  key: %q\n%s%s", pki.Cert, pki.Key, extra, relayConfig())
 }
 
+// startTLSProxy runs a proxy with a fresh certificate, its plain listener
+// offering STLS and a POP3S listener at tlsAddr.
+func startTLSProxy(t *testing.T) (p *proxyProcess, pki testPKI, tlsAddr string) {
+	t.Helper()
+	pki = newTestPKI(t, "pop3proxy")
+	tlsAddr = freePort(t)
+	p = startProxy(t, tlsProxyConfig(pki, fmt.Sprintf("listen_tls: %q\n", tlsAddr)))
+	waitListening(t, tlsAddr)
+	return p, pki, tlsAddr
+}
+
 // curlResult is the outcome of one curl run.
 type curlResult struct {
 	out    []byte
@@ -71,10 +82,7 @@ func popURL(scheme, addr, login, pass string, n int) string {
 func TestTLSCurl(t *testing.T) {
 	curl := upstreamtest.NeedBinary(t, "curl")
 	d := mailbox(t)
-	pki := newTestPKI(t, "pop3proxy")
-	tlsAddr := freePort(t)
-	p := startProxy(t, tlsProxyConfig(pki, fmt.Sprintf("listen_tls: %q\n", tlsAddr)))
-	waitListening(t, tlsAddr)
+	p, pki, tlsAddr := startTLSProxy(t)
 	login := proxyLogin("%", d.Addr)
 
 	for n := 1; n <= len(trickyMessages()); n++ {
@@ -119,13 +127,8 @@ func TestTLSCurl(t *testing.T) {
 	direct.Cmd("RETR 2", "+OK*")
 	want := direct.Multi()
 	direct.Cmd("QUIT", "+OK*")
-	nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tlsAddr,
-		&tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	c := &proxytest.Client{T: t, Conn: nc, R: bufio.NewReaderSize(nc, 64<<10), Name: "pop3s", Timeout: 30 * time.Second}
+	c := proxytest.DialTLS(t, tlsAddr, &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"})
+	c.Name, c.Timeout = "pop3s", 30*time.Second
 	c.Expect("+OK*")
 	c.Cmd("USER "+login, "+OK*")
 	c.Cmd("PASS "+testPass, "+OK*")
@@ -140,10 +143,7 @@ func TestTLSCurl(t *testing.T) {
 func TestTLSUntrustedCertificate(t *testing.T) {
 	curl := upstreamtest.NeedBinary(t, "curl")
 	d := mailbox(t)
-	pki := newTestPKI(t, "pop3proxy")
-	tlsAddr := freePort(t)
-	p := startProxy(t, tlsProxyConfig(pki, fmt.Sprintf("listen_tls: %q\n", tlsAddr)))
-	waitListening(t, tlsAddr)
+	p, _, tlsAddr := startTLSProxy(t)
 	login := proxyLogin("%", d.Addr)
 
 	// The same commands succeed with --cacert (TestTLSCurl); without it

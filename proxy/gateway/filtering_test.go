@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy/gateway"
@@ -61,11 +60,7 @@ func init() {
 func startFiltering(t *testing.T, chainYAML string, maxSize int64, keepalive time.Duration) string {
 	t.Helper()
 	avCalls.Store(0)
-	var nodes []yaml.Node
-	if err := yaml.Unmarshal([]byte(chainYAML), &nodes); err != nil {
-		t.Fatal(err)
-	}
-	chain, err := filter.Build(nodes, zaptest.NewLogger(t))
+	chain, err := filter.BuildYAML([]byte(chainYAML), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy/gateway"
@@ -122,11 +121,7 @@ func TestEndlessRetr(t *testing.T) {
 	script := loginScript + "C: RETR 1\nS: +OK\nS: Subject: slow\nS:\n" + trickle("more", 10*time.Second)
 
 	t.Run("filtered", func(t *testing.T) {
-		var nodes []yaml.Node
-		if err := yaml.Unmarshal([]byte("- type: fakeav\n"), &nodes); err != nil {
-			t.Fatal(err)
-		}
-		chain, err := filter.Build(nodes, zaptest.NewLogger(t))
+		chain, err := filter.BuildYAML([]byte("- type: fakeav\n"), zaptest.NewLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"go.uber.org/zap/zaptest"
-	"go.yaml.in/yaml/v3"
 
 	_ "github.com/pop3proxy/pop3proxy/examples/filterplugin/blocksender"
 	"github.com/pop3proxy/pop3proxy/filter"
@@ -17,11 +16,7 @@ import (
 // registration and the strict decoding too.
 func chain(t *testing.T, doc string) (*filter.Chain, error) {
 	t.Helper()
-	var nodes []yaml.Node
-	if err := yaml.Unmarshal([]byte(doc), &nodes); err != nil {
-		t.Fatalf("test YAML: %v", err)
-	}
-	ch, err := filter.Build(nodes, zaptest.NewLogger(t))
+	ch, err := filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))
 	if err == nil {
 		t.Cleanup(func() { ch.Close() })
 	}

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/proxy"
-	"github.com/pop3proxy/pop3proxy/proxy/gateway"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
@@ -39,8 +39,8 @@ func message(size int) []byte {
 // startProxy serves the gateway in-process on a loopback port.
 func startProxy(b *testing.B) string {
 	b.Helper()
-	srv, err := proxy.NewServer(proxy.Options{
-		Backend: gateway.New(gateway.Options{
+	srv, err := pop3server.NewServer(pop3server.Options{
+		Backend: proxy.New(proxy.Options{
 			Separators: "%",
 			Upstream:   upstream.Options{DialTimeout: 5 * time.Second, Timeout: 30 * time.Second},
 		}),

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/proxy/proxytest"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 )
 
 // proxyBin is the pop3proxy binary built once for the black-box tests.
@@ -159,9 +159,9 @@ func (p *proxyProcess) signal(t *testing.T, sig syscall.Signal) {
 }
 
 // dialPOP connects a scripted client and reads the greeting.
-func dialPOP(t *testing.T, name, addr string) *proxytest.Client {
+func dialPOP(t *testing.T, name, addr string) *pop3servertest.Client {
 	t.Helper()
-	c := proxytest.Dial(t, addr)
+	c := pop3servertest.Dial(t, addr)
 	c.Name, c.Timeout = name, 30*time.Second
 	c.Expect("+OK*")
 	return c

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/proxy/proxytest"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
@@ -130,7 +130,7 @@ func TestHAProxyRoundRobin(t *testing.T) {
 		if err != nil {
 			t.Fatalf("session %d: %v", i, err)
 		}
-		c := &proxytest.Client{T: t, Conn: nc, R: bufio.NewReaderSize(nc, 64<<10), Name: fmt.Sprintf("session %d", i), Timeout: 30 * time.Second}
+		c := &pop3servertest.Client{T: t, Conn: nc, R: bufio.NewReaderSize(nc, 64<<10), Name: fmt.Sprintf("session %d", i), Timeout: 30 * time.Second}
 		c.Expect("+OK*")
 		c.Cmd("USER "+login, "+OK*")
 		c.Cmd("PASS "+testPass, "+OK*")

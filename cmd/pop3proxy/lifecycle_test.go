@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/proxy/proxytest"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
 // loggedIn opens a proxied session for alice.
-func loggedIn(t *testing.T, name string, p *proxyProcess, d *upstreamtest.Dovecot) *proxytest.Client {
+func loggedIn(t *testing.T, name string, p *proxyProcess, d *upstreamtest.Dovecot) *pop3servertest.Client {
 	t.Helper()
 	c := dialPOP(t, name, p.Addr)
 	c.Cmd("USER "+proxyLogin("%", d.Addr), "+OK*")

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/proxy/proxytest"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
@@ -127,7 +127,7 @@ func TestTLSCurl(t *testing.T) {
 	direct.Cmd("RETR 2", "+OK*")
 	want := direct.Multi()
 	direct.Cmd("QUIT", "+OK*")
-	c := proxytest.DialTLS(t, tlsAddr, &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"})
+	c := pop3servertest.DialTLS(t, tlsAddr, &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"})
 	c.Name, c.Timeout = "pop3s", 30*time.Second
 	c.Expect("+OK*")
 	c.Cmd("USER "+login, "+OK*")

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
@@ -318,7 +318,7 @@ func TestDroppedConnectionKeepsMessages(t *testing.T) {
 			mb.Close()
 			break
 		}
-		if !errors.Is(err, proxy.ErrInUse) || time.Now().After(deadline) {
+		if !errors.Is(err, pop3server.ErrInUse) || time.Now().After(deadline) {
 			t.Fatalf("maildrop not released after the connection dropped: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 )
 
 // lockName is the lock file in the Maildir's top directory, next to cur/,
@@ -37,12 +37,12 @@ func checkMaildir(dir string) error {
 }
 
 // mailbox is one session's view of a Maildir: the files in new/ and cur/
-// when the session opened, oldest first. It implements proxy.Mailbox.
+// when the session opened, oldest first. It implements pop3server.Mailbox.
 type mailbox struct {
 	dir   string
 	lock  *os.File
 	files []mailFile
-	infos []proxy.MessageInfo
+	infos []pop3server.MessageInfo
 }
 
 type mailFile struct {
@@ -51,11 +51,11 @@ type mailFile struct {
 	base string // the name before ':', stable when flags change
 }
 
-var _ proxy.Mailbox = (*mailbox)(nil)
+var _ pop3server.Mailbox = (*mailbox)(nil)
 
 // openMailbox locks the Maildir and lists it. The lock is an exclusive
 // flock on a file in the Maildir, so a second session gets
-// proxy.ErrInUse ([IN-USE], RFC 2449 §8.1.2), whether it is served by this
+// pop3server.ErrInUse ([IN-USE], RFC 2449 §8.1.2), whether it is served by this
 // process or by another instance of it: flock locks belong to an open file,
 // not to a process.
 func openMailbox(dir string) (*mailbox, error) {
@@ -66,7 +66,7 @@ func openMailbox(dir string) (*mailbox, error) {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lock.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, proxy.ErrInUse
+			return nil, pop3server.ErrInUse
 		}
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
@@ -109,7 +109,7 @@ func (mb *mailbox) scan() error {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].key.less(entries[j].key) })
 
 	mb.files = make([]mailFile, 0, len(entries))
-	mb.infos = make([]proxy.MessageInfo, 0, len(entries))
+	mb.infos = make([]pop3server.MessageInfo, 0, len(entries))
 	for _, e := range entries {
 		f, err := mb.openFile(e.mailFile)
 		if errors.Is(err, os.ErrNotExist) {
@@ -124,7 +124,7 @@ func (mb *mailbox) scan() error {
 			return err
 		}
 		mb.files = append(mb.files, e.mailFile)
-		mb.infos = append(mb.infos, proxy.MessageInfo{Size: size, UID: uidFor(e.base)})
+		mb.infos = append(mb.infos, pop3server.MessageInfo{Size: size, UID: uidFor(e.base)})
 	}
 	return nil
 }
@@ -209,12 +209,12 @@ func (mb *mailbox) find(base string) (string, error) {
 }
 
 // Messages returns the listing made when the mailbox was opened.
-func (mb *mailbox) Messages() []proxy.MessageInfo { return mb.infos }
+func (mb *mailbox) Messages() []pop3server.MessageInfo { return mb.infos }
 
 // Open streams message n with bare LFs turned into CRLF.
 func (mb *mailbox) Open(n int) (io.ReadCloser, error) {
 	if n < 1 || n > len(mb.files) {
-		return nil, proxy.ErrNoSuchMessage
+		return nil, pop3server.ErrNoSuchMessage
 	}
 	f, err := mb.openFile(mb.files[n-1])
 	if err != nil {
@@ -224,7 +224,7 @@ func (mb *mailbox) Open(n int) (io.ReadCloser, error) {
 }
 
 // errNotRemoved is the QUIT answer of RFC 1939 §6 when deletion failed.
-var errNotRemoved = &proxy.Error{Message: "some deleted messages not removed"}
+var errNotRemoved = &pop3server.Error{Message: "some deleted messages not removed"}
 
 // Delete removes the files of the given messages. It is called only on QUIT
 // (the UPDATE state); a message already gone counts as removed.
@@ -265,8 +265,8 @@ func (mb *mailbox) Close() error {
 	return err
 }
 
-// backend serves one user's Maildir. It implements proxy.Backend and
-// proxy.APOPBackend.
+// backend serves one user's Maildir. It implements pop3server.Backend and
+// pop3server.APOPBackend.
 type backend struct {
 	dir      string
 	user     string
@@ -274,37 +274,37 @@ type backend struct {
 }
 
 var (
-	_ proxy.Backend     = (*backend)(nil)
-	_ proxy.APOPBackend = (*backend)(nil)
+	_ pop3server.Backend     = (*backend)(nil)
+	_ pop3server.APOPBackend = (*backend)(nil)
 )
 
 // Login checks USER/PASS. The comparisons take constant time so that
 // response timing does not reveal how much of a guess was right.
-func (b *backend) Login(ctx context.Context, c *proxy.ConnInfo, username, password string) (proxy.Session, error) {
+func (b *backend) Login(ctx context.Context, c *pop3server.ConnInfo, username, password string) (pop3server.Session, error) {
 	userOK := subtle.ConstantTimeCompare([]byte(username), []byte(b.user))
 	passOK := subtle.ConstantTimeCompare([]byte(password), []byte(b.password))
 	if userOK&passOK != 1 {
-		return nil, proxy.ErrAuthFailed
+		return nil, pop3server.ErrAuthFailed
 	}
 	return b.open()
 }
 
 // LoginAPOP checks an APOP digest, the lower-case hex MD5 of the greeting's
 // timestamp followed by the password (RFC 1939 §7).
-func (b *backend) LoginAPOP(ctx context.Context, c *proxy.ConnInfo, username, timestamp, digest string) (proxy.Session, error) {
-	want := proxy.APOPDigest(timestamp, b.password)
+func (b *backend) LoginAPOP(ctx context.Context, c *pop3server.ConnInfo, username, timestamp, digest string) (pop3server.Session, error) {
+	want := pop3server.APOPDigest(timestamp, b.password)
 	userOK := subtle.ConstantTimeCompare([]byte(username), []byte(b.user))
 	digestOK := subtle.ConstantTimeCompare([]byte(strings.ToLower(digest)), []byte(want))
 	if userOK&digestOK != 1 {
-		return nil, proxy.ErrAuthFailed
+		return nil, pop3server.ErrAuthFailed
 	}
 	return b.open()
 }
 
-func (b *backend) open() (proxy.Session, error) {
+func (b *backend) open() (pop3server.Session, error) {
 	mb, err := openMailbox(b.dir)
 	if err != nil {
 		return nil, err
 	}
-	return proxy.NewMailboxSession(mb), nil
+	return pop3server.NewMailboxSession(mb), nil
 }

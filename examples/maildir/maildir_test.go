@@ -16,7 +16,7 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
@@ -193,7 +193,7 @@ func TestMailboxListing(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(infos[3].UID) || infos[3].UID == uidFor(want[4].base) {
 		t.Errorf("long name UID %q", infos[3].UID)
 	}
-	if _, err := mb.Open(len(want) + 1); !errors.Is(err, proxy.ErrNoSuchMessage) {
+	if _, err := mb.Open(len(want) + 1); !errors.Is(err, pop3server.ErrNoSuchMessage) {
 		t.Errorf("Open past the end: %v", err)
 	}
 }
@@ -274,7 +274,7 @@ func TestMailboxDeleteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = mb.Delete([]int{1})
-	var perr *proxy.Error
+	var perr *pop3server.Error
 	if !errors.As(err, &perr) || perr.Message != "some deleted messages not removed" || perr.Err == nil {
 		t.Errorf("Delete of an unremovable file: %v", err)
 	}
@@ -286,7 +286,7 @@ func TestMailboxLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := openMailbox(dir); !errors.Is(err, proxy.ErrInUse) {
+	if _, err := openMailbox(dir); !errors.Is(err, pop3server.ErrInUse) {
 		t.Fatalf("second open: %v, want ErrInUse", err)
 	}
 	if err := first.Close(); err != nil {
@@ -307,7 +307,7 @@ func TestBackendAuth(t *testing.T) {
 	b := &backend{dir: dir, user: "demo", password: "pw"}
 	ctx := context.Background()
 	for _, c := range []struct{ user, pass string }{{"demo", "wrong"}, {"other", "pw"}, {"demo", ""}, {"", "pw"}, {"demo", "pw "}} {
-		if _, err := b.Login(ctx, nil, c.user, c.pass); !errors.Is(err, proxy.ErrAuthFailed) {
+		if _, err := b.Login(ctx, nil, c.user, c.pass); !errors.Is(err, pop3server.ErrAuthFailed) {
 			t.Errorf("Login(%q, %q): %v", c.user, c.pass, err)
 		}
 	}
@@ -315,18 +315,18 @@ func TestBackendAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Login(ctx, nil, "demo", "pw"); !errors.Is(err, proxy.ErrInUse) {
+	if _, err := b.Login(ctx, nil, "demo", "pw"); !errors.Is(err, pop3server.ErrInUse) {
 		t.Errorf("second login: %v, want ErrInUse", err)
 	}
 	sess.Close()
 
 	// RFC 1939's example, with this backend's password.
 	ts := "<1896.697170952@dbc.mtview.ca.us>"
-	digest := proxy.APOPDigest(ts, "pw")
-	if _, err := b.LoginAPOP(ctx, nil, "demo", ts, proxy.APOPDigest(ts, "wrong")); !errors.Is(err, proxy.ErrAuthFailed) {
+	digest := pop3server.APOPDigest(ts, "pw")
+	if _, err := b.LoginAPOP(ctx, nil, "demo", ts, pop3server.APOPDigest(ts, "wrong")); !errors.Is(err, pop3server.ErrAuthFailed) {
 		t.Errorf("APOP with a wrong digest: %v", err)
 	}
-	if _, err := b.LoginAPOP(ctx, nil, "other", ts, digest); !errors.Is(err, proxy.ErrAuthFailed) {
+	if _, err := b.LoginAPOP(ctx, nil, "other", ts, digest); !errors.Is(err, pop3server.ErrAuthFailed) {
 		t.Errorf("APOP as another user: %v", err)
 	}
 	sess, err = b.LoginAPOP(ctx, nil, "demo", ts, strings.ToUpper(digest))

@@ -1,5 +1,5 @@
 // Command maildir is a small POP3 server that serves one local Maildir with
-// the pop3proxy server framework (package proxy). It shows the framework
+// the pop3proxy server framework (package pop3server). It shows the framework
 // working end to end without a mail server of your own:
 //
 //	go run ./examples/maildir -maildir /tmp/demo-maildir -init
@@ -33,7 +33,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 )
 
 // shutdownTimeout bounds the graceful shutdown: sessions still open after
@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 		return err
 	}
 
-	srv, err := proxy.NewServer(proxy.Options{
+	srv, err := pop3server.NewServer(pop3server.Options{
 		Backend:  &backend{dir: *dir, user: *user, password: *password},
 		Logger:   log,
 		Greeting: "pop3proxy Maildir example ready",
@@ -133,7 +133,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- net.
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("sessions still open at the deadline were closed without QUIT", zap.Error(err))
 	}
-	if err := <-served; !errors.Is(err, proxy.ErrServerClosed) {
+	if err := <-served; !errors.Is(err, pop3server.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil

@@ -27,7 +27,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/pop3proxy/pop3proxy/proxy"
-	"github.com/pop3proxy/pop3proxy/proxy/gateway"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	_ "github.com/pop3proxy/pop3proxy/scanners" // the built-in filter plugins register themselves
 )
 
@@ -99,9 +99,9 @@ func run(cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	opts.Backend = backend
-	opts.AllowShutdown = func(c *proxy.ConnInfo) bool { return addrAllowed(c.RemoteAddr, allowFrom) }
+	opts.AllowShutdown = func(c *pop3server.ConnInfo) bool { return addrAllowed(c.RemoteAddr, allowFrom) }
 	opts.OnShutdown = func() { requestDrain("SHUTDOWN command") }
-	srv, err := proxy.NewServer(opts)
+	srv, err := pop3server.NewServer(opts)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func run(cfg *Config, log *zap.Logger) error {
 // drain stops accepting, lets logged-in sessions finish until they QUIT,
 // and after timeout (or a second signal) closes what is left without
 // committing anything.
-func drain(srv *proxy.Server, log *zap.Logger, why string, timeout time.Duration, signals <-chan os.Signal, wg *sync.WaitGroup) error {
+func drain(srv *pop3server.Server, log *zap.Logger, why string, timeout time.Duration, signals <-chan os.Signal, wg *sync.WaitGroup) error {
 	log.Info("draining", zap.String("reason", why), zap.Duration("timeout", timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -166,7 +166,7 @@ func drain(srv *proxy.Server, log *zap.Logger, why string, timeout time.Duration
 }
 
 // logStats reports what the filter chain did over the proxy's lifetime.
-func logStats(log *zap.Logger, st *gateway.Stats) {
+func logStats(log *zap.Logger, st *proxy.Stats) {
 	log.Info("filter statistics",
 		zap.Int64("scanned", st.Scanned.Load()),
 		zap.Int64("skipped_over_max_size", st.Skipped.Load()),

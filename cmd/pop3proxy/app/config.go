@@ -10,7 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/proxy/gateway"
+	"github.com/pop3proxy/pop3proxy/proxy"
 )
 
 // Config is the YAML configuration file. The key names are a contract with
@@ -115,7 +115,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:1110",
 		MaxSize:       10 << 20,
-		ScanKeepalive: filter.Duration(gateway.DefaultScanKeepalive),
+		ScanKeepalive: filter.Duration(proxy.DefaultScanKeepalive),
 		ProxyProtocol: ProxyProtocolConfig{
 			Trusted:       []string{"127.0.0.1/32", "::1/128"},
 			HeaderTimeout: filter.Duration(5 * time.Second),

@@ -10,15 +10,15 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy"
-	"github.com/pop3proxy/pop3proxy/proxy/gateway"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
 // serverOptions maps the configuration onto the POP3 server's options;
 // the caller adds the backend and the SHUTDOWN hooks.
-func serverOptions(cfg *Config, log *zap.Logger) (proxy.Options, error) {
+func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 	l := cfg.Limits
-	opts := proxy.Options{
+	opts := pop3server.Options{
 		Logger:              log,
 		Greeting:            cfg.Server.Greeting,
 		MaxLineLength:       l.MaxLineLength,
@@ -45,7 +45,7 @@ func serverOptions(cfg *Config, log *zap.Logger) (proxy.Options, error) {
 		if cfg.TLS.RequireExemptLoopback {
 			// The client's address: behind a PROXY listener the real
 			// client, so a local load balancer exempts nobody.
-			opts.TLSExempt = func(c *proxy.ConnInfo) bool { return isLoopbackAddr(c.RemoteAddr) }
+			opts.TLSExempt = func(c *pop3server.ConnInfo) bool { return isLoopbackAddr(c.RemoteAddr) }
 		}
 	}
 	return opts, nil
@@ -108,7 +108,7 @@ func openListeners(cfg *Config, log *zap.Logger) (_ []servedListener, err error)
 }
 
 // newGateway builds the relaying backend with its filter chain.
-func newGateway(cfg *Config, log *zap.Logger) (*gateway.Gateway, error) {
+func newGateway(cfg *Config, log *zap.Logger) (*proxy.Gateway, error) {
 	u := cfg.Upstream
 	allow, err := upstream.NewAllowList(u.Allow)
 	if err != nil {
@@ -149,7 +149,7 @@ func newGateway(cfg *Config, log *zap.Logger) (*gateway.Gateway, error) {
 	if opts.DenyPrivate {
 		log.Info("destinations on loopback, link-local and private addresses are refused (upstream.allow_private)")
 	}
-	return gateway.New(gateway.Options{
+	return proxy.New(proxy.Options{
 		Separators:    u.Separators,
 		Default:       u.Default,
 		Allow:         allow,

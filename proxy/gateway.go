@@ -1,0 +1,258 @@
+// Package proxy is the relaying proxy itself: a pop3server.Backend that routes each
+// login ("user%host:port", "user@host:port", "user#host:port") to the named
+// upstream POP3 server, logs in there with the client's password and relays
+// the maildrop.
+//
+// What it guarantees:
+//   - Deletions follow RFC 1939 end to end. DELE is relayed at once, so the
+//     upstream's own answer reaches the client, but nothing is committed
+//     until the client's QUIT in the TRANSACTION state is relayed as QUIT. A
+//     client that disconnects or times out, a forced shutdown, or a killed
+//     proxy closes the upstream connection without QUIT, and the upstream
+//     then keeps every message (RFC 1939 §6).
+//   - Messages are relayed byte for byte and streamed: the upstream's
+//     dot-stuffing is undone as the bytes arrive and redone towards the
+//     client, so memory use does not grow with message size.
+//   - Credentials are relayed, never logged; CR, LF and NUL in them are
+//     refused before anything reaches the upstream.
+//   - Only destinations matched by the allow list are dialled, and with
+//     Upstream.DenyPrivate none whose address (the literal one, or the one
+//     the name resolves to when the socket connects) is loopback,
+//     link-local, private or otherwise not public (upstream.PrivateAddr).
+//     Both refusals read "-ERR [AUTH] destination not allowed by this
+//     proxy"; the reason, with the resolved address, is logged only.
+//   - Upstream TLS is verified against the host named in the login, with
+//     the TLS settings of the first matching Overrides entry on top of
+//     Upstream's; a connection with verification turned off
+//     (insecure_skip_verify) is logged at WARN level every time.
+//   - A hostile or broken upstream cannot take the process down or hold a
+//     session forever: a malformed greeting fails the login with "-ERR
+//     [SYS/TEMP]"; a malformed, over-long (MaxResponseBytes), stalled
+//     (Timeout) or never-ending (ResponseTimeout) response after login ends
+//     the session with "-ERR [SYS/TEMP] upstream connection lost". A
+//     message body that fails after its "+OK" has gone out cannot be
+//     answered with -ERR any more: the connection is closed without the
+//     terminating dot, so the client keeps nothing of it. With a filter
+//     chain, messages up to MaxSize are read whole before "+OK", so for
+//     them the client does get the -ERR.
+//   - Upstream response codes that matter to clients ([IN-USE],
+//     [LOGIN-DELAY], [AUTH], [SYS/TEMP], [SYS/PERM]) are passed through;
+//     a lost upstream answers "-ERR [SYS/TEMP]" and ends the session.
+//   - CAPA is rebuilt, never forwarded: in the TRANSACTION state it lists
+//     TOP and UIDL only if the upstream announced them, and passes the
+//     upstream's EXPIRE and LOGIN-DELAY through (RFC 2449 §6), because
+//     EXPIRE 0 tells the client the server may delete what it retrieves.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+	"github.com/pop3proxy/pop3proxy/upstream"
+)
+
+// Options configures a Gateway.
+type Options struct {
+	// Separators are the characters that may split a login into user and
+	// upstream; the last one in the login wins.
+	Separators string
+	// Default is the host:port for logins that name no upstream; "" means
+	// such logins are refused.
+	Default string
+	// DefaultPort is used when a login names a host without a port (110
+	// when zero).
+	DefaultPort int
+	// Allow restricts the destinations; nil or empty allows every one.
+	Allow *upstream.AllowList
+	// Upstream holds dial and I/O settings for upstream connections:
+	// timeouts, the default TLS mode and trust anchors,
+	// InsecureSkipVerify, DenyPrivate.
+	Upstream upstream.Options
+	// Overrides changes the TLS settings per destination: for each login,
+	// the first entry matching its host:port is applied on top of
+	// Upstream (upstream.Override.Apply). Nil changes nothing.
+	Overrides *upstream.Overrides
+	// Logger is the root logger; sessions log with the connection's logger.
+	Logger *zap.Logger
+
+	// Chain filters every retrieved message of at most MaxSize octets;
+	// nil or empty relays messages unfiltered.
+	Chain *filter.Chain
+	// MaxSize is the largest message filtered; larger ones stream through
+	// unscanned. Required when Chain has filters.
+	MaxSize int64
+	// ScanKeepalive is how long a client may wait in silence for a scan
+	// before the keepalive starts (DefaultScanKeepalive when zero).
+	ScanKeepalive time.Duration
+}
+
+// Gateway is the relaying pop3server.Backend.
+type Gateway struct {
+	opts  Options
+	stats Stats
+}
+
+// Stats returns the gateway's filter counters.
+func (g *Gateway) Stats() *Stats { return &g.stats }
+
+func (g *Gateway) keepalive() time.Duration {
+	if g.opts.ScanKeepalive > 0 {
+		return g.opts.ScanKeepalive
+	}
+	return DefaultScanKeepalive
+}
+
+var (
+	_ pop3server.Backend     = (*Gateway)(nil)
+	_ pop3server.UserChecker = (*Gateway)(nil)
+)
+
+// New returns a Gateway.
+func New(opts Options) *Gateway {
+	if opts.DefaultPort == 0 {
+		opts.DefaultPort = 110
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	return &Gateway{opts: opts}
+}
+
+// route parses a login and applies the allow list, and DenyPrivate to an
+// IP address in the login (a host name is checked when it is dialled).
+func (g *Gateway) route(login string) (upstream.Route, error) {
+	r, err := upstream.ParseLogin(login, g.opts.Separators, g.opts.Default, g.opts.DefaultPort)
+	if err != nil {
+		return r, &pop3server.Error{Message: loginHint(err), Err: err}
+	}
+	if !g.opts.Allow.Allows(r.Addr()) {
+		return r, notAllowed(fmt.Errorf("upstream %s not in upstream.allow", r.Addr()))
+	}
+	if ip, err := netip.ParseAddr(r.Host); err == nil && g.opts.Upstream.DenyPrivate {
+		if kind, private := upstream.PrivateAddr(ip); private {
+			return r, notAllowed(fmt.Errorf("upstream %s: %w: %s is a %s address (upstream.allow_private)",
+				r.Addr(), upstream.ErrDestinationDenied, ip, kind))
+		}
+	}
+	return r, nil
+}
+
+// notAllowed is the refusal of a destination. Its text is the same
+// whatever the reason and never names an address.
+func notAllowed(err error) error {
+	return &pop3server.Error{Code: "AUTH", Message: "destination not allowed by this proxy", Err: err}
+}
+
+func loginHint(err error) string {
+	var le *upstream.LoginError
+	if errors.As(err, &le) {
+		return le.Reason
+	}
+	return "log in as user%host:port"
+}
+
+// CheckUser refuses, at USER time, a login that cannot be routed, so the
+// client is not asked for a password in vain.
+func (g *Gateway) CheckUser(_ context.Context, c *pop3server.ConnInfo, login string) error {
+	_, err := g.route(login)
+	if err != nil {
+		c.Logger.Info("login refused", zap.String("login", login), zap.Error(err))
+	}
+	return err
+}
+
+// Login dials the upstream named by the login and logs in there.
+func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, password string) (pop3server.Session, error) {
+	r, err := g.route(login)
+	if err != nil {
+		return nil, err
+	}
+	// A CR or LF would end PASS early and turn the rest into a command of
+	// the client's choosing on the upstream's wire (protocols.md item 13).
+	if strings.ContainsAny(password, "\r\n\x00") {
+		return nil, &pop3server.Error{Code: "AUTH", Message: "password contains characters that cannot be relayed"}
+	}
+	userLog := c.Logger.With(zap.String("user", r.User))
+	log := userLog.With(zap.String("upstream", r.Addr()))
+
+	opts := g.opts.Upstream
+	if o, ok := g.opts.Overrides.Lookup(r.Addr()); ok {
+		opts = o.Apply(opts)
+		log.Debug("upstream destination override", zap.String("match", o.Match),
+			zap.Stringer("tls", opts.TLS), zap.Bool("insecure_skip_verify", opts.InsecureSkipVerify))
+	}
+	opts.Logger = userLog // Dial adds the upstream address itself
+	if opts.TLSConfig != nil {
+		opts.TLSConfig = opts.TLSConfig.Clone()
+	} else {
+		opts.TLSConfig = &tls.Config{}
+	}
+	client, err := upstream.Dial(ctx, r.Addr(), r.Host, opts)
+	if errors.Is(err, upstream.ErrDestinationDenied) {
+		log.Warn("destination refused: it resolves to an address upstream.allow_private does not allow", zap.Error(err))
+		return nil, notAllowed(err)
+	}
+	if err != nil {
+		log.Warn("upstream unreachable", zap.Error(err))
+		return nil, dialError(err)
+	}
+	if err := client.Login(r.User, password); err != nil {
+		client.Abort()
+		log.Info("upstream login failed", zap.Error(err))
+		return nil, loginError(err)
+	}
+	log.Info("logged in")
+	return &session{g: g, client: client, user: r.User, log: log}, nil
+}
+
+// dialError maps a failed connection attempt. A certificate problem needs an
+// administrator, so it is [SYS/PERM]; anything else may pass.
+func dialError(err error) error {
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return &pop3server.Error{Code: "SYS/PERM", Message: "upstream certificate not trusted", Err: err}
+	}
+	return &pop3server.Error{Code: "SYS/TEMP", Message: "cannot reach upstream server, try again later", Err: err}
+}
+
+// loginError maps a failed upstream login. The upstream's own code and
+// words are kept: [IN-USE] tells the client its password was right and
+// [LOGIN-DELAY] that it polls too often (RFC 2449 §8.1).
+func loginError(err error) error {
+	var se *upstream.ServerError
+	if errors.As(err, &se) {
+		msg := se.Text
+		if msg == "" {
+			msg = "authentication failed"
+		}
+		return &pop3server.Error{Code: se.Code, Message: msg, Err: err}
+	}
+	if errors.Is(err, upstream.ErrBadArgument) {
+		return &pop3server.Error{Code: "AUTH", Message: "login contains characters that cannot be relayed", Err: err}
+	}
+	return relayError(err)
+}
+
+// relayError maps an error from a relayed command.
+func relayError(err error) error {
+	var se *upstream.ServerError
+	if errors.As(err, &se) {
+		msg := se.Text
+		if msg == "" {
+			msg = "upstream refused the command"
+		}
+		return &pop3server.Error{Code: se.Code, Message: msg, Err: err}
+	}
+	// Transport and protocol failures: the upstream connection cannot be
+	// trusted any more, so end the session; nothing is committed.
+	return &pop3server.Error{Code: "SYS/TEMP", Message: "upstream connection lost", Err: err, Disconnect: true}
+}

@@ -1,0 +1,196 @@
+package pop3server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+)
+
+// saslMechanisms are the SASL mechanisms the server terminates itself and
+// maps onto Backend.Login, as announced by CAPA ("SASL PLAIN LOGIN",
+// RFC 5034 §3) and listed by a bare AUTH.
+var saslMechanisms = []string{"PLAIN", "LOGIN"}
+
+// Challenges of the LOGIN mechanism (draft-murchison-sasl-login §2):
+// base64 of "Username:" and "Password:", which clients expect verbatim.
+const (
+	loginUserChallenge = "+ VXNlcm5hbWU6"
+	loginPassChallenge = "+ UGFzc3dvcmQ6"
+	// emptyChallenge is "+" and one space (RFC 5034 §4).
+	emptyChallenge = "+ "
+)
+
+// Responses of AUTH.
+var (
+	errAuthMechanism = &Error{Message: "unsupported authentication mechanism"}
+	errAuthCancelled = &Error{Message: "authentication cancelled"}
+	errAuthBase64    = &Error{Message: "invalid base64 data"}
+	errAuthMalformed = &Error{Message: "malformed authentication data"}
+	// RFC 4616 §2: an authzid other than the authcid asks to act as
+	// someone else, which no backend here supports.
+	errAuthzid = &Error{Code: "AUTH", Message: "authorization identity must be empty or the authentication identity"}
+)
+
+// errNoResponse tells handle that a command has already ended the
+// connection (c.quit is set) and that there is nothing to answer.
+var errNoResponse = errors.New("no response")
+
+// handleAuth answers AUTH (RFC 5034). The server terminates PLAIN and LOGIN
+// itself and calls Backend.Login with the decoded name and password, so
+// every Backend gets SASL for free.
+func (c *conn) handleAuth(arg string) error {
+	if err := c.requireState(stateAuthorization); err != nil {
+		return err
+	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
+	}
+	f := fields(arg)
+	switch {
+	case len(f) == 0:
+		// Outlook's mechanism discovery, answered as Dovecot does: a
+		// multi-line list in the style of CAPA.
+		c.writeLine("+OK")
+		for _, m := range saslMechanisms {
+			c.writeLine(m)
+		}
+		c.bw.Write(terminator)
+		return nil
+	case len(f) > 2:
+		return badCommand(errSyntax)
+	}
+	mech := strings.ToUpper(f[0])
+	c.log.Debug("SASL", zap.String("mechanism", truncate(mech, 20)))
+	var ir []byte
+	hasIR := len(f) == 2
+	if hasIR {
+		// RFC 5034 §4: "=" is an initial response of zero length.
+		if f[1] != "=" {
+			var err error
+			if ir, err = decodeSASL(f[1]); err != nil {
+				return err
+			}
+		}
+	}
+	// AUTH starts over: a pending USER no longer counts.
+	c.user = ""
+
+	var user, pass string
+	var err error
+	switch mech {
+	case "PLAIN":
+		user, pass, err = c.saslPlain(ir, hasIR)
+	case "LOGIN":
+		user, pass, err = c.saslLogin(ir, hasIR)
+	default:
+		return badCommand(errAuthMechanism)
+	}
+	if err != nil {
+		return err
+	}
+	sess, err := c.cfg.Backend.Login(c.ctx, &c.info, user, pass)
+	return c.finishLogin(user, "AUTH "+mech, sess, err)
+}
+
+// saslPlain runs PLAIN (RFC 4616 §2): one message
+// "authzid NUL authcid NUL passwd", in the initial response or after an
+// empty challenge.
+func (c *conn) saslPlain(ir []byte, hasIR bool) (user, pass string, err error) {
+	msg := ir
+	if !hasIR {
+		if msg, err = c.saslStep(emptyChallenge); err != nil {
+			return "", "", err
+		}
+	}
+	parts := bytes.Split(msg, []byte{0})
+	if len(parts) != 3 || !utf8.Valid(msg) {
+		return "", "", badCommand(errAuthMalformed)
+	}
+	authzid, authcid, passwd := string(parts[0]), string(parts[1]), string(parts[2])
+	if !validCredential(authcid) || !validCredential(passwd) || strings.ContainsAny(authzid, "\r\n") {
+		return "", "", badCommand(errAuthMalformed)
+	}
+	if authzid != "" && authzid != authcid {
+		return "", "", badCommand(errAuthzid)
+	}
+	if err := c.checkUser(authcid, "AUTH PLAIN"); err != nil {
+		return "", "", err
+	}
+	return authcid, passwd, nil
+}
+
+// saslLogin runs LOGIN: the user name (which some clients send as the
+// initial response) and the password, each after its challenge. The name
+// is checked before the password is asked for, as USER is.
+func (c *conn) saslLogin(ir []byte, hasIR bool) (user, pass string, err error) {
+	name := ir
+	if !hasIR {
+		if name, err = c.saslStep(loginUserChallenge); err != nil {
+			return "", "", err
+		}
+	}
+	user = string(name)
+	if !validCredential(user) {
+		return "", "", badCommand(errAuthMalformed)
+	}
+	if err := c.checkUser(user, "AUTH LOGIN"); err != nil {
+		return "", "", err
+	}
+	secret, err := c.saslStep(loginPassChallenge)
+	if err != nil {
+		return "", "", err
+	}
+	pass = string(secret)
+	if !validCredential(pass) {
+		return "", "", badCommand(errAuthMalformed)
+	}
+	return user, pass, nil
+}
+
+// saslStep sends a challenge and reads the client's response line
+// (RFC 5034 §4): base64, or "*" to cancel. The line is never logged.
+func (c *conn) saslStep(challenge string) ([]byte, error) {
+	c.writeLine(challenge)
+	line, err := c.readCommand()
+	switch {
+	case err == nil:
+	case errors.Is(err, errLineTooLong):
+		return nil, badCommand(errLineTooLongRsp)
+	case c.out.err != nil:
+		c.quit = "write failed: " + c.out.err.Error()
+		return nil, errNoResponse
+	default:
+		c.quit = c.readFailure(err)
+		return nil, errNoResponse
+	}
+	s := strings.TrimRight(string(line), " ")
+	if s == "*" {
+		return nil, badCommand(errAuthCancelled)
+	}
+	return decodeSASL(s)
+}
+
+// decodeSASL decodes a response in base64 (RFC 4648 §4, with padding).
+// The standard decoder skips CR and LF; here they are errors like any
+// other character outside the alphabet.
+func decodeSASL(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, badCommand(errAuthBase64)
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, badCommand(errAuthBase64)
+	}
+	return b, nil
+}
+
+// validCredential accepts a non-empty user name or password without CR,
+// LF or NUL: RFC 4616 §2 forbids NUL, and CR or LF would let a relaying
+// backend's USER or PASS line end early (protocols.md item 13).
+func validCredential(s string) bool {
+	return s != "" && !strings.ContainsAny(s, "\r\n\x00")
+}

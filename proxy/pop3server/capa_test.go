@@ -1,0 +1,87 @@
+package pop3server_test
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+)
+
+func TestCapa(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		opts          pop3server.Options
+		wrap          func(*fakeSession) pop3server.Session
+		before, after []string
+	}{
+		{
+			name:   "defaults",
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL"},
+		},
+		{
+			name: "options",
+			opts: pop3server.Options{
+				Implementation:       "pop3proxy test",
+				LoginDelay:           900,
+				Expire:               "NEVER",
+				PreLoginCapabilities: []string{},
+			},
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "LOGIN-DELAY 900", "EXPIRE NEVER", "IMPLEMENTATION pop3proxy test"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 900", "EXPIRE NEVER", "IMPLEMENTATION pop3proxy test"},
+		},
+		{
+			name:   "session without add-ons",
+			opts:   pop3server.Options{PreLoginCapabilities: []string{"uidl"}},
+			wrap:   func(s *fakeSession) pop3server.Session { return plainSession{s} },
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "UIDL"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING"},
+		},
+		{
+			name: "CapabilitySession",
+			opts: pop3server.Options{LoginDelay: 900, Expire: "30 USER"},
+			wrap: func(s *fakeSession) pop3server.Session {
+				return capSession{Session: s, TopSession: s, caps: []string{
+					"TOP", "UIDL", "EXPIRE 30", "LOGIN-DELAY 60", "X-BOGUS", "SASL PLAIN", "STLS", "TOP",
+					"EXPIRE 7", "LOGIN-DELAY soon", "EXPIRE 5 USER",
+				}}
+			},
+			before: []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 900", "EXPIRE 30 USER"},
+			after:  []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "EXPIRE 30", "LOGIN-DELAY 60"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Backend = &fakeBackend{wrap: tc.wrap}
+			ts := startServer(t, tc.opts)
+			c := dial(t, ts.addr)
+			c.Expect("+OK *")
+			if got := c.Capa(); !reflect.DeepEqual(got, tc.before) {
+				t.Errorf("CAPA before login = %q, want %q", got, tc.before)
+			}
+			c.Script(`
+				C: USER alice
+				S: +OK *
+				C: PASS secret
+				S: +OK *`)
+			if got := c.Capa(); !reflect.DeepEqual(got, tc.after) {
+				t.Errorf("CAPA after login = %q, want %q", got, tc.after)
+			}
+		})
+	}
+}
+
+// TOP and UIDL on a session without the add-on are unknown commands.
+func TestMissingAddOns(t *testing.T) {
+	be := &fakeBackend{wrap: func(s *fakeSession) pop3server.Session { return plainSession{s} }}
+	ts := startServer(t, pop3server.Options{Backend: be})
+	c := ts.login(t)
+	c.Script(`
+		C: TOP 1 0
+		S: -ERR unknown command
+		C: UIDL
+		S: -ERR unknown command
+		C: UIDL 1
+		S: -ERR unknown command
+		C: LIST 1
+		S: +OK 1 *`)
+}

@@ -1,0 +1,230 @@
+package pop3server
+
+import (
+	"errors"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// command is one POP3 keyword. Handlers check state and syntax themselves
+// (TOP, UIDL and APOP also check that the session or backend has them) and
+// return an error only to have it mapped by writeError.
+type command struct {
+	name   string
+	handle func(c *conn, arg string) error
+	// secret arguments (passwords, digests) are never logged.
+	secret bool
+}
+
+var commands = map[string]command{
+	// AUTHORIZATION (RFC 1939 §4, §7; RFC 2449 §5)
+	"USER":     {name: "USER", handle: (*conn).handleUser},
+	"PASS":     {name: "PASS", handle: (*conn).handlePass, secret: true},
+	"APOP":     {name: "APOP", handle: (*conn).handleAPOP, secret: true},
+	"AUTH":     {name: "AUTH", handle: (*conn).handleAuth, secret: true},
+	"STLS":     {name: "STLS", handle: (*conn).handleStls},
+	"SHUTDOWN": {name: "SHUTDOWN", handle: (*conn).handleShutdown},
+	// Both states
+	"QUIT": {name: "QUIT", handle: (*conn).handleQuit},
+	"CAPA": {name: "CAPA", handle: (*conn).handleCapa},
+	// TRANSACTION (RFC 1939 §5, §7)
+	"STAT": {name: "STAT", handle: (*conn).handleStat},
+	"LIST": {name: "LIST", handle: (*conn).handleList},
+	"RETR": {name: "RETR", handle: (*conn).handleRetr},
+	"DELE": {name: "DELE", handle: (*conn).handleDele},
+	"NOOP": {name: "NOOP", handle: (*conn).handleNoop},
+	"RSET": {name: "RSET", handle: (*conn).handleRset},
+	"TOP":  {name: "TOP", handle: (*conn).handleTop},
+	"UIDL": {name: "UIDL", handle: (*conn).handleUidl},
+}
+
+func (c *conn) requireState(s state) error {
+	if c.state != s {
+		return badCommand(errWrongState)
+	}
+	return nil
+}
+
+func requireNoArgs(arg string) error {
+	if strings.TrimRight(arg, " ") != "" {
+		return badCommand(errSyntax)
+	}
+	return nil
+}
+
+func (c *conn) handleUser(arg string) error {
+	if err := c.requireState(stateAuthorization); err != nil {
+		return err
+	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
+	}
+	name := strings.TrimRight(arg, " ")
+	if name == "" {
+		return badCommand(errSyntax)
+	}
+	c.user = ""
+	if err := c.checkUser(name, "USER"); err != nil {
+		return err
+	}
+	c.user = name
+	c.writeLine("+OK send PASS")
+	return nil
+}
+
+// checkUser asks the backend's UserChecker, if any, whether it can serve
+// name.
+func (c *conn) checkUser(name, step string) error {
+	uc := c.cfg.users
+	if uc == nil {
+		return nil
+	}
+	if err := uc.CheckUser(c.ctx, &c.info, name); err != nil {
+		c.log.Info("login failed", zap.String("user", name), zap.String("step", step))
+		return badCommand(err)
+	}
+	return nil
+}
+
+// handlePass takes everything after "PASS " as the password, spaces
+// included (RFC 1939 §7 allows it, and passwords do contain spaces).
+func (c *conn) handlePass(arg string) error {
+	if err := c.requireState(stateAuthorization); err != nil {
+		return err
+	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
+	}
+	if c.user == "" {
+		return badCommand(errNoUser)
+	}
+	if arg == "" {
+		return badCommand(errSyntax)
+	}
+	// A failed PASS needs a new USER (RFC 1939 §7).
+	user := c.user
+	c.user = ""
+	sess, err := c.cfg.Backend.Login(c.ctx, &c.info, user, arg)
+	return c.finishLogin(user, "PASS", sess, err)
+}
+
+func (c *conn) handleAPOP(arg string) error {
+	if c.cfg.apop == nil {
+		return badCommand(errUnknownCommand)
+	}
+	if err := c.requireState(stateAuthorization); err != nil {
+		return err
+	}
+	if c.plaintextRefused() {
+		return badCommand(errTLSRequired)
+	}
+	f := fields(arg)
+	if len(f) != 2 || !isMD5Hex(f[1]) {
+		return badCommand(errSyntax)
+	}
+	c.user = ""
+	sess, err := c.cfg.apop.LoginAPOP(c.ctx, &c.info, f[0], c.timestamp, strings.ToLower(f[1]))
+	return c.finishLogin(f[0], "APOP", sess, err)
+}
+
+func isMD5Hex(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !('0' <= ch && ch <= '9' || 'a' <= ch && ch <= 'f' || 'A' <= ch && ch <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// finishLogin ends PASS, APOP and AUTH alike: a failure counts as a bad
+// command, and a failure that may be a wrong password is delayed (see
+// Options.FailedLoginDelay); a success resets the delay of the client's
+// address and enters the TRANSACTION state.
+func (c *conn) finishLogin(user, method string, sess Session, err error) error {
+	if err == nil && sess == nil {
+		err = errors.New("backend returned neither a session nor an error")
+	}
+	if err != nil {
+		if sess != nil {
+			c.protect("Session.Close", func() { sess.Close() })
+		}
+		c.log.Info("login failed", zap.String("user", user), zap.String("method", method))
+		if mayBeWrongPassword(err) {
+			c.loginFailed()
+		}
+		return badCommand(err)
+	}
+	c.loginSucceeded()
+	c.enterTransaction(sess)
+	c.log = c.log.With(zap.String("user", user))
+	c.log.Info("login", zap.String("method", method))
+	c.writeLine("+OK maildrop locked and ready")
+	return nil
+}
+
+// mayBeWrongPassword tells failures that may be password guessing from
+// those that say nothing about the password: [IN-USE] means it was right
+// (RFC 2449 §8.1.2), [LOGIN-DELAY] that the client polls too often, and
+// the SYS codes and internal errors a fault of the server or its
+// upstream (RFC 3206). Delaying those would slow every honest client
+// during an outage.
+func mayBeWrongPassword(err error) bool {
+	var pe *Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM":
+		return false
+	}
+	return true
+}
+
+// handleQuit ends the session. Only QUIT in the TRANSACTION state enters
+// the UPDATE state and commits deletions (RFC 1939 §6).
+func (c *conn) handleQuit(arg string) error {
+	if err := requireNoArgs(arg); err != nil {
+		return err
+	}
+	if c.state == stateAuthorization {
+		c.writeLine("+OK POP3 server signing off")
+		c.quit = "QUIT"
+		return nil
+	}
+	c.setState(stateUpdate)
+	c.quit = "QUIT"
+	err := c.session.Update(c.ctx)
+	// RFC 1939 §6: the server releases the maildrop, then replies. A
+	// client that logs in again the moment it has the reply must not find
+	// the maildrop still locked ([IN-USE]).
+	c.closeSession()
+	if err != nil {
+		c.writeErrorOr(err, errUpdateFailed)
+		return nil
+	}
+	c.writeLine("+OK POP3 server signing off")
+	return nil
+}
+
+// handleShutdown implements Net::Server::POP3proxy's SHUTDOWN. To anyone
+// not allowed it is an unknown command, so its existence is not revealed.
+func (c *conn) handleShutdown(arg string) error {
+	if c.state != stateAuthorization || c.cfg.AllowShutdown == nil || !c.cfg.AllowShutdown(&c.info) {
+		return badCommand(errUnknownCommand)
+	}
+	if err := requireNoArgs(arg); err != nil {
+		return err
+	}
+	c.log.Warn("SHUTDOWN command accepted")
+	c.writeLine("+OK shutting down")
+	c.quit = "SHUTDOWN"
+	if f := c.cfg.OnShutdown; f != nil {
+		go protect(c.log, "OnShutdown", f)
+	}
+	return nil
+}

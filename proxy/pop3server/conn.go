@@ -1,0 +1,481 @@
+package pop3server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// state is the protocol state of RFC 1939 §3.
+type state int
+
+const (
+	stateAuthorization state = iota
+	stateTransaction
+	stateUpdate
+)
+
+const (
+	// writeBufferSize lets a whole pipelined batch of responses, or a big
+	// piece of a message, go out in one write.
+	writeBufferSize = 64 << 10
+	// authWriteBufferSize is enough for every response before login, so
+	// that connections that never log in stay cheap.
+	authWriteBufferSize = 4 << 10
+	// copyBufferSize is the read size for message bodies.
+	copyBufferSize = 32 << 10
+)
+
+// Buffers of logged-in connections, reused across connections.
+var (
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+	copyPool   = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+)
+
+// conn is one client connection. Everything but mu, state and busy belongs
+// to the goroutine running serve.
+type conn struct {
+	srv *Server
+	cfg *config
+	// nc is the accepted connection: other goroutines close it and set its
+	// read deadline, which also works once TLS runs on top of it.
+	nc net.Conn
+	// rw is what the protocol reads and writes: nc, or a *tls.Conn on it.
+	rw          net.Conn
+	implicitTLS bool // handshake before the greeting (ServeTLS)
+	ip          netip.Addr
+	info        ConnInfo
+	log         *zap.Logger
+	ctx         context.Context // cancelled when the connection is torn down
+	cancel      context.CancelFunc
+	// drainCtx is also cancelled by Shutdown: it ends the waits that a
+	// client which has not logged in must not prolong (TLS handshake,
+	// failed-login delay).
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
+
+	lr       *lineReader
+	out      *connWriter
+	bw       *bufio.Writer
+	pooledBW bool // bw came from writerPool
+	dot      dotWriter
+	copyBuf  *[]byte // from copyPool on the first RETR or TOP
+	scratch  []byte  // response line under construction
+
+	// mu guards state and busy, which Shutdown reads to decide whether the
+	// connection may be woken up and closed.
+	mu    sync.Mutex
+	state state
+	busy  bool // a command is being handled
+
+	timestamp    string // APOP timestamp of the greeting
+	user         string // from USER, waiting for PASS
+	session      Session
+	badCommands  int
+	failedLogins int    // for the delay of clients without an IP address
+	tlsExempt    bool   // Options.TLSExempt said so
+	verb         string // command being handled, for logs
+	inMultiline  bool   // data lines have been written; no -ERR may follow
+	quit         string // when set, close after this command for this reason
+}
+
+// newConn prepares a connection in the accept loop. Everything that may
+// block, even RemoteAddr (a PROXY protocol listener reads the header
+// there), waits for serve, in the connection's own goroutine.
+func newConn(s *Server, nc net.Conn, implicitTLS bool) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	drainCtx, drainCancel := context.WithCancel(ctx)
+	return &conn{
+		srv:         s,
+		cfg:         s.cfg,
+		nc:          nc,
+		rw:          nc,
+		implicitTLS: implicitTLS,
+		ctx:         ctx,
+		cancel:      cancel,
+		drainCtx:    drainCtx,
+		drainCancel: drainCancel,
+		out:         &connWriter{nc: nc, timeout: s.cfg.WriteTimeout},
+		busy:        true,
+	}
+}
+
+// init fills in what newConn left out.
+func (c *conn) init() {
+	s := c.srv
+	c.info = ConnInfo{
+		ID:         s.lastConnID.Add(1),
+		RemoteAddr: c.nc.RemoteAddr(),
+		LocalAddr:  c.nc.LocalAddr(),
+	}
+	c.ip = clientIP(c.info.RemoteAddr)
+	c.log = s.log.With(zap.Uint64("conn", c.info.ID), zap.String("remote", addrString(c.info.RemoteAddr)))
+	c.info.Logger = c.log
+	c.lr = newLineReader(c.nc, c.cfg.MaxLineLength)
+	c.bw = bufio.NewWriterSize(c.out, authWriteBufferSize)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// serve runs the connection: limits first, so that a connection over one
+// costs no backend call, then the TLS handshake of implicit TLS, then the
+// protocol.
+func (c *conn) serve() {
+	defer c.srv.untrack(c)
+	defer c.cancel()
+	c.init()
+	limit, refusal := c.srv.limiter.acquire(c.ip)
+	if refusal == nil {
+		defer c.srv.limiter.release(c.ip)
+	}
+	if c.implicitTLS {
+		if err := c.handshake(); err != nil {
+			// Port scanners and health checks: not worth more than debug.
+			c.log.Debug("TLS handshake failed", zap.Error(err))
+			c.nc.Close()
+			return
+		}
+	}
+	if refusal != nil {
+		c.refuse(limit, refusal)
+		return
+	}
+	reason := c.run()
+	c.teardown(reason)
+}
+
+// refuse answers a connection over a limit and closes it, without the
+// connect and disconnect entries, OnConnect or OnDisconnect: a flood of
+// them is what the limit is for.
+func (c *conn) refuse(limit string, e *Error) {
+	msg, ip := "connection refused: too many connections", netip.Addr{}
+	if limit == limitConnsPerIP {
+		msg, ip = msg+" from one address", c.ip
+	}
+	c.srv.limitLog.hit(c.log, limit, ip, msg)
+	c.scratch = appendErrorLine(c.scratch[:0], e)
+	c.out.Write(c.scratch)
+	c.rw.Close()
+}
+
+// run speaks the protocol until the connection is to be closed and returns
+// why.
+func (c *conn) run() string {
+	c.log.Info("connect", zap.Bool("tls", c.info.TLS != nil))
+	if f := c.cfg.TLSExempt; f != nil && c.info.TLS == nil {
+		c.protect("TLSExempt", func() { c.tlsExempt = f(&c.info) })
+	}
+	if f := c.cfg.OnConnect; f != nil {
+		var err error
+		if c.protect("OnConnect", func() { err = f(&c.info) }) {
+			err = errInternal
+		}
+		if err != nil {
+			c.writeError(err)
+			c.bw.Flush()
+			return "refused by OnConnect"
+		}
+	}
+
+	c.scratch = append(c.scratch[:0], "+OK "...)
+	c.scratch = append(c.scratch, c.cfg.Greeting...)
+	if c.cfg.apop != nil {
+		c.timestamp = c.srv.apopTimestamp()
+		c.scratch = append(c.scratch, ' ')
+		c.scratch = append(c.scratch, c.timestamp...)
+	}
+	c.scratch = append(c.scratch, '\r', '\n')
+	c.bw.Write(c.scratch)
+
+	for {
+		line, err := c.readCommand()
+		switch {
+		case err == nil:
+			c.handle(line)
+		case errors.Is(err, errLineTooLong):
+			c.verb = ""
+			c.log.Debug("line too long")
+			c.writeError(badCommand(errLineTooLongRsp))
+		case c.out.err != nil:
+			return "write failed: " + c.out.err.Error()
+		default:
+			return c.readFailure(err)
+		}
+		if c.quit != "" {
+			c.bw.Flush()
+			return c.quit
+		}
+		if c.out.err != nil {
+			return "write failed: " + c.out.err.Error()
+		}
+	}
+}
+
+// readCommand flushes pending responses unless another command is already
+// buffered (so a pipelined batch is answered in one write, RFC 2449 §6.6),
+// then reads the next line under the idle deadline of the current state.
+func (c *conn) readCommand() ([]byte, error) {
+	if !c.lr.lineBuffered() {
+		if err := c.bw.Flush(); err != nil {
+			return nil, err
+		}
+	}
+
+	c.mu.Lock()
+	c.busy = false
+	var deadline time.Time
+	switch {
+	case c.state == stateAuthorization && c.srv.draining.Load():
+		// Shutting down: take what is buffered, never wait for more.
+		deadline = time.Now()
+	case c.state == stateAuthorization:
+		deadline = time.Now().Add(c.cfg.AuthTimeout)
+	default:
+		deadline = time.Now().Add(c.cfg.IdleTimeout)
+	}
+	// A deadline that bounds a blocked read also bounds skipping an endless
+	// overlong line.
+	err := c.nc.SetReadDeadline(deadline)
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+
+	line, err := c.lr.readLine()
+
+	c.mu.Lock()
+	c.busy = true
+	c.mu.Unlock()
+	return line, err
+}
+
+// readFailure names the reason a read ended the connection. Nothing is sent:
+// RFC 1939 §3 autologout closes silently, and the other cases have no
+// client left to tell.
+func (c *conn) readFailure(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "client closed the connection"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.state == stateAuthorization && c.srv.draining.Load() {
+			return "server shutting down"
+		}
+		return "idle timeout"
+	case errors.Is(err, net.ErrClosed):
+		return "closed by server"
+	default:
+		return "read failed: " + err.Error()
+	}
+}
+
+// handle runs one command. A panic ends the connection, not the process.
+func (c *conn) handle(line []byte) {
+	c.verb = ""
+	c.inMultiline = false
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic while handling command", zap.String("command", c.verb),
+				zap.Any("panic", r), zap.Stack("stack"))
+			if !c.inMultiline {
+				c.writeError(errInternal)
+			}
+			c.quit = "panic"
+		}
+	}()
+
+	// A CR or NUL inside a line could split a command relayed upstream.
+	if bytes.IndexByte(line, '\r') >= 0 || bytes.IndexByte(line, 0) >= 0 {
+		c.writeError(badCommand(errBadCharacters))
+		return
+	}
+	verb, arg := splitCommand(line)
+	if c.state == stateAuthorization && c.srv.draining.Load() && string(verb) != "QUIT" {
+		c.writeError(errShuttingDown)
+		return
+	}
+	cmd, ok := commands[string(verb)]
+	if !ok {
+		c.log.Debug("unknown command", zap.String("command", truncate(string(verb), 16)))
+		c.writeError(badCommand(errUnknownCommand))
+		return
+	}
+	c.verb = cmd.name
+	if ce := c.log.Check(zap.DebugLevel, "command"); ce != nil {
+		if cmd.secret {
+			ce.Write(zap.String("command", cmd.name))
+		} else {
+			ce.Write(zap.String("command", cmd.name), zap.ByteString("args", arg))
+		}
+	}
+	if err := cmd.handle(c, string(arg)); err != nil && err != errNoResponse {
+		c.writeError(err)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// protect runs f and reports whether it panicked, logging the panic. It
+// guards calls into user code outside command handling.
+func (c *conn) protect(what string, f func()) bool { return protect(c.log, what, f) }
+
+func protect(log *zap.Logger, what string, f func()) (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("panic in "+what, zap.Any("panic", r), zap.Stack("stack"))
+			panicked = true
+		}
+	}()
+	f()
+	return false
+}
+
+// enterTransaction switches to the TRANSACTION state with sess, and to the
+// large write buffer that pipelined batches and messages need.
+func (c *conn) enterTransaction(sess Session) {
+	c.mu.Lock()
+	c.session = sess
+	c.state = stateTransaction
+	c.mu.Unlock()
+
+	c.bw.Flush()
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(c.out)
+	c.bw = bw
+	c.pooledBW = true
+}
+
+// copyBuffer returns the buffer for message bodies.
+func (c *conn) copyBuffer() []byte {
+	if c.copyBuf == nil {
+		c.copyBuf = copyPool.Get().(*[]byte)
+	}
+	return *c.copyBuf
+}
+
+func (c *conn) setState(s state) {
+	c.mu.Lock()
+	c.state = s
+	c.mu.Unlock()
+}
+
+// teardown closes the connection and then the session, exactly once, on
+// every path. A session that did not QUIT is closed without Update
+// (RFC 1939 §6).
+func (c *conn) teardown(reason string) {
+	c.cancel()
+	// Under TLS this sends close_notify (with its own short deadline), so
+	// the client can tell the end from a truncation.
+	c.rw.Close()
+	c.closeSession()
+	c.log.Info("disconnect", zap.String("reason", reason))
+	if f := c.cfg.OnDisconnect; f != nil {
+		c.protect("OnDisconnect", func() { f(&c.info) })
+	}
+	if c.pooledBW {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw, c.pooledBW = nil, false
+	}
+	if c.copyBuf != nil {
+		copyPool.Put(c.copyBuf)
+		c.copyBuf = nil
+	}
+}
+
+// closeSession closes the session, if any, exactly once.
+func (c *conn) closeSession() {
+	s := c.session
+	if s == nil {
+		return
+	}
+	c.session = nil
+	c.protect("Session.Close", func() {
+		if err := s.Close(); err != nil {
+			c.log.Warn("closing session failed", zap.Error(err))
+		}
+	})
+}
+
+// drain wakes an idle connection in the AUTHORIZATION state so that it
+// closes; a busy one sees the draining flag before its next read.
+func (c *conn) drain() {
+	c.drainCancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateAuthorization && !c.busy {
+		c.nc.SetReadDeadline(time.Now())
+	}
+}
+
+// abort tears the connection down from another goroutine: blocked reads
+// and writes fail and session calls see a cancelled context.
+func (c *conn) abort() {
+	c.cancel()
+	c.nc.Close()
+}
+
+// connWriter applies WriteTimeout to each write and remembers the first
+// error, after which the connection is useless.
+type connWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+	err     error
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if err := w.nc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		w.err = err
+		return 0, err
+	}
+	n, err := w.nc.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// Response helpers. Write errors are sticky in connWriter and checked after
+// each command.
+
+func (c *conn) writeLine(s string) {
+	c.bw.WriteString(s)
+	c.bw.Write(crlf)
+}
+
+// writeOKNumbers writes "+OK a b", the shape of STAT and LIST n.
+func (c *conn) writeOKNumbers(a, b int64) {
+	c.scratch = append(c.scratch[:0], "+OK "...)
+	c.writeNumbers(a, b)
+}
+
+// writeNumbers appends "a b" CRLF to c.scratch and writes it.
+func (c *conn) writeNumbers(a, b int64) {
+	c.scratch = strconv.AppendInt(c.scratch, a, 10)
+	c.scratch = append(c.scratch, ' ')
+	c.scratch = strconv.AppendInt(c.scratch, b, 10)
+	c.scratch = append(c.scratch, '\r', '\n')
+	c.bw.Write(c.scratch)
+}

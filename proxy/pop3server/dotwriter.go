@@ -1,0 +1,96 @@
+package pop3server
+
+import (
+	"bytes"
+	"io"
+)
+
+var (
+	stuffedDot   = []byte{'.'}
+	crlf         = []byte("\r\n")
+	terminator   = []byte(".\r\n")
+	crlfTerminal = []byte("\r\n.\r\n")
+	lfDot        = []byte("\n.")
+)
+
+// dotWriter writes the data lines of a multi-line response (RFC 1939 §3):
+// every line that begins with "." gets one more ".", and Close ends the
+// response with ".\r\n", first adding CRLF if the data did not end with one
+// so the terminator always follows a CRLF. Both CRLF and bare LF end a line
+// for stuffing, so LF-only bodies cannot smuggle a terminator past clients
+// that split on LF. Everything else passes through byte for byte.
+//
+// It works on whole chunks (bytes.Index for "\n."), keeps its line state
+// across Write calls, and allocates nothing.
+type dotWriter struct {
+	w         io.Writer
+	lineStart bool    // the next byte starts a line
+	n         int64   // bytes of data written
+	tail      [2]byte // last two bytes of data
+}
+
+func newDotWriter(w io.Writer) *dotWriter {
+	d := &dotWriter{}
+	d.reset(w)
+	return d
+}
+
+func (d *dotWriter) reset(w io.Writer) {
+	*d = dotWriter{w: w, lineStart: true}
+}
+
+// Write stuffs p. The returned count is of p's bytes, not of the bytes
+// written, as io.Writer requires.
+func (d *dotWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	written := 0
+	if d.lineStart && p[0] == '.' {
+		if _, err := d.w.Write(stuffedDot); err != nil {
+			return 0, err
+		}
+	}
+	rest := p
+	for {
+		i := bytes.Index(rest, lfDot)
+		if i < 0 {
+			break
+		}
+		// Write up to and including the LF, then the extra dot; the
+		// line's own dot starts the next chunk.
+		n, err := d.w.Write(rest[:i+1])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		if _, err := d.w.Write(stuffedDot); err != nil {
+			return written, err
+		}
+		rest = rest[i+1:]
+	}
+	n, err := d.w.Write(rest)
+	written += n
+	if err != nil {
+		return written, err
+	}
+
+	d.n += int64(len(p))
+	d.lineStart = p[len(p)-1] == '\n'
+	if len(p) >= 2 {
+		d.tail = [2]byte{p[len(p)-2], p[len(p)-1]}
+	} else {
+		d.tail = [2]byte{d.tail[1], p[0]}
+	}
+	return len(p), nil
+}
+
+// Close terminates the response. It does not close the underlying writer.
+func (d *dotWriter) Close() error {
+	if d.n > 0 && d.tail != [2]byte{'\r', '\n'} {
+		_, err := d.w.Write(crlfTerminal)
+		return err
+	}
+	_, err := d.w.Write(terminator)
+	return err
+}

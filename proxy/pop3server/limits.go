@@ -1,0 +1,329 @@
+package pop3server
+
+import (
+	"container/list"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const (
+	// failureMemory is how long a client IP's failed logins keep raising
+	// its delay.
+	failureMemory = 15 * time.Minute
+	// maxTrackedIPs bounds the tables keyed by client IP, so that a
+	// client cycling through addresses costs a bounded amount of memory.
+	maxTrackedIPs = 10000
+	// limitLogInterval is the least time between two log entries about
+	// the same limit and client IP.
+	limitLogInterval = time.Minute
+)
+
+// Names of limits in logs.
+const (
+	limitConns          = "max_connections"
+	limitConnsPerIP     = "max_connections_per_ip"
+	limitFailedLoginCap = "max_failed_login_delay"
+	limitBadCommands    = "max_bad_commands"
+)
+
+// Refusals of connections over a limit. SYS/TEMP (RFC 3206 §4): the
+// client should retry later without bothering the user.
+var (
+	errTooManyConns       = &Error{Code: "SYS/TEMP", Message: "too many connections"}
+	errTooManyConnsFromIP = &Error{Code: "SYS/TEMP", Message: "too many connections from your address"}
+)
+
+// checkLimits applies the defaults of the connection and login limits.
+func (c *config) checkLimits(fail func(format string, args ...any)) {
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if c.FailedLoginDelay == 0 {
+		c.FailedLoginDelay = DefaultFailedLoginDelay
+	}
+	switch {
+	case c.MaxFailedLoginDelay == 0:
+		c.MaxFailedLoginDelay = DefaultMaxFailedLoginDelay
+	case c.MaxFailedLoginDelay < 0:
+		fail("MaxFailedLoginDelay must not be negative")
+		return
+	}
+	if c.FailedLoginDelay > c.MaxFailedLoginDelay {
+		fail("MaxFailedLoginDelay %v is below FailedLoginDelay %v", c.MaxFailedLoginDelay, c.FailedLoginDelay)
+	}
+}
+
+// clientIP returns the IP address of a connection's remote address, or the
+// zero Addr if it has none (Unix sockets, net.Pipe). IPv4-mapped IPv6
+// addresses count as the IPv4 address they map.
+func clientIP(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case nil:
+		return netip.Addr{}
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// connLimiter counts the open connections, in total and per client IP.
+type connLimiter struct {
+	max, maxPerIP int // negative: unlimited
+
+	mu    sync.Mutex
+	total int
+	perIP map[netip.Addr]int // only addresses with open connections
+}
+
+// acquire takes a slot for a connection from ip, or returns the limit that
+// refuses it and the response for the client.
+func (l *connLimiter) acquire(ip netip.Addr) (limit string, refusal *Error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max >= 0 && l.total >= l.max {
+		return limitConns, errTooManyConns
+	}
+	if ip.IsValid() {
+		if l.maxPerIP >= 0 && l.perIP[ip] >= l.maxPerIP {
+			return limitConnsPerIP, errTooManyConnsFromIP
+		}
+		l.perIP[ip]++
+	}
+	l.total++
+	return "", nil
+}
+
+func (l *connLimiter) release(ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if ip.IsValid() {
+		if n := l.perIP[ip] - 1; n > 0 {
+			l.perIP[ip] = n
+		} else {
+			delete(l.perIP, ip)
+		}
+	}
+}
+
+// failureTable remembers failed logins per client IP for the failed-login
+// delay. Entries are kept in order of their last failure, so expired ones
+// are pruned from the front and, when the table is full, the one idle
+// longest is evicted.
+type failureTable struct {
+	base, max time.Duration
+	now       func() time.Time
+
+	mu      sync.Mutex
+	entries map[netip.Addr]*list.Element // of *failureEntry
+	order   list.List                    // least recently failed first
+}
+
+type failureEntry struct {
+	ip    netip.Addr
+	count int
+	last  time.Time
+}
+
+func newFailureTable(base, max time.Duration) *failureTable {
+	return &failureTable{base: base, max: max, now: time.Now, entries: make(map[netip.Addr]*list.Element)}
+}
+
+// fail records a failed login from ip and returns the delay to apply: base
+// for the first failure, doubled for each further one within
+// failureMemory, capped at max.
+func (t *failureTable) fail(ip netip.Addr) time.Duration {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked(now)
+	var e *failureEntry
+	if el, ok := t.entries[ip]; ok {
+		e = el.Value.(*failureEntry)
+		t.order.MoveToBack(el)
+	} else {
+		if t.order.Len() >= maxTrackedIPs {
+			oldest := t.order.Front()
+			delete(t.entries, oldest.Value.(*failureEntry).ip)
+			t.order.Remove(oldest)
+		}
+		e = &failureEntry{ip: ip}
+		t.entries[ip] = t.order.PushBack(e)
+	}
+	e.count++
+	e.last = now
+	return t.delay(e.count)
+}
+
+// succeed forgets ip's failures after a successful login.
+func (t *failureTable) succeed(ip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if el, ok := t.entries[ip]; ok {
+		delete(t.entries, ip)
+		t.order.Remove(el)
+	}
+}
+
+func (t *failureTable) pruneLocked(now time.Time) {
+	for el := t.order.Front(); el != nil; el = t.order.Front() {
+		e := el.Value.(*failureEntry)
+		if now.Sub(e.last) < failureMemory {
+			return
+		}
+		delete(t.entries, e.ip)
+		t.order.Remove(el)
+	}
+}
+
+func (t *failureTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.order.Len()
+}
+
+// delay is the delay after the n-th failure in a row.
+func (t *failureTable) delay(n int) time.Duration {
+	d := t.base
+	for i := 1; i < n && d < t.max; i++ {
+		d *= 2
+	}
+	return min(d, t.max)
+}
+
+// limitLog logs the hitting of limits without letting a flood of events
+// flood the log: the first event per limit and client IP is logged at
+// once; later ones within limitLogInterval are counted and reported with
+// the next entry after it, or by a summary when the key's interval is
+// over and a later event of any key sweeps the table.
+type limitLog struct {
+	log *zap.Logger
+	now func() time.Time
+
+	mu        sync.Mutex
+	keys      map[limitKey]*limitState
+	lastSweep time.Time
+}
+
+type limitKey struct {
+	limit string
+	ip    netip.Addr // zero for limits without a client (MaxConnections) and for overflow
+}
+
+type limitState struct {
+	logged     time.Time
+	suppressed int
+}
+
+func newLimitLog(log *zap.Logger) *limitLog {
+	return &limitLog{log: log, now: time.Now, keys: make(map[limitKey]*limitState)}
+}
+
+// hit records that limit was hit by a client at ip (zero for limits that
+// concern all clients) and, unless an entry for the same key was written
+// less than limitLogInterval ago, writes msg to log with the count of the
+// events suppressed since.
+func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Addr, msg string, fields ...zap.Field) {
+	now := l.now()
+	l.mu.Lock()
+	key := limitKey{limit: limit, ip: ip}
+	st, ok := l.keys[key]
+	if !ok && len(l.keys) >= maxTrackedIPs {
+		// Full: every further address shares one key per limit.
+		key.ip = netip.Addr{}
+		st, ok = l.keys[key]
+	}
+	logNow := !ok || now.Sub(st.logged) >= limitLogInterval
+	suppressed := 0
+	if !logNow {
+		st.suppressed++
+	} else {
+		if ok {
+			suppressed = st.suppressed
+		}
+		l.keys[key] = &limitState{logged: now}
+	}
+	var summaries [][]zap.Field
+	if now.Sub(l.lastSweep) >= limitLogInterval {
+		summaries = l.sweepLocked(now)
+	}
+	l.mu.Unlock()
+
+	for _, f := range summaries {
+		l.log.Warn("limit hit again", f...)
+	}
+	if logNow {
+		fields = append(fields, zap.String("limit", limit))
+		if suppressed > 0 {
+			fields = append(fields, zap.Int("suppressed", suppressed))
+		}
+		log.Warn(msg, fields...)
+	}
+}
+
+// sweepLocked drops the keys whose interval is over and returns the fields
+// of a summary entry for each that suppressed events.
+func (l *limitLog) sweepLocked(now time.Time) (summaries [][]zap.Field) {
+	l.lastSweep = now
+	for key, st := range l.keys {
+		if now.Sub(st.logged) < limitLogInterval {
+			continue
+		}
+		delete(l.keys, key)
+		if st.suppressed > 0 {
+			f := []zap.Field{zap.String("limit", key.limit), zap.Int("suppressed", st.suppressed)}
+			if key.ip.IsValid() {
+				f = append(f, zap.Stringer("ip", key.ip))
+			}
+			summaries = append(summaries, f)
+		}
+	}
+	return summaries
+}
+
+// loginFailed applies the failed-login delay before the answer to a failed
+// PASS, APOP or AUTH. Clients without an IP address are delayed by their
+// own connection's failures. The wait ends early when the connection is
+// torn down or the server shuts down.
+func (c *conn) loginFailed() {
+	t := c.srv.failures
+	if t == nil {
+		return
+	}
+	var d time.Duration
+	if c.ip.IsValid() {
+		d = t.fail(c.ip)
+	} else {
+		c.failedLogins++
+		d = t.delay(c.failedLogins)
+	}
+	if d >= t.max {
+		c.srv.limitLog.hit(c.log, limitFailedLoginCap, c.ip, "failed-login delay at its maximum",
+			zap.Duration("delay", d))
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-c.drainCtx.Done():
+	}
+}
+
+// loginSucceeded resets the client IP's failed-login delay.
+func (c *conn) loginSucceeded() {
+	if t := c.srv.failures; t != nil && c.ip.IsValid() {
+		t.succeed(c.ip)
+	}
+}

@@ -1,0 +1,133 @@
+package pop3server
+
+import (
+	"errors"
+	"strings"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+)
+
+// Responses of the protocol engine itself. Codes are RFC 3206's.
+var (
+	errUnknownCommand = &Error{Message: "unknown command"}
+	errWrongState     = &Error{Message: "command not valid in this state"}
+	errSyntax         = &Error{Message: "syntax error"}
+	errBadMsgNumber   = &Error{Message: "invalid message number"}
+	errBadCharacters  = &Error{Message: "invalid characters in command"}
+	errLineTooLongRsp = &Error{Message: "line too long"}
+	errNoUser         = &Error{Message: "send USER first"}
+	errTooManyBad     = &Error{Message: "too many bad commands", Disconnect: true}
+	errShuttingDown   = &Error{Code: "SYS/TEMP", Message: "server shutting down", Disconnect: true}
+	errInternal       = &Error{Code: "SYS/TEMP", Message: "internal error"}
+	// RFC 1939 §6 gives this text for a failed UPDATE.
+	errUpdateFailed = &Error{Code: "SYS/TEMP", Message: "some deleted messages not removed"}
+)
+
+// badCommandError marks an error that counts toward Options.MaxBadCommands:
+// unknown, malformed and out-of-state commands, overlong lines and failed
+// logins.
+type badCommandError struct{ err error }
+
+func (e *badCommandError) Error() string { return e.err.Error() }
+func (e *badCommandError) Unwrap() error { return e.err }
+
+func badCommand(err error) error { return &badCommandError{err: err} }
+
+// writeError is the one place where errors become -ERR responses.
+func (c *conn) writeError(err error) { c.writeErrorOr(err, errInternal) }
+
+// writeErrorOr maps err to a response: an *Error is sent as it is, any other
+// error is logged and answered with fallback, so internal detail never
+// reaches the client.
+func (c *conn) writeErrorOr(err error, fallback *Error) {
+	var bad *badCommandError
+	if errors.As(err, &bad) {
+		c.badCommands++
+		if c.badCommands > c.cfg.MaxBadCommands {
+			err = errTooManyBad
+			c.srv.limitLog.hit(c.log, limitBadCommands, c.ip, "too many bad commands, closing")
+		}
+	}
+	var e *Error
+	switch {
+	case !errors.As(err, &e):
+		c.log.Error("command failed", zap.String("command", c.verb), zap.Error(err))
+		e = fallback
+	case e.Err != nil:
+		c.log.Info("command refused", zap.String("command", c.verb), zap.Error(e))
+	}
+	c.scratch = appendErrorLine(c.scratch[:0], e)
+	c.bw.Write(c.scratch)
+	if e.Disconnect && c.quit == "" {
+		c.quit = "error: " + e.Message
+	}
+}
+
+// appendErrorLine formats "-ERR [Code] Message" CRLF within the 512-octet
+// limit of RFC 1939 §3. CR, LF and NUL are dropped from Message so a backend
+// cannot inject lines; an invalid Code is dropped so that announcing
+// RESP-CODES stays truthful (RFC 2449 §8).
+func appendErrorLine(b []byte, e *Error) []byte {
+	start := len(b)
+	b = append(b, "-ERR"...)
+	code := e.Code
+	if !validRespCode(code) {
+		code = ""
+	}
+	if code != "" {
+		b = append(b, " ["...)
+		b = append(b, code...)
+		b = append(b, ']')
+	}
+	msg := e.Message
+	if code == "" {
+		// Without a code, text starting with "[" would be read as one.
+		msg = strings.TrimLeft(msg, "[")
+	}
+	room := maxResponseLine - len("\r\n") - (len(b) - start) - len(" ")
+	if msg != "" && room > 0 {
+		b = append(b, ' ')
+		b = appendClean(b, msg, room)
+	}
+	return append(b, '\r', '\n')
+}
+
+// appendClean appends at most limit bytes of s without CR, LF and NUL,
+// never cutting a UTF-8 sequence in half.
+func appendClean(b []byte, s string, limit int) []byte {
+	n := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == '\r' || r == '\n' || r == 0 {
+			i += size
+			continue
+		}
+		if n+size > limit {
+			break
+		}
+		b = append(b, s[i:i+size]...)
+		n += size
+		i += size
+	}
+	return b
+}
+
+// validRespCode checks resp-code of RFC 2449 §8 without the brackets:
+// levels of printable characters other than "/" and "]", joined by "/".
+func validRespCode(code string) bool {
+	if code == "" {
+		return false
+	}
+	for _, level := range strings.Split(code, "/") {
+		if level == "" {
+			return false
+		}
+		for i := 0; i < len(level); i++ {
+			if ch := level[i]; ch < 0x21 || ch > 0x7e || ch == ']' {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,214 @@
+package pop3server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"go.uber.org/zap"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("pop3server: server closed")
+
+// Server is a POP3 server. Its methods are safe for concurrent use.
+type Server struct {
+	cfg *config
+	log *zap.Logger
+
+	lastConnID  atomic.Uint64
+	apopCounter atomic.Uint64
+	draining    atomic.Bool
+
+	limiter  connLimiter
+	failures *failureTable // nil without failed-login delay
+	limitLog *limitLog
+
+	mu        sync.Mutex
+	closing   bool // no new listeners or connections
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	wg        sync.WaitGroup // one per tracked connection
+}
+
+// NewServer checks opts and returns a server. All invalid fields are
+// reported in one error.
+func NewServer(opts Options) (*Server, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg,
+		log: cfg.Logger,
+		limiter: connLimiter{
+			max:      cfg.MaxConnections,
+			maxPerIP: cfg.MaxConnectionsPerIP,
+			perIP:    make(map[netip.Addr]int),
+		},
+		limitLog:  newLimitLog(cfg.Logger),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+	}
+	if cfg.FailedLoginDelay > 0 {
+		s.failures = newFailureTable(cfg.FailedLoginDelay, cfg.MaxFailedLoginDelay)
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln and serves each in its own goroutine. It
+// returns ErrServerClosed after Shutdown or Close, or the error that made
+// Accept fail for good. It may be called for several listeners, and
+// together with ServeTLS. With Options.TLSConfig, its connections are
+// offered STLS.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.serve(ln, false)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			// Out of file descriptors and similar: wait and retry, as
+			// net/http does, instead of giving up on the listener.
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed, retrying", zap.Error(err), zap.Duration("delay", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := newConn(s, nc, implicitTLS)
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops the server gracefully (go-smtp's Server.Shutdown is the
+// model). It closes the listeners, so Serve returns ErrServerClosed, and
+// drains the connections: those in the AUTHORIZATION state are closed at
+// once if idle, and otherwise at their next command, which is answered
+// "server shutting down" with the SYS/TEMP code; those in the TRANSACTION
+// state (including a login already in progress that succeeds) keep working
+// until they QUIT, which still commits their deletions, or time out. TLS
+// handshakes and failed-login delays in progress are cut short.
+//
+// Shutdown returns when all connections are gone. If ctx ends first, it
+// closes the remaining connections like Close (no UPDATE state, Session.Close
+// still called) and returns ctx.Err() without waiting for their goroutines.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.draining.Store(true)
+	err := s.closeListenersLocked()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		c.drain()
+	}
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return err
+	case <-ctx.Done():
+		s.closeConns()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and all connections at once. Sessions are
+// closed without entering the UPDATE state.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.draining.Store(true)
+	err := s.closeListenersLocked()
+	s.mu.Unlock()
+	s.closeConns()
+	return err
+}
+
+// Draining reports whether Shutdown or Close has been called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) closeListenersLocked() error {
+	var errs *multierror.Error
+	for ln := range s.listeners {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	return errs.ErrorOrNil()
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.abort()
+	}
+}
+
+// track registers c unless the server is closing. The WaitGroup is only
+// incremented under s.mu while not closing, so every Add happens before
+// Shutdown's Wait.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}

@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+	"github.com/pop3proxy/pop3proxy/upstream"
+)
+
+// session relays one authenticated maildrop. Message numbers, the deleted
+// set and sizes are the upstream's: the proxy neither renumbers nor hides
+// messages (RFC 1939 §5).
+type session struct {
+	g      *Gateway
+	client *upstream.Client
+	user   string // at the upstream
+	log    *zap.Logger
+	quit   bool
+}
+
+var (
+	_ pop3server.Session           = (*session)(nil)
+	_ pop3server.UIDLSession       = (*session)(nil)
+	_ pop3server.TopSession        = (*session)(nil)
+	_ pop3server.CapabilitySession = (*session)(nil)
+)
+
+func (s *session) Stat(context.Context) (int, int64, error) {
+	n, size, err := s.client.Stat()
+	if err != nil {
+		return 0, 0, relayError(err)
+	}
+	return n, size, nil
+}
+
+func (s *session) List(_ context.Context, msg int) ([]pop3server.MessageInfo, error) {
+	list, err := s.client.List(msg)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	return convert(list), nil
+}
+
+func (s *session) Uidl(_ context.Context, msg int) ([]pop3server.MessageInfo, error) {
+	list, err := s.client.Uidl(msg)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	return convert(list), nil
+}
+
+func convert(list []upstream.MessageInfo) []pop3server.MessageInfo {
+	out := make([]pop3server.MessageInfo, len(list))
+	for i, m := range list {
+		out[i] = pop3server.MessageInfo{Number: m.Number, Size: m.Size, UID: m.UID}
+	}
+	return out
+}
+
+func (s *session) Retr(ctx context.Context, msg int) (*pop3server.Message, error) {
+	m, err := s.client.Retr(msg)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	if s.g.opts.Chain.Len() == 0 {
+		return &pop3server.Message{Size: m.Size, Body: m}, nil
+	}
+	return s.filtered(ctx, msg, m, -1)
+}
+
+// Top must not be a way around the filters: fetchmail peeks at messages
+// with "TOP n 99999999" (protocols.md item 9). With a filter chain, a
+// message up to max_size is fetched whole with TOP (which, unlike RETR,
+// does not mark it seen upstream, nor count as retrieved for EXPIRE 0),
+// filtered exactly as RETR would filter it, and then cut to the lines
+// asked for: the client sees the same header edits, the same replacement
+// notice, the same refusal. Larger messages are relayed unscanned, as RETR
+// relays them.
+func (s *session) Top(ctx context.Context, msg, lines int) (*pop3server.Message, error) {
+	if s.g.opts.Chain.Len() == 0 {
+		return s.relayTop(msg, lines)
+	}
+	list, err := s.client.List(msg)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	if len(list) != 1 || list[0].Size > s.g.opts.MaxSize {
+		if len(list) == 1 {
+			s.skipped(msg, list[0].Size)
+		}
+		return s.relayTop(msg, lines)
+	}
+	m, err := s.client.Top(msg, wholeMessage)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	return s.filtered(ctx, msg, m, lines)
+}
+
+func (s *session) relayTop(msg, lines int) (*pop3server.Message, error) {
+	m, err := s.client.Top(msg, lines)
+	if err != nil {
+		return nil, relayError(err)
+	}
+	// The upstream's octet count for TOP, if any, is not the size of what
+	// follows; say nothing rather than something wrong.
+	return &pop3server.Message{Size: -1, Body: m}, nil
+}
+
+func (s *session) Dele(_ context.Context, msg int) error {
+	if err := s.client.Dele(msg); err != nil {
+		return relayError(err)
+	}
+	return nil
+}
+
+func (s *session) Rset(context.Context) error {
+	if err := s.client.Rset(); err != nil {
+		return relayError(err)
+	}
+	return nil
+}
+
+func (s *session) Noop(context.Context) error {
+	if err := s.client.Noop(); err != nil {
+		return relayError(err)
+	}
+	return nil
+}
+
+// Update relays the client's QUIT, which commits the deletions upstream, and
+// reports the upstream's verdict truthfully: a client told "+OK" believes
+// its deletions happened.
+func (s *session) Update(context.Context) error {
+	s.quit = true
+	err := s.client.Quit()
+	if err == nil {
+		s.log.Info("session committed")
+		return nil
+	}
+	s.log.Warn("upstream QUIT failed", zap.Error(err))
+	var se *upstream.ServerError
+	if errors.As(err, &se) {
+		msg := "some deleted messages not removed"
+		if se.Text != "" {
+			msg = se.Text
+		}
+		return &pop3server.Error{Code: se.Code, Message: msg, Err: err}
+	}
+	return &pop3server.Error{Code: "SYS/TEMP", Message: "upstream connection lost during QUIT; deletions may not have been committed", Err: err}
+}
+
+// Close ends the upstream connection. Without a relayed QUIT it closes the
+// socket without sending QUIT, so the upstream commits nothing.
+func (s *session) Close() error {
+	if s.quit {
+		return nil
+	}
+	s.log.Debug("closing upstream without QUIT")
+	return s.client.Abort()
+}
+
+// Capabilities lists what the upstream offers the session, as far as the
+// proxy relays it end to end (RFC 2449 §6).
+func (s *session) Capabilities() []string {
+	var caps []string
+	for _, line := range s.client.Capabilities() {
+		name, _, _ := strings.Cut(line, " ")
+		switch strings.ToUpper(name) {
+		case "TOP", "UIDL":
+			caps = append(caps, strings.ToUpper(name))
+		case "EXPIRE", "LOGIN-DELAY":
+			caps = append(caps, line)
+		}
+	}
+	return caps
+}

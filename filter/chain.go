@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 // OnError is a filter's policy for its own failures.
@@ -56,10 +58,10 @@ type Chain struct {
 // spec holds the keys every filter block has; the other keys of the block
 // belong to the plugin.
 type spec struct {
-	Type    string   `yaml:"type"`
-	Name    string   `yaml:"name"`
-	Timeout Duration `yaml:"timeout"`
-	OnError string   `yaml:"on_error"`
+	Type    string            `yaml:"type"`
+	Name    string            `yaml:"name"`
+	Timeout yamlconf.Duration `yaml:"timeout"`
+	OnError string            `yaml:"on_error"`
 }
 
 // Build makes a Chain from the "filters:" list of the configuration: one
@@ -95,14 +97,14 @@ func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 func BuildYAML(doc []byte, log *zap.Logger) (*Chain, error) {
 	var nodes []yaml.Node
 	if err := yaml.Unmarshal(doc, &nodes); err != nil {
-		return nil, fmt.Errorf("filters: not a YAML list of filter blocks: %s", CleanYAMLError(err))
+		return nil, fmt.Errorf("filters: not a YAML list of filter blocks: %s", yamlconf.CleanError(err))
 	}
 	return Build(nodes, log)
 }
 
 func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Logger) (*stage, []error) {
 	if node.Kind != yaml.MappingNode {
-		return nil, []error{NewFieldError(path, node.Line, "expected a mapping with a type key")}
+		return nil, []error{yamlconf.NewFieldError(path, node.Line, "expected a mapping with a type key")}
 	}
 	// Split the block: the common keys decode into spec, the rest into
 	// the plugin.
@@ -117,13 +119,13 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 		}
 	}
 	var sp spec
-	errs := DecodeStrict(common, &sp, path)
+	errs := yamlconf.DecodeStrict(common, &sp, path)
 	if sp.Type == "" {
-		return nil, append(errs, NewFieldError(path, node.Line, "missing type (one of: %s)", strings.Join(Types(), ", ")))
+		return nil, append(errs, yamlconf.NewFieldError(path, node.Line, "missing type (one of: %s)", strings.Join(Types(), ", ")))
 	}
 	info, ok := lookup(sp.Type)
 	if !ok {
-		return nil, append(errs, NewFieldError(JoinPath(path, "type"), node.Line, "unknown filter type %q (one of: %s)", sp.Type, strings.Join(Types(), ", ")))
+		return nil, append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "type"), node.Line, "unknown filter type %q (one of: %s)", sp.Type, strings.Join(Types(), ", ")))
 	}
 	st := &stage{typ: sp.Type, name: sp.Name, timeout: sp.Timeout.D()}
 	if st.name == "" {
@@ -132,7 +134,7 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 			st.name = fmt.Sprintf("%s-%d", sp.Type, n)
 		}
 	} else if names[st.name] {
-		errs = append(errs, NewFieldError(JoinPath(path, "name"), node.Line, "name %q is used by another filter", st.name))
+		errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "name"), node.Line, "name %q is used by another filter", st.name))
 	}
 	names[st.name] = true
 	if st.timeout == 0 {
@@ -146,15 +148,15 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 	case "reject":
 		st.onError = OnErrorReject
 	default:
-		errs = append(errs, NewFieldError(JoinPath(path, "on_error"), node.Line, "%q is not one of tempfail, pass, reject", sp.OnError))
+		errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "on_error"), node.Line, "%q is not one of tempfail, pass, reject", sp.OnError))
 	}
 
 	st.plugin = info.New()
-	errs = append(errs, DecodeStrict(own, st.plugin, path)...)
+	errs = append(errs, yamlconf.DecodeStrict(own, st.plugin, path)...)
 	st.judge, _ = st.plugin.(Judge)
 	st.modifier, _ = st.plugin.(Modifier)
 	if st.judge == nil && st.modifier == nil {
-		errs = append(errs, NewFieldError(path, node.Line, "plugin type %q implements neither filter.Judge nor filter.Modifier", sp.Type))
+		errs = append(errs, yamlconf.NewFieldError(path, node.Line, "plugin type %q implements neither filter.Judge nor filter.Modifier", sp.Type))
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -162,7 +164,7 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 	st.log = log.Named("filter." + sp.Type).With(zap.String("filter", st.name))
 	if p, ok := st.plugin.(Provisioner); ok {
 		if err := p.Provision(Env{Name: st.name, Logger: st.log}); err != nil {
-			return nil, []error{NewFieldError(path, node.Line, "%s: %v", sp.Type, err)}
+			return nil, []error{yamlconf.NewFieldError(path, node.Line, "%s: %v", sp.Type, err)}
 		}
 	}
 	return st, nil

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 func init() {
@@ -49,7 +50,7 @@ const ClamAVSubjectPrefix = "[VIRUS REMOVED] "
 
 // DefaultClamAVMaxStream is max_stream's default: Debian's StreamMaxLength
 // and MaxFileSize (protocols.md §4.3).
-const DefaultClamAVMaxStream filter.ByteSize = 25 << 20
+const DefaultClamAVMaxStream yamlconf.ByteSize = 25 << 20
 
 // clamavMaxHeader bounds the header read to build a notice; go-message's
 // ReadHeader has no limit of its own (protocols.md §9).
@@ -103,7 +104,7 @@ type ClamAV struct {
 	// large, because clamd answers "stream: OK" without scanning a stream
 	// above MaxFileSize (protocols.md item 19). Default 25MiB, Debian's
 	// setting of both.
-	MaxStream filter.ByteSize `yaml:"max_stream"`
+	MaxStream yamlconf.ByteSize `yaml:"max_stream"`
 
 	log    *zap.Logger
 	client clamdClient

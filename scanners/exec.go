@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 func init() {
@@ -86,7 +87,7 @@ const (
 // to the log (its first 4 KiB), never to the client.
 type Exec struct {
 	Command   []string          `yaml:"command"`
-	MaxOutput filter.ByteSize   `yaml:"max_output"`
+	MaxOutput yamlconf.ByteSize `yaml:"max_output"`
 	Env       map[string]string `yaml:"env"`
 
 	path string   // Command[0], resolved at start

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/scanners"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 const execMsg = "From: a@example.com\r\nSubject: test\r\n\r\nbody line\r\n.dot line\r\n\xe4 8-bit\r\n"
@@ -334,7 +335,7 @@ func TestExecMaxOutput(t *testing.T) {
 		})
 	}
 	// Exactly max_output is allowed.
-	e := execPlugin(t, &scanners.Exec{Command: execScript(t, "echo 'X-A: b'; exec cat"), MaxOutput: filter.ByteSize(len("X-A: b\n") + len(execMsg))})
+	e := execPlugin(t, &scanners.Exec{Command: execScript(t, "echo 'X-A: b'; exec cat"), MaxOutput: yamlconf.ByteSize(len("X-A: b\n") + len(execMsg))})
 	if out, err, _ := execRun(t, e, execMsg, 10*time.Second); err != nil || string(out) != "X-A: b\r\n"+execMsg {
 		t.Fatalf("Modify at max_output = %q, %v", out, err)
 	}

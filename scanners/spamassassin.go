@@ -32,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 func init() {
@@ -49,10 +50,10 @@ const (
 	// DefaultSpamMaxSize is spamc's default --max-size, 500 KB
 	// (protocols.md §5.5): nearly all spam is small and checking time grows
 	// steeply with size.
-	DefaultSpamMaxSize filter.ByteSize = 500 << 10
+	DefaultSpamMaxSize yamlconf.ByteSize = 500 << 10
 
 	// maxSpamMaxSize is the largest --max-size spamc accepts (256 MB).
-	maxSpamMaxSize filter.ByteSize = 256 << 20
+	maxSpamMaxSize yamlconf.ByteSize = 256 << 20
 
 	// maxSubjectPrefix bounds subject_prefix, in characters.
 	maxSubjectPrefix = 64
@@ -105,7 +106,7 @@ type SpamAssassin struct {
 	SubjectPrefix string `yaml:"subject_prefix"`
 	// MaxSize is the largest message sent to spamd; 0 means
 	// DefaultSpamMaxSize (spamc's default).
-	MaxSize filter.ByteSize `yaml:"max_size"`
+	MaxSize yamlconf.ByteSize `yaml:"max_size"`
 	// User, if set, is sent as spamd's User header, to select that user's
 	// SpamAssassin preferences (spamd without -x/--nouser-config, or with
 	// SQL/LDAP/virtual configuration).

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 // The tests in this file use fake spamd servers on loopback; the ones
@@ -159,7 +160,7 @@ func TestSpamAssassinYAML(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sa SpamAssassin
-	if errs := filter.DecodeStrict(&doc, &sa, "filters[0]"); len(errs) > 0 {
+	if errs := yamlconf.DecodeStrict(&doc, &sa, "filters[0]"); len(errs) > 0 {
 		t.Fatalf("decode: %v", errs)
 	}
 	if err := sa.Provision(filter.Env{}); err != nil {

@@ -9,8 +9,8 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 // Config is the YAML configuration file. The key names are a contract with
@@ -26,22 +26,22 @@ type Config struct {
 	ListenProxyTLS string              `yaml:"listen_proxy_tls"`
 	ProxyProtocol  ProxyProtocolConfig `yaml:"proxy_protocol"`
 	TLS            TLSConfig           `yaml:"tls"`
-	MaxSize        filter.ByteSize     `yaml:"max_size"`
+	MaxSize        yamlconf.ByteSize   `yaml:"max_size"`
 	// ScanKeepalive is how long a client waits in silence for a scan
 	// before the proxy answers "+OK" and keeps it alive.
-	ScanKeepalive filter.Duration `yaml:"scan_keepalive"`
-	Upstream      UpstreamConfig  `yaml:"upstream"`
-	Filters       []yaml.Node     `yaml:"filters"`
-	Shutdown      ShutdownConfig  `yaml:"shutdown"`
-	Limits        LimitsConfig    `yaml:"limits"`
-	Server        ServerConfig    `yaml:"server"`
-	Log           LogConfig       `yaml:"log"`
+	ScanKeepalive yamlconf.Duration `yaml:"scan_keepalive"`
+	Upstream      UpstreamConfig    `yaml:"upstream"`
+	Filters       []yaml.Node       `yaml:"filters"`
+	Shutdown      ShutdownConfig    `yaml:"shutdown"`
+	Limits        LimitsConfig      `yaml:"limits"`
+	Server        ServerConfig      `yaml:"server"`
+	Log           LogConfig         `yaml:"log"`
 }
 
 // ProxyProtocolConfig says whom the PROXY listeners trust.
 type ProxyProtocolConfig struct {
-	Trusted       []string        `yaml:"trusted"`
-	HeaderTimeout filter.Duration `yaml:"header_timeout"`
+	Trusted       []string          `yaml:"trusted"`
+	HeaderTimeout yamlconf.Duration `yaml:"header_timeout"`
 }
 
 // TLSConfig is the proxy's own certificate, for STLS and the TLS listeners.
@@ -61,8 +61,8 @@ type UpstreamConfig struct {
 	TLS                string              `yaml:"tls"`
 	CAFile             string              `yaml:"ca_file"`
 	InsecureSkipVerify bool                `yaml:"insecure_skip_verify"`
-	DialTimeout        filter.Duration     `yaml:"dial_timeout"`
-	Timeout            filter.Duration     `yaml:"timeout"`
+	DialTimeout        yamlconf.Duration   `yaml:"dial_timeout"`
+	Timeout            yamlconf.Duration   `yaml:"timeout"`
 	Destinations       []DestinationConfig `yaml:"destinations"`
 }
 
@@ -77,22 +77,22 @@ type DestinationConfig struct {
 
 // ShutdownConfig controls the SHUTDOWN command and the drain on SIGTERM.
 type ShutdownConfig struct {
-	AllowFrom    []string        `yaml:"allow_from"`
-	DrainTimeout filter.Duration `yaml:"drain_timeout"`
+	AllowFrom    []string          `yaml:"allow_from"`
+	DrainTimeout yamlconf.Duration `yaml:"drain_timeout"`
 }
 
 // LimitsConfig bounds what a client controls.
 type LimitsConfig struct {
-	MaxLineLength       int             `yaml:"max_line_length"`
-	MaxBadCommands      int             `yaml:"max_bad_commands"`
-	AuthTimeout         filter.Duration `yaml:"auth_timeout"`
-	IdleTimeout         filter.Duration `yaml:"idle_timeout"`
-	WriteTimeout        filter.Duration `yaml:"write_timeout"`
-	MaxConnections      int             `yaml:"max_connections"`
-	MaxConnectionsPerIP int             `yaml:"max_connections_per_ip"`
-	FailedLoginDelay    filter.Duration `yaml:"failed_login_delay"`
-	MaxFailedLoginDelay filter.Duration `yaml:"max_failed_login_delay"`
-	HandshakeTimeout    filter.Duration `yaml:"handshake_timeout"`
+	MaxLineLength       int               `yaml:"max_line_length"`
+	MaxBadCommands      int               `yaml:"max_bad_commands"`
+	AuthTimeout         yamlconf.Duration `yaml:"auth_timeout"`
+	IdleTimeout         yamlconf.Duration `yaml:"idle_timeout"`
+	WriteTimeout        yamlconf.Duration `yaml:"write_timeout"`
+	MaxConnections      int               `yaml:"max_connections"`
+	MaxConnectionsPerIP int               `yaml:"max_connections_per_ip"`
+	FailedLoginDelay    yamlconf.Duration `yaml:"failed_login_delay"`
+	MaxFailedLoginDelay yamlconf.Duration `yaml:"max_failed_login_delay"`
+	HandshakeTimeout    yamlconf.Duration `yaml:"handshake_timeout"`
 }
 
 // ServerConfig is what the client-facing server says about itself.
@@ -115,34 +115,34 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:1110",
 		MaxSize:       10 << 20,
-		ScanKeepalive: filter.Duration(proxy.DefaultScanKeepalive),
+		ScanKeepalive: yamlconf.Duration(proxy.DefaultScanKeepalive),
 		ProxyProtocol: ProxyProtocolConfig{
 			Trusted:       []string{"127.0.0.1/32", "::1/128"},
-			HeaderTimeout: filter.Duration(5 * time.Second),
+			HeaderTimeout: yamlconf.Duration(5 * time.Second),
 		},
 		TLS: TLSConfig{RequireExemptLoopback: true},
 		Upstream: UpstreamConfig{
 			AllowPrivate: "auto",
 			Separators:   "%#@",
 			TLS:          "auto",
-			DialTimeout:  filter.Duration(10 * time.Second),
-			Timeout:      filter.Duration(60 * time.Second),
+			DialTimeout:  yamlconf.Duration(10 * time.Second),
+			Timeout:      yamlconf.Duration(60 * time.Second),
 		},
 		Shutdown: ShutdownConfig{
 			AllowFrom:    []string{"127.0.0.0/8", "::1/128"},
-			DrainTimeout: filter.Duration(30 * time.Second),
+			DrainTimeout: yamlconf.Duration(30 * time.Second),
 		},
 		Limits: LimitsConfig{
 			MaxLineLength:       4096,
 			MaxBadCommands:      10,
-			AuthTimeout:         filter.Duration(60 * time.Second),
-			IdleTimeout:         filter.Duration(minIdleTimeout),
-			WriteTimeout:        filter.Duration(60 * time.Second),
+			AuthTimeout:         yamlconf.Duration(60 * time.Second),
+			IdleTimeout:         yamlconf.Duration(minIdleTimeout),
+			WriteTimeout:        yamlconf.Duration(60 * time.Second),
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 20,
-			FailedLoginDelay:    filter.Duration(time.Second),
-			MaxFailedLoginDelay: filter.Duration(30 * time.Second),
-			HandshakeTimeout:    filter.Duration(10 * time.Second),
+			FailedLoginDelay:    yamlconf.Duration(time.Second),
+			MaxFailedLoginDelay: yamlconf.Duration(30 * time.Second),
+			HandshakeTimeout:    yamlconf.Duration(10 * time.Second),
 		},
 		Server: ServerConfig{Greeting: "pop3proxy ready"},
 		Log:    LogConfig{Level: "info", Format: "console"},
@@ -168,10 +168,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	cfg := DefaultConfig()
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("not valid YAML: %s", filter.CleanYAMLError(err))
+		return nil, fmt.Errorf("not valid YAML: %s", yamlconf.CleanError(err))
 	}
 	var result *multierror.Error
-	for _, e := range filter.DecodeStrict(&root, &cfg, "") {
+	for _, e := range yamlconf.DecodeStrict(&root, &cfg, "") {
 		result = multierror.Append(result, e)
 	}
 	for _, e := range cfg.validate() {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -125,7 +125,7 @@ func TestOpenRelayRefused(t *testing.T) {
 func TestParseByteSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want filter.ByteSize
+		want yamlconf.ByteSize
 		ok   bool
 	}{
 		{"1024", 1024, true},
@@ -140,7 +140,7 @@ func TestParseByteSize(t *testing.T) {
 		{"10XB", 0, false},
 		{"99999999999GiB", 0, false},
 	} {
-		got, err := filter.ParseByteSize(tc.in)
+		got, err := yamlconf.ParseByteSize(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("ParseByteSize(%q) = %d, %v; want %d ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}

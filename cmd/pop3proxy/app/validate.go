@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/upstream"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 // validate checks values that decoded but make no sense, each reported with
@@ -20,7 +21,7 @@ import (
 func (c *Config) validate() []error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, filter.NewFieldError(path, 0, format, args...))
+		errs = append(errs, yamlconf.NewFieldError(path, 0, format, args...))
 	}
 
 	allLoopback, listeners := true, 0
@@ -232,7 +233,7 @@ func (c *Config) validateTLS(bad func(string, string, ...any)) {
 	}
 }
 
-func positive(bad func(string, string, ...any), path string, d filter.Duration) {
+func positive(bad func(string, string, ...any), path string, d yamlconf.Duration) {
 	if d <= 0 {
 		bad(path, "must be greater than 0")
 	}

@@ -1,4 +1,4 @@
-package filter
+package yamlconf
 
 import (
 	"fmt"
@@ -70,7 +70,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		return
 	case reflect.PointerTo(v.Type()).Implements(unmarshalerType):
 		if err := node.Decode(v.Addr().Interface()); err != nil {
-			fail("%s", CleanYAMLError(err))
+			fail("%s", CleanError(err))
 		}
 		return
 	}
@@ -114,7 +114,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			return
 		}
 		if err := node.Decode(v.Addr().Interface()); err != nil {
-			fail("%s", CleanYAMLError(err))
+			fail("%s", CleanError(err))
 		}
 	}
 }
@@ -167,9 +167,9 @@ func describe(n *yaml.Node) string {
 	}
 }
 
-// CleanYAMLError strips yaml.v3's "yaml: unmarshal errors:\n  line N:"
+// CleanError strips yaml.v3's "yaml: unmarshal errors:\n  line N:"
 // framing; the caller adds path and line itself.
-func CleanYAMLError(err error) string {
+func CleanError(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
 	msg = strings.TrimSpace(msg)

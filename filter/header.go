@@ -172,6 +172,21 @@ func prefixSubject(fields []field, prefix string) ([]field, error) {
 	return append([]field{{name: "Subject", raw: b.Bytes()}}, fields...), nil
 }
 
+// CheckFieldName accepts an RFC 5322 §3.6.8 field name: printable ASCII
+// (33-126) except the colon. Plugins that take field names from their
+// configuration check them when they are provisioned.
+func CheckFieldName(name string) error {
+	if name == "" {
+		return errors.New("empty field name")
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 33 || c > 126 || c == ':' {
+			return fmt.Errorf("%q is not a field name (printable ASCII without spaces or colons)", name)
+		}
+	}
+	return nil
+}
+
 // maxLine is where added fields are folded (RFC 5322 §2.1.1 recommends 78
 // characters).
 const maxLine = 78
@@ -179,8 +194,8 @@ const maxLine = 78
 // formatField writes "Name: value" CRLF, folded at spaces, or after commas
 // in a long list without spaces (as SpamAssassin folds tests=A,B,C).
 func formatField(w *bytes.Buffer, name, value string) error {
-	if name == "" || strings.ContainsAny(name, ": \t\r\n") {
-		return fmt.Errorf("invalid header field name %q", name)
+	if err := CheckFieldName(name); err != nil {
+		return err
 	}
 	if strings.ContainsAny(value, "\r\n\x00") {
 		return fmt.Errorf("header field %s: value contains CR, LF or NUL", name)

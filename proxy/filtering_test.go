@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/upstream"
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
@@ -60,10 +59,7 @@ func init() {
 func startFiltering(t *testing.T, chainYAML string, maxSize int64, keepalive time.Duration) string {
 	t.Helper()
 	avCalls.Store(0)
-	chain, err := filter.BuildYAML([]byte(chainYAML), zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	chain := filtertest.MustChain(t, chainYAML)
 	return serve(t, proxy.Options{
 		Upstream: upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second},
 		Chain:    chain, MaxSize: maxSize, ScanKeepalive: keepalive,

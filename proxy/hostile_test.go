@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
-	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"github.com/pop3proxy/pop3proxy/upstream"
@@ -121,10 +119,7 @@ func TestEndlessRetr(t *testing.T) {
 	script := loginScript + "C: RETR 1\nS: +OK\nS: Subject: slow\nS:\n" + trickle("more", 10*time.Second)
 
 	t.Run("filtered", func(t *testing.T) {
-		chain, err := filter.BuildYAML([]byte("- type: fakeav\n"), zaptest.NewLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
+		chain := filtertest.MustChain(t, "- type: fakeav\n")
 		up := pop3test.NewServer(t, script)
 		gw := serve(t, proxy.Options{Upstream: hostileOptions(), Chain: chain, MaxSize: 10 << 20})
 		c := login(t, gw, up.Addr())

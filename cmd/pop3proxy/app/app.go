@@ -28,7 +28,6 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
-	_ "github.com/pop3proxy/pop3proxy/scanners" // the built-in filter plugins register themselves
 )
 
 // Main runs pop3proxy with the command line arguments and exits.

@@ -5,23 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/zap/zaptest"
-
 	_ "github.com/pop3proxy/pop3proxy/examples/filterplugin/blocksender"
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 )
 
-// chain builds a filter chain from YAML, as pop3proxy does with the
-// "filters:" list of its configuration: the test goes through the
+// The chain is built from YAML with filtertest, as pop3proxy builds it
+// from the "filters:" list of its configuration: the test goes through the
 // registration and the strict decoding too.
-func chain(t *testing.T, doc string) (*filter.Chain, error) {
-	t.Helper()
-	ch, err := filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))
-	if err == nil {
-		t.Cleanup(func() { ch.Close() })
-	}
-	return ch, err
-}
 
 func msg(from string) string {
 	return "Received: from mx by pop\r\n" + from + "Subject: offer\r\n\r\nbody\r\n"
@@ -53,7 +44,7 @@ func TestBlockSender(t *testing.T) {
 		{"reject spares others", reject, "From: alice@good.example\r\n", filter.Deliver, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, err := chain(t, tc.doc)
+			ch, err := filtertest.Chain(t, tc.doc)
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
@@ -81,7 +72,7 @@ func TestBlockSender(t *testing.T) {
 
 // A header that does not parse is let through untouched.
 func TestBlockSenderUnparsableHeader(t *testing.T) {
-	ch, err := chain(t, "- {type: blocksender, action: reject, senders: [\"*\"]}")
+	ch, err := filtertest.Chain(t, "- {type: blocksender, action: reject, senders: [\"*\"]}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +91,7 @@ func TestBlockSenderConfigErrors(t *testing.T) {
 		{"- {type: blocksender, senders: [x], action: drop}", `action "drop"`},
 		{"- {type: blocksender, sender: [x]}", "filters[0].sender: unknown key"},
 	} {
-		if _, err := chain(t, tc.doc); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := filtertest.Chain(t, tc.doc); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) error = %v, want %q", tc.doc, err, tc.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package scanners
+package clamav
 
 import (
 	"bufio"
@@ -18,45 +18,46 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 func init() {
-	filter.Register(filter.PluginInfo{Type: "clamav", New: func() filter.Plugin { return new(ClamAV) }})
+	filter.Register(filter.PluginInfo{Type: "clamav", New: func() filter.Plugin { return new(Filter) }})
 }
 
 // What a virus hit does (the action key).
 const (
-	ClamAVReplace = "replace"
-	ClamAVReject  = "reject"
-	ClamAVTag     = "tag"
+	ActionReplace = "replace"
+	ActionReject  = "reject"
+	ActionTag     = "tag"
 )
 
 // The header fields the plugin sets. Sender-supplied fields of these names
 // are removed first, so that a message cannot arrive claiming to be clean;
 // other X-Virus-* fields (an upstream scanner's) are left as they are.
 const (
-	ClamAVScannedField = "X-Virus-Scanned"
-	ClamAVStatusField  = "X-Virus-Status"
-	ClamAVNameField    = "X-Virus-Name"
+	ScannedField = "X-Virus-Scanned"
+	StatusField  = "X-Virus-Status"
+	NameField    = "X-Virus-Name"
 )
 
 // ClamAVCleanValue is the X-Virus-Scanned value of a clean message.
-const ClamAVCleanValue = "clean (ClamAV via pop3proxy)"
+const CleanValue = "clean (ClamAV via pop3proxy)"
 
 // ClamAVSubjectPrefix starts the Subject of a virus notice, so that the
 // notice stands out in the client's message list.
-const ClamAVSubjectPrefix = "[VIRUS REMOVED] "
+const SubjectPrefix = "[VIRUS REMOVED] "
 
 // DefaultClamAVMaxStream is max_stream's default: Debian's StreamMaxLength
 // and MaxFileSize (protocols.md §4.3).
-const DefaultClamAVMaxStream yamlconf.ByteSize = 25 << 20
+const DefaultMaxStream yamlconf.ByteSize = 25 << 20
 
 // clamavMaxHeader bounds the header read to build a notice; go-message's
 // ReadHeader has no limit of its own (protocols.md §9).
-const clamavMaxHeader = 1 << 20
+const maxHeader = 1 << 20
 
-// ClamAV is the "clamav" filter: it scans every message with clamd's
+// Filter is the "clamav" filter: it scans every message with clamd's
 // INSTREAM command and, on a virus, replaces the message with a notice,
 // rejects the RETR, or tags the message, as Action says. A clamd failure
 // (unreachable, timeout, ERROR reply, a message larger than MaxStream) is
@@ -78,7 +79,7 @@ const clamavMaxHeader = 1 << 20
 //	  action: replace          # replace | reject | tag
 //	  quarantine_dir: ""       # when set, the original infected message is kept here
 //	  max_stream: 25MiB        # clamd's StreamMaxLength; larger messages are an error
-type ClamAV struct {
+type Filter struct {
 	// Address is clamd's socket: unix:///path or tcp://host:port.
 	// Required.
 	Address string `yaml:"address"`
@@ -113,26 +114,26 @@ type ClamAV struct {
 // Provision checks the configuration. The socket itself is not tried:
 // clamd may start after the proxy, and a scan that cannot connect is an
 // error handled by on_error.
-func (c *ClamAV) Provision(env filter.Env) error {
+func (c *Filter) Provision(env filter.Env) error {
 	c.log = env.Logger
 	if c.log == nil {
 		c.log = zap.NewNop()
 	}
 	var problems []string
-	network, address, err := parseScannerAddress(c.Address, "use unix:///path/to/socket (Debian: unix:///run/clamav/clamd.ctl) or tcp://host:port")
+	network, address, err := sockaddr.Parse(c.Address, "use unix:///path/to/socket (Debian: unix:///run/clamav/clamd.ctl) or tcp://host:port")
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
 	switch c.Action {
 	case "":
-		c.Action = ClamAVReplace
-	case ClamAVReplace, ClamAVReject, ClamAVTag:
+		c.Action = ActionReplace
+	case ActionReplace, ActionReject, ActionTag:
 	default:
-		problems = append(problems, fmt.Sprintf("action %q is not one of %s, %s, %s", c.Action, ClamAVReplace, ClamAVReject, ClamAVTag))
+		problems = append(problems, fmt.Sprintf("action %q is not one of %s, %s, %s", c.Action, ActionReplace, ActionReject, ActionTag))
 	}
 	switch {
 	case c.MaxStream == 0:
-		c.MaxStream = DefaultClamAVMaxStream
+		c.MaxStream = DefaultMaxStream
 	case c.MaxStream < 0:
 		problems = append(problems, fmt.Sprintf("max_stream %d is negative", c.MaxStream))
 	}
@@ -151,7 +152,7 @@ func (c *ClamAV) Provision(env filter.Env) error {
 // checkQuarantineDir requires an existing directory in which the proxy
 // can create files, found out by creating one: permission bits do not
 // tell about ACLs, read-only mounts or root.
-func (c *ClamAV) checkQuarantineDir() error {
+func (c *Filter) checkQuarantineDir() error {
 	dir := c.QuarantineDir
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("quarantine_dir %q must be an absolute path", dir)
@@ -178,16 +179,16 @@ func (c *ClamAV) checkQuarantineDir() error {
 
 // clamavOwnFieldsRemoved removes the fields the plugin sets, sender-supplied
 // or left by an earlier pass, before it adds its own.
-func clamavOwnFieldsRemoved() []filter.Edit {
+func ownFieldsRemoved() []filter.Edit {
 	return []filter.Edit{
-		filter.Remove(ClamAVScannedField),
-		filter.Remove(ClamAVStatusField),
-		filter.Remove(ClamAVNameField),
+		filter.Remove(ScannedField),
+		filter.Remove(StatusField),
+		filter.Remove(NameField),
 	}
 }
 
 // Judge scans the message and returns the verdict that Action asks for.
-func (c *ClamAV) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
+func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	start := time.Now()
 	virus, err := c.client.scan(ctx, m.Bytes())
 	took := time.Since(start)
@@ -198,14 +199,14 @@ func (c *ClamAV) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		c.log.Debug("clean", zap.Int("msg", m.Meta.Number), zap.Int("size", m.Len()), zap.Duration("took", took))
 		return filter.Verdict{
 			Action: filter.Continue,
-			Edits:  append(clamavOwnFieldsRemoved(), filter.Add(ClamAVScannedField, ClamAVCleanValue)),
+			Edits:  append(ownFieldsRemoved(), filter.Add(ScannedField, CleanValue)),
 		}, nil
 	}
 
 	reason := "virus " + virus
 	var kept string
 	var qerr error
-	if c.QuarantineDir != "" && c.Action != ClamAVTag {
+	if c.QuarantineDir != "" && c.Action != ActionTag {
 		kept, qerr = c.quarantine(m.Bytes(), time.Now())
 	}
 	fields := []zap.Field{
@@ -228,21 +229,21 @@ func (c *ClamAV) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	c.log.Warn("virus found", fields...)
 
 	switch c.Action {
-	case ClamAVReject:
+	case ActionReject:
 		return filter.Verdict{Action: filter.Reject, Reason: reason}, nil
-	case ClamAVTag:
+	case ActionTag:
 		return filter.Verdict{
 			Action: filter.Continue,
 			Reason: reason,
-			Edits: append(clamavOwnFieldsRemoved(),
-				filter.Add(ClamAVStatusField, "Infected"),
-				filter.Add(ClamAVNameField, virus)),
+			Edits: append(ownFieldsRemoved(),
+				filter.Add(StatusField, "Infected"),
+				filter.Add(NameField, virus)),
 		}, nil
 	}
 	return filter.Verdict{
 		Action:      filter.Replace,
 		Reason:      reason,
-		Replacement: clamavNotice(m.Bytes(), virus, kept, time.Now()),
+		Replacement: virusNotice(m.Bytes(), virus, kept, time.Now()),
 	}, nil
 }
 
@@ -250,7 +251,7 @@ func (c *ClamAV) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 // file is written under a temporary name in the same directory, synced and
 // renamed, so the directory never holds a partial message under a final
 // name, and the rename is synced by syncing the directory.
-func (c *ClamAV) quarantine(msg []byte, now time.Time) (string, error) {
+func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 	sum := sha256.Sum256(msg)
 	id := hex.EncodeToString(sum[:8])
 	suffix := "-" + id + ".eml"
@@ -295,7 +296,7 @@ func (c *ClamAV) quarantine(msg []byte, now time.Time) (string, error) {
 // clamavNoticeFields are the fields of the original that the notice keeps,
 // so that the client lists it where the original would be, with the same
 // sender, subject and date, and threads it by the same Message-ID.
-var clamavNoticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Message-ID"}
+var noticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Message-ID"}
 
 // clamavNotice builds the message delivered instead of an infected one: a
 // short text/plain notice, 7-bit, CRLF, with the original's From, To, Cc,
@@ -306,12 +307,12 @@ var clamavNoticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Messag
 // quarantine file's name, "" if the original was not kept; the notice gives
 // the name, not the path, which would show the proxy's file system layout.
 // A header that does not parse gets placeholders.
-func clamavNotice(orig []byte, virus, kept string, now time.Time) []byte {
+func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
 	var b bytes.Buffer
-	b.WriteString(ClamAVStatusField + ": Infected\r\n")
-	b.WriteString(ClamAVNameField + ": " + virus + "\r\n")
+	b.WriteString(StatusField + ": Infected\r\n")
+	b.WriteString(NameField + ": " + virus + "\r\n")
 
-	fields, ok := clamavHeaderFields(orig)
+	fields, ok := headerFields(orig)
 	has := map[string]bool{}
 	for _, f := range fields {
 		has[f.name] = true
@@ -323,15 +324,15 @@ func clamavNotice(orig []byte, virus, kept string, now time.Time) []byte {
 		b.WriteString("Date: " + now.Format(time.RFC1123Z) + "\r\n")
 	}
 	if !has["Subject"] {
-		subject := strings.TrimSpace(ClamAVSubjectPrefix)
+		subject := strings.TrimSpace(SubjectPrefix)
 		if !ok {
-			subject = ClamAVSubjectPrefix + "(original header unreadable)"
+			subject = SubjectPrefix + "(original header unreadable)"
 		}
 		b.WriteString("Subject: " + subject + "\r\n")
 	}
 	for _, f := range fields {
 		if f.name == "Subject" {
-			b.Write(clamavPrefixSubject(f.raw))
+			b.Write(prefixSubject(f.raw))
 			continue
 		}
 		b.Write(f.raw)
@@ -368,28 +369,28 @@ func clamavNotice(orig []byte, virus, kept string, now time.Time) []byte {
 	return b.Bytes()
 }
 
-type clamavField struct {
+type headerField struct {
 	name string // one of clamavNoticeFields, as spelled there
 	raw  []byte // the field as in the original, CRLF-terminated
 }
 
 // clamavHeaderFields returns the original's fields that the notice keeps,
 // in their order, and whether the header could be read.
-func clamavHeaderFields(msg []byte) ([]clamavField, bool) {
+func headerFields(msg []byte) ([]headerField, bool) {
 	src := bytes.NewReader(msg)
-	br := bufio.NewReader(io.LimitReader(src, clamavMaxHeader))
+	br := bufio.NewReader(io.LimitReader(src, maxHeader))
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, false
 	}
 	// ReadHeader takes a header cut off by the limit for a whole one,
 	// with its last field truncated.
-	if len(msg)-src.Len()-br.Buffered() >= clamavMaxHeader {
+	if len(msg)-src.Len()-br.Buffered() >= maxHeader {
 		return nil, false
 	}
-	var fields []clamavField
+	var fields []headerField
 	for it := h.Fields(); it.Next(); {
-		for _, name := range clamavNoticeFields {
+		for _, name := range noticeFields {
 			if !strings.EqualFold(it.Key(), name) {
 				continue
 			}
@@ -397,7 +398,7 @@ func clamavHeaderFields(msg []byte) ([]clamavField, bool) {
 			if err != nil {
 				return nil, false
 			}
-			fields = append(fields, clamavField{name: name, raw: raw})
+			fields = append(fields, headerField{name: name, raw: raw})
 		}
 	}
 	return fields, true
@@ -406,20 +407,20 @@ func clamavHeaderFields(msg []byte) ([]clamavField, bool) {
 // clamavPrefixSubject puts ClamAVSubjectPrefix in front of a raw Subject
 // field's value, keeping the field name's spelling and the rest of the
 // bytes, folding included.
-func clamavPrefixSubject(raw []byte) []byte {
+func prefixSubject(raw []byte) []byte {
 	colon := bytes.IndexByte(raw, ':')
 	start := colon + 1
 	for start < len(raw) && (raw[start] == ' ' || raw[start] == '\t') {
 		start++
 	}
-	out := make([]byte, 0, len(raw)+len(ClamAVSubjectPrefix)+1)
+	out := make([]byte, 0, len(raw)+len(SubjectPrefix)+1)
 	out = append(out, raw[:colon+1]...)
 	out = append(out, ' ')
-	out = append(out, ClamAVSubjectPrefix...)
+	out = append(out, SubjectPrefix...)
 	return append(out, raw[start:]...)
 }
 
 var (
-	_ filter.Judge       = (*ClamAV)(nil)
-	_ filter.Provisioner = (*ClamAV)(nil)
+	_ filter.Judge       = (*Filter)(nil)
+	_ filter.Provisioner = (*Filter)(nil)
 )

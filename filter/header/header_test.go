@@ -1,4 +1,4 @@
-package scanners_test
+package header_test
 
 import (
 	"context"
@@ -6,21 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/scanners"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/filter/header"
 )
-
-// headerChain builds a chain from a "filters:" YAML list, as the proxy does.
-func headerChain(t *testing.T, doc string) (*filter.Chain, error) {
-	t.Helper()
-	ch, err := filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))
-	if err == nil {
-		t.Cleanup(func() { ch.Close() })
-	}
-	return ch, err
-}
 
 const headerMsg = "Received: from a by b\r\nX-Spam-Flag: YES\r\nSubject: Hi\r\n\tthere\r\nx-spam-flag: no\r\nX-Scanned-By: old\r\n\r\nbody\r\n.dot\r\n"
 
@@ -62,7 +51,7 @@ func TestHeaderEdits(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, err := headerChain(t, tc.doc)
+			ch, err := filtertest.Chain(t, tc.doc)
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
@@ -87,7 +76,7 @@ func TestHeaderEdits(t *testing.T) {
 // The verdict itself: removals before additions, additions in name order,
 // the same for every message, and a caller cannot change the next one's.
 func TestHeaderVerdict(t *testing.T) {
-	h := &scanners.Header{
+	h := &header.Filter{
 		Add:    map[string]string{"X-B": "b", "X-A": "a"},
 		Set:    map[string]string{"X-S": "s"},
 		Remove: []string{"X-R", "x-r"},
@@ -127,7 +116,7 @@ func TestHeaderConfigErrors(t *testing.T) {
 		{"same field in add and set", "- {type: header, add: {X-A: one}, set: {X-A: two}}", "add: X-A: the field is already added by X-A (set)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := headerChain(t, tc.doc)
+			_, err := filtertest.Chain(t, tc.doc)
 			if err == nil {
 				t.Fatalf("Build accepted %s", tc.doc)
 			}
@@ -140,7 +129,7 @@ func TestHeaderConfigErrors(t *testing.T) {
 
 // Every problem is reported at once, so that one start finds them all.
 func TestHeaderReportsEveryProblem(t *testing.T) {
-	h := &scanners.Header{Add: map[string]string{"X A": "b", "X-B": ""}, Remove: []string{"a:b"}}
+	h := &header.Filter{Add: map[string]string{"X A": "b", "X-B": ""}, Remove: []string{"a:b"}}
 	err := h.Provision(filter.Env{})
 	if err == nil {
 		t.Fatal("Provision accepted bad names and values")

@@ -1,4 +1,4 @@
-package scanners_test
+package clamav_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/scanners"
+	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 )
 
 // The fake checks the framing byte for byte: the command, chunks of at
@@ -22,7 +22,7 @@ import (
 func TestClamdFraming(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		got := make(chan clamRequest, 1)
-		p, _ := clamNew(t, scanners.ClamAV{Address: clamFake(t, network, clamReplying(t, "stream: OK\x00", got))})
+		p, _ := clamNew(t, clamav.Filter{Address: clamFake(t, network, clamReplying(t, "stream: OK\x00", got))})
 		for _, size := range []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 200<<10 + 3} {
 			msg := make([]byte, size)
 			for i := range msg {
@@ -75,7 +75,7 @@ func TestClamdReplies(t *testing.T) {
 			if tc.close {
 				serve = func(c net.Conn) {}
 			}
-			p, _ := clamNew(t, scanners.ClamAV{Address: clamFake(t, "tcp", serve), Action: "tag"})
+			p, _ := clamNew(t, clamav.Filter{Address: clamFake(t, "tcp", serve), Action: "tag"})
 			start := time.Now()
 			v, err := clamJudge(t, p, []byte("Subject: x\r\n\r\nbody\r\n"), 5*time.Second)
 			if took := time.Since(start); took > 2*time.Second {
@@ -83,7 +83,7 @@ func TestClamdReplies(t *testing.T) {
 			}
 			switch {
 			case tc.clean:
-				if err != nil || v.Action != filter.Continue || len(v.Edits) != 4 || v.Edits[3].Value != scanners.ClamAVCleanValue {
+				if err != nil || v.Action != filter.Continue || len(v.Edits) != 4 || v.Edits[3].Value != clamav.CleanValue {
 					t.Errorf("got %+v, %v; want clean", v, err)
 				}
 			case tc.virus != "":
@@ -112,11 +112,11 @@ func TestClamdEarlyReply(t *testing.T) {
 				// Closing with unread data makes the kernel reset the
 				// connection: the client's writes fail.
 			})
-			p, _ := clamNew(t, scanners.ClamAV{Address: addr})
+			p, _ := clamNew(t, clamav.Filter{Address: addr})
 			for range 20 {
 				v, err := clamJudge(t, p, make([]byte, 8<<20), 10*time.Second)
 				clamAssertError(t, v, err, "size limit exceeded")
-				if !errors.Is(err, scanners.ErrClamdTooLarge) {
+				if !errors.Is(err, clamav.ErrTooLarge) {
 					t.Errorf("error %v does not wrap ErrClamdTooLarge", err)
 				}
 				if s := err.Error(); strings.Contains(s, "broken pipe") || strings.Contains(s, "reset by peer") {
@@ -137,10 +137,10 @@ func TestClamdMaxStream(t *testing.T) {
 		conns.Add(1)
 		clamReplying(t, "stream: OK\x00", nil)(c)
 	})
-	p, _ := clamNew(t, scanners.ClamAV{Address: addr, MaxStream: 1000})
+	p, _ := clamNew(t, clamav.Filter{Address: addr, MaxStream: 1000})
 	v, err := clamJudge(t, p, make([]byte, 1001), 5*time.Second)
 	clamAssertError(t, v, err, "too large for clamd")
-	if !errors.Is(err, scanners.ErrClamdTooLarge) {
+	if !errors.Is(err, clamav.ErrTooLarge) {
 		t.Errorf("error %v does not wrap ErrClamdTooLarge", err)
 	}
 	if conns.Load() != 0 {
@@ -178,7 +178,7 @@ func TestClamdHang(t *testing.T) {
 			addr := clamFake(t, "tcp", func(c net.Conn) { tc.serve(c, done) })
 			// Runs before clamFake's cleanup, which waits for the fake.
 			t.Cleanup(func() { close(done) })
-			p, _ := clamNew(t, scanners.ClamAV{Address: addr, MaxStream: 32 << 20})
+			p, _ := clamNew(t, clamav.Filter{Address: addr, MaxStream: 32 << 20})
 			start := time.Now()
 			v, err := clamJudge(t, p, make([]byte, tc.size), 200*time.Millisecond)
 			took := time.Since(start)
@@ -196,7 +196,7 @@ func TestClamdHang(t *testing.T) {
 // Cancelling the context (the client went away) interrupts a scan at
 // once, also without a deadline.
 func TestClamdCancel(t *testing.T) {
-	p, _ := clamNew(t, scanners.ClamAV{Address: clamFake(t, "unix", func(c net.Conn) { io.Copy(io.Discard, c) })})
+	p, _ := clamNew(t, clamav.Filter{Address: clamFake(t, "unix", func(c net.Conn) { io.Copy(io.Discard, c) })})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
@@ -220,7 +220,7 @@ func TestClamdUnreachable(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	for _, address := range []string{"tcp://" + addr, "unix:///nonexistent/clamd.ctl"} {
-		p, _ := clamNew(t, scanners.ClamAV{Address: address})
+		p, _ := clamNew(t, clamav.Filter{Address: address})
 		start := time.Now()
 		v, err := clamJudge(t, p, []byte("Subject: x\r\n\r\nbody\r\n"), 5*time.Second)
 		clamAssertError(t, v, err, strings.TrimPrefix(strings.TrimPrefix(address, "tcp://"), "unix://"))
@@ -248,7 +248,7 @@ func TestClamdConcurrent(t *testing.T) {
 		}
 		io.WriteString(c, "stream: OK\x00")
 	})
-	p, _ := clamNew(t, scanners.ClamAV{Address: addr, Action: "reject"})
+	p, _ := clamNew(t, clamav.Filter{Address: addr, Action: "reject"})
 	errs := make(chan error, 40)
 	for i := range 40 {
 		go func() {

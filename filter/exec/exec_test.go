@@ -1,6 +1,6 @@
 //go:build unix
 
-package scanners_test
+package exec_test
 
 import (
 	"bytes"
@@ -18,7 +18,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/scanners"
+	execfilter "github.com/pop3proxy/pop3proxy/filter/exec"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -41,7 +42,7 @@ func execScript(t *testing.T, body string) []string {
 }
 
 // execPlugin provisions an exec filter as the chain would.
-func execPlugin(t *testing.T, e *scanners.Exec) *scanners.Exec {
+func execPlugin(t *testing.T, e *execfilter.Filter) *execfilter.Filter {
 	t.Helper()
 	if err := e.Provision(filter.Env{Name: "myfilter", Logger: zaptest.NewLogger(t)}); err != nil {
 		t.Fatalf("Provision: %v", err)
@@ -51,7 +52,7 @@ func execPlugin(t *testing.T, e *scanners.Exec) *scanners.Exec {
 
 // execRun runs the filter on msg under a deadline and reports how long it
 // took.
-func execRun(t *testing.T, e *scanners.Exec, msg string, timeout time.Duration) ([]byte, error, time.Duration) {
+func execRun(t *testing.T, e *execfilter.Filter, msg string, timeout time.Duration) ([]byte, error, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -72,7 +73,7 @@ func TestExecOutput(t *testing.T) {
 		{"no final newline is kept", `printf 'Subject: x\n\nlast'`, "Subject: x\r\n\r\nlast"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := execPlugin(t, &scanners.Exec{Command: execScript(t, tc.script)})
+			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
 			out, err, _ := execRun(t, e, execMsg, 10*time.Second)
 			if err != nil {
 				t.Fatalf("Modify: %v", err)
@@ -92,7 +93,7 @@ func TestExecRunsAnExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir+string(filepath.ListSeparator)+os.Getenv("PATH"))
-	e := execPlugin(t, &scanners.Exec{Command: []string{"tagger", "one", "two words"}})
+	e := execPlugin(t, &execfilter.Filter{Command: []string{"tagger", "one", "two words"}})
 	out, err, _ := execRun(t, e, execMsg, 10*time.Second)
 	if err != nil {
 		t.Fatalf("Modify: %v", err)
@@ -104,7 +105,7 @@ func TestExecRunsAnExecutable(t *testing.T) {
 
 func TestExecEnvironment(t *testing.T) {
 	t.Setenv("POP3PROXY_TEST_SECRET", "hunter2")
-	e := execPlugin(t, &scanners.Exec{
+	e := execPlugin(t, &execfilter.Filter{
 		Command: execScript(t, `printf 'X-User: %s\nX-Upstream: %s\nX-Number: %s\nX-Filter: %s\nX-Lang: %s\nX-Extra: %s\nX-Secret: %s\n' \
 	"$POP3PROXY_USER" "$POP3PROXY_UPSTREAM" "$POP3PROXY_MESSAGE_NUMBER" "$POP3PROXY_FILTER" "$LANG" "$EXTRA" "${POP3PROXY_TEST_SECRET-unset}"
 test -n "$PATH" || echo "X-Path: missing"
@@ -136,7 +137,7 @@ func TestExecFailures(t *testing.T) {
 		{"body only", "printf '\\nbody\\n'", []string{"does not start with a header field"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := execPlugin(t, &scanners.Exec{Command: execScript(t, tc.script)})
+			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
 			out, err, _ := execRun(t, e, execMsg, 10*time.Second)
 			if err == nil {
 				t.Fatalf("Modify = %q, want an error", out)
@@ -152,7 +153,7 @@ func TestExecFailures(t *testing.T) {
 
 // Only the start of a chatty stderr goes into the error (and the log).
 func TestExecStderrIsBounded(t *testing.T) {
-	e := execPlugin(t, &scanners.Exec{Command: execScript(t, "i=0; while [ $i -lt 2000 ]; do echo 'noise noise noise' >&2; i=$((i+1)); done; exit 1")})
+	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "i=0; while [ $i -lt 2000 ]; do echo 'noise noise noise' >&2; i=$((i+1)); done; exit 1")})
 	_, err, _ := execRun(t, e, execMsg, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("Modify error = %v", err)
@@ -239,7 +240,7 @@ func execWaitDead(t *testing.T, pids []int) {
 func TestExecTimeoutKillsTheGroup(t *testing.T) {
 	pids := execPIDFiles(t, "leader", "child")
 	leader, child := pids[0], pids[1]
-	e := execPlugin(t, &scanners.Exec{Command: execScript(t,
+	e := execPlugin(t, &execfilter.Filter{Command: execScript(t,
 		"echo $$ > "+leader+"; sleep 10 & echo $! > "+child+"; wait")})
 	_, err, took := execRun(t, e, execMsg, 300*time.Millisecond)
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -261,7 +262,7 @@ func TestExecTimeoutKillsTheGroup(t *testing.T) {
 // leftover is killed.
 func TestExecBackgroundChildHoldingStdout(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
-	e := execPlugin(t, &scanners.Exec{Command: execScript(t, "cat; sleep 10 & echo $! > "+child)})
+	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "cat; sleep 10 & echo $! > "+child)})
 	_, err, took := execRun(t, e, execMsg, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "still held its output open") {
 		t.Fatalf("Modify error = %v", err)
@@ -276,7 +277,7 @@ func TestExecBackgroundChildHoldingStdout(t *testing.T) {
 // it is killed all the same.
 func TestExecLeftoversAreKilled(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
-	e := execPlugin(t, &scanners.Exec{Command: execScript(t,
+	e := execPlugin(t, &execfilter.Filter{Command: execScript(t,
 		"sleep 10 </dev/null >/dev/null 2>&1 & echo $! > "+child+"; echo 'X-Bg: 1'; exec cat")})
 	out, err, took := execRun(t, e, execMsg, 10*time.Second)
 	if err != nil || string(out) != "X-Bg: 1\r\n"+execMsg {
@@ -299,7 +300,7 @@ func TestExecProgramIgnoresStdin(t *testing.T) {
 		{"exit 1", "exit 1", "", "exit status 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := execPlugin(t, &scanners.Exec{Command: execScript(t, tc.script)})
+			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
 			out, err, took := execRun(t, e, big, 10*time.Second)
 			if took > 5*time.Second {
 				t.Fatalf("Modify took %v", took)
@@ -323,7 +324,7 @@ func TestExecMaxOutput(t *testing.T) {
 		{"endless output", "exec cat /dev/zero"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := execPlugin(t, &scanners.Exec{Command: execScript(t, tc.script), MaxOutput: 1024})
+			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script), MaxOutput: 1024})
 			_, err, took := execRun(t, e, execMsg, 10*time.Second)
 			if err == nil || !strings.Contains(err.Error(), "exceeds max_output (1024 bytes)") {
 				t.Fatalf("Modify error = %v", err)
@@ -335,7 +336,7 @@ func TestExecMaxOutput(t *testing.T) {
 		})
 	}
 	// Exactly max_output is allowed.
-	e := execPlugin(t, &scanners.Exec{Command: execScript(t, "echo 'X-A: b'; exec cat"), MaxOutput: yamlconf.ByteSize(len("X-A: b\n") + len(execMsg))})
+	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "echo 'X-A: b'; exec cat"), MaxOutput: yamlconf.ByteSize(len("X-A: b\n") + len(execMsg))})
 	if out, err, _ := execRun(t, e, execMsg, 10*time.Second); err != nil || string(out) != "X-A: b\r\n"+execMsg {
 		t.Fatalf("Modify at max_output = %q, %v", out, err)
 	}
@@ -349,20 +350,20 @@ func TestExecProvisionErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		e    scanners.Exec
+		e    execfilter.Filter
 		want string
 	}{
-		{"no command", scanners.Exec{}, "command is empty"},
-		{"empty program", scanners.Exec{Command: []string{""}}, "command is empty"},
-		{"missing program", scanners.Exec{Command: []string{"/nonexistent/myfilter"}}, `"/nonexistent/myfilter"`},
-		{"not in PATH", scanners.Exec{Command: []string{"pop3proxy-no-such-filter"}}, exec.ErrNotFound.Error()},
-		{"not executable", scanners.Exec{Command: []string{notExec}}, "permission denied"},
-		{"a directory", scanners.Exec{Command: []string{dir}}, dir},
-		{"relative path", scanners.Exec{Command: []string{"./filter.sh"}}, "use an absolute path"},
-		{"NUL in an argument", scanners.Exec{Command: []string{"/bin/cat", "a\x00b"}}, "command[1] contains a NUL"},
-		{"bad env name", scanners.Exec{Command: []string{"/bin/cat"}, Env: map[string]string{"A-B": "x"}}, `"A-B" is not a variable name`},
-		{"env name starts with a digit", scanners.Exec{Command: []string{"/bin/cat"}, Env: map[string]string{"1A": "x"}}, "not a variable name"},
-		{"proxy's variables", scanners.Exec{Command: []string{"/bin/cat"}, Env: map[string]string{"POP3PROXY_USER": "x"}}, "set by the proxy"},
+		{"no command", execfilter.Filter{}, "command is empty"},
+		{"empty program", execfilter.Filter{Command: []string{""}}, "command is empty"},
+		{"missing program", execfilter.Filter{Command: []string{"/nonexistent/myfilter"}}, `"/nonexistent/myfilter"`},
+		{"not in PATH", execfilter.Filter{Command: []string{"pop3proxy-no-such-filter"}}, exec.ErrNotFound.Error()},
+		{"not executable", execfilter.Filter{Command: []string{notExec}}, "permission denied"},
+		{"a directory", execfilter.Filter{Command: []string{dir}}, dir},
+		{"relative path", execfilter.Filter{Command: []string{"./filter.sh"}}, "use an absolute path"},
+		{"NUL in an argument", execfilter.Filter{Command: []string{"/bin/cat", "a\x00b"}}, "command[1] contains a NUL"},
+		{"bad env name", execfilter.Filter{Command: []string{"/bin/cat"}, Env: map[string]string{"A-B": "x"}}, `"A-B" is not a variable name`},
+		{"env name starts with a digit", execfilter.Filter{Command: []string{"/bin/cat"}, Env: map[string]string{"1A": "x"}}, "not a variable name"},
+		{"proxy's variables", execfilter.Filter{Command: []string{"/bin/cat"}, Env: map[string]string{"POP3PROXY_USER": "x"}}, "set by the proxy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.e.Provision(filter.Env{Name: "exec", Logger: zaptest.NewLogger(t)})
@@ -391,7 +392,7 @@ func TestExecInTheChain(t *testing.T) {
 		{"fails with pass", "- {type: exec, name: myfilter, on_error: pass, command: [" + fails[0] + ", " + fails[1] + "]}", filter.Deliver, "X-Pop3proxy-Unscanned: myfilter failed\r\nFrom:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, err := headerChain(t, tc.doc)
+			ch, err := filtertest.Chain(t, tc.doc)
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
@@ -406,7 +407,7 @@ func TestExecInTheChain(t *testing.T) {
 		{"- {type: exec, command: [/bin/cat], max_output: lots}", "filters[0].max_output"},
 		{"- {type: exec, command: [/bin/cat], shell: true}", "filters[0].shell: unknown key"},
 	} {
-		if _, err := headerChain(t, tc.doc); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := filtertest.Chain(t, tc.doc); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Build(%s) error = %v, want %q", tc.doc, err, tc.want)
 		}
 	}

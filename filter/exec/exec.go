@@ -1,6 +1,6 @@
 //go:build unix
 
-package scanners
+package exec
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
+	osexec "os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,7 +23,7 @@ import (
 )
 
 func init() {
-	filter.Register(filter.PluginInfo{Type: "exec", New: func() filter.Plugin { return new(Exec) }})
+	filter.Register(filter.PluginInfo{Type: "exec", New: func() filter.Plugin { return new(Filter) }})
 }
 
 const (
@@ -51,7 +51,7 @@ const (
 	execDefaultPath = "/usr/local/bin:/usr/bin:/bin"
 )
 
-// Exec is the "exec" filter: it runs an external program on every message,
+// Filter is the "exec" filter: it runs an external program on every message,
 // as the Action callback of Perl's Net::Server::POP3proxy did. The program
 // gets the message on stdin and writes the message to deliver on stdout.
 //
@@ -85,7 +85,7 @@ const (
 // max_output, and output pipes a leftover process kept open after the
 // program exited (the output may be incomplete). The program's stderr goes
 // to the log (its first 4 KiB), never to the client.
-type Exec struct {
+type Filter struct {
 	Command   []string          `yaml:"command"`
 	MaxOutput yamlconf.ByteSize `yaml:"max_output"`
 	Env       map[string]string `yaml:"env"`
@@ -98,7 +98,7 @@ type Exec struct {
 
 // Provision resolves the program once, at start, so that a typo or a
 // missing package stops the proxy instead of failing every message.
-func (e *Exec) Provision(env filter.Env) error {
+func (e *Filter) Provision(env filter.Env) error {
 	e.name, e.log = env.Name, env.Logger
 	if e.log == nil {
 		e.log = zap.NewNop()
@@ -117,7 +117,7 @@ func (e *Exec) Provision(env filter.Env) error {
 	if strings.ContainsRune(prog, '/') && !filepath.IsAbs(prog) {
 		return fmt.Errorf("command %q: use an absolute path, or a bare name found in PATH", prog)
 	}
-	path, err := exec.LookPath(prog)
+	path, err := osexec.LookPath(prog)
 	if err != nil {
 		return fmt.Errorf("command %q: %w", prog, err)
 	}
@@ -143,7 +143,7 @@ func (e *Exec) Provision(env filter.Env) error {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if err := execCheckEnv(name, e.Env[name]); err != nil {
+		if err := checkEnv(name, e.Env[name]); err != nil {
 			return err
 		}
 		// Later entries win (os/exec keeps the last of duplicate keys),
@@ -156,7 +156,7 @@ func (e *Exec) Provision(env filter.Env) error {
 	return nil
 }
 
-func execCheckEnv(name, value string) error {
+func checkEnv(name, value string) error {
 	if name == "" {
 		return errors.New("env: empty variable name")
 	}
@@ -176,28 +176,28 @@ func execCheckEnv(name, value string) error {
 }
 
 // Modify runs the program on the message.
-func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, e.path, e.Command[1:]...)
+func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
+	cmd := osexec.CommandContext(ctx, e.path, e.Command[1:]...)
 	cmd.Env = append(slices.Clip(e.env),
 		"POP3PROXY_FILTER="+e.name,
-		"POP3PROXY_USER="+execEnvValue(m.Meta.User),
-		"POP3PROXY_UPSTREAM="+execEnvValue(m.Meta.Upstream),
+		"POP3PROXY_USER="+envValue(m.Meta.User),
+		"POP3PROXY_UPSTREAM="+envValue(m.Meta.Upstream),
 		"POP3PROXY_MESSAGE_NUMBER="+strconv.Itoa(m.Meta.Number),
 	)
 	// os/exec writes stdin from a goroutine and ignores EPIPE when the
 	// program exits without reading it all: its exit status decides.
 	cmd.Stdin = bytes.NewReader(m.Bytes())
-	stdout := &execOutput{max: int(e.MaxOutput)}
+	stdout := &outputBuffer{max: int(e.MaxOutput)}
 	// Most filters write about what they read: one allocation, not a
 	// doubling series, for a large message.
 	stdout.b.Grow(min(m.Len()+4096, stdout.max))
-	stderr := &execStderr{}
+	stderr := &stderrLog{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// A group of its own, so that the timeout kills the children of a
 	// shell script too, not only the shell: a surviving child would keep
 	// stdout open and the program's resources busy.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return execKillGroup(cmd.Process.Pid) }
+	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = execWaitDelay
 
 	start := time.Now()
@@ -207,7 +207,7 @@ func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 		// group ID is the reaped leader's PID, which Linux does not hand
 		// out again while the group has members; with none left, this
 		// finds nothing (barring a PID wrap-around in microseconds).
-		_ = execKillGroup(cmd.Process.Pid)
+		_ = killGroup(cmd.Process.Pid)
 	}
 	elapsed := time.Since(start)
 
@@ -228,7 +228,7 @@ func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 		return nil, fail(fmt.Errorf("output exceeds max_output (%d bytes)", e.MaxOutput))
 	case err != nil && ctx.Err() != nil:
 		return nil, fail(fmt.Errorf("killed after %v: %w", elapsed.Round(time.Millisecond), context.Cause(ctx)))
-	case errors.Is(err, exec.ErrWaitDelay):
+	case errors.Is(err, osexec.ErrWaitDelay):
 		return nil, fail(fmt.Errorf("exited, but a process it started still held its output open %v later; the output may be incomplete", execWaitDelay))
 	case err != nil:
 		// "exit status 3", "signal: killed", or why it did not start.
@@ -239,8 +239,8 @@ func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 	if len(out) == 0 {
 		return nil, fail(errors.New("exit status 0 but no message on stdout"))
 	}
-	out = execCRLF(out)
-	if !execStartsWithField(out) {
+	out = toCRLF(out)
+	if !startsWithField(out) {
 		line, _, _ := bytes.Cut(out, []byte("\r\n"))
 		return nil, fail(fmt.Errorf("output does not start with a header field: %.60q", line))
 	}
@@ -258,7 +258,7 @@ func (e *Exec) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 
 // execKillGroup kills the process group led by pid; a group that is gone
 // already is no error.
-func execKillGroup(pid int) error {
+func killGroup(pid int) error {
 	err := syscall.Kill(-pid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
 		return os.ErrProcessDone
@@ -269,11 +269,11 @@ func execKillGroup(pid int) error {
 // execEnvValue drops NUL bytes, which an environment cannot hold (the
 // session refuses them in user names; this keeps a bug from failing every
 // message).
-func execEnvValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
+func envValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
 // execCRLF turns every LF not preceded by CR into CRLF and leaves all else,
 // bare CR included, as it is.
-func execCRLF(b []byte) []byte {
+func toCRLF(b []byte) []byte {
 	bare := 0
 	for i, c := range b {
 		if c == '\n' && (i == 0 || b[i-1] != '\r') {
@@ -299,20 +299,20 @@ func execCRLF(b []byte) []byte {
 // are required), and the proxy relies on it: a slow scan's keepalive field
 // goes out before the message. A program that answers "OK", a bare body or
 // an mbox "From " line has misunderstood its job.
-func execStartsWithField(b []byte) bool {
+func startsWithField(b []byte) bool {
 	line, _, _ := bytes.Cut(b, []byte("\r\n"))
 	name, _, ok := bytes.Cut(line, []byte(":"))
 	if !ok {
 		return false
 	}
 	name = bytes.TrimRight(name, " \t")
-	return len(name) > 0 && headerCheckName(string(name)) == nil
+	return len(name) > 0 && filter.CheckFieldName(string(name)) == nil
 }
 
 // execOutput collects stdout up to max bytes. Past that it fails the
 // write, so os/exec closes the pipe and a runaway program dies of SIGPIPE
 // instead of running until the timeout.
-type execOutput struct {
+type outputBuffer struct {
 	b    bytes.Buffer
 	max  int
 	over bool
@@ -320,7 +320,7 @@ type execOutput struct {
 
 var errExecOutputTooLarge = errors.New("output exceeds max_output")
 
-func (o *execOutput) Write(p []byte) (int, error) {
+func (o *outputBuffer) Write(p []byte) (int, error) {
 	if o.b.Len()+len(p) > o.max {
 		o.over = true
 		return 0, errExecOutputTooLarge
@@ -330,12 +330,12 @@ func (o *execOutput) Write(p []byte) (int, error) {
 
 // execStderr keeps the first execMaxStderr bytes of stderr and counts the
 // rest.
-type execStderr struct {
+type stderrLog struct {
 	b       []byte
 	dropped int
 }
 
-func (s *execStderr) Write(p []byte) (int, error) {
+func (s *stderrLog) Write(p []byte) (int, error) {
 	keep := min(len(p), execMaxStderr-len(s.b))
 	s.b = append(s.b, p[:keep]...)
 	s.dropped += len(p) - keep
@@ -343,7 +343,7 @@ func (s *execStderr) Write(p []byte) (int, error) {
 }
 
 // snippet is the start of stderr for an error message.
-func (s *execStderr) snippet() string {
+func (s *stderrLog) snippet() string {
 	b := bytes.TrimSpace(s.b)
 	if len(b) > execErrorStderr {
 		b = b[:execErrorStderr]
@@ -352,6 +352,6 @@ func (s *execStderr) snippet() string {
 }
 
 var (
-	_ filter.Modifier    = (*Exec)(nil)
-	_ filter.Provisioner = (*Exec)(nil)
+	_ filter.Modifier    = (*Filter)(nil)
+	_ filter.Provisioner = (*Filter)(nil)
 )

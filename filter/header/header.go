@@ -1,4 +1,4 @@
-package scanners
+package header
 
 import (
 	"context"
@@ -12,13 +12,13 @@ import (
 )
 
 func init() {
-	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Header) }})
+	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Filter) }})
 }
 
 // headerMaxLine is RFC 5322 §2.1.1's hard limit on a line, CRLF excluded.
 const headerMaxLine = 998
 
-// Header is the "header" filter: it removes and adds header fields of
+// Filter is the "header" filter: it removes and adds header fields of
 // every message, the same for all, with no I/O.
 //
 //	filters:
@@ -38,7 +38,7 @@ const headerMaxLine = 998
 // space where the chain folds a long value (RFC 5322 §2.2.3). Non-ASCII
 // values are written as UTF-8 (RFC 6532); use ASCII (or RFC 2047 encoded
 // words) for old clients.
-type Header struct {
+type Filter struct {
 	Add    map[string]string `yaml:"add"`
 	Remove []string          `yaml:"remove"`
 	Set    map[string]string `yaml:"set"`
@@ -48,7 +48,7 @@ type Header struct {
 
 // Provision checks the field names and values and prepares the edits, so
 // that a mistake stops the proxy at start instead of failing messages.
-func (h *Header) Provision(filter.Env) error {
+func (h *Filter) Provision(filter.Env) error {
 	if len(h.Add) == 0 && len(h.Remove) == 0 && len(h.Set) == 0 {
 		return errors.New("nothing to do: give add, set or remove")
 	}
@@ -58,7 +58,7 @@ func (h *Header) Provision(filter.Env) error {
 	var edits []filter.Edit
 	removed := map[string]bool{}
 	for i, name := range h.Remove {
-		if err := headerCheckName(name); err != nil {
+		if err := filter.CheckFieldName(name); err != nil {
 			bad("remove[%d]: %v", i, err)
 			continue
 		}
@@ -78,9 +78,9 @@ func (h *Header) Provision(filter.Env) error {
 		if key == "add" {
 			fields = h.Add
 		}
-		for _, name := range headerSortedNames(fields) {
+		for _, name := range sortedNames(fields) {
 			value := fields[name]
-			if err := headerCheckName(name); err != nil {
+			if err := filter.CheckFieldName(name); err != nil {
 				bad("%s: %v", key, err)
 				continue
 			}
@@ -90,7 +90,7 @@ func (h *Header) Provision(filter.Env) error {
 				continue
 			}
 			added[lower] = fmt.Sprintf("%s (%s)", name, key)
-			if err := headerCheckValue(name, value); err != nil {
+			if err := checkValue(name, value); err != nil {
 				bad("%s: %v", key, err)
 				continue
 			}
@@ -104,7 +104,7 @@ func (h *Header) Provision(filter.Env) error {
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
-	for _, name := range headerSortedNames(adds) {
+	for _, name := range sortedNames(adds) {
 		edits = append(edits, filter.Add(name, adds[name]))
 	}
 	h.edits = edits
@@ -112,12 +112,12 @@ func (h *Header) Provision(filter.Env) error {
 }
 
 // Judge returns the configured edits for every message.
-func (h *Header) Judge(context.Context, *filter.Message) (filter.Verdict, error) {
+func (h *Filter) Judge(context.Context, *filter.Message) (filter.Verdict, error) {
 	// A copy, so that no caller can change what the next message gets.
 	return filter.Verdict{Action: filter.Continue, Edits: slices.Clone(h.edits)}, nil
 }
 
-func headerSortedNames(m map[string]string) []string {
+func sortedNames(m map[string]string) []string {
 	names := make([]string, 0, len(m))
 	for name := range m {
 		names = append(names, name)
@@ -126,25 +126,11 @@ func headerSortedNames(m map[string]string) []string {
 	return names
 }
 
-// headerCheckName accepts an RFC 5322 §3.6.8 field name: printable ASCII
-// (33-126) except the colon.
-func headerCheckName(name string) error {
-	if name == "" {
-		return errors.New("empty field name")
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c < 33 || c > 126 || c == ':' {
-			return fmt.Errorf("%q is not a field name (printable ASCII without spaces or colons)", name)
-		}
-	}
-	return nil
-}
-
-// headerCheckValue refuses what would break the header: CR or LF would
+// checkValue refuses what would break the header: CR or LF would
 // start a field of the value's choosing, NUL and other controls are not
 // allowed in a header (RFC 5322 §3.2.5), and a field too long for one line
 // could need folding inside a word, where RFC 5322 allows none.
-func headerCheckValue(name, value string) error {
+func checkValue(name, value string) error {
 	if strings.TrimSpace(value) == "" {
 		return fmt.Errorf("%s: empty value (to drop a field, use remove)", name)
 	}
@@ -163,6 +149,6 @@ func headerCheckValue(name, value string) error {
 }
 
 var (
-	_ filter.Judge       = (*Header)(nil)
-	_ filter.Provisioner = (*Header)(nil)
+	_ filter.Judge       = (*Filter)(nil)
+	_ filter.Provisioner = (*Filter)(nil)
 )

@@ -1,4 +1,4 @@
-package scanners
+package spamassassin
 
 import (
 	"bufio"
@@ -123,7 +123,7 @@ func saReplyingFake(t *testing.T, network, reply string) (*saFake, <-chan saRequ
 	return f, reqs
 }
 
-func newSA(t *testing.T, sa *SpamAssassin) *SpamAssassin {
+func newSA(t *testing.T, sa *Filter) *Filter {
 	t.Helper()
 	if err := sa.Provision(filter.Env{Name: "spam"}); err != nil {
 		t.Fatalf("Provision: %v", err)
@@ -159,7 +159,7 @@ func TestSpamAssassinYAML(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
 		t.Fatal(err)
 	}
-	var sa SpamAssassin
+	var sa Filter
 	if errs := yamlconf.DecodeStrict(&doc, &sa, "filters[0]"); len(errs) > 0 {
 		t.Fatalf("decode: %v", errs)
 	}
@@ -178,7 +178,7 @@ func TestSpamAssassinYAML(t *testing.T) {
 }
 
 func TestSpamAssassinProvisionDefaults(t *testing.T) {
-	sa := newSA(t, &SpamAssassin{})
+	sa := newSA(t, &Filter{})
 	if sa.MaxSize != 500*1024 {
 		t.Errorf("MaxSize = %d, want 512000 (spamc's 500 KB)", sa.MaxSize)
 	}
@@ -192,13 +192,13 @@ func TestSpamAssassinProvisionDefaults(t *testing.T) {
 		"tcp://[::1]:783":          "[::1]:783",
 		"tcp://spamd.example:1783": "spamd.example:1783",
 	} {
-		sa := newSA(t, &SpamAssassin{Address: in})
+		sa := newSA(t, &Filter{Address: in})
 		if sa.client.network != "tcp" || sa.client.address != want {
 			t.Errorf("%s: got %s %s", in, sa.client.network, sa.client.address)
 		}
 	}
 	for in, want := range map[string]string{"[SPAM] ": "[SPAM] ", "***SPAM***": "***SPAM*** ", " [S]  ": "[S] "} {
-		if sa := newSA(t, &SpamAssassin{SubjectPrefix: in}); sa.prefix != want {
+		if sa := newSA(t, &Filter{SubjectPrefix: in}); sa.prefix != want {
 			t.Errorf("subject_prefix %q: prefix %q, want %q", in, sa.prefix, want)
 		}
 	}
@@ -208,31 +208,31 @@ func TestSpamAssassinProvisionErrors(t *testing.T) {
 	long := strings.Repeat("x", 65)
 	for _, tc := range []struct {
 		name string
-		sa   SpamAssassin
+		sa   Filter
 		want string
 	}{
-		{"no scheme", SpamAssassin{Address: "127.0.0.1:783"}, "no scheme"},
-		{"http", SpamAssassin{Address: "http://127.0.0.1:783"}, "not supported"},
-		{"tcp empty", SpamAssassin{Address: "tcp://"}, "tcp://"},
-		{"tcp no port", SpamAssassin{Address: "tcp://localhost"}, "missing port"},
-		{"tcp no host", SpamAssassin{Address: "tcp://:783"}, "needs a host"},
-		{"tcp port 0", SpamAssassin{Address: "tcp://localhost:0"}, "port"},
-		{"tcp port big", SpamAssassin{Address: "tcp://localhost:65536"}, "port"},
-		{"tcp port name", SpamAssassin{Address: "tcp://localhost:spamd"}, "port"},
-		{"tcp path", SpamAssassin{Address: "tcp://localhost:783/x"}, "not a number"},
-		{"unix relative", SpamAssassin{Address: "unix://run/spamd.sock"}, "absolute"},
-		{"unix empty", SpamAssassin{Address: "unix://"}, "absolute"},
-		{"unix long", SpamAssassin{Address: "unix:///" + strings.Repeat("d", 110)}, "at most 107"},
-		{"prefix CRLF", SpamAssassin{SubjectPrefix: "[SPAM]\r\nBcc: x@example.com"}, "control"},
-		{"prefix LF", SpamAssassin{SubjectPrefix: "[SPAM]\n"}, "control"},
-		{"prefix tab", SpamAssassin{SubjectPrefix: "[\tSPAM]"}, "control"},
-		{"prefix 8bit", SpamAssassin{SubjectPrefix: "[SPÄM]"}, "ASCII"},
-		{"prefix long", SpamAssassin{SubjectPrefix: long}, "at most 64"},
-		{"prefix spaces", SpamAssassin{SubjectPrefix: "   "}, "only spaces"},
-		{"max_size", SpamAssassin{MaxSize: 256<<20 + 1}, "max_size"},
-		{"user CRLF", SpamAssassin{User: "bob\r\nContent-length: 1"}, "control"},
-		{"user spaces", SpamAssassin{User: " bob"}, "spaces"},
-		{"user long", SpamAssassin{User: strings.Repeat("u", 129)}, "at most"},
+		{"no scheme", Filter{Address: "127.0.0.1:783"}, "no scheme"},
+		{"http", Filter{Address: "http://127.0.0.1:783"}, "not supported"},
+		{"tcp empty", Filter{Address: "tcp://"}, "tcp://"},
+		{"tcp no port", Filter{Address: "tcp://localhost"}, "missing port"},
+		{"tcp no host", Filter{Address: "tcp://:783"}, "needs a host"},
+		{"tcp port 0", Filter{Address: "tcp://localhost:0"}, "port"},
+		{"tcp port big", Filter{Address: "tcp://localhost:65536"}, "port"},
+		{"tcp port name", Filter{Address: "tcp://localhost:spamd"}, "port"},
+		{"tcp path", Filter{Address: "tcp://localhost:783/x"}, "not a number"},
+		{"unix relative", Filter{Address: "unix://run/spamd.sock"}, "absolute"},
+		{"unix empty", Filter{Address: "unix://"}, "absolute"},
+		{"unix long", Filter{Address: "unix:///" + strings.Repeat("d", 110)}, "at most 107"},
+		{"prefix CRLF", Filter{SubjectPrefix: "[SPAM]\r\nBcc: x@example.com"}, "control"},
+		{"prefix LF", Filter{SubjectPrefix: "[SPAM]\n"}, "control"},
+		{"prefix tab", Filter{SubjectPrefix: "[\tSPAM]"}, "control"},
+		{"prefix 8bit", Filter{SubjectPrefix: "[SPÄM]"}, "ASCII"},
+		{"prefix long", Filter{SubjectPrefix: long}, "at most 64"},
+		{"prefix spaces", Filter{SubjectPrefix: "   "}, "only spaces"},
+		{"max_size", Filter{MaxSize: 256<<20 + 1}, "max_size"},
+		{"user CRLF", Filter{User: "bob\r\nContent-length: 1"}, "control"},
+		{"user spaces", Filter{User: " bob"}, "spaces"},
+		{"user long", Filter{User: strings.Repeat("u", 129)}, "at most"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.sa.Provision(filter.Env{})
@@ -245,13 +245,13 @@ func TestSpamAssassinProvisionErrors(t *testing.T) {
 		})
 	}
 	// 64 characters is still fine.
-	if err := (&SpamAssassin{SubjectPrefix: long[:64]}).Provision(filter.Env{}); err != nil {
+	if err := (&Filter{SubjectPrefix: long[:64]}).Provision(filter.Env{}); err != nil {
 		t.Fatalf("64-character prefix: %v", err)
 	}
 }
 
 func TestSpamAssassinJudgeWithoutProvision(t *testing.T) {
-	if _, err := (&SpamAssassin{}).Judge(context.Background(), saMessage(saTestMessage)); err == nil {
+	if _, err := (&Filter{}).Judge(context.Background(), saMessage(saTestMessage)); err == nil {
 		t.Fatal("Judge without Provision did not fail")
 	}
 }
@@ -267,7 +267,7 @@ func TestSpamdRequestFraming(t *testing.T) {
 		for _, user := range []string{"", "alice@example.com"} {
 			t.Run(network+"/user="+user, func(t *testing.T) {
 				f, reqs := saReplyingFake(t, network, saHamReply)
-				sa := newSA(t, &SpamAssassin{Address: f.addr, User: user})
+				sa := newSA(t, &Filter{Address: f.addr, User: user})
 				if _, err := sa.Judge(context.Background(), saMessage(msg)); err != nil {
 					t.Fatalf("Judge: %v", err)
 				}
@@ -290,7 +290,7 @@ func TestSpamdRequestFraming(t *testing.T) {
 
 func TestSpamAssassinJudgeSpam(t *testing.T) {
 	f, _ := saReplyingFake(t, "tcp", saGTUBEReply)
-	sa := newSA(t, &SpamAssassin{Address: f.addr, SubjectPrefix: "[SPAM]"})
+	sa := newSA(t, &Filter{Address: f.addr, SubjectPrefix: "[SPAM]"})
 	v, err := sa.Judge(context.Background(), saMessage(saTestMessage))
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +326,7 @@ func TestSpamAssassinJudgeHam(t *testing.T) {
 			"No, score=0.9 required=5.0 tests=MISSING_MID version=pop3proxy", ""},
 	} {
 		f, _ := saReplyingFake(t, "tcp", tc.reply)
-		sa := newSA(t, &SpamAssassin{Address: f.addr, SubjectPrefix: "[SPAM]"})
+		sa := newSA(t, &Filter{Address: f.addr, SubjectPrefix: "[SPAM]"})
 		v, err := sa.Judge(context.Background(), saMessage(saTestMessage))
 		if err != nil {
 			t.Fatal(err)
@@ -358,7 +358,7 @@ func TestSpamAssassinSymbolInjection(t *testing.T) {
 	body := "GTUBE,EVIL\r\nX-Injected: yes,NO_RELAYS,\r\n\r\nBcc: x@example.com,BAD NAME,OK_2\x00,TVD_SPACE_RATIO\r\n"
 	reply := "SPAMD/1.1 0 EX_OK\r\nContent-length: " + strconv.Itoa(len(body)) + "\r\nSpam: True ; 1000.0 / 5.0\r\n\r\n" + body
 	f, _ := saReplyingFake(t, "tcp", reply)
-	sa := newSA(t, &SpamAssassin{Address: f.addr})
+	sa := newSA(t, &Filter{Address: f.addr})
 	v, err := sa.Judge(context.Background(), saMessage(saTestMessage))
 	if err != nil {
 		t.Fatal(err)
@@ -376,7 +376,7 @@ func TestSpamAssassinSymbolInjection(t *testing.T) {
 func TestSpamAssassinOversizeSkipped(t *testing.T) {
 	// A listener that fails the test if the plugin connects.
 	f := startSAFake(t, "tcp", func(c net.Conn) { t.Errorf("spamd contacted for a message over max_size") })
-	sa := newSA(t, &SpamAssassin{Address: f.addr, MaxSize: 100, SubjectPrefix: "[SPAM]"})
+	sa := newSA(t, &Filter{Address: f.addr, MaxSize: 100, SubjectPrefix: "[SPAM]"})
 	msg := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte("x"), 100-16+1)...)
 	if len(msg) != 101 {
 		t.Fatalf("test message is %d bytes", len(msg))
@@ -402,7 +402,7 @@ func TestSpamAssassinOversizeSkipped(t *testing.T) {
 
 	// At exactly max_size the message is checked.
 	f2, reqs := saReplyingFake(t, "tcp", saHamReply)
-	sa2 := newSA(t, &SpamAssassin{Address: f2.addr, MaxSize: 101})
+	sa2 := newSA(t, &Filter{Address: f2.addr, MaxSize: 101})
 	if _, err := sa2.Judge(context.Background(), saMessage(msg)); err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +428,7 @@ func TestSpamAssassinHangingSpamd(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
 			f := hangingFake(t, network)
-			sa := newSA(t, &SpamAssassin{Address: f.addr})
+			sa := newSA(t, &Filter{Address: f.addr})
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 			defer cancel()
 			start := time.Now()
@@ -449,7 +449,7 @@ func TestSpamAssassinHangingSpamd(t *testing.T) {
 	// read (the fallback deadline is 30 s away).
 	t.Run("cancel", func(t *testing.T) {
 		f := hangingFake(t, "tcp")
-		sa := newSA(t, &SpamAssassin{Address: f.addr})
+		sa := newSA(t, &Filter{Address: f.addr})
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(150*time.Millisecond, cancel)
 		start := time.Now()
@@ -463,7 +463,7 @@ func TestSpamAssassinHangingSpamd(t *testing.T) {
 	})
 	t.Run("already cancelled", func(t *testing.T) {
 		f := hangingFake(t, "tcp")
-		sa := newSA(t, &SpamAssassin{Address: f.addr})
+		sa := newSA(t, &Filter{Address: f.addr})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if _, err := sa.Judge(ctx, saMessage(saTestMessage)); !errors.Is(err, context.Canceled) {
@@ -507,7 +507,7 @@ func TestSpamAssassinTransportErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startSAFake(t, "tcp", tc.handle)
-			sa := newSA(t, &SpamAssassin{Address: f.addr})
+			sa := newSA(t, &Filter{Address: f.addr})
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_, err := sa.Judge(ctx, saMessage(saTestMessage))
@@ -534,7 +534,7 @@ func TestSpamAssassinTransportErrors(t *testing.T) {
 				tc.SetLinger(0) // reset, so the client's write fails
 			}
 		})
-		sa := newSA(t, &SpamAssassin{Address: f.addr})
+		sa := newSA(t, &Filter{Address: f.addr})
 		big := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte("0123456789abcdef\r\n"), 400<<10/18)...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -551,7 +551,7 @@ func TestSpamAssassinTransportErrors(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		sa := newSA(t, &SpamAssassin{Address: "tcp://" + addr})
+		sa := newSA(t, &Filter{Address: "tcp://" + addr})
 		if _, err := sa.Judge(context.Background(), saMessage(saTestMessage)); err == nil || !strings.Contains(err.Error(), "connect") {
 			t.Fatalf("error %v", err)
 		}

@@ -1,4 +1,4 @@
-package scanners_test
+package clamav_test
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/scanners"
+	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 )
 
@@ -58,7 +58,7 @@ func TestClamAVRealClamd(t *testing.T) {
 	for _, address := range []string{clamd.UnixURL(), clamd.TCPURL()} {
 		network, _, _ := strings.Cut(address, ":")
 		t.Run(network, func(t *testing.T) {
-			p, _ := clamNew(t, scanners.ClamAV{Address: address, Action: "tag"})
+			p, _ := clamNew(t, clamav.Filter{Address: address, Action: "tag"})
 			for _, tc := range []struct {
 				name  string
 				msg   []byte
@@ -81,7 +81,7 @@ func TestClamAVRealClamd(t *testing.T) {
 					t.Errorf("%s: reason %q, want virus %s", tc.name, v.Reason, scannertest.ClamdEICARVirus)
 				case tc.virus && !strings.Contains(v.Reason, "Eicar"):
 					t.Errorf("%s: reason %q does not name Eicar", tc.name, v.Reason)
-				case !tc.virus && (v.Reason != "" || len(v.Edits) != 4 || v.Edits[3] != filter.Add("X-Virus-Scanned", scanners.ClamAVCleanValue)):
+				case !tc.virus && (v.Reason != "" || len(v.Edits) != 4 || v.Edits[3] != filter.Add("X-Virus-Scanned", clamav.CleanValue)):
 					t.Errorf("%s: verdict %+v, want clean", tc.name, v)
 				}
 			}
@@ -91,7 +91,7 @@ func TestClamAVRealClamd(t *testing.T) {
 			big := clamPadded(1<<20 + 100<<10)
 			v, err := clamJudge(t, p, big, 30*time.Second)
 			clamAssertError(t, v, err, "size limit exceeded")
-			if !errors.Is(err, scanners.ErrClamdTooLarge) {
+			if !errors.Is(err, clamav.ErrTooLarge) {
 				t.Errorf("over StreamMaxLength: %v does not wrap ErrClamdTooLarge", err)
 			}
 		})
@@ -105,7 +105,7 @@ func TestClamAVRealClamd(t *testing.T) {
 func TestClamAVRealClamdReplace(t *testing.T) {
 	clamd := scannertest.StartClamd(t)
 	dir := t.TempDir()
-	p, logs := clamNew(t, scanners.ClamAV{Address: clamd.TCPURL(), QuarantineDir: dir})
+	p, logs := clamNew(t, clamav.Filter{Address: clamd.TCPURL(), QuarantineDir: dir})
 	orig := []byte("From: \"V\" <v@example.com>\r\nTo: alice@example.net\r\nSubject: inline\r\n virus\r\n" +
 		"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <inline@example.com>\r\n\r\n" +
 		string(scannertest.EICAR()) + "\r\n")
@@ -149,7 +149,7 @@ func TestClamAVRealClamdTimes(t *testing.T) {
 	clamd := scannertest.StartClamdWith(t, scannertest.ClamdOptions{StreamMaxLength: "25M"})
 	for _, address := range []string{clamd.UnixURL(), clamd.TCPURL()} {
 		network, _, _ := strings.Cut(address, ":")
-		p, _ := clamNew(t, scanners.ClamAV{Address: address})
+		p, _ := clamNew(t, clamav.Filter{Address: address})
 		for _, size := range []int{1 << 10, 100 << 10, 1 << 20, 10 << 20} {
 			const n = 3
 			var total, worst time.Duration

@@ -1,4 +1,4 @@
-package scanners
+package spamassassin
 
 import (
 	"bytes"
@@ -38,7 +38,7 @@ const saHamBody = "Hi Bob,\r\n\r\nthe minutes of Tuesday's meeting are below. We
 
 func TestSpamAssassinRealSpamd(t *testing.T) {
 	sd := scannertest.StartSpamd(t)
-	sa := newSA(t, &SpamAssassin{Address: "tcp://" + sd.Addr, SubjectPrefix: "[SPAM]"})
+	sa := newSA(t, &Filter{Address: "tcp://" + sd.Addr, SubjectPrefix: "[SPAM]"})
 	judge := func(t *testing.T, msg []byte) (filter.Verdict, time.Duration) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -116,7 +116,7 @@ func TestSpamAssassinRealSpamd(t *testing.T) {
 	// Messages spamd sees byte-exact whatever they contain, and with a
 	// User header, which spamd -x ignores.
 	t.Run("odd bytes and user", func(t *testing.T) {
-		sa := newSA(t, &SpamAssassin{Address: "tcp://" + sd.Addr, User: "alice"})
+		sa := newSA(t, &Filter{Address: "tcp://" + sd.Addr, User: "alice"})
 		msg := saHam("bytes", "\x00\xff\r\n.\r\nbare\nlf\r\n"+string(scannertest.GTUBE()))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -1,4 +1,4 @@
-package scanners
+package spamassassin
 
 // The spamd wire client of the SpamAssassin plugin: one SYMBOLS request per
 // connection, as spamc does. The protocol and the replies observed from

@@ -1,4 +1,7 @@
-package scanners
+// Package sockaddr parses the address keys of the scanner plugins that
+// speak to a daemon over a socket (clamd, spamd): unix:///path or
+// tcp://host:port.
+package sockaddr
 
 import (
 	"errors"
@@ -12,10 +15,10 @@ import (
 // bytes with the terminating NUL (unix(7)).
 const maxUnixPath = 107
 
-// parseScannerAddress turns a scanner's address key (unix:///path or
+// Parse turns a scanner's address key (unix:///path or
 // tcp://host:port) into a network and address for net.Dial; hint is added
 // to errors to show a working value.
-func parseScannerAddress(s, hint string) (network, address string, err error) {
+func Parse(s, hint string) (network, address string, err error) {
 	if s == "" {
 		return "", "", errors.New("address is required; " + hint)
 	}

@@ -1,25 +1,4 @@
-// Why the SpamAssassin plugin has its own spamd client (a paragraph for the
-// package documentation, which lives in doc.go):
-//
-// The spamassassin filter speaks spamd's SPAMC/1.5 protocol with a small
-// client of its own (spamd.go) instead of a library. The Go clients on
-// offer each lack something a transparent proxy needs.
-// github.com/teamwork/spamc, the rewrite of saintienn/go-spamc, frames
-// requests correctly (Content-length, half-close) but dials TCP only, takes
-// its I/O deadline from the dialer's timeout instead of the context, and
-// reads replies without a size bound. github.com/baruwa-enterprise/spamd-client
-// (MPL-2.0; jniltinho/spamd-client is a fork) has unix sockets and zlib
-// but appends a CRLF to the message and announces the extra two bytes, so
-// spamd does not judge the exact bytes the mail client receives, and its
-// status-line pattern does not match spamd's error replies ("SPAMD/1.0 76
-// Bad header line: ..."), losing their code and text. All of them also
-// offer PROCESS and HEADERS, which rewrite the message and must not be used
-// here (protocols.md item 22). The protocol is small (protocols.md §5), a
-// dependency would cost a go.mod entry, and what matters here is easiest to
-// guarantee and test in our own code: exact bytes, the context's deadline on
-// every read and write, a bounded reply, and only SYMBOLS on the wire.
-
-package scanners
+package spamassassin
 
 import (
 	"context"
@@ -32,13 +11,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 func init() {
 	filter.Register(filter.PluginInfo{
 		Type: "spamassassin",
-		New:  func() filter.Plugin { return new(SpamAssassin) },
+		New:  func() filter.Plugin { return new(Filter) },
 	})
 }
 
@@ -74,7 +54,7 @@ const (
 	spamLevelField  = "X-Spam-Level"
 )
 
-// SpamAssassin is the "spamassassin" filter: it asks spamd whether a message
+// Filter is the "spamassassin" filter: it asks spamd whether a message
 // is spam and tags it. Spam is never dropped; the user's mail client
 // decides what to do with the tags.
 //
@@ -93,7 +73,7 @@ const (
 // than max_size is not sent to spamd: like spamc, the plugin skips it
 // deliberately (that is not an error, so on_error does not apply) and marks
 // it "X-Spam-Status: skipped (message larger than N bytes)".
-type SpamAssassin struct {
+type Filter struct {
 	// Address of spamd: tcp://host:port or unix:///path. Empty means
 	// DefaultSpamdAddress.
 	Address string `yaml:"address"`
@@ -121,7 +101,7 @@ type SpamAssassin struct {
 // Provision checks the configuration. It does not contact spamd: spamd may
 // start after the proxy, and a message arriving while it is down is a
 // matter for on_error.
-func (s *SpamAssassin) Provision(env filter.Env) error {
+func (s *Filter) Provision(env filter.Env) error {
 	s.name, s.log = env.Name, env.Logger
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -134,7 +114,7 @@ func (s *SpamAssassin) Provision(env filter.Env) error {
 	if addr == "" {
 		addr = DefaultSpamdAddress
 	}
-	network, address, err := parseScannerAddress(addr, "use tcp://host:port (spamd's default: tcp://127.0.0.1:783) or unix:///path/to/socket")
+	network, address, err := sockaddr.Parse(addr, "use tcp://host:port (spamd's default: tcp://127.0.0.1:783) or unix:///path/to/socket")
 	if err != nil {
 		return err
 	}
@@ -209,7 +189,7 @@ func checkSpamdUser(u string) error {
 
 // Judge asks spamd about m and returns Continue with header edits; a
 // failure to get an answer is an error (on_error applies), never a verdict.
-func (s *SpamAssassin) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
+func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	if s.client == nil {
 		return filter.Verdict{}, errors.New("spamassassin filter used without Provision")
 	}
@@ -308,6 +288,6 @@ func spamStatus(res spamdResult, score, required string) string {
 
 // Interface guards.
 var (
-	_ filter.Judge       = (*SpamAssassin)(nil)
-	_ filter.Provisioner = (*SpamAssassin)(nil)
+	_ filter.Judge       = (*Filter)(nil)
+	_ filter.Provisioner = (*Filter)(nil)
 )

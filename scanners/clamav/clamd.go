@@ -1,4 +1,4 @@
-package scanners
+package clamav
 
 // The clamd wire client of the ClamAV plugin: one INSTREAM scan per
 // connection. The protocol and the replies observed from clamd 1.4.6 are in
@@ -47,7 +47,7 @@ const clamdCommand = "zINSTREAM\x00"
 // error, never "clean": clamd itself would answer "stream: OK" for a stream
 // above its MaxFileSize without scanning it (protocols.md item 19), which
 // is why max_stream defaults to Debian's limit of 25 MiB.
-var ErrClamdTooLarge = errors.New("message too large for clamd")
+var ErrTooLarge = errors.New("message too large for clamd")
 
 // errClamdNoReply: clamd closed the connection without answering, as it
 // does when the stream ends without the zero-length chunk (protocols.md
@@ -70,7 +70,7 @@ type clamdClient struct {
 // fields (clamdSafeName).
 func (c *clamdClient) scan(ctx context.Context, msg []byte) (string, error) {
 	if int64(len(msg)) > c.maxStream {
-		return "", fmt.Errorf("%w: %d bytes, max_stream is %d", ErrClamdTooLarge, len(msg), c.maxStream)
+		return "", fmt.Errorf("%w: %d bytes, max_stream is %d", ErrTooLarge, len(msg), c.maxStream)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -203,7 +203,7 @@ func parseClamdReply(reply string) (string, error) {
 	case reply == "":
 		return "", errors.New("empty reply")
 	case strings.Contains(reply, "size limit exceeded"):
-		return "", fmt.Errorf("%w: clamd answered %q: its StreamMaxLength is smaller than the message (set max_stream to clamd's StreamMaxLength)", ErrClamdTooLarge, reply)
+		return "", fmt.Errorf("%w: clamd answered %q: its StreamMaxLength is smaller than the message (set max_stream to clamd's StreamMaxLength)", ErrTooLarge, reply)
 	case reply == "COMMAND READ TIMED OUT":
 		return "", fmt.Errorf("clamd answered %q: the message did not arrive within its ReadTimeout", reply)
 	case strings.HasSuffix(reply, " ERROR"):

@@ -1,4 +1,4 @@
-package scanners
+package clamav
 
 import (
 	"bufio"
@@ -44,35 +44,8 @@ func TestParseClamdReply(t *testing.T) {
 			t.Errorf("%q: got (%q, %v), want (%q, nil)", tc.reply, virus, err, tc.virus)
 		case !tc.ok && err == nil:
 			t.Errorf("%q: got (%q, nil), want an error", tc.reply, virus)
-		case !tc.ok && errors.Is(err, ErrClamdTooLarge) != tc.tooLarge:
+		case !tc.ok && errors.Is(err, ErrTooLarge) != tc.tooLarge:
 			t.Errorf("%q: error %v; wraps ErrClamdTooLarge: %v, want %v", tc.reply, err, !tc.tooLarge, tc.tooLarge)
-		}
-	}
-}
-
-func TestParseClamdAddress(t *testing.T) {
-	for _, tc := range []struct{ in, network, addr string }{
-		{"unix:///run/clamav/clamd.ctl", "unix", "/run/clamav/clamd.ctl"},
-		{"UNIX:///run/clamav/clamd.ctl", "unix", "/run/clamav/clamd.ctl"},
-		{"tcp://127.0.0.1:3310", "tcp", "127.0.0.1:3310"},
-		{"tcp://clamd.example.com:3310", "tcp", "clamd.example.com:3310"},
-		{"tcp://[::1]:3310", "tcp", "[::1]:3310"},
-	} {
-		network, addr, err := parseScannerAddress(tc.in, "")
-		if err != nil || network != tc.network || addr != tc.addr {
-			t.Errorf("%q: got (%q, %q, %v), want (%q, %q)", tc.in, network, addr, err, tc.network, tc.addr)
-		}
-	}
-	for _, in := range []string{
-		"", "/run/clamav/clamd.ctl", "127.0.0.1:3310", "clamd.ctl",
-		"unix://run/clamav/clamd.ctl", "unix://", "unix:///", "unix:///run/clamav/",
-		"unix:///" + strings.Repeat("x", 120),
-		"tcp://", "tcp://127.0.0.1", "tcp://:3310", "tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
-		"tcp://127.0.0.1:http", "tcp://127.0.0.1:3310/", "tcp://user@host:3310", "tcp://[::1]",
-		"http://127.0.0.1:3310", "udp://127.0.0.1:3310",
-	} {
-		if network, addr, err := parseScannerAddress(in, ""); err == nil {
-			t.Errorf("%q: accepted as (%q, %q)", in, network, addr)
 		}
 	}
 }
@@ -141,7 +114,7 @@ const clamavTestOriginal = "Received: from mx.example.com by pop.example.net; Su
 
 func TestClamavNotice(t *testing.T) {
 	now := time.Date(2026, 11, 22, 10, 5, 0, 0, time.UTC)
-	notice := clamavNotice([]byte(clamavTestOriginal), "Eicar-Test-Signature", "20261122T100500Z-0123456789abcdef.eml", now)
+	notice := virusNotice([]byte(clamavTestOriginal), "Eicar-Test-Signature", "20261122T100500Z-0123456789abcdef.eml", now)
 	t.Logf("notice:\n%s", notice)
 	s := string(notice)
 	for _, want := range []string{
@@ -169,7 +142,7 @@ func TestClamavNotice(t *testing.T) {
 	clamavCheckNotice(t, notice)
 
 	// Not kept; missing fields get placeholders.
-	notice = clamavNotice([]byte("To: alice@example.net\r\n\r\nbody\r\n"), "V", "", now)
+	notice = virusNotice([]byte("To: alice@example.net\r\n\r\nbody\r\n"), "V", "", now)
 	s = string(notice)
 	for _, want := range []string{"From: pop3proxy virus filter <postmaster@pop3proxy.invalid>\r\n",
 		"Date: Sun, 22 Nov 2026 10:05:00 +0000\r\n", "Subject: [VIRUS REMOVED]\r\n", "To: alice@example.net\r\n",
@@ -181,15 +154,15 @@ func TestClamavNotice(t *testing.T) {
 	clamavCheckNotice(t, notice)
 
 	// A header that does not parse (an mbox From_ line, protocols.md §9).
-	notice = clamavNotice([]byte("From mallory Sun Nov 22 10:00:00 2026\r\nSubject: x\r\n\r\nbody\r\n"), "V", "", now)
+	notice = virusNotice([]byte("From mallory Sun Nov 22 10:00:00 2026\r\nSubject: x\r\n\r\nbody\r\n"), "V", "", now)
 	if !strings.Contains(string(notice), "Subject: [VIRUS REMOVED] (original header unreadable)\r\n") {
 		t.Errorf("notice for an unreadable header:\n%s", notice)
 	}
 	clamavCheckNotice(t, notice)
 
 	// A header longer than clamavMaxHeader is not trusted either.
-	huge := "Subject: big\r\nX-Pad: " + strings.Repeat("p", clamavMaxHeader) + "\r\n\r\nbody\r\n"
-	if notice = clamavNotice([]byte(huge), "V", "", now); !strings.Contains(string(notice), "(original header unreadable)") {
+	huge := "Subject: big\r\nX-Pad: " + strings.Repeat("p", maxHeader) + "\r\n\r\nbody\r\n"
+	if notice = virusNotice([]byte(huge), "V", "", now); !strings.Contains(string(notice), "(original header unreadable)") {
 		t.Errorf("header over the limit was read")
 	}
 	clamavCheckNotice(t, notice)

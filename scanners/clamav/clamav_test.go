@@ -1,4 +1,4 @@
-package scanners_test
+package clamav_test
 
 import (
 	"bufio"
@@ -25,7 +25,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/scanners"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 )
 
 // clamFake runs a fake clamd on a loopback TCP port or a unix socket
@@ -150,7 +151,7 @@ func clamReplying(t *testing.T, reply string, got chan<- clamRequest) func(net.C
 
 // clamNew provisions a ClamAV filter with cfg and a logger whose entries
 // the test can inspect.
-func clamNew(t *testing.T, cfg scanners.ClamAV) (*scanners.ClamAV, *observer.ObservedLogs) {
+func clamNew(t *testing.T, cfg clamav.Filter) (*clamav.Filter, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	p := &cfg
@@ -163,7 +164,7 @@ func clamNew(t *testing.T, cfg scanners.ClamAV) (*scanners.ClamAV, *observer.Obs
 var clamMeta = filter.Meta{User: "alice", Upstream: "pop.example.net:995", Number: 3}
 
 // clamJudge judges msg under a timeout.
-func clamJudge(t *testing.T, p *scanners.ClamAV, msg []byte, timeout time.Duration) (filter.Verdict, error) {
+func clamJudge(t *testing.T, p *clamav.Filter, msg []byte, timeout time.Duration) (filter.Verdict, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -195,20 +196,20 @@ func TestClamAVProvisionErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		cfg  scanners.ClamAV
+		cfg  clamav.Filter
 		want string
 	}{
-		{"no address", scanners.ClamAV{}, "address is required"},
-		{"bare path", scanners.ClamAV{Address: "/run/clamav/clamd.ctl"}, "no scheme"},
-		{"relative unix", scanners.ClamAV{Address: "unix://run/clamav/clamd.ctl"}, "three slashes"},
-		{"tcp without port", scanners.ClamAV{Address: "tcp://127.0.0.1"}, "port"},
-		{"bad port", scanners.ClamAV{Address: "tcp://127.0.0.1:99999"}, "65535"},
-		{"http", scanners.ClamAV{Address: "http://127.0.0.1:3310"}, "not supported"},
-		{"action", scanners.ClamAV{Address: "tcp://127.0.0.1:3310", Action: "delete"}, `action "delete" is not one of replace, reject, tag`},
-		{"missing quarantine", scanners.ClamAV{Address: "tcp://127.0.0.1:3310", QuarantineDir: filepath.Join(t.TempDir(), "nope")}, "does not create it"},
-		{"relative quarantine", scanners.ClamAV{Address: "tcp://127.0.0.1:3310", QuarantineDir: "quarantine"}, "absolute"},
-		{"file quarantine", scanners.ClamAV{Address: "tcp://127.0.0.1:3310", QuarantineDir: file}, "not a directory"},
-		{"all at once", scanners.ClamAV{Address: "tcp://x", Action: "x", QuarantineDir: "q"}, "; action"},
+		{"no address", clamav.Filter{}, "address is required"},
+		{"bare path", clamav.Filter{Address: "/run/clamav/clamd.ctl"}, "no scheme"},
+		{"relative unix", clamav.Filter{Address: "unix://run/clamav/clamd.ctl"}, "three slashes"},
+		{"tcp without port", clamav.Filter{Address: "tcp://127.0.0.1"}, "port"},
+		{"bad port", clamav.Filter{Address: "tcp://127.0.0.1:99999"}, "65535"},
+		{"http", clamav.Filter{Address: "http://127.0.0.1:3310"}, "not supported"},
+		{"action", clamav.Filter{Address: "tcp://127.0.0.1:3310", Action: "delete"}, `action "delete" is not one of replace, reject, tag`},
+		{"missing quarantine", clamav.Filter{Address: "tcp://127.0.0.1:3310", QuarantineDir: filepath.Join(t.TempDir(), "nope")}, "does not create it"},
+		{"relative quarantine", clamav.Filter{Address: "tcp://127.0.0.1:3310", QuarantineDir: "quarantine"}, "absolute"},
+		{"file quarantine", clamav.Filter{Address: "tcp://127.0.0.1:3310", QuarantineDir: file}, "not a directory"},
+		{"all at once", clamav.Filter{Address: "tcp://x", Action: "x", QuarantineDir: "q"}, "; action"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.cfg
@@ -225,15 +226,15 @@ func TestClamAVProvisionErrors(t *testing.T) {
 		dir := t.TempDir()
 		os.Chmod(dir, 0o500)
 		defer os.Chmod(dir, 0o700)
-		p := scanners.ClamAV{Address: "tcp://127.0.0.1:3310", QuarantineDir: dir}
+		p := clamav.Filter{Address: "tcp://127.0.0.1:3310", QuarantineDir: dir}
 		if err := p.Provision(filter.Env{Logger: zap.NewNop()}); err == nil || !strings.Contains(err.Error(), "not writable") {
 			t.Errorf("Provision = %v, want not writable", err)
 		}
 	})
 	t.Run("defaults", func(t *testing.T) {
 		dir := t.TempDir()
-		p, _ := clamNew(t, scanners.ClamAV{Address: "unix:///run/clamav/clamd.ctl", QuarantineDir: dir})
-		if p.Action != scanners.ClamAVReplace || p.MaxStream != 25<<20 {
+		p, _ := clamNew(t, clamav.Filter{Address: "unix:///run/clamav/clamd.ctl", QuarantineDir: dir})
+		if p.Action != clamav.ActionReplace || p.MaxStream != 25<<20 {
 			t.Errorf("defaults: action %q, max_stream %d", p.Action, p.MaxStream)
 		}
 		if left, _ := os.ReadDir(dir); len(left) != 0 {
@@ -247,7 +248,7 @@ func TestClamAVProvisionErrors(t *testing.T) {
 func TestClamAVConfig(t *testing.T) {
 	addr := clamFake(t, "tcp", clamReplying(t, "stream: OK\x00", nil))
 	build := func(block string) (*filter.Chain, error) {
-		return filter.BuildYAML([]byte(block), zap.NewNop())
+		return filtertest.Chain(t, block)
 	}
 	ch, err := build(fmt.Sprintf(`
 - type: clamav
@@ -275,7 +276,7 @@ func TestClamAVConfig(t *testing.T) {
 
 func TestClamAVClean(t *testing.T) {
 	addr := clamFake(t, "tcp", clamReplying(t, "stream: OK\x00", nil))
-	p, _ := clamNew(t, scanners.ClamAV{Address: addr})
+	p, _ := clamNew(t, clamav.Filter{Address: addr})
 	v, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +299,7 @@ func TestClamAVReplace(t *testing.T) {
 	addr := clamInfected(t, "Win.Test.EICAR_HDB-1")
 	for _, quarantine := range []bool{false, true} {
 		t.Run(fmt.Sprint("quarantine=", quarantine), func(t *testing.T) {
-			cfg := scanners.ClamAV{Address: addr}
+			cfg := clamav.Filter{Address: addr}
 			if quarantine {
 				cfg.QuarantineDir = t.TempDir()
 			}
@@ -344,7 +345,7 @@ func TestClamAVReplace(t *testing.T) {
 
 func TestClamAVReject(t *testing.T) {
 	dir := t.TempDir()
-	p, _ := clamNew(t, scanners.ClamAV{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "reject", QuarantineDir: dir})
+	p, _ := clamNew(t, clamav.Filter{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "reject", QuarantineDir: dir})
 	v, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -363,7 +364,7 @@ func TestClamAVReject(t *testing.T) {
 
 func TestClamAVTag(t *testing.T) {
 	dir := t.TempDir()
-	p, _ := clamNew(t, scanners.ClamAV{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "tag", QuarantineDir: dir})
+	p, _ := clamNew(t, clamav.Filter{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "tag", QuarantineDir: dir})
 	v, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +384,7 @@ func TestClamAVTag(t *testing.T) {
 
 func TestClamAVQuarantine(t *testing.T) {
 	dir := t.TempDir()
-	p, _ := clamNew(t, scanners.ClamAV{Address: clamInfected(t, "Eicar-Test-Signature"), QuarantineDir: dir})
+	p, _ := clamNew(t, clamav.Filter{Address: clamInfected(t, "Eicar-Test-Signature"), QuarantineDir: dir})
 	orig := []byte(clamOriginal)
 	before := time.Now().UTC().Truncate(time.Second)
 	if _, err := clamJudge(t, p, orig, 5*time.Second); err != nil {
@@ -433,7 +434,7 @@ func TestClamAVQuarantineFailure(t *testing.T) {
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			p, _ := clamNew(t, scanners.ClamAV{Address: addr, Action: action, QuarantineDir: dir})
+			p, _ := clamNew(t, clamav.Filter{Address: addr, Action: action, QuarantineDir: dir})
 			if err := os.Remove(dir); err != nil {
 				t.Fatal(err)
 			}
@@ -457,7 +458,7 @@ func TestClamAVQuarantineFailure(t *testing.T) {
 func TestClamAVHeaderInjection(t *testing.T) {
 	evil := clamFake(t, "tcp", clamReplying(t, "stream: Evil\rBcc: victim@example.com\r\tX: \x01\xff FOUND\x00", nil))
 	for _, action := range []string{"replace", "tag"} {
-		p, _ := clamNew(t, scanners.ClamAV{Address: evil, Action: action})
+		p, _ := clamNew(t, clamav.Filter{Address: evil, Action: action})
 		v, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", action, err)
@@ -493,7 +494,7 @@ func TestClamAVHeaderInjection(t *testing.T) {
 	// An LF ends clamd's reply (protocols.md item 18), so a name with one
 	// is a reply cut short: an error, not a verdict.
 	lf := clamFake(t, "tcp", clamReplying(t, "stream: Evil\nBcc: victim@example.com FOUND\x00", nil))
-	p, _ := clamNew(t, scanners.ClamAV{Address: lf})
+	p, _ := clamNew(t, clamav.Filter{Address: lf})
 	if v, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second); err == nil {
 		t.Errorf("reply with LF in the name gave verdict %v %q", v.Action, v.Reason)
 	}
@@ -501,7 +502,7 @@ func TestClamAVHeaderInjection(t *testing.T) {
 
 // Every hit is logged with the virus, message number, user and upstream.
 func TestClamAVLogsHits(t *testing.T) {
-	p, logs := clamNew(t, scanners.ClamAV{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "reject"})
+	p, logs := clamNew(t, clamav.Filter{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "reject"})
 	if _, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -523,10 +524,7 @@ func TestClamAVChain(t *testing.T) {
 	addr := clamInfected(t, "Eicar-Test-Signature")
 	run := func(action string) filter.Result {
 		block := fmt.Sprintf("- type: clamav\n  address: %s\n  action: %s\n  timeout: 5s\n", addr, action)
-		ch, err := filter.BuildYAML([]byte(block), zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch := filtertest.MustChain(t, block)
 		return ch.Run(context.Background(), filter.NewMessage([]byte(clamOriginal), clamMeta))
 	}
 	res := run("tag")

@@ -1,24 +1,13 @@
-// Package scanners holds the filter plugins that ship with the proxy. Each
-// registers itself with package filter from an init function, so importing
-// this package (the pop3proxy program does) makes these "type" values
-// available in the "filters:" list of the configuration:
+// Package clamav is the "clamav" filter plugin: it scans each message with
+// ClamAV's clamd (the INSTREAM command, over a unix socket or TCP) and, when
+// clamd finds a virus, replaces the message with a notice, rejects it, or
+// tags it. See Filter for the configuration keys.
 //
-//   - clamav (ClamAV): scans each message with clamd and replaces it with
-//     a notice, rejects it, or tags it when clamd finds a virus.
-//   - spamassassin (SpamAssassin): asks spamd for a verdict and tags spam
-//     with X-Spam-* fields and an optional Subject prefix.
-//   - header (Header): removes, sets and adds fixed header fields.
-//   - exec (Exec): pipes each message through an external program.
-//
-// Each type's documentation lists its configuration keys. A scanner that
-// cannot give an answer (unreachable, timed out, a reply it does not
-// understand, a message over clamav's max_stream) returns an error and
+// clamd that cannot give an answer (unreachable, timed out, a reply the
+// plugin does not understand, a message over max_stream) is an error,
 // never a clean verdict; the chain then applies the filter's on_error
-// policy (protocols.md §4.6). The exception is spamassassin's max_size:
-// like spamc, it deliberately does not send larger messages (spam is small,
-// and checking large ones is slow), and marks them
-// "X-Spam-Status: skipped" instead. A virus found but not quarantined fails
-// closed (filter.ErrFailClosed): it is never delivered.
+// policy. A virus found but not quarantined fails closed
+// (filter.ErrFailClosed): it is never delivered.
 //
 // # Why the clamd client is our own
 //
@@ -45,7 +34,4 @@
 // own code: exact framing, the context on the dial and every read and
 // write, a bounded reply, the reply read even after a failed write, and
 // every answer other than exactly "stream: OK" treated as a failure.
-//
-// The spamassassin filter's client is its own for similar reasons, given
-// at the top of spamassassin.go.
-package scanners
+package clamav

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
@@ -86,7 +87,7 @@ const untrustedAnswer = "-ERR [SYS/PERM] upstream certificate not trusted"
 // Each login gets the first matching override on top of the defaults:
 // here the defaults (implicit TLS, system roots) fit none of the servers.
 func TestDestinationOverrides(t *testing.T) {
-	serverTLS, roots := pop3test.NewTLS(t, "127.0.0.1")
+	serverTLS, roots := testinfra.NewTLS(t, "127.0.0.1")
 	quit := loginScript + "C: QUIT\nS: +OK bye\n"
 	privateCA := pop3test.NewServer(t, quit, pop3test.WithImplicitTLS(serverTLS))
 	plain := pop3test.NewServer(t, quit)
@@ -116,7 +117,7 @@ func TestDestinationOverrides(t *testing.T) {
 // upstream's address for every connection; an override can turn it off
 // for one destination, or on.
 func TestInsecureSkipVerify(t *testing.T) {
-	serverTLS, _ := pop3test.NewTLS(t, "pop.example.net") // trusted by nobody, for another name
+	serverTLS, _ := testinfra.NewTLS(t, "pop.example.net") // trusted by nobody, for another name
 	quit := loginScript + "C: QUIT\nS: +OK bye\n"
 	const warning = "upstream certificate not verified (insecure_skip_verify)"
 
@@ -165,7 +166,7 @@ func TestInsecureSkipVerify(t *testing.T) {
 // The certificate is checked against the host named in the login, not
 // against the address connected to.
 func TestServerNameFromLogin(t *testing.T) {
-	serverTLS, roots := pop3test.NewTLS(t, "localhost") // no IP address in it
+	serverTLS, roots := testinfra.NewTLS(t, "localhost") // no IP address in it
 	up := pop3test.NewServer(t, loginScript+"C: QUIT\nS: +OK bye\n", pop3test.WithImplicitTLS(serverTLS))
 	gw := startGatewayWith(t, upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second,
 		TLS: upstream.TLSImplicit, TLSConfig: &tls.Config{RootCAs: roots}})

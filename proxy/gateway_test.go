@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
@@ -314,7 +315,7 @@ func TestAllowListChecked(t *testing.T) {
 // CA works, an unknown one is refused with [SYS/PERM] (an administrator
 // must act) before any credential is sent.
 func TestUpstreamCertificateVerified(t *testing.T) {
-	serverTLS, roots := pop3test.NewTLS(t, "127.0.0.1")
+	serverTLS, roots := testinfra.NewTLS(t, "127.0.0.1")
 	trusted := pop3test.NewServer(t, loginScript+`
 C: QUIT
 S: +OK bye`, pop3test.WithImplicitTLS(serverTLS))

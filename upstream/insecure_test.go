@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
 )
 
@@ -29,7 +30,7 @@ func warnings(logs *observer.ObservedLogs, addr string) []string {
 // InsecureSkipVerify keeps TLS but accepts a certificate from an unknown
 // CA, for a wrong name, and says so in the log on every connection.
 func TestInsecureSkipVerify(t *testing.T) {
-	serverCfg, _ := pop3test.NewTLS(t, "pop.example.net") // nobody trusts its CA
+	serverCfg, _ := testinfra.NewTLS(t, "pop.example.net") // nobody trusts its CA
 	tests := []struct {
 		name   string
 		mode   TLSMode
@@ -102,7 +103,7 @@ func TestInsecureSkipVerify(t *testing.T) {
 // The server name checked is the one Dial is given (the login's host),
 // not the address dialled.
 func TestServerNameFromCaller(t *testing.T) {
-	serverCfg, roots := pop3test.NewTLS(t, "pop.example.net")
+	serverCfg, roots := testinfra.NewTLS(t, "pop.example.net")
 	srv := pop3test.NewServer(t, greeting+"S!next\n"+greeting, pop3test.WithImplicitTLS(serverCfg))
 	good := &tls.Config{RootCAs: roots}
 	c, err := Dial(context.Background(), srv.Addr(), "pop.example.net", tlsOptions(TLSImplicit, good))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
 )
 
@@ -84,9 +85,9 @@ func tlsOptions(mode TLSMode, roots *tls.Config) Options {
 }
 
 func TestTLS(t *testing.T) {
-	serverCfg, roots := pop3test.NewTLS(t)
+	serverCfg, roots := testinfra.NewTLS(t)
 	good := &tls.Config{RootCAs: roots}
-	_, otherRoots := pop3test.NewTLS(t)
+	_, otherRoots := testinfra.NewTLS(t)
 	unknownCA := &tls.Config{RootCAs: otherRoots}
 
 	t.Run("implicit", func(t *testing.T) {

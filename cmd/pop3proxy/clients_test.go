@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
@@ -113,7 +114,7 @@ json.dump(out, sys.stdout)
 // Python's poplib sees the same STAT, LIST, UIDL, RETR and TOP through the
 // proxy as directly.
 func TestPythonPoplib(t *testing.T) {
-	py := upstreamtest.NeedBinary(t, "python3")
+	py := testinfra.NeedBinary(t, "python3")
 	d := mailbox(t)
 	p := startProxy(t, relayConfig())
 	host, port := splitAddr(t, d.Addr)
@@ -132,7 +133,7 @@ func TestPythonPoplib(t *testing.T) {
 // curl fetches every message byte-identically, logging in with a login
 // that carries host and port (percent-encoded in the URL).
 func TestCurl(t *testing.T) {
-	curl := upstreamtest.NeedBinary(t, "curl")
+	curl := testinfra.NeedBinary(t, "curl")
 	d := mailbox(t)
 	p := startProxy(t, relayConfig())
 	for _, sep := range []string{"%", "@", "#"} {
@@ -152,7 +153,7 @@ func TestCurl(t *testing.T) {
 // fetchmail (keep, fetchall) delivers every message through an MDA; the
 // proxy's copy must equal Dovecot's.
 func TestFetchmail(t *testing.T) {
-	fetchmail := upstreamtest.NeedBinary(t, "fetchmail")
+	fetchmail := testinfra.NeedBinary(t, "fetchmail")
 	d := mailbox(t)
 	p := startProxy(t, relayConfig())
 	run := func(server, login string) [][]byte {
@@ -178,7 +179,7 @@ func TestFetchmail(t *testing.T) {
 
 // mpop delivers into a Maildir.
 func TestMpop(t *testing.T) {
-	mpop := upstreamtest.NeedBinary(t, "mpop")
+	mpop := testinfra.NeedBinary(t, "mpop")
 	d := mailbox(t)
 	p := startProxy(t, relayConfig())
 	run := func(server, login string) [][]byte {
@@ -201,7 +202,7 @@ func TestMpop(t *testing.T) {
 
 // getmail (the "@" login form; getmail's config parser would read "%").
 func TestGetmail(t *testing.T) {
-	getmail := upstreamtest.NeedBinary(t, "getmail")
+	getmail := testinfra.NeedBinary(t, "getmail")
 	d := mailbox(t)
 	p := startProxy(t, relayConfig())
 	run := func(server, login string) [][]byte {

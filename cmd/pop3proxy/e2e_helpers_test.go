@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 )
 
@@ -66,18 +67,6 @@ type proxyProcess struct {
 	err  error
 }
 
-// freePort returns a loopback address nobody listens on right now.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // startProxy runs pop3proxy with the given configuration body; "listen" is
 // added. It returns once the proxy serves its greeting.
 func startProxy(t *testing.T, config string) *proxyProcess {
@@ -87,7 +76,7 @@ func startProxy(t *testing.T, config string) *proxyProcess {
 
 func startProxyBin(t *testing.T, bin, config string) *proxyProcess {
 	t.Helper()
-	addr := freePort(t)
+	addr := testinfra.FreeAddr(t)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	body := fmt.Sprintf("listen: %q\nlog:\n  level: debug\n%s", addr, config)
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {

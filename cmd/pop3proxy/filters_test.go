@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
@@ -65,7 +66,7 @@ type fetched struct {
 
 func fetchAll(t *testing.T, addr, login string) (retr, top [][]byte, errs map[string]string) {
 	t.Helper()
-	py := upstreamtest.NeedBinary(t, "python3")
+	py := testinfra.NeedBinary(t, "python3")
 	host, port := splitAddr(t, addr)
 	var f fetched
 	if err := json.Unmarshal(runTool(t, 120*time.Second, py, "-c", poplibFetch, host, port, login, testPass), &f); err != nil {
@@ -186,7 +187,7 @@ func TestScannersEndToEnd(t *testing.T) {
 // the message stays on the server; pass delivers it marked unscanned.
 func TestScannerDown(t *testing.T) {
 	d := mailbox(t)
-	dead := freePort(t)
+	dead := testinfra.FreeAddr(t)
 	for _, tc := range []struct{ onError, reply string }{{"tempfail", "-ERR [SYS/TEMP]*"}, {"pass", "+OK*"}} {
 		t.Run(tc.onError, func(t *testing.T) {
 			p := startProxy(t, fmt.Sprintf("upstream:\n  allow: [\"127.0.0.1:*\"]\nfilters:\n  - type: clamav\n    address: tcp://%s\n    timeout: 5s\n    on_error: %s\n", dead, tc.onError))

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
-	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
 // clientIP is the loopback address the test's clients connect from, so that
@@ -39,10 +39,18 @@ func dialFrom(t *testing.T, ip, addr string) (net.Conn, error) {
 // sends a PROXY v2 header. It is stopped when the test ends.
 func startHAProxy(t *testing.T, servers ...string) string {
 	t.Helper()
-	bin := upstreamtest.NeedBinary(t, "haproxy")
-	front := freePort(t)
-	var cfg strings.Builder
-	cfg.WriteString(`global
+	bin := testinfra.NeedBinary(t, "haproxy")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "haproxy.cfg")
+	front := ""
+	launch := testinfra.Launch{
+		Name:    "haproxy",
+		Ports:   1,
+		OutPath: filepath.Join(dir, "haproxy.out"),
+		Prepare: func(ports []int) (*exec.Cmd, error) {
+			front = fmt.Sprintf("127.0.0.1:%d", ports[0])
+			var cfg strings.Builder
+			cfg.WriteString(`global
     maxconn 100
 defaults
     mode tcp
@@ -55,47 +63,24 @@ frontend pop3
 backend pop3proxies
     balance roundrobin
 `)
-	for i, s := range servers {
-		fmt.Fprintf(&cfg, "    server p%d %s send-proxy-v2\n", i+1, s)
-	}
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "-f", path, "-db")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	d, err := upstreamtest.StartDaemon(cmd)
-	if err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.Stop(5 * time.Second); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("haproxy configuration:\n%s\nhaproxy output:\n%s", cfg.String(), logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+			for i, s := range servers {
+				fmt.Fprintf(&cfg, "    server p%d %s send-proxy-v2\n", i+1, s)
+			}
+			return exec.Command(bin, "-f", path, "-db"), os.WriteFile(path, []byte(cfg.String()), 0o600)
+		},
 		// A bare connection that is closed at once: HAProxy may or may not
 		// pass it on, so the round robin is only shifted, never skewed.
-		c, err := net.DialTimeout("tcp", front, time.Second)
-		if err == nil {
-			c.Close()
-			return front
-		}
-		select {
-		case <-d.Exited():
-			t.Fatalf("haproxy exited: %v\n%s", d.State(), logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy does not listen on %s: %v\n%s", front, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		Ready: func([]int) error {
+			c, err := net.DialTimeout("tcp", front, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		},
+		StartTimeout: 10 * time.Second,
 	}
+	launch.Start(t)
+	return front
 }
 
 // Two pop3proxy instances behind a real HAProxy that sends PROXY v2
@@ -117,7 +102,7 @@ func TestHAProxyRoundRobin(t *testing.T) {
 	var proxies []*proxyProcess
 	var backends []string
 	for range 2 {
-		addr := freePort(t)
+		addr := testinfra.FreeAddr(t)
 		p := startProxy(t, fmt.Sprintf("listen_proxy: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  header_timeout: 1s\n%s", addr, relayConfig()))
 		proxies = append(proxies, p)
 		backends = append(backends, addr)
@@ -177,7 +162,7 @@ var loginRe = regexp.MustCompile(`\tlogin\t\{[^}\n]*"remote": "([^"]+)"`)
 // A listen_proxy port speaks only to trusted load balancers, and only after
 // their PROXY header: a direct client gets nothing, not even a greeting.
 func TestHAProxyDirectConnectionRefused(t *testing.T) {
-	addr := freePort(t)
+	addr := testinfra.FreeAddr(t)
 	p := startProxy(t, fmt.Sprintf("listen_proxy: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  header_timeout: 1s\n%s", addr, relayConfig()))
 	for _, tc := range []struct {
 		name, from string
@@ -248,10 +233,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // connecting from 127.0.0.2, fetches a message over POP3S byte-identically,
 // and the proxy logs the client's address.
 func TestHAProxyImplicitTLS(t *testing.T) {
-	curl := upstreamtest.NeedBinary(t, "curl")
+	curl := testinfra.NeedBinary(t, "curl")
 	d := mailbox(t)
 	pki := newTestPKI(t, "pop3proxy")
-	addr := freePort(t)
+	addr := testinfra.FreeAddr(t)
 	p := startProxy(t, tlsProxyConfig(pki, fmt.Sprintf("listen_proxy_tls: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n", addr)))
 	front := startHAProxy(t, addr)
 

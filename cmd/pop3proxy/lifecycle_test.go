@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
@@ -222,7 +223,7 @@ func TestWrongPassword(t *testing.T) {
 
 // An unreachable upstream is a temporary failure.
 func TestUpstreamDown(t *testing.T) {
-	dead := freePort(t)
+	dead := testinfra.FreeAddr(t)
 	p := startProxy(t, "upstream:\n  allow: [\"127.0.0.1:*\"]\n  dial_timeout: 2s\n")
 	c := dialPOP(t, "client", p.Addr)
 	c.Cmd("USER alice%"+dead, "+OK*")

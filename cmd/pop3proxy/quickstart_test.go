@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 // buildExample compiles one of the examples/ programs.
@@ -28,7 +30,7 @@ func buildExample(t *testing.T, name string) string {
 func TestQuickStart(t *testing.T) {
 	maildirBin, fetchBin := buildExample(t, "maildir"), buildExample(t, "popfetch")
 
-	demoAddr := freePort(t)
+	demoAddr := testinfra.FreeAddr(t)
 	demo := exec.Command(maildirBin, "-maildir", filepath.Join(t.TempDir(), "demo-maildir"), "-init", "-listen", demoAddr)
 	var demoLog syncBuffer
 	demo.Stdout, demo.Stderr = &demoLog, &demoLog

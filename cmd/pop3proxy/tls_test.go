@@ -17,14 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
-	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
 
 // testPKI is a throwaway CA and a server certificate for 127.0.0.1.
-type testPKI = upstreamtest.PKI
+type testPKI = testinfra.PKI
 
-func newTestPKI(t *testing.T, name string) testPKI { return upstreamtest.NewPKI(t, name) }
+func newTestPKI(t *testing.T, name string) testPKI { return testinfra.NewPKI(t, name) }
 
 // tlsProxyConfig is the configuration of a proxy with the certificate of
 // pki in front of one Dovecot; extra is appended.
@@ -37,7 +37,7 @@ func tlsProxyConfig(pki testPKI, extra string) string {
 func startTLSProxy(t *testing.T) (p *proxyProcess, pki testPKI, tlsAddr string) {
 	t.Helper()
 	pki = newTestPKI(t, "pop3proxy")
-	tlsAddr = freePort(t)
+	tlsAddr = testinfra.FreeAddr(t)
 	p = startProxy(t, tlsProxyConfig(pki, fmt.Sprintf("listen_tls: %q\n", tlsAddr)))
 	waitListening(t, tlsAddr)
 	return p, pki, tlsAddr
@@ -80,7 +80,7 @@ func popURL(scheme, addr, login, pass string, n int) string {
 // on the plain listener, and with SASL PLAIN instead of USER/PASS,
 // byte-identically to a direct fetch from Dovecot.
 func TestTLSCurl(t *testing.T) {
-	curl := upstreamtest.NeedBinary(t, "curl")
+	curl := testinfra.NeedBinary(t, "curl")
 	d := mailbox(t)
 	p, pki, tlsAddr := startTLSProxy(t)
 	login := proxyLogin("%", d.Addr)
@@ -141,7 +141,7 @@ func TestTLSCurl(t *testing.T) {
 
 // A client that does not trust the proxy's CA refuses to talk to it.
 func TestTLSUntrustedCertificate(t *testing.T) {
-	curl := upstreamtest.NeedBinary(t, "curl")
+	curl := testinfra.NeedBinary(t, "curl")
 	d := mailbox(t)
 	p, _, tlsAddr := startTLSProxy(t)
 	login := proxyLogin("%", d.Addr)
@@ -223,7 +223,7 @@ func TestTLSCertificateReload(t *testing.T) {
 		}
 	}
 	install(first)
-	tlsAddr := freePort(t)
+	tlsAddr := testinfra.FreeAddr(t)
 	p := startProxy(t, fmt.Sprintf("listen_tls: %q\ntls:\n  cert: %q\n  key: %q\n%s", tlsAddr, certFile, keyFile, relayConfig()))
 	waitListening(t, tlsAddr)
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
@@ -89,7 +90,7 @@ func command(t *testing.T, stdin []byte, name string, args ...string) ([]byte, e
 func sampleWire(i int) []byte { return upstreamtest.WireForm([]byte(sampleMessages[i])) }
 
 func TestCurl(t *testing.T) {
-	curl := upstreamtest.NeedBinary(t, "curl")
+	curl := testinfra.NeedBinary(t, "curl")
 	addr, _ := startServer(t)
 	base := "pop3://" + addr + "/"
 	// curl logs in with APOP because the greeting carries a timestamp.
@@ -174,7 +175,7 @@ json.dump(out, sys.stdout)
 `
 
 func TestPoplib(t *testing.T) {
-	python := upstreamtest.NeedBinary(t, "python3")
+	python := testinfra.NeedBinary(t, "python3")
 	addr, dir := startServer(t, "-user", "pyuser", "-password", "py secret")
 	host, port, _ := net.SplitHostPort(addr)
 

@@ -27,10 +27,10 @@ func init() {
 }
 
 const (
-	// DefaultExecMaxOutput bounds what an exec filter may write on stdout
+	// DefaultMaxOutput bounds what an exec filter may write on stdout
 	// when its configuration sets no max_output: well above max_size, so
 	// that only a runaway program hits it.
-	DefaultExecMaxOutput = 64 << 20
+	DefaultMaxOutput = 64 << 20
 
 	// execMaxStderr is how much of the program's stderr is kept for the
 	// log; the rest is read and dropped so that the program never blocks
@@ -126,7 +126,7 @@ func (e *Filter) Provision(env filter.Env) error {
 	}
 
 	if e.MaxOutput == 0 {
-		e.MaxOutput = DefaultExecMaxOutput
+		e.MaxOutput = DefaultMaxOutput
 	}
 	e.env = e.env[:0]
 	for _, v := range []string{"PATH", "HOME", "TMPDIR"} {
@@ -256,7 +256,7 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 	return out, nil
 }
 
-// execKillGroup kills the process group led by pid; a group that is gone
+// killGroup kills the process group led by pid; a group that is gone
 // already is no error.
 func killGroup(pid int) error {
 	err := syscall.Kill(-pid, syscall.SIGKILL)
@@ -266,12 +266,12 @@ func killGroup(pid int) error {
 	return err
 }
 
-// execEnvValue drops NUL bytes, which an environment cannot hold (the
+// envValue drops NUL bytes, which an environment cannot hold (the
 // session refuses them in user names; this keeps a bug from failing every
 // message).
 func envValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
-// execCRLF turns every LF not preceded by CR into CRLF and leaves all else,
+// toCRLF turns every LF not preceded by CR into CRLF and leaves all else,
 // bare CR included, as it is.
 func toCRLF(b []byte) []byte {
 	bare := 0
@@ -293,7 +293,7 @@ func toCRLF(b []byte) []byte {
 	return out
 }
 
-// execStartsWithField reports whether the first line is a header field
+// startsWithField reports whether the first line is a header field
 // ("Name:" with an RFC 5322 field name, white space before the colon
 // allowed as in obs-optional). Every real message starts so (From and Date
 // are required), and the proxy relies on it: a slow scan's keepalive field
@@ -309,7 +309,7 @@ func startsWithField(b []byte) bool {
 	return len(name) > 0 && filter.CheckFieldName(string(name)) == nil
 }
 
-// execOutput collects stdout up to max bytes. Past that it fails the
+// outputBuffer collects stdout up to max bytes. Past that it fails the
 // write, so os/exec closes the pipe and a runaway program dies of SIGPIPE
 // instead of running until the timeout.
 type outputBuffer struct {
@@ -328,7 +328,7 @@ func (o *outputBuffer) Write(p []byte) (int, error) {
 	return o.b.Write(p)
 }
 
-// execStderr keeps the first execMaxStderr bytes of stderr and counts the
+// stderrLog keeps the first execMaxStderr bytes of stderr and counts the
 // rest.
 type stderrLog struct {
 	b       []byte

@@ -138,6 +138,13 @@ func addrString(a net.Addr) string {
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.cancel()
+	if p, ok := c.nc.(PreambleConn); ok {
+		if err := p.ReadPreamble(); err != nil {
+			c.srv.log.Info("connection closed before the greeting", zap.String("peer", addrString(c.nc.RemoteAddr())), zap.Error(err))
+			c.nc.Close()
+			return
+		}
+	}
 	c.init()
 	limit, refusal := c.srv.limiter.acquire(c.ip)
 	if refusal == nil {
@@ -428,10 +435,13 @@ func (c *conn) drain() {
 }
 
 // abort tears the connection down from another goroutine: blocked reads
-// and writes fail and session calls see a cancelled context.
+// and writes fail and session calls see a cancelled context. The socket is
+// closed before the context is cancelled: a session call that returns on
+// the cancellation must find no socket to answer on, or a client cut off
+// by a forced shutdown could still read "+OK" for work that was abandoned.
 func (c *conn) abort() {
-	c.cancel()
 	c.nc.Close()
+	c.cancel()
 }
 
 // connWriter applies WriteTimeout to each write and remembers the first

@@ -61,6 +61,17 @@ func NewServer(opts Options) (*Server, error) {
 	return s, nil
 }
 
+// PreambleConn is a connection that starts with something other than POP3
+// which the server must read before it greets the client: a PROXY
+// protocol header, which also changes what RemoteAddr reports. The server
+// calls ReadPreamble in the connection's own goroutine before anything
+// else, so a slow peer never holds up the accept loop; an error closes the
+// connection without a word. ReadPreamble must bound its own wait.
+type PreambleConn interface {
+	net.Conn
+	ReadPreamble() error
+}
+
 // Serve accepts connections on ln and serves each in its own goroutine. It
 // returns ErrServerClosed after Shutdown or Close, or the error that made
 // Accept fail for good. It may be called for several listeners, and

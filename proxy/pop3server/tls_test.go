@@ -2,13 +2,7 @@ package pop3server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"reflect"
 	"strings"
@@ -16,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"go.uber.org/zap"
@@ -30,68 +25,10 @@ type testPKI struct {
 	client *tls.Config // trusts only the CA
 }
 
-var (
-	pkiOnce sync.Once
-	pki     testPKI
-	pkiErr  error
-)
-
 func newTestPKI(t testing.TB) testPKI {
 	t.Helper()
-	pkiOnce.Do(func() { pki, pkiErr = makePKI() })
-	if pkiErr != nil {
-		t.Fatalf("test PKI: %v", pkiErr)
-	}
-	return testPKI{server: pki.server.Clone(), client: pki.client.Clone()}
-}
-
-func makePKI() (testPKI, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return testPKI{}, err
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "proxy test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return testPKI{}, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return testPKI{}, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return testPKI{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return testPKI{}, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	return testPKI{
-		server: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-		client: &tls.Config{RootCAs: roots, ServerName: "localhost"},
-	}, nil
+	server, roots := testinfra.NewTLS(t, "localhost", "127.0.0.1")
+	return testPKI{server: server, client: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
 }
 
 // tlsBackend is a fakeBackend that records the ConnInfo.TLS of each login.

@@ -42,18 +42,18 @@ const (
 	NameField    = "X-Virus-Name"
 )
 
-// ClamAVCleanValue is the X-Virus-Scanned value of a clean message.
+// CleanValue is the X-Virus-Scanned value of a clean message.
 const CleanValue = "clean (ClamAV via pop3proxy)"
 
-// ClamAVSubjectPrefix starts the Subject of a virus notice, so that the
+// SubjectPrefix starts the Subject of a virus notice, so that the
 // notice stands out in the client's message list.
 const SubjectPrefix = "[VIRUS REMOVED] "
 
-// DefaultClamAVMaxStream is max_stream's default: Debian's StreamMaxLength
+// DefaultMaxStream is max_stream's default: Debian's StreamMaxLength
 // and MaxFileSize (protocols.md §4.3).
 const DefaultMaxStream yamlconf.ByteSize = 25 << 20
 
-// clamavMaxHeader bounds the header read to build a notice; go-message's
+// maxHeader bounds the header read to build a notice; go-message's
 // ReadHeader has no limit of its own (protocols.md §9).
 const maxHeader = 1 << 20
 
@@ -100,7 +100,7 @@ type Filter struct {
 	// original, marked unscanned.
 	QuarantineDir string `yaml:"quarantine_dir"`
 	// MaxStream is the largest message sent to clamd; a larger one is an
-	// error (ErrClamdTooLarge), never clean. It should equal clamd's
+	// error (ErrTooLarge), never clean. It should equal clamd's
 	// StreamMaxLength, and clamd's MaxFileSize should be at least as
 	// large, because clamd answers "stream: OK" without scanning a stream
 	// above MaxFileSize (protocols.md item 19). Default 25MiB, Debian's
@@ -177,7 +177,7 @@ func (c *Filter) checkQuarantineDir() error {
 	return nil
 }
 
-// clamavOwnFieldsRemoved removes the fields the plugin sets, sender-supplied
+// ownFieldsRemoved removes the fields the plugin sets, sender-supplied
 // or left by an earlier pass, before it adds its own.
 func ownFieldsRemoved() []filter.Edit {
 	return []filter.Edit{
@@ -293,12 +293,12 @@ func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 	return name, nil
 }
 
-// clamavNoticeFields are the fields of the original that the notice keeps,
+// noticeFields are the fields of the original that the notice keeps,
 // so that the client lists it where the original would be, with the same
 // sender, subject and date, and threads it by the same Message-ID.
 var noticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Message-ID"}
 
-// clamavNotice builds the message delivered instead of an infected one: a
+// virusNotice builds the message delivered instead of an infected one: a
 // short text/plain notice, 7-bit, CRLF, with the original's From, To, Cc,
 // Date, Subject and Message-ID fields copied byte for byte (folding and
 // encoded words included; the Subject gets ClamAVSubjectPrefix in front),
@@ -374,7 +374,7 @@ type headerField struct {
 	raw  []byte // the field as in the original, CRLF-terminated
 }
 
-// clamavHeaderFields returns the original's fields that the notice keeps,
+// headerFields returns the original's fields that the notice keeps,
 // in their order, and whether the header could be read.
 func headerFields(msg []byte) ([]headerField, bool) {
 	src := bytes.NewReader(msg)
@@ -404,7 +404,7 @@ func headerFields(msg []byte) ([]headerField, bool) {
 	return fields, true
 }
 
-// clamavPrefixSubject puts ClamAVSubjectPrefix in front of a raw Subject
+// prefixSubject puts ClamAVSubjectPrefix in front of a raw Subject
 // field's value, keeping the field name's spelling and the rest of the
 // bytes, folding included.
 func prefixSubject(raw []byte) []byte {

@@ -42,7 +42,7 @@ const (
 // prefix; the unprefixed form gets "UNKNOWN COMMAND" (protocols.md §4.2).
 const clamdCommand = "zINSTREAM\x00"
 
-// ErrClamdTooLarge means a message was not scanned because it is larger
+// ErrTooLarge means a message was not scanned because it is larger
 // than the filter's max_stream or than clamd's StreamMaxLength. It is an
 // error, never "clean": clamd itself would answer "stream: OK" for a stream
 // above its MaxFileSize without scanning it (protocols.md item 19), which

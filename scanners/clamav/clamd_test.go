@@ -117,7 +117,7 @@ func TestClamdEarlyReply(t *testing.T) {
 				v, err := clamJudge(t, p, make([]byte, 8<<20), 10*time.Second)
 				clamAssertError(t, v, err, "size limit exceeded")
 				if !errors.Is(err, clamav.ErrTooLarge) {
-					t.Errorf("error %v does not wrap ErrClamdTooLarge", err)
+					t.Errorf("error %v does not wrap ErrTooLarge", err)
 				}
 				if s := err.Error(); strings.Contains(s, "broken pipe") || strings.Contains(s, "reset by peer") {
 					t.Errorf("error reports the write failure: %v", err)
@@ -141,7 +141,7 @@ func TestClamdMaxStream(t *testing.T) {
 	v, err := clamJudge(t, p, make([]byte, 1001), 5*time.Second)
 	clamAssertError(t, v, err, "too large for clamd")
 	if !errors.Is(err, clamav.ErrTooLarge) {
-		t.Errorf("error %v does not wrap ErrClamdTooLarge", err)
+		t.Errorf("error %v does not wrap ErrTooLarge", err)
 	}
 	if conns.Load() != 0 {
 		t.Errorf("connected to clamd for a message over max_stream")

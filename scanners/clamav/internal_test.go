@@ -14,7 +14,7 @@ import (
 func TestParseClamdReply(t *testing.T) {
 	for _, tc := range []struct {
 		reply, virus string
-		tooLarge     bool // an error wrapping ErrClamdTooLarge
+		tooLarge     bool // an error wrapping ErrTooLarge
 		ok           bool
 	}{
 		{reply: "stream: OK", ok: true},
@@ -45,7 +45,7 @@ func TestParseClamdReply(t *testing.T) {
 		case !tc.ok && err == nil:
 			t.Errorf("%q: got (%q, nil), want an error", tc.reply, virus)
 		case !tc.ok && errors.Is(err, ErrTooLarge) != tc.tooLarge:
-			t.Errorf("%q: error %v; wraps ErrClamdTooLarge: %v, want %v", tc.reply, err, !tc.tooLarge, tc.tooLarge)
+			t.Errorf("%q: error %v; wraps ErrTooLarge: %v, want %v", tc.reply, err, !tc.tooLarge, tc.tooLarge)
 		}
 	}
 }
@@ -160,7 +160,7 @@ func TestClamavNotice(t *testing.T) {
 	}
 	clamavCheckNotice(t, notice)
 
-	// A header longer than clamavMaxHeader is not trusted either.
+	// A header longer than maxHeader is not trusted either.
 	huge := "Subject: big\r\nX-Pad: " + strings.Repeat("p", maxHeader) + "\r\n\r\nbody\r\n"
 	if notice = virusNotice([]byte(huge), "V", "", now); !strings.Contains(string(notice), "(original header unreadable)") {
 		t.Errorf("header over the limit was read")

@@ -92,7 +92,7 @@ func TestClamAVRealClamd(t *testing.T) {
 			v, err := clamJudge(t, p, big, 30*time.Second)
 			clamAssertError(t, v, err, "size limit exceeded")
 			if !errors.Is(err, clamav.ErrTooLarge) {
-				t.Errorf("over StreamMaxLength: %v does not wrap ErrClamdTooLarge", err)
+				t.Errorf("over StreamMaxLength: %v does not wrap ErrTooLarge", err)
 			}
 		})
 	}

@@ -3,7 +3,6 @@ package scannertest
 import (
 	"bytes"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 // Life-cycle bounds for clamd. With the one-signature database clamd
@@ -25,7 +24,6 @@ import (
 const (
 	clamdStartTimeout = 30 * time.Second
 	clamdStopTimeout  = 5 * time.Second
-	clamdBindAttempts = 5
 )
 
 // ClamdEICARVirus is the name StartClamd's clamd reports for EICAR: the
@@ -98,14 +96,14 @@ var clamdSize = regexp.MustCompile(`^[0-9]+[KkMm]?$`)
 // of clamd's log is logged when the test fails.
 //
 // Without clamd the test is skipped, or fails under CI=true
-// (upstreamtest.NeedBinary).
+// (testinfra.NeedBinary).
 //
 // clamd drops privileges only when its configuration names a User, and
 // this one does not: clamd runs as whoever runs the test, root or not, and
 // everything it touches is in Dir, which that user owns.
 func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
 	t.Helper()
-	bin := upstreamtest.NeedBinary(t, "clamd")
+	bin := testinfra.NeedBinary(t, "clamd")
 
 	maxLen := opt.StreamMaxLength
 	if maxLen == "" {
@@ -115,13 +113,7 @@ func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
 		t.Fatalf("scannertest: StreamMaxLength %q is not a clamd.conf size (a number, optionally followed by K or M)", maxLen)
 	}
 
-	// A unix socket path must fit in 108 bytes and t.TempDir's contain
-	// the test name, so the whole instance lives in a short directory.
-	dir, err := os.MkdirTemp(clamdTempRoot(), "clamd")
-	if err != nil {
-		t.Fatalf("scannertest: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testinfra.ShortTempDir(t, "clamd")
 	if strings.ContainsAny(dir, " \t\"'\\#") {
 		t.Fatalf("scannertest: temp dir %q has characters clamd.conf cannot take; set TMPDIR", dir)
 	}
@@ -141,28 +133,26 @@ func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
 		outPath: filepath.Join(dir, "clamd.out"),
 	}
 	confPath := filepath.Join(dir, "clamd.conf")
-	for attempt := 1; ; attempt++ {
-		port, err := clamdFreePort()
-		if err != nil {
-			t.Fatalf("scannertest: pick a free port: %v", err)
-		}
-		c.TCPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := os.WriteFile(confPath, []byte(c.config(port, maxLen)), 0o600); err != nil {
-			t.Fatalf("scannertest: %v", err)
-		}
-		err = c.run(t, bin, confPath)
-		if err == nil {
-			return c
-		}
-		// Another process may take the port between clamdFreePort closing it
-		// and clamd binding it.
-		if errors.Is(err, errClamdAddrInUse) && attempt < clamdBindAttempts {
-			t.Logf("scannertest: clamd could not bind %s, retrying with another port", c.TCPAddr)
-			continue
-		}
-		c.logTail(t)
-		t.Fatalf("scannertest: start clamd: %v", err)
+	launch := testinfra.Launch{
+		Name:    "clamd",
+		Ports:   1,
+		OutPath: c.outPath,
+		LogPath: c.logPath,
+		Prepare: func(ports []int) (*exec.Cmd, error) {
+			return exec.Command(bin, "-c", confPath), os.WriteFile(confPath, []byte(c.config(ports[0], maxLen)), 0o600)
+		},
+		Ready: func(ports []int) error {
+			c.TCPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+			if err := ClamdPing("unix", c.Socket); err != nil {
+				return err
+			}
+			return ClamdPing("tcp", c.TCPAddr)
+		},
+		StartTimeout: clamdStartTimeout,
+		StopTimeout:  clamdStopTimeout,
 	}
+	launch.Start(t)
+	return c
 }
 
 // config is a complete clamd.conf: with -c clamd reads nothing from
@@ -188,70 +178,6 @@ func (c *Clamd) config(port int, streamMaxLength string) string {
 	return s.String()
 }
 
-var errClamdAddrInUse = errors.New("address already in use")
-
-// run starts clamd and waits until it answers. On success clamd is stopped
-// by t.Cleanup; on error it has already been stopped.
-func (c *Clamd) run(t testing.TB, bin, confPath string) error {
-	out, err := os.OpenFile(c.outPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	defer out.Close() // the child has its own copy
-	// A retry must not see the previous attempt's "Address already in use".
-	if err := os.WriteFile(c.logPath, nil, 0o600); err != nil {
-		return err
-	}
-
-	cmd := exec.Command(bin, "-c", confPath)
-	cmd.Stdout, cmd.Stderr = out, out
-	daemon, err := upstreamtest.StartDaemon(cmd)
-	if err != nil {
-		return err
-	}
-	done := daemon.Exited()
-	stop := func() { daemon.Stop(clamdStopTimeout) }
-
-	if err := c.waitReady(done); err != nil {
-		stop()
-		if strings.Contains(c.Log(), "Address already in use") {
-			return fmt.Errorf("%w: %v", errClamdAddrInUse, err)
-		}
-		return err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.logTail(t)
-		}
-		stop()
-	})
-	return nil
-}
-
-// waitReady polls until both sockets answer PING, clamd exits, or
-// clamdStartTimeout passes.
-func (c *Clamd) waitReady(done <-chan struct{}) error {
-	deadline := time.Now().Add(clamdStartTimeout)
-	for _, ep := range []struct{ network, addr string }{{"unix", c.Socket}, {"tcp", c.TCPAddr}} {
-		for {
-			select {
-			case <-done:
-				return errors.New("clamd exited during start-up")
-			default:
-			}
-			err := ClamdPing(ep.network, ep.addr)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("clamd did not answer PING on %s %s within %v (last error: %v)", ep.network, ep.addr, clamdStartTimeout, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
 // ClamdPing sends zPING to a clamd at network ("unix" or "tcp") and addr
 // and expects PONG, NUL-terminated (protocols.md §4.2), within 2 s.
 func ClamdPing(network, addr string) error {
@@ -273,33 +199,4 @@ func ClamdPing(network, addr string) error {
 		return fmt.Errorf("PING answered %q", reply)
 	}
 	return nil
-}
-
-// logTail logs the last lines of clamd's output and log.
-func (c *Clamd) logTail(t testing.TB) {
-	t.Helper()
-	lines := strings.Split(strings.TrimRight(c.Log(), "\n"), "\n")
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
-	}
-	t.Logf("scannertest: tail of clamd's log (%s):\n%s", c.logPath, strings.Join(lines, "\n"))
-}
-
-// clamdTempRoot is the parent of the instance directory: TMPDIR unless it
-// is so long that the socket path would not fit.
-func clamdTempRoot() string {
-	if root := os.TempDir(); len(root) <= 40 {
-		return root
-	}
-	return "/tmp"
-}
-
-// clamdFreePort returns a loopback TCP port that was free a moment ago.
-func clamdFreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -17,7 +17,7 @@
 // ends. The system services of those packages are never used.
 //
 // Without the program a test is skipped with a loud message, or fails when
-// upstreamtest.IntegrationRequired reports true (CI=true or
+// testinfra.IntegrationRequired reports true (CI=true or
 // POP3PROXY_INTEGRATION=require), so that CI never passes by skipping.
 // ./test.sh installs the packages when run as root.
 //

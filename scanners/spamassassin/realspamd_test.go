@@ -161,9 +161,9 @@ func TestSpamAssassinRealSpamd(t *testing.T) {
 	// Timing for the largest message the default max_size sends.
 	t.Run("near max_size", func(t *testing.T) {
 		line := []byte("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\r\n")
-		body := bytes.Repeat(line, int(DefaultSpamMaxSize)/len(line)-20)
+		body := bytes.Repeat(line, int(DefaultMaxSize)/len(line)-20)
 		msg := saHam("long", string(body))
-		if len(msg) > int(DefaultSpamMaxSize) {
+		if len(msg) > int(DefaultMaxSize) {
 			t.Fatalf("message is %d bytes", len(msg))
 		}
 		v, took := judge(t, msg)

@@ -23,14 +23,14 @@ func init() {
 }
 
 const (
-	// DefaultSpamdAddress is where spamd listens by default (spamd(1)),
+	// DefaultAddress is where spamd listens by default (spamd(1)),
 	// used when the address key is empty, as spamc does.
-	DefaultSpamdAddress = "tcp://127.0.0.1:783"
+	DefaultAddress = "tcp://127.0.0.1:783"
 
-	// DefaultSpamMaxSize is spamc's default --max-size, 500 KB
+	// DefaultMaxSize is spamc's default --max-size, 500 KB
 	// (protocols.md §5.5): nearly all spam is small and checking time grows
 	// steeply with size.
-	DefaultSpamMaxSize yamlconf.ByteSize = 500 << 10
+	DefaultMaxSize yamlconf.ByteSize = 500 << 10
 
 	// maxSpamMaxSize is the largest --max-size spamc accepts (256 MB).
 	maxSpamMaxSize yamlconf.ByteSize = 256 << 20
@@ -75,7 +75,7 @@ const (
 // it "X-Spam-Status: skipped (message larger than N bytes)".
 type Filter struct {
 	// Address of spamd: tcp://host:port or unix:///path. Empty means
-	// DefaultSpamdAddress.
+	// DefaultAddress.
 	Address string `yaml:"address"`
 	// SubjectPrefix, if not empty, is put in front of the Subject of spam,
 	// followed by a space unless it ends with one (as SpamAssassin's
@@ -85,7 +85,7 @@ type Filter struct {
 	// client's filter rules.
 	SubjectPrefix string `yaml:"subject_prefix"`
 	// MaxSize is the largest message sent to spamd; 0 means
-	// DefaultSpamMaxSize (spamc's default).
+	// DefaultMaxSize (spamc's default).
 	MaxSize yamlconf.ByteSize `yaml:"max_size"`
 	// User, if set, is sent as spamd's User header, to select that user's
 	// SpamAssassin preferences (spamd without -x/--nouser-config, or with
@@ -112,7 +112,7 @@ func (s *Filter) Provision(env filter.Env) error {
 
 	addr := s.Address
 	if addr == "" {
-		addr = DefaultSpamdAddress
+		addr = DefaultAddress
 	}
 	network, address, err := sockaddr.Parse(addr, "use tcp://host:port (spamd's default: tcp://127.0.0.1:783) or unix:///path/to/socket")
 	if err != nil {
@@ -126,7 +126,7 @@ func (s *Filter) Provision(env filter.Env) error {
 
 	switch {
 	case s.MaxSize == 0:
-		s.MaxSize = DefaultSpamMaxSize
+		s.MaxSize = DefaultMaxSize
 	case s.MaxSize > maxSpamMaxSize:
 		return fmt.Errorf("max_size %d is larger than spamc's limit of %d bytes (256MiB)", s.MaxSize, maxSpamMaxSize)
 	}

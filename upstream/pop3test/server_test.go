@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 // recorder captures failures the server reports, so that tests can check
@@ -160,7 +162,7 @@ func TestUnexpectedConnection(t *testing.T) {
 }
 
 func TestStartTLS(t *testing.T) {
-	serverCfg, roots := NewTLS(t)
+	serverCfg, roots := testinfra.NewTLS(t)
 	t.Run("ok", func(t *testing.T) {
 		srv := NewServer(t, `
 			S: +OK
@@ -203,7 +205,7 @@ func TestStartTLS(t *testing.T) {
 }
 
 func TestImplicitTLS(t *testing.T) {
-	serverCfg, roots := NewTLS(t, "pop.example.test")
+	serverCfg, roots := testinfra.NewTLS(t, "pop.example.test")
 	srv := NewServer(t, "S: +OK tls", WithImplicitTLS(serverCfg))
 	c, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: roots, ServerName: "pop.example.test"})
 	if err != nil {

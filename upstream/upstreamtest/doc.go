@@ -2,7 +2,7 @@
 // (Debian package dovecot-pop3d) in the foreground under a temporary
 // directory, on free loopback ports, with its own passwd-file and Maildirs.
 //
-// Tests that need software from outside Go call NeedBinary (StartDovecot does
+// Tests that need software from outside Go call testinfra.NeedBinary (StartDovecot does
 // it itself). Without the program the test is skipped with a loud message, or
 // fails when IntegrationRequired reports true (CI=true or
 // POP3PROXY_INTEGRATION=require), so that CI never passes by skipping.

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 // Timeouts for the daemon's life cycle. Dovecot serves its greeting about
@@ -27,7 +29,6 @@ const (
 	startTimeout = 15 * time.Second
 	stopTimeout  = 5 * time.Second
 	logWait      = 10 * time.Second
-	bindAttempts = 5
 )
 
 // DovecotOptions configures StartDovecot.
@@ -121,7 +122,7 @@ func mailIdentity() (identity, error) {
 // tail of Dovecot's log is logged with t.Log when the test fails.
 func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 	t.Helper()
-	bin := NeedBinary(t, "dovecot")
+	bin := testinfra.NeedBinary(t, "dovecot")
 
 	users := opt.Users
 	if len(users) == 0 {
@@ -199,9 +200,9 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		t.Fatalf("upstreamtest: %v", err)
 	}
 
-	var pki PKI
+	var pki testinfra.PKI
 	if opt.TLS {
-		if pki, err = WritePKI(dir, "localhost"); err != nil {
+		if pki, err = testinfra.WritePKI(dir, "localhost"); err != nil {
 			t.Fatalf("upstreamtest: generate TLS certificates: %v", err)
 		}
 		d.CAFile = pki.CA
@@ -213,120 +214,55 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		d.caPool.AppendCertsFromPEM(pem)
 	}
 
-	// Unix socket paths are limited to 108 bytes, and t.TempDir contains
-	// the test name: the sockets get a short directory of their own.
-	baseDir, err := os.MkdirTemp(shortTempRoot(), "dovecot")
-	if err != nil {
-		t.Fatalf("upstreamtest: %v", err)
+	baseDir := testinfra.ShortTempDir(t, "dovecot")
+	confPath := filepath.Join(dir, "dovecot.conf")
+	launch := testinfra.Launch{
+		Name:    "dovecot",
+		Ports:   2,
+		OutPath: d.outPath,
+		LogPath: d.logPath,
+		Prepare: func(ports []int) (*exec.Cmd, error) {
+			tlsPort := 0
+			if opt.TLS {
+				tlsPort = ports[1]
+			}
+			conf := dovecotConfig(configParams{
+				dir: dir, baseDir: baseDir, passwd: passwdPath, logPath: d.logPath,
+				plainPort: ports[0], tlsPort: tlsPort, pki: pki, id: id, lockSession: opt.LockSession,
+			})
+			return exec.Command(bin, "-F", "-c", confPath), os.WriteFile(confPath, []byte(conf), 0o644)
+		},
+		Ready: func(ports []int) error {
+			d.setAddrs(ports, opt.TLS)
+			return d.ready()
+		},
+		StartTimeout: startTimeout,
+		StopTimeout:  stopTimeout,
 	}
-	t.Cleanup(func() { os.RemoveAll(baseDir) })
-	if err := os.Chmod(baseDir, 0o755); err != nil {
-		t.Fatalf("upstreamtest: %v", err)
-	}
+	_, ports := launch.Start(t)
+	d.setAddrs(ports, opt.TLS)
+	return d
+}
 
-	for attempt := 1; ; attempt++ {
-		ports, err := freePorts(2)
-		if err != nil {
-			t.Fatalf("upstreamtest: pick free ports: %v", err)
-		}
-		d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-		tlsPort := 0
-		d.TLSAddr = ""
-		if opt.TLS {
-			tlsPort = ports[1]
-			d.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
-		}
-		conf := dovecotConfig(configParams{
-			dir: dir, baseDir: baseDir, passwd: passwdPath, logPath: d.logPath,
-			plainPort: ports[0], tlsPort: tlsPort, pki: pki, id: id, lockSession: opt.LockSession,
-		})
-		confPath := filepath.Join(dir, "dovecot.conf")
-		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-			t.Fatalf("upstreamtest: %v", err)
-		}
-		err = d.run(t, bin, confPath)
-		if err == nil {
-			return d
-		}
-		// Another process may take a port between freePorts closing it and
-		// Dovecot binding it.
-		if errors.Is(err, errAddrInUse) && attempt < bindAttempts {
-			t.Logf("upstreamtest: dovecot could not bind %s, retrying with other ports", d.Addr)
-			continue
-		}
-		d.logTail(t)
-		t.Fatalf("upstreamtest: start dovecot: %v", err)
+func (d *Dovecot) setAddrs(ports []int, tls bool) {
+	d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	d.TLSAddr = ""
+	if tls {
+		d.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
 	}
 }
 
-var errAddrInUse = errors.New("address already in use")
-
-// run starts the daemon and waits for its greeting. On success the daemon
-// is stopped by t.Cleanup; on error it has already been stopped.
-func (d *Dovecot) run(t testing.TB, bin, confPath string) error {
-	out, err := os.OpenFile(d.outPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+// ready checks that the plain listener serves a greeting and the TLS
+// listener, if any, completes a verified handshake.
+func (d *Dovecot) ready() error {
+	if err := greeting(func() (net.Conn, error) { return net.DialTimeout("tcp", d.Addr, time.Second) }); err != nil {
 		return err
-	}
-	defer out.Close() // the child has its own copy
-	// Truncate the log so that a retry does not see the previous
-	// attempt's "Address already in use".
-	if err := os.WriteFile(d.logPath, nil, 0o644); err != nil {
-		return err
-	}
-
-	cmd := exec.Command(bin, "-F", "-c", confPath)
-	cmd.Stdout, cmd.Stderr = out, out
-	daemon, err := StartDaemon(cmd)
-	if err != nil {
-		return err
-	}
-	done := daemon.Exited()
-	stop := func() { daemon.Stop(stopTimeout) }
-
-	if err := d.waitReady(done); err != nil {
-		stop()
-		logs := d.readLogs()
-		if bytes.Contains(logs, []byte("Address already in use")) {
-			return fmt.Errorf("%w: %v", errAddrInUse, err)
-		}
-		return err
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			d.logTail(t)
-		}
-		stop()
-	})
-	return nil
-}
-
-// waitReady polls until the plain listener serves a greeting (and the TLS
-// listener completes a verified handshake), the daemon exits, or
-// startTimeout passes.
-func (d *Dovecot) waitReady(done <-chan struct{}) error {
-	deadline := time.Now().Add(startTimeout)
-	var last error
-	for {
-		select {
-		case <-done:
-			return errors.New("dovecot exited during start-up")
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no POP3 greeting on %s within %v (last error: %v)", d.Addr, startTimeout, last)
-		}
-		if last = greeting(func() (net.Conn, error) { return net.DialTimeout("tcp", d.Addr, time.Second) }); last == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	if d.TLSAddr == "" {
 		return nil
 	}
 	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: d.TLSConfig()}
-	err := greeting(func() (net.Conn, error) { return dialer.Dial("tcp", d.TLSAddr) })
-	if err != nil {
+	if err := greeting(func() (net.Conn, error) { return dialer.Dial("tcp", d.TLSAddr) }); err != nil {
 		return fmt.Errorf("implicit TLS on %s: %w", d.TLSAddr, err)
 	}
 	return nil
@@ -363,7 +299,7 @@ func (d *Dovecot) TLSConfig() *tls.Config {
 type configParams struct {
 	dir, baseDir, passwd, logPath string
 	plainPort, tlsPort            int
-	pki                           PKI
+	pki                           testinfra.PKI
 	id                            identity
 	lockSession                   bool
 }
@@ -419,36 +355,6 @@ func dovecotConfig(p configParams) string {
 	w("}")
 	s.WriteString(p.id.settings)
 	return s.String()
-}
-
-// shortTempRoot is the parent of the socket directory: TMPDIR unless it is
-// so long that socket paths would not fit.
-func shortTempRoot() string {
-	if root := os.TempDir(); len(root) <= 40 {
-		return root
-	}
-	return "/tmp"
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-// All listeners are open at once so the ports differ.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // readLogs returns Dovecot's stdout/stderr (fatal configuration errors go

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 // testMessages covers what a proxy must pass through untouched: dot-leading
@@ -339,8 +341,8 @@ func TestDovecotUnprivileged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: the other tests already run Dovecot unprivileged")
 	}
-	NeedBinary(t, "dovecot")
-	setpriv := NeedBinary(t, "setpriv") // util-linux, essential in Debian
+	testinfra.NeedBinary(t, "dovecot")
+	setpriv := testinfra.NeedBinary(t, "setpriv") // util-linux, essential in Debian
 	t.Parallel()
 
 	// The test binary lives under go's 0700 build cache: copy it where

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -19,11 +21,13 @@ import (
 // loaded CI machine to send a header in time, short enough to wait for.
 const ppTestTimeout = 500 * time.Millisecond
 
-// ppServer is a tiny server behind proxyProtocolListener: it greets each
-// connection with "+OK <RemoteAddr> <LocalAddr>" and echoes one line.
+// ppServer is a POP3 server behind proxyProtocolListener. Each greeted
+// connection's addresses ("<RemoteAddr> <LocalAddr>", as the server sees
+// them) go to accepted.
 type ppServer struct {
 	ln       net.Listener
-	accepted chan string // RemoteAddr of each accepted connection
+	srv      *pop3server.Server
+	accepted chan string
 	logs     *observer.ObservedLogs
 }
 
@@ -44,37 +48,43 @@ func startPPServer(t *testing.T, trusted ...string) *ppServer {
 		t.Fatal(err)
 	}
 	s := &ppServer{ln: ln, accepted: make(chan string, 100), logs: logs}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
+	s.srv, err = pop3server.NewServer(pop3server.Options{
+		Backend: pop3server.BackendFunc(func(context.Context, *pop3server.ConnInfo, string, string) (pop3server.Session, error) {
+			return nil, pop3server.ErrAuthFailed
+		}),
+		Logger: zap.New(core),
+		OnConnect: func(c *pop3server.ConnInfo) error {
+			s.accepted <- c.RemoteAddr.String() + " " + c.LocalAddr.String()
+			return nil
+		},
 	})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					t.Errorf("Accept = %v, want net.ErrClosed after Close", err)
-				}
-				return
-			}
-			s.accepted <- c.RemoteAddr().String()
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.WriteString(c, "+OK "+c.RemoteAddr().String()+" "+c.LocalAddr().String()+"\r\n"); err != nil {
-					return
-				}
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				io.WriteString(c, "echo "+line)
-			}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		s.srv.Close()
+		if err := <-done; !errors.Is(err, pop3server.ErrServerClosed) {
+			t.Errorf("Serve = %v, want ErrServerClosed after Close", err)
 		}
-	}()
+	})
 	return s
+}
+
+// greeted reads the greeting and returns the addresses the server saw.
+func (s *ppServer) greeted(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "+OK ") {
+		t.Fatalf("greeting = %q, %v", line, err)
+	}
+	select {
+	case a := <-s.accepted:
+		return a
+	case <-time.After(5 * time.Second):
+		t.Fatal("greeted, but OnConnect saw nothing")
+		return ""
+	}
 }
 
 func (s *ppServer) dial(t *testing.T) net.Conn {
@@ -147,18 +157,11 @@ func TestProxyProtocolHeaders(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := bufio.NewReader(c)
-			greeting, err := r.ReadString('\n')
-			if err != nil {
-				t.Fatal(err)
+			if got, want := s.greeted(t, r), tc.src+" "+tc.dst; got != want {
+				t.Errorf("the server saw %q, want %q", got, want)
 			}
-			if want := "+OK " + tc.src + " " + tc.dst + "\r\n"; greeting != want {
-				t.Errorf("greeting = %q, want %q", greeting, want)
-			}
-			if echo, _ := r.ReadString('\n'); echo != "echo CAPA\r\n" {
-				t.Errorf("echo = %q, want the line sent right after the header", echo)
-			}
-			if a := <-s.accepted; a != tc.src {
-				t.Errorf("RemoteAddr at Accept = %s, want %s", a, tc.src)
+			if capa, _ := r.ReadString('\n'); !strings.HasPrefix(capa, "+OK") {
+				t.Errorf("CAPA answered %q; the line sent right after the header was lost", capa)
 			}
 		})
 	}
@@ -176,9 +179,8 @@ func TestProxyProtocolNoGreetingBeforeHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "+OK 192.0.2.1:40000 ") {
-		t.Fatalf("greeting = %q, %v", line, err)
+	if got := s.greeted(t, bufio.NewReader(c)); !strings.HasPrefix(got, "192.0.2.1:40000 ") {
+		t.Fatalf("the server saw %q", got)
 	}
 }
 
@@ -194,12 +196,8 @@ func TestProxyProtocolLocalUsesPeerAddress(t *testing.T) {
 	if _, err := local.WriteTo(c); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "+OK " + c.LocalAddr().String() + " " + c.RemoteAddr().String() + "\r\n"; line != want {
-		t.Errorf("greeting = %q, want the peer's own addresses %q", line, want)
+	if got, want := s.greeted(t, bufio.NewReader(c)), c.LocalAddr().String()+" "+c.RemoteAddr().String(); got != want {
+		t.Errorf("the server saw %q, want the peer's own addresses %q", got, want)
 	}
 }
 
@@ -207,12 +205,8 @@ func TestProxyProtocolV1UnknownUsesPeerAddress(t *testing.T) {
 	s := startPPServer(t, "127.0.0.1/32")
 	c := s.dial(t)
 	io.WriteString(c, "PROXY UNKNOWN\r\n")
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "+OK " + c.LocalAddr().String() + " "; !strings.HasPrefix(line, want) {
-		t.Errorf("greeting = %q, want it to start with %q", line, want)
+	if got, want := s.greeted(t, bufio.NewReader(c)), c.LocalAddr().String()+" "; !strings.HasPrefix(got, want) {
+		t.Errorf("the server saw %q, want it to start with %q", got, want)
 	}
 }
 
@@ -245,7 +239,7 @@ func TestProxyProtocolMissingHeaderRefused(t *testing.T) {
 		t.Errorf("silent client closed after %v, want about the header timeout %v", d, ppTestTimeout)
 	}
 	s.expectNoneAccepted(t)
-	if n := s.logs.FilterMessageSnippet("no valid PROXY header").Len(); n != 1 {
+	if n := s.logs.FilterMessageSnippet("connection closed before the greeting").Len(); n != 1 {
 		t.Errorf("%d log entries for the missing header, want 1", n)
 	}
 }
@@ -287,9 +281,8 @@ func TestProxyProtocolSlowPeerDoesNotBlockAccept(t *testing.T) {
 	c := s.dial(t)
 	start := time.Now()
 	proxyproto.HeaderProxyFromAddrs(2, tcpAddr("192.0.2.9:1234"), tcpAddr("192.0.2.2:110")).WriteTo(c)
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "+OK 192.0.2.9:1234 ") {
-		t.Fatalf("greeting = %q, %v", line, err)
+	if got := s.greeted(t, bufio.NewReader(c)); !strings.HasPrefix(got, "192.0.2.9:1234 ") {
+		t.Fatalf("the server saw %q", got)
 	}
 	if d := time.Since(start); d >= ppTestTimeout/2 {
 		t.Errorf("greeting took %v behind a silent peer", d)
@@ -301,7 +294,7 @@ func TestProxyProtocolCloseClosesPending(t *testing.T) {
 	c := s.dial(t)
 	time.Sleep(50 * time.Millisecond) // accepted, header being read
 	start := time.Now()
-	if err := s.ln.Close(); err != nil {
+	if err := s.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
 	expectClosed(t, c)

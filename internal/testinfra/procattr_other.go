@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package upstreamtest
+package testinfra
 
 import "syscall"
 

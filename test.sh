@@ -16,7 +16,7 @@
 # apt-get on Debian, without starting their system services. Otherwise
 # those tests are skipped with a warning; with CI=true or
 # POP3PROXY_INTEGRATION=require they fail instead (see
-# upstream/upstreamtest.IntegrationRequired).
+# internal/testinfra.IntegrationRequired).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -186,8 +186,8 @@ go test "${race[@]}" -count=1 -timeout 20m "$@" "${packages[@]}"
 # little while (the seeds already ran as tests above). POP3PROXY_FUZZTIME
 # sets how long each runs; 0 skips this step.
 FUZZERS=(
-	"./proxy/:FuzzCommand"
-	"./proxy/:FuzzDotWriter"
+	"./proxy/pop3server/:FuzzCommand"
+	"./proxy/pop3server/:FuzzDotWriter"
 	"./upstream/:FuzzParseLogin"
 	"./upstream/:FuzzDotReader"
 )
@@ -196,6 +196,11 @@ if (($# == 0)) && [[ $fuzztime != 0 ]]; then
 	for entry in "${FUZZERS[@]}"; do
 		pkg=${entry%%:*}
 		name=${entry#*:}
+		# go test -fuzz with a pattern that matches nothing passes quietly.
+		if ! go test -list "^${name}\$" "$pkg" | grep -qx "$name"; then
+			say "fuzz target $name not found in $pkg (update FUZZERS in test.sh)"
+			exit 1
+		fi
 		say "fuzzing $name in $pkg for $fuzztime"
 		go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg"
 	done

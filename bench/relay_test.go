@@ -36,7 +36,7 @@ func message(size int) []byte {
 	return b.Bytes()
 }
 
-// startProxy serves the gateway in-process on a loopback port.
+// startProxy serves a Gateway in-process on a loopback port.
 func startProxy(b *testing.B) string {
 	b.Helper()
 	srv, err := pop3server.NewServer(pop3server.Options{
@@ -138,8 +138,9 @@ func benchmarkRetr(b *testing.B, size int) {
 	}
 }
 
-// BenchmarkRetr25k is the figure the issue compares with perdition and the
-// nginx mail proxy (about 44 ms per 25 kB RETR there, from delayed ACKs).
+// BenchmarkRetr25k measures a typical message, where per-command latency
+// (such as a stall between Nagle's algorithm and delayed ACKs) counts more
+// than throughput.
 func BenchmarkRetr25k(b *testing.B) { benchmarkRetr(b, 25<<10) }
 
 // BenchmarkRetr1M shows streaming throughput for larger messages.

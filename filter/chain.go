@@ -18,25 +18,20 @@ import (
 type OnError int
 
 const (
-	// OnErrorTempfail answers the RETR with -ERR [SYS/TEMP]: the message
-	// stays on the server and the client retries at its next poll.
+	// OnErrorTempfail answers -ERR [SYS/TEMP]; the client retries later.
 	OnErrorTempfail OnError = iota
-	// OnErrorPass delivers the message unscanned by this filter, marked
-	// with an X-Pop3proxy-Unscanned header field.
+	// OnErrorPass delivers the message marked with UnscannedField.
 	OnErrorPass
-	// OnErrorReject answers the RETR with -ERR; the message stays on the
-	// server.
+	// OnErrorReject answers the RETR with -ERR.
 	OnErrorReject
 )
 
 // DefaultTimeout bounds a filter whose configuration sets no timeout.
 const DefaultTimeout = 30 * time.Second
 
-// UnscannedField marks a message delivered although a filter failed on it
-// (on_error: pass).
+// UnscannedField marks a message delivered although a filter failed.
 const UnscannedField = "X-Pop3proxy-Unscanned"
 
-// stage is one configured filter.
 type stage struct {
 	name     string
 	typ      string
@@ -55,8 +50,7 @@ type Chain struct {
 	log    *zap.Logger
 }
 
-// spec holds the keys every filter block has; the other keys of the block
-// belong to the plugin.
+// spec holds the keys every filter block has; the others are the plugin's.
 type spec struct {
 	Type    string            `yaml:"type"`
 	Name    string            `yaml:"name"`
@@ -64,10 +58,10 @@ type spec struct {
 	OnError string            `yaml:"on_error"`
 }
 
-// Build makes a Chain from the "filters:" list of the configuration: one
-// YAML mapping per filter, in execution order. Every problem of every
-// filter is reported at once, each under its path ("filters[1].address").
-// On error, plugins already provisioned are closed.
+// Build makes a Chain from the "filters:" list of the configuration, one
+// YAML mapping per filter. Every problem of every filter is reported at
+// once, each under its path ("filters[1].address"); plugins already
+// provisioned are then closed.
 func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -92,8 +86,7 @@ func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 }
 
 // BuildYAML is Build for a YAML document holding the list of filter blocks
-// (the value of "filters:"), for tests of plugins and tools that keep a
-// chain's configuration on its own.
+// (the value of "filters:").
 func BuildYAML(doc []byte, log *zap.Logger) (*Chain, error) {
 	var nodes []yaml.Node
 	if err := yaml.Unmarshal(doc, &nodes); err != nil {
@@ -106,8 +99,6 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 	if node.Kind != yaml.MappingNode {
 		return nil, []error{yamlconf.NewFieldError(path, node.Line, "expected a mapping with a type key")}
 	}
-	// Split the block: the common keys decode into spec, the rest into
-	// the plugin.
 	common := &yaml.Node{Kind: yaml.MappingNode}
 	own := &yaml.Node{Kind: yaml.MappingNode, Line: node.Line}
 	for i := 0; i+1 < len(node.Content); i += 2 {
@@ -190,7 +181,7 @@ func (ch *Chain) Names() []string {
 	return names
 }
 
-// Close releases the plugins that hold resources (io.Closer).
+// Close closes the plugins that implement io.Closer.
 func (ch *Chain) Close() error {
 	if ch == nil {
 		return nil
@@ -210,11 +201,11 @@ func (ch *Chain) Close() error {
 type Outcome int
 
 const (
-	// Deliver: send Result.Message to the client.
+	// Deliver sends Result.Message to the client.
 	Deliver Outcome = iota
-	// TempFail: answer -ERR [SYS/TEMP]; the client retries later.
+	// TempFail answers -ERR [SYS/TEMP]; the client retries later.
 	TempFail
-	// Refuse: answer -ERR; the message stays on the server.
+	// Refuse answers -ERR; the message stays on the server.
 	Refuse
 )
 
@@ -233,17 +224,10 @@ func (o Outcome) String() string {
 // Result is the chain's decision for one message.
 type Result struct {
 	Outcome Outcome
-	// Message is what to deliver (Deliver only): the original bytes when
-	// no filter changed anything.
-	Message []byte
-	// Changed reports whether Message differs from the original.
-	Changed bool
-	// Filter names the filter that decided a TempFail, a Refuse or a
-	// replacement.
-	Filter string
-	// Reason is the decision's short, client-safe reason.
-	Reason string
+	Message []byte // for Deliver; the original bytes if nothing changed
+	Changed bool   // whether Message differs from the original
+	Filter  string // the filter that decided a TempFail, Refuse or replacement
+	Reason  string // short and client-safe
 }
 
-// errAbandoned reports a plugin that did not return within its timeout.
 var errAbandoned = errors.New("filter did not finish within its timeout")

@@ -164,7 +164,8 @@ func TestBuildReportsEveryProblem(t *testing.T) {
 	}
 }
 
-// Untouched fields and the body keep their bytes; edits apply in order.
+// TestEditsAreByteFaithful: untouched fields and the body keep their bytes;
+// edits apply in order.
 func TestEditsAreByteFaithful(t *testing.T) {
 	ch := build(t, `
 - type: testjudge
@@ -222,7 +223,8 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
-// A judge that ignores its context costs the session its timeout, no more.
+// TestHungFilterCostsItsTimeout: a judge that ignores its context costs the
+// session its timeout, no more.
 func TestHungFilterCostsItsTimeout(t *testing.T) {
 	ch := build(t, "- {type: testjudge, hang: true, timeout: 100ms, on_error: pass, name: slow}\n")
 	start := time.Now()
@@ -235,8 +237,8 @@ func TestHungFilterCostsItsTimeout(t *testing.T) {
 	}
 }
 
-// Adjacent judges run concurrently: each waits for the other to start, so
-// run one after the other they would both time out.
+// TestJudgesRunConcurrently: each judge waits for the other to start, so run
+// one after the other they would both time out.
 func TestJudgesRunConcurrently(t *testing.T) {
 	rendezvousMu.Lock()
 	delete(rendezvous, "left")

@@ -1,25 +1,26 @@
 // Package filter is the chain of filter plugins every retrieved message
-// passes through before the client sees it: virus and spam scanners, header
-// rewriters, external programs, your own plugins.
+// passes through before the client sees it.
 //
-// A plugin is a Go type registered by name from an init function
-// (Register), built from its YAML block in the "filters:" list of the
-// configuration, and run by a Chain. It implements one of two interfaces:
+// A plugin is a Go type registered by name (Register), built from its YAML
+// block in the "filters:" list of the configuration, and run by a Chain. A
+// Judge returns a Verdict; a Modifier returns a changed message. An error
+// means the plugin failed (the scanner is down, timed out, answered
+// garbage); it is never a verdict, and the Chain applies the filter's
+// on_error policy (OnError).
 //
-//   - Judge only looks at the message and returns a Verdict: continue
-//     (possibly with header edits), accept, replace or reject. Adjacent
-//     judges run concurrently; their verdicts are applied in configuration
-//     order.
-//   - Modifier returns a changed message (the exec plugin). Modifiers run
-//     one at a time, in configuration order, on the message as the filters
-//     before them left it.
+// # Header edits
 //
-// A returned error means the plugin failed (the scanner is down, timed out,
-// answered garbage); it is never a verdict. The Chain, not the plugin,
-// applies the filter's on_error policy: pass (deliver unscanned, marked in
-// a header), tempfail (the client gets -ERR [SYS/TEMP] and retries at its
-// next poll; the default) or reject. Every filter runs under its timeout; a
-// plugin that ignores its context is abandoned when the timeout passes.
+// Edits keep the bytes of every field they do not touch, and of the body,
+// so that DKIM signatures over them stay valid (RFC 6376 §3.5). The chain
+// reads the header with github.com/emersion/go-message/textproto, whose
+// ReadHeader keeps each field's raw bytes: a round trip is byte-identical
+// for CRLF input (a bare LF comes back as CRLF). ReadHeader has no size
+// limit, so callers bound its input, and it rejects an mbox "From " line
+// and lines without a colon; such a header only gets the added fields, and
+// the message is delivered, never dropped over its header. The library's
+// Add and AddRaw insert at the top of the header, and Set moves a field to
+// the top and refolds it, so the chain splices raw bytes itself: added
+// fields go to the top, a Subject prefix goes in place.
 package filter
 
 import (
@@ -37,26 +38,20 @@ import (
 // Plugins must not modify the bytes.
 type Message struct {
 	data []byte
-	// Meta says where the message comes from.
 	Meta Meta
 }
 
-// Meta describes a message's origin, for logs, headers and plugins that
-// decide per user.
+// Meta says where a message comes from.
 type Meta struct {
-	// User is the user name at the upstream server.
-	User string
-	// Upstream is the upstream server's host:port.
-	Upstream string
-	// Number is the message number in the session.
-	Number int
+	User     string // the user name at the upstream server
+	Upstream string // the upstream server's host:port
+	Number   int    // the message number in the session
 }
 
-// NewMessage wraps raw message bytes. The Message keeps data; the caller
-// must not change it afterwards.
+// NewMessage wraps data, which the caller must not change afterwards.
 func NewMessage(data []byte, meta Meta) *Message { return &Message{data: data, Meta: meta} }
 
-// Bytes returns the message. The slice must not be modified.
+// Bytes returns the message; the caller must not modify it.
 func (m *Message) Bytes() []byte { return m.data }
 
 // Len returns the message size in octets.
@@ -69,17 +64,14 @@ func (m *Message) Reader() io.Reader { return bytes.NewReader(m.data) }
 type Action int
 
 const (
-	// Continue: nothing against the message; apply the verdict's Edits and
-	// run the next filter.
+	// Continue applies the Edits and runs the next filter.
 	Continue Action = iota
-	// Accept: apply the Edits and deliver now, skipping the rest of the
+	// Accept applies the Edits and delivers now, skipping the rest of the
 	// chain (an allow-list hit).
 	Accept
-	// Replace: deliver Verdict.Replacement instead of the message (a virus
-	// notice); the chain stops.
+	// Replace delivers Verdict.Replacement instead (a virus notice).
 	Replace
-	// Reject: answer the client's RETR with -ERR; the message stays on the
-	// server and the chain stops.
+	// Reject answers the RETR with -ERR; the message stays on the server.
 	Reject
 )
 
@@ -97,19 +89,17 @@ func (a Action) String() string {
 	return fmt.Sprintf("Action(%d)", int(a))
 }
 
-// Verdict is a judge's decision about one message. It is data: a plugin
-// that could not decide returns an error instead.
+// Verdict is a judge's decision about one message. A plugin that could
+// not decide returns an error instead.
 type Verdict struct {
 	Action Action
 	// Reason is short and safe to show in a header or to the client
-	// ("virus Eicar-Test-Signature", "spam score 1000.0"); it is logged with
-	// every verdict other than Continue.
+	// ("virus Eicar-Test-Signature"); it is logged unless Action is Continue.
 	Reason string
-	// Edits change the header, for Continue and Accept. They are applied in
-	// order; field order and bytes of untouched fields are kept.
+	// Edits change the header, in order, for Continue and Accept.
 	Edits []Edit
-	// Replacement is the whole message (header, blank line, body, CRLF line
-	// endings) delivered instead of the original, for Replace.
+	// Replacement is the whole message (CRLF line endings) delivered
+	// instead of the original, for Replace.
 	Replacement []byte
 }
 
@@ -118,7 +108,7 @@ type EditOp int
 
 const (
 	// AddField adds "Name: Value" at the top of the header, where trace
-	// and status fields go.
+	// fields go (RFC 5322 §3.6.7).
 	AddField EditOp = iota
 	// RemoveField removes every field called Name (case-insensitive).
 	RemoveField
@@ -144,40 +134,32 @@ func Remove(name string) Edit { return Edit{Op: RemoveField, Name: name} }
 func SubjectPrefix(prefix string) Edit { return Edit{Op: PrefixSubject, Value: prefix} }
 
 // Judge is a plugin that inspects a message and returns a Verdict. It must
-// not keep or change the message. Judge may be called concurrently for
-// different messages, and concurrently with other judges.
+// not keep or change the message. Judge may be called concurrently, for
+// different messages and alongside other judges.
 type Judge interface {
 	Judge(ctx context.Context, m *Message) (Verdict, error)
 }
 
 // Modifier is a plugin that changes the message: it returns the new
-// message bytes (header, blank line, body, CRLF), or nil for no change.
-// Modify may be called concurrently for different messages.
+// message (CRLF line endings), or nil for no change. Modify may be called
+// concurrently for different messages.
 type Modifier interface {
 	Modify(ctx context.Context, m *Message) ([]byte, error)
 }
 
 // Env is what a plugin gets when it is provisioned.
 type Env struct {
-	// Name is the filter's name in the configuration (its "name" key, or
-	// its type), for logs and headers.
-	Name string
-	// Logger is named after the filter.
+	Name   string // the filter's "name" key, or its type
 	Logger *zap.Logger
 }
 
-// ErrFailClosed marks a plugin error after which the message must not be
-// delivered, whatever the filter's on_error says: the plugin knows the
-// message is dangerous but could not finish handling it (clamav found a
-// virus but could not quarantine the original). Wrap it into the error;
-// the chain answers with a temporary failure, so the message stays on the
-// server until the problem is fixed.
+// ErrFailClosed, wrapped into a plugin's error, makes the chain answer with
+// a temporary failure whatever on_error says: the plugin knows the message
+// is dangerous but could not finish handling it (a failed quarantine).
 var ErrFailClosed = errors.New("filter: failure must not let the message pass")
 
-// Provisioner is implemented by plugins that check their configuration or
-// prepare resources once, after their YAML block has been decoded. An
-// error stops the proxy from starting, reported with the filter's place in
-// the configuration.
+// Provisioner is implemented by plugins that check their configuration
+// once it is decoded. An error stops the proxy from starting.
 type Provisioner interface {
 	Provision(env Env) error
 }

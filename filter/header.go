@@ -11,24 +11,15 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
-// maxHeaderBytes bounds the header the chain parses to edit; go-message's
-// ReadHeader has no limit of its own. A larger header is left as it is.
 const maxHeaderBytes = 1 << 20
 
-// errHeaderUnparsable means the header could not be parsed, so fields were
-// only added, none removed or changed.
+// errHeaderUnparsable means the header did not parse; fields were only added.
 var errHeaderUnparsable = errors.New("header does not parse")
 
-// applyEdits returns msg with the edits applied, keeping every byte of the
-// fields it does not touch and of the body. Fields added by one call form a
-// block at the top of the header in the order given (the chain calls it
-// once per run of judges, so their fields appear in configuration order),
-// above any fields already there, as trace fields are (RFC 5322 §3.6.7).
-// Removals and the Subject
-// prefix need a parsed header (github.com/emersion/go-message/textproto,
-// which keeps each field's raw bytes); if the header does not parse they are
-// skipped, the message is otherwise delivered unchanged, and the error says
-// so (protocols.md §9: never drop a message over its header).
+// applyEdits returns msg with the edits applied (see the package
+// documentation, Header edits). Fields added by one call form a block at
+// the top of the header in the order given; the chain calls it once per run
+// of judges, so their fields appear in configuration order.
 func applyEdits(msg []byte, edits []Edit) ([]byte, error) {
 	var added bytes.Buffer
 	var rewrites []Edit
@@ -78,16 +69,14 @@ func concat(a, b []byte) []byte {
 	return append(append(out, a...), b...)
 }
 
-// field is one header field: its name and its raw bytes, folding and line
-// ending included.
+// field is one header field; raw includes folding and the line ending.
 type field struct {
 	name string
 	raw  []byte
 }
 
-// splitFields parses the header and returns its fields in order with their
-// raw bytes, and the rest of the message (the blank line and the body, as
-// they are).
+// splitFields returns the header's fields in order, and the rest of the
+// message: the blank line and the body.
 func splitFields(msg []byte) ([]field, []byte, error) {
 	src := bytes.NewReader(msg)
 	br := bufio.NewReader(io.LimitReader(src, maxHeaderBytes))
@@ -99,8 +88,7 @@ func splitFields(msg []byte) ([]field, []byte, error) {
 	if consumed >= maxHeaderBytes {
 		return nil, nil, fmt.Errorf("header longer than %d bytes", maxHeaderBytes)
 	}
-	// ReadHeader consumed the header and the blank line after it; hand the
-	// blank line back with the body so that it keeps its own bytes.
+	// Hand the blank line back with the body, so it keeps its own bytes.
 	headerEnd := consumed
 	switch {
 	case bytes.HasSuffix(msg[:consumed], []byte("\r\n\r\n")), consumed == 2 && bytes.HasPrefix(msg, []byte("\r\n")):
@@ -117,8 +105,7 @@ func splitFields(msg []byte) ([]field, []byte, error) {
 		}
 		fields = append(fields, field{name: it.Key(), raw: raw})
 	}
-	// ReadHeader turns a bare-LF line ending into CRLF; the raw bytes must
-	// add up to the original header or the rewrite would change bytes.
+	// ReadHeader turns a bare LF into CRLF, which would change bytes.
 	total := 0
 	for _, f := range fields {
 		total += len(f.raw)
@@ -139,11 +126,9 @@ func removeFields(fields []field, name string) []field {
 	return kept
 }
 
-// prefixSubject puts prefix in front of the Subject's text, in place: the
-// field keeps its position, name spelling and folding (protocols.md item
-// 23: go-message's Set would move it to the top and refold it). A Subject
-// that already starts with the prefix is left alone, so a message filtered
-// twice is not tagged twice. Without a Subject, one is added.
+// prefixSubject puts prefix in front of the Subject's text, in place. A
+// Subject that already starts with the prefix is left alone, so that a
+// message filtered twice is not tagged twice.
 func prefixSubject(fields []field, prefix string) ([]field, error) {
 	for i, f := range fields {
 		if !strings.EqualFold(f.name, "Subject") {
@@ -173,8 +158,7 @@ func prefixSubject(fields []field, prefix string) ([]field, error) {
 }
 
 // CheckFieldName accepts an RFC 5322 §3.6.8 field name: printable ASCII
-// (33-126) except the colon. Plugins that take field names from their
-// configuration check them when they are provisioned.
+// (33-126) except the colon.
 func CheckFieldName(name string) error {
 	if name == "" {
 		return errors.New("empty field name")
@@ -191,8 +175,9 @@ func CheckFieldName(name string) error {
 // characters).
 const maxLine = 78
 
-// formatField writes "Name: value" CRLF, folded at spaces, or after commas
-// in a long list without spaces (as SpamAssassin folds tests=A,B,C).
+// formatField writes "Name: value" CRLF, each run of white space made one
+// space, folded at spaces, or after commas in a long list without spaces
+// (as SpamAssassin folds tests=A,B,C).
 func formatField(w *bytes.Buffer, name, value string) error {
 	if err := CheckFieldName(name); err != nil {
 		return err
@@ -224,8 +209,6 @@ func formatField(w *bytes.Buffer, name, value string) error {
 	return nil
 }
 
-// splitAfterCommas splits a word that does not fit in room at its commas;
-// a word that fits, or has no commas, stays whole.
 func splitAfterCommas(word string, room int) []string {
 	if len(word) <= room || !strings.Contains(word, ",") {
 		return []string{word}

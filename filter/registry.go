@@ -13,8 +13,7 @@ type Plugin any
 
 // PluginInfo registers a plugin type.
 type PluginInfo struct {
-	// Type is the value of the "type" key that selects the plugin.
-	Type string
+	Type string // the value of the "type" key
 	// New returns a pointer to a new, unconfigured plugin, into which its
 	// YAML block is decoded. It must have no side effects.
 	New func() Plugin
@@ -25,9 +24,9 @@ var (
 	registry   = map[string]PluginInfo{}
 )
 
-// Register makes a plugin type available to the configuration. Call it from
-// an init function. It panics on an empty type, a nil New or a type
-// registered twice: those are programming errors.
+// Register makes a plugin type available to the configuration; call it
+// from an init function. It panics on an empty Type, a nil New or a type
+// registered twice.
 func Register(info PluginInfo) {
 	if info.Type == "" || info.New == nil {
 		panic("filter: Register needs a Type and a New function")

@@ -9,13 +9,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// Run passes a message through the chain. Adjacent judges run concurrently
-// on the message as it stands; their verdicts, and each failure's on_error
-// policy, are applied in configuration order, so the first filter in the
-// file that rejects or replaces decides. Modifiers run one at a time on the
-// message as the filters before them left it. Run never returns an error:
-// failures become a TempFail or Refuse result, or a marked delivery, as
-// the failing filter's on_error says.
+// Run passes a message through the chain. Adjacent judges run
+// concurrently, but their verdicts and failures are applied in
+// configuration order, so the first filter that rejects or replaces
+// decides. Modifiers run one at a time.
 func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 	cur := m.Bytes()
 	changed := false
@@ -97,7 +94,6 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 	return Result{Outcome: Deliver, Message: cur, Changed: changed}
 }
 
-// judgeAll runs judges concurrently, each under its own timeout.
 func judgeAll(ctx context.Context, run []*stage, m *Message) ([]Verdict, []error) {
 	verdicts := make([]Verdict, len(run))
 	errs := make([]error, len(run))
@@ -121,10 +117,9 @@ func (st *stage) modify(ctx context.Context, m *Message) ([]byte, error) {
 	return call(ctx, st, func(ctx context.Context) ([]byte, error) { return st.modifier.Modify(ctx, m) })
 }
 
-// call runs one plugin call under the filter's timeout. A plugin that
-// ignores its context is abandoned when the timeout passes (its goroutine
-// finishes in the background), so a hung scanner never costs a session more
-// than the timeout. A panic is the plugin's failure, not the proxy's.
+// call runs f under the filter's timeout. A plugin that ignores its context
+// is abandoned then, its goroutine left to finish in the background, so a
+// hung scanner costs no more than the timeout.
 func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, st.timeout)
 	defer cancel()
@@ -172,7 +167,7 @@ func (st *stage) failed(err error, meta Meta) (Result, bool) {
 
 // misbehaved handles a plugin bug (an unknown action, an invalid header
 // edit). No on_error policy may deliver past it: the message might be
-// neither checked nor intact, so the client is told to retry.
+// neither checked nor intact.
 func (st *stage) misbehaved(err error, meta Meta) Result {
 	st.log.Error("filter misbehaved", zap.Error(err), zap.Int("msg", meta.Number))
 	return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}
@@ -195,7 +190,6 @@ func unscannedEdit(st *stage, err error) Edit {
 	return Add(UnscannedField, st.name+" "+why)
 }
 
-// mark adds the unscanned field after a failed modifier.
 func mark(cur []byte, st *stage, err error, changed bool) ([]byte, bool) {
 	out, aerr := applyEdits(cur, []Edit{unscannedEdit(st, err)})
 	if aerr != nil {

@@ -16,18 +16,18 @@ import (
 )
 
 // DefaultScanKeepalive is how long a client waits in silence for a scan
-// before the keepalive starts; well under Outlook's one-minute timeout
-// (protocols.md item 25).
+// before the keepalive starts: well under Outlook's one-minute timeout
+// (docs/clients.md, Outlook).
 const DefaultScanKeepalive = 20 * time.Second
 
 // wholeMessage is the TOP line count that fetches a whole message (as
 // fetchmail does): any message under max_size has fewer lines.
 const wholeMessage = 99999999
 
-// keepaliveField starts the header field that keeps a client waiting while
-// a slow scan runs; each further tick adds a folded continuation line, so
-// whatever the verdict, what the client has received is the start of a
-// valid header (RFC 5322 §2.2.3).
+// keepaliveField starts the header field that keeps a client waiting for a
+// slow scan; each tick adds a folded continuation line, so whatever the
+// verdict, the client has the start of a valid header (RFC 5322 §2.2.3).
+// Whole lines, not single bytes: docs/clients.md, Outlook.
 const (
 	keepaliveField = "X-Pop3proxy-Scan: slow scan, kept alive\r\n"
 	keepaliveTick  = "\t.\r\n"
@@ -43,10 +43,8 @@ type Stats struct {
 	KeptAlive  atomic.Int64 // scans slow enough to start the keepalive
 }
 
-// filtered passes a message the upstream is sending (RETR, or TOP with
-// the whole message) through the chain. topLines < 0 delivers the whole
-// result (RETR); otherwise the header and topLines body lines (TOP).
-// Messages over max_size stream through unscanned.
+// filtered passes a message being received through the chain and delivers
+// all of it (topLines < 0, RETR) or its header and topLines body lines (TOP).
 func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
 	max := s.g.opts.MaxSize
 	if m.Size > max {
@@ -56,13 +54,11 @@ func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, to
 	return s.scan(ctx, msg, m, topLines)
 }
 
-// unscanned delivers a message that is not filtered.
 func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message {
 	if topLines < 0 {
 		return &pop3server.Message{Size: size, Body: body}
 	}
-	// The upstream sends the whole message; read it to the end so that
-	// the connection stays in step for the next command.
+	// Read the whole message so that the connection stays in step.
 	return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(drainOnClose{body}, topLines)}
 }
 
@@ -80,11 +76,9 @@ type outcome struct {
 	err       error
 }
 
-// scan downloads the message and runs the chain on it, in a goroutine,
-// so that the keepalive clock covers a slow download as well as a slow
-// scan. If the answer comes within the keepalive interval the client gets
-// the result or an -ERR; if not, the client gets "+OK" and a keepalive
-// header field while the work goes on (see slowScan). Until the download
+// scan downloads the message and runs the chain in a goroutine, so that the
+// keepalive clock covers a slow download as well as a slow scan: if neither
+// ends within the interval, the client gets a slowScan. Until the download
 // has finished, the goroutine alone uses the upstream connection.
 func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
 	scanCtx, cancel := context.WithCancel(ctx)
@@ -108,10 +102,9 @@ func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLin
 	}
 }
 
-// download buffers the message and filters it. A message that turns out
-// larger than max_size (the upstream announced no size, or a wrong one)
-// is handed back to stream: what is buffered goes out first, the rest
-// behind it.
+// download buffers the message and filters it. One that turns out larger
+// than MaxSize (the upstream announced no size, or a wrong one) is handed
+// back to stream, the buffered part first.
 func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, downloaded chan<- struct{}) outcome {
 	max := s.g.opts.MaxSize
 	var buf bytes.Buffer
@@ -146,7 +139,6 @@ func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message
 	return s.result(msg, o.res, topLines)
 }
 
-// result turns the chain's decision into the RETR or TOP answer.
 func (s *session) result(msg int, res filter.Result, topLines int) (*pop3server.Message, error) {
 	switch res.Outcome {
 	case filter.Deliver:
@@ -157,8 +149,8 @@ func (s *session) result(msg int, res filter.Result, topLines int) (*pop3server.
 		if topLines >= 0 {
 			return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(body, topLines)}, nil
 		}
-		// The octet count is that of what is sent, not the upstream's
-		// (protocols.md item 7).
+		// The octet count of what is sent, not the upstream's
+		// (docs/clients.md, Thunderbird).
 		return &pop3server.Message{Size: int64(len(res.Message)), Body: body}, nil
 	case filter.Refuse:
 		s.g.stats.Refused.Add(1)
@@ -169,13 +161,12 @@ func (s *session) result(msg int, res filter.Result, topLines int) (*pop3server.
 	}
 }
 
-// slowScan is the body of a RETR or TOP answered before its scan finished.
-// It sends the keepalive field, a folded continuation line every interval
-// (and a NOOP to the upstream, which may drop a silent session), and the
-// filtered message once the chain is done. If the chain refuses or fails
-// the message, no -ERR is possible any more: Read returns an error, and the
-// server closes the connection without the terminating dot, so the client
-// stores nothing and the message stays on the server, as after -ERR.
+// slowScan is the body of a RETR or TOP answered before its scan finished:
+// the keepalive field, a continuation line (and a NOOP upstream, as
+// upstreams drop idle sessions: docs/clients.md, Upstream servers) every
+// interval, then the filtered message. If the chain refuses or fails it,
+// Read returns an error, so the server closes the connection before the
+// terminating dot and the message stays on the server.
 type slowScan struct {
 	s          *session
 	msg        int
@@ -205,8 +196,7 @@ func (b *slowScan) Read(p []byte) (int, error) {
 			}
 			b.rest, b.restCloser = m.Body, m.Body
 		case <-ticker.C:
-			// The upstream may drop a silent session; but while the
-			// message is still downloading, the connection is busy.
+			// No NOOP while the download still uses the connection.
 			select {
 			case <-b.downloaded:
 				if err := b.s.client.Noop(); err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
 )
 
-// fakeAV flags messages containing "VIRUS": replace (default), reject, or
-// fail; release, if set, blocks it until closed.
+// fakeAV flags messages containing "VIRUS" per Mode (replace when empty);
+// avRelease, if set, blocks Judge until the channel is closed.
 type fakeAV struct {
 	Mode string `yaml:"mode"` // replace | reject | fail | tag
 }

@@ -1,47 +1,37 @@
-// Package proxy is the relaying proxy itself: a pop3server.Backend that routes each
-// login ("user%host:port", "user@host:port", "user#host:port") to the named
-// upstream POP3 server, logs in there with the client's password and relays
-// the maildrop.
+// Package proxy is the relay: a pop3server.Backend that routes each login
+// ("user%host:port", "user@host:port", "user#host:port") to the named
+// upstream POP3 server, logs in there with the client's password and
+// relays the maildrop. It guarantees:
 //
-// What it guarantees:
-//   - Deletions follow RFC 1939 end to end. DELE is relayed at once, so the
-//     upstream's own answer reaches the client, but nothing is committed
-//     until the client's QUIT in the TRANSACTION state is relayed as QUIT. A
-//     client that disconnects or times out, a forced shutdown, or a killed
-//     proxy closes the upstream connection without QUIT, and the upstream
-//     then keeps every message (RFC 1939 §6).
-//   - Messages are relayed byte for byte and streamed: the upstream's
-//     dot-stuffing is undone as the bytes arrive and redone towards the
-//     client, so memory use does not grow with message size.
+//   - Nothing is deleted unless the client QUITs in the TRANSACTION state
+//     (RFC 1939 §6): DELE is relayed at once, but a disconnect, timeout,
+//     forced shutdown or killed proxy closes the upstream without QUIT.
+//   - Unfiltered messages stream byte for byte, dot-stuffing undone and
+//     redone on the fly, so memory use does not grow with message size; a
+//     filter chain buffers only messages up to MaxSize.
 //   - Credentials are relayed, never logged; CR, LF and NUL in them are
 //     refused before anything reaches the upstream.
-//   - Only destinations matched by the allow list are dialled, and with
-//     Upstream.DenyPrivate none whose address (the literal one, or the one
-//     the name resolves to when the socket connects) is loopback,
-//     link-local, private or otherwise not public (upstream.PrivateAddr).
-//     Both refusals read "-ERR [AUTH] destination not allowed by this
-//     proxy"; the reason, with the resolved address, is logged only.
+//   - Only allow-listed destinations are dialled and, with
+//     Upstream.DenyPrivate, none whose address (literal, or resolved when
+//     the socket connects) is not public (upstream.PrivateAddr). Both
+//     refusals read "-ERR [AUTH] destination not allowed by this proxy";
+//     only the log says why.
 //   - Upstream TLS is verified against the host named in the login, with
-//     the TLS settings of the first matching Overrides entry on top of
-//     Upstream's; a connection with verification turned off
-//     (insecure_skip_verify) is logged at WARN level every time.
-//   - A hostile or broken upstream cannot take the process down or hold a
-//     session forever: a malformed greeting fails the login with "-ERR
-//     [SYS/TEMP]"; a malformed, over-long (MaxResponseBytes), stalled
-//     (Timeout) or never-ending (ResponseTimeout) response after login ends
-//     the session with "-ERR [SYS/TEMP] upstream connection lost". A
-//     message body that fails after its "+OK" has gone out cannot be
-//     answered with -ERR any more: the connection is closed without the
-//     terminating dot, so the client keeps nothing of it. With a filter
-//     chain, messages up to MaxSize are read whole before "+OK", so for
-//     them the client does get the -ERR.
-//   - Upstream response codes that matter to clients ([IN-USE],
-//     [LOGIN-DELAY], [AUTH], [SYS/TEMP], [SYS/PERM]) are passed through;
-//     a lost upstream answers "-ERR [SYS/TEMP]" and ends the session.
-//   - CAPA is rebuilt, never forwarded: in the TRANSACTION state it lists
-//     TOP and UIDL only if the upstream announced them, and passes the
-//     upstream's EXPIRE and LOGIN-DELAY through (RFC 2449 §6), because
-//     EXPIRE 0 tells the client the server may delete what it retrieves.
+//     the first matching Overrides entry on top of Upstream; each
+//     connection with insecure_skip_verify is logged at WARN level.
+//   - A hostile upstream cannot crash the process or hold a session
+//     forever: a malformed greeting fails the login with -ERR [SYS/TEMP];
+//     a lost connection or a malformed, over-long (MaxResponseBytes),
+//     stalled (Timeout) or endless (ResponseTimeout) response ends the
+//     session with "-ERR [SYS/TEMP] upstream connection lost". A body that
+//     fails after its +OK has gone out ends without the terminating dot, so
+//     the client keeps none of it; a filtered message is read whole before
+//     its +OK unless the scan keepalive has started.
+//   - Upstream response codes ([IN-USE], [LOGIN-DELAY], [AUTH], [SYS/TEMP],
+//     [SYS/PERM]) reach the client unchanged.
+//   - CAPA is rebuilt, never forwarded: after login it has TOP and UIDL only
+//     if the upstream does, plus the upstream's EXPIRE and LOGIN-DELAY
+//     (RFC 2449 §6), since EXPIRE 0 warns that retrieved mail may be deleted.
 package proxy
 
 import (
@@ -62,36 +52,30 @@ import (
 
 // Options configures a Gateway.
 type Options struct {
-	// Separators are the characters that may split a login into user and
-	// upstream; the last one in the login wins.
+	// Separators split a login into user and upstream; the last one wins.
 	Separators string
-	// Default is the host:port for logins that name no upstream; "" means
-	// such logins are refused.
+	// Default is the host:port for logins naming none; "" refuses them.
 	Default string
-	// DefaultPort is used when a login names a host without a port (110
-	// when zero).
+	// DefaultPort is for a host named without a port (110 when zero).
 	DefaultPort int
 	// Allow restricts the destinations; nil or empty allows every one.
 	Allow *upstream.AllowList
-	// Upstream holds dial and I/O settings for upstream connections:
-	// timeouts, the default TLS mode and trust anchors,
-	// InsecureSkipVerify, DenyPrivate.
+	// Upstream holds the dial, I/O and TLS settings for upstream connections.
 	Upstream upstream.Options
-	// Overrides changes the TLS settings per destination: for each login,
-	// the first entry matching its host:port is applied on top of
-	// Upstream (upstream.Override.Apply). Nil changes nothing.
+	// Overrides changes TLS settings per destination: the first entry
+	// matching the login's host:port applies on top of Upstream.
 	Overrides *upstream.Overrides
 	// Logger is the root logger; sessions log with the connection's logger.
 	Logger *zap.Logger
 
-	// Chain filters every retrieved message of at most MaxSize octets;
-	// nil or empty relays messages unfiltered.
+	// Chain filters retrieved messages of at most MaxSize octets; nil or
+	// empty relays them unfiltered.
 	Chain *filter.Chain
 	// MaxSize is the largest message filtered; larger ones stream through
 	// unscanned. Required when Chain has filters.
 	MaxSize int64
-	// ScanKeepalive is how long a client may wait in silence for a scan
-	// before the keepalive starts (DefaultScanKeepalive when zero).
+	// ScanKeepalive is how long a client waits in silence for a scan before
+	// the keepalive starts (DefaultScanKeepalive when zero).
 	ScanKeepalive time.Duration
 }
 
@@ -177,7 +161,7 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 		return nil, err
 	}
 	// A CR or LF would end PASS early and turn the rest into a command of
-	// the client's choosing on the upstream's wire (protocols.md item 13).
+	// the client's choosing on the upstream's wire (RFC 1939 §3).
 	if strings.ContainsAny(password, "\r\n\x00") {
 		return nil, &pop3server.Error{Code: "AUTH", Message: "password contains characters that cannot be relayed"}
 	}
@@ -224,9 +208,9 @@ func dialError(err error) error {
 	return &pop3server.Error{Code: "SYS/TEMP", Message: "cannot reach upstream server, try again later", Err: err}
 }
 
-// loginError maps a failed upstream login. The upstream's own code and
-// words are kept: [IN-USE] tells the client its password was right and
-// [LOGIN-DELAY] that it polls too often (RFC 2449 §8.1).
+// loginError maps a failed upstream login, keeping the upstream's code and
+// words: [IN-USE] tells the client its password was right, [LOGIN-DELAY]
+// that it polls too often (RFC 2449 §8.1).
 func loginError(err error) error {
 	var se *upstream.ServerError
 	if errors.As(err, &se) {
@@ -252,7 +236,7 @@ func relayError(err error) error {
 		}
 		return &pop3server.Error{Code: se.Code, Message: msg, Err: err}
 	}
-	// Transport and protocol failures: the upstream connection cannot be
-	// trusted any more, so end the session; nothing is committed.
+	// After a transport or protocol failure the upstream connection cannot
+	// be trusted: end the session, committing nothing.
 	return &pop3server.Error{Code: "SYS/TEMP", Message: "upstream connection lost", Err: err, Disconnect: true}
 }

@@ -73,8 +73,8 @@ func serve(t *testing.T, opts proxy.Options) string {
 		t.Fatal(err)
 	}
 	opts.Separators, opts.Allow = "%", allow
-	// No failed-login delay: the proxy's own tests cover it, and here it
-	// would only make each refused login a second slower.
+	// The failed-login delay is pop3server's to test; here it only slows
+	// refused logins.
 	srv, err := pop3server.NewServer(pop3server.Options{Backend: proxy.New(opts), Logger: log, FailedLoginDelay: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -269,9 +269,8 @@ func noDialListener(t *testing.T) (addr string, dialled *atomic.Bool) {
 }
 
 // A password with CR, LF or NUL never reaches the upstream: it could end
-// PASS early and inject a command (protocols.md item 13). The client-side
-// server already refuses such command lines; the gateway checks again
-// because SASL logins decode to arbitrary bytes.
+// PASS early and inject a command (RFC 1939 §3). pop3server refuses such
+// command lines, but SASL logins decode to arbitrary bytes.
 func TestPasswordInjectionRefused(t *testing.T) {
 	addr, dialled := noDialListener(t)
 	g := proxy.New(proxy.Options{Separators: "%"})

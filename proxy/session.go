@@ -13,7 +13,7 @@ import (
 
 // session relays one authenticated maildrop. Message numbers, the deleted
 // set and sizes are the upstream's: the proxy neither renumbers nor hides
-// messages (RFC 1939 §5).
+// messages (RFC 1939 §4).
 type session struct {
 	g      *Gateway
 	client *upstream.Client
@@ -72,14 +72,11 @@ func (s *session) Retr(ctx context.Context, msg int) (*pop3server.Message, error
 	return s.filtered(ctx, msg, m, -1)
 }
 
-// Top must not be a way around the filters: fetchmail peeks at messages
-// with "TOP n 99999999" (protocols.md item 9). With a filter chain, a
-// message up to max_size is fetched whole with TOP (which, unlike RETR,
-// does not mark it seen upstream, nor count as retrieved for EXPIRE 0),
-// filtered exactly as RETR would filter it, and then cut to the lines
-// asked for: the client sees the same header edits, the same replacement
-// notice, the same refusal. Larger messages are relayed unscanned, as RETR
-// relays them.
+// Top must not bypass the filters: fetchmail reads messages with
+// "TOP n 99999999" (docs/clients.md, fetchmail). With a chain, a message
+// up to MaxSize is fetched whole with TOP (which, unlike RETR, neither
+// marks it seen upstream nor counts as retrieved for EXPIRE 0), filtered
+// as by RETR and cut to the lines asked for.
 func (s *session) Top(ctx context.Context, msg, lines int) (*pop3server.Message, error) {
 	if s.g.opts.Chain.Len() == 0 {
 		return s.relayTop(msg, lines)
@@ -106,8 +103,7 @@ func (s *session) relayTop(msg, lines int) (*pop3server.Message, error) {
 	if err != nil {
 		return nil, relayError(err)
 	}
-	// The upstream's octet count for TOP, if any, is not the size of what
-	// follows; say nothing rather than something wrong.
+	// An upstream octet count for TOP is not the size of what follows.
 	return &pop3server.Message{Size: -1, Body: m}, nil
 }
 
@@ -132,9 +128,8 @@ func (s *session) Noop(context.Context) error {
 	return nil
 }
 
-// Update relays the client's QUIT, which commits the deletions upstream, and
-// reports the upstream's verdict truthfully: a client told "+OK" believes
-// its deletions happened.
+// Update relays the client's QUIT and reports the upstream's verdict
+// truthfully: a client told "+OK" believes its deletions happened.
 func (s *session) Update(context.Context) error {
 	s.quit = true
 	err := s.client.Quit()
@@ -154,8 +149,8 @@ func (s *session) Update(context.Context) error {
 	return &pop3server.Error{Code: "SYS/TEMP", Message: "upstream connection lost during QUIT; deletions may not have been committed", Err: err}
 }
 
-// Close ends the upstream connection. Without a relayed QUIT it closes the
-// socket without sending QUIT, so the upstream commits nothing.
+// Close closes the upstream connection; without a relayed QUIT it sends
+// none, so the upstream commits nothing.
 func (s *session) Close() error {
 	if s.quit {
 		return nil
@@ -164,8 +159,8 @@ func (s *session) Close() error {
 	return s.client.Abort()
 }
 
-// Capabilities lists what the upstream offers the session, as far as the
-// proxy relays it end to end (RFC 2449 §6).
+// Capabilities lists what the upstream offers, as far as the proxy relays
+// it end to end (RFC 2449 §6).
 func (s *session) Capabilities() []string {
 	var caps []string
 	for _, line := range s.client.Capabilities() {

@@ -7,24 +7,17 @@ import (
 	"strings"
 )
 
-// DefaultPort is the POP3 port (RFC 1939 §3), the usual defaultPort for
-// ParseLogin.
+// DefaultPort is the POP3 port (RFC 1939 §3).
 const DefaultPort = 110
 
-// Route is where a login goes: the user name to log in with upstream, and
-// the server.
+// Route is where a login goes.
 type Route struct {
-	// User is the upstream user name.
-	User string
-	// Host is a lower-case host name, or an IP address in its canonical
-	// form without brackets ("192.0.2.1", "2001:db8::1").
-	Host string
-	// Port is the TCP port, 1-65535.
-	Port int
+	User string // the upstream user name
+	Host string // a lower-case name, or a canonical IP address without brackets
+	Port int    // 1-65535
 }
 
-// Addr returns "host:port", with an IPv6 address in brackets, for Dial
-// and AllowList.Allows.
+// Addr returns "host:port", with IPv6 in brackets, for Dial and AllowList.
 func (r Route) Addr() string { return net.JoinHostPort(r.Host, strconv.Itoa(r.Port)) }
 
 // ParseLogin splits a client login such as "alice%pop.example.com:995" at
@@ -33,21 +26,14 @@ func (r Route) Addr() string { return net.JoinHostPort(r.Host, strconv.Itoa(r.Po
 // pop.example.com:995, and "a%b@host" routes "a%b" to host.
 //
 // The part after the separator is "host", "host:port", "[v6]" or
-// "[v6]:port"; the port defaults to defaultPort (normally DefaultPort; 0,
-// or any value outside 1-65535, means the login must name a port). A
-// host is a name of letters, digits, '-', '.' and '_' (no empty labels, and
-// not all-digit in its last label, which would be a malformed IPv4
-// address), an IPv4 address, or an IPv6 address in brackets without a zone.
+// "[v6]:port", with defaultPort as the default; if that is outside 1-65535
+// the login must name a port. Without a separator, the whole login is the
+// user name and the route goes to defaultAddr ("host:port"), or fails if
+// that is "".
 //
-// If no separator occurs (or separators is empty) and defaultAddr is not ""
-// ("host:port"), the whole login is the user name and the route goes to
-// defaultAddr; otherwise that is an error.
-//
-// Errors are *LoginError (wrapping ErrInvalidLogin), with a message that can
-// be shown to the client: an empty user name or host, a bad port (0, above
-// 65535, not decimal digits), invalid characters in the host, or a control
-// character (CR, LF, NUL, ...) or space in the user name, which the upstream
-// USER command could not carry.
+// Errors are *LoginError: an empty user name or host, a bad port or host,
+// or a control character or space in the user name, which USER could not
+// carry.
 func ParseLogin(login, separators, defaultAddr string, defaultPort int) (Route, error) {
 	if defaultPort < 1 || defaultPort > 65535 {
 		defaultPort = 0
@@ -92,8 +78,7 @@ func checkUser(user string) error {
 	return nil
 }
 
-// splitHostPort parses "host", "host:port", "[v6]" or "[v6]:port".
-// defaultPort 0 means the port is required.
+// splitHostPort requires a port if defaultPort is 0.
 func splitHostPort(s string, defaultPort int) (host string, port int, err error) {
 	portStr := ""
 	hasPort := false

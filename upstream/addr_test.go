@@ -107,8 +107,9 @@ func TestParseLogin(t *testing.T) {
 	}
 }
 
-// The error goes to the client: it must not echo the login (which may hold
-// a password typed into the wrong field) or carry line breaks.
+// TestParseLoginErrorIsClientSafe checks that the error, which goes to the
+// client, neither echoes the login (it may hold a password typed into the
+// wrong field) nor carries line breaks.
 func TestParseLoginErrorIsClientSafe(t *testing.T) {
 	_, err := ParseLogin("secret\r\nDELE 1%host", "%", "", 110)
 	if err == nil || strings.Contains(err.Error(), "DELE") || strings.ContainsAny(err.Error(), "\r\n") {

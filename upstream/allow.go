@@ -9,21 +9,17 @@ import (
 )
 
 // AllowList restricts the upstream servers logins may be routed to, so the
-// proxy cannot be used to reach arbitrary hosts and ports (an open relay).
+// proxy is not an open relay to arbitrary hosts and ports.
 //
-// Patterns are "host:port" globs in path.Match syntax ('*', '?', '[...]'),
-// matched case-insensitively, the host part and the port part separately:
-// "*:110", "*.example.com:995", "pop.example.net:*", "192.0.2.*:110". An
-// IPv6 host is written in brackets, "[::1]:110" or "[2001:db8::*]:995": a
-// pattern starting with '[' whose bracketed part contains ':' is an IPv6
-// host, not a character class. Addresses are compared in their canonical
-// form (RFC 5952: lower case, longest zero run as "::"), so write IPv6
-// patterns with wildcards in that form. Host names are compared as given,
-// without DNS.
+// Patterns are "host:port" globs in path.Match syntax, matched
+// case-insensitively, host and port separately: "*.example.com:995",
+// "pop.example.net:*", "[2001:db8::*]:995". A bracketed part containing ':'
+// is an IPv6 host, not a character class. Addresses are compared in their
+// canonical form (RFC 5952 §4), so write IPv6 wildcards in that form; host
+// names are compared as given, without DNS.
 //
-// A nil or empty AllowList allows everything. That is deliberate for
-// private setups; the configuration layer refuses to start an open relay on
-// a listener that is not on loopback.
+// A nil or empty AllowList allows everything; the configuration layer
+// refuses that on a listener not on loopback.
 type AllowList struct {
 	rules []hostPortPattern
 }
@@ -34,8 +30,7 @@ type hostPortPattern struct {
 }
 
 // NewAllowList compiles patterns. It fails on a malformed glob (wrapping
-// path.ErrBadPattern) and on a pattern without ":port" (use "host:*" for
-// any port).
+// path.ErrBadPattern) and on a pattern without ":port" ("host:*" is any).
 func NewAllowList(patterns []string) (*AllowList, error) {
 	a := &AllowList{}
 	for _, p := range patterns {
@@ -48,7 +43,6 @@ func NewAllowList(patterns []string) (*AllowList, error) {
 	return a, nil
 }
 
-// parseHostPortPattern compiles one pattern (see AllowList).
 func parseHostPortPattern(p string) (hostPortPattern, error) {
 	p = strings.ToLower(strings.TrimSpace(p))
 	var r hostPortPattern
@@ -80,9 +74,8 @@ func parseHostPortPattern(p string) (hostPortPattern, error) {
 	return r, nil
 }
 
-// Allows reports whether addr ("host:port" as Route.Addr returns it) matches
-// a pattern. A nil or empty list allows every address; an addr that is not
-// "host:port" is never allowed by a non-empty list.
+// Allows reports whether addr (as Route.Addr returns it) matches a pattern.
+// A nil or empty list allows every address; a malformed addr matches none.
 func (a *AllowList) Allows(addr string) bool {
 	if a == nil || len(a.rules) == 0 {
 		return true
@@ -116,7 +109,6 @@ func canonicalHostPort(addr string) (host, port string, ok bool) {
 	return host, port, true
 }
 
-// match reports whether the canonical host and port match the pattern.
 func (r hostPortPattern) match(host, port string) bool {
 	hostOK, _ := path.Match(r.host, host)
 	portOK, _ := path.Match(r.port, port)

@@ -19,10 +19,9 @@ import (
 
 // Client is a session with one upstream POP3 server, created by Dial.
 //
-// Its methods must be called from one goroutine at a time, and only one
-// command runs at a time (no pipelining). Abort and Broken are the
-// exceptions: they may be called from any goroutine at any time, and Abort
-// unblocks a command that is waiting for the server.
+// Its methods must be called from one goroutine at a time; commands are not
+// pipelined. Abort and Broken may be called from any goroutine at any time,
+// and Abort unblocks a command that is waiting for the server.
 type Client struct {
 	addr string
 	host string
@@ -48,12 +47,9 @@ type Client struct {
 
 // MessageInfo is one entry of a LIST or UIDL answer.
 type MessageInfo struct {
-	// Number is the message number (RFC 1939 §5).
-	Number int
-	// Size is the size in octets reported by LIST; 0 for UIDL.
-	Size int64
-	// UID is the unique-id reported by UIDL; "" for LIST.
-	UID string
+	Number int    // message number
+	Size   int64  // size in octets from LIST; 0 for UIDL
+	UID    string // unique-id from UIDL; "" for LIST
 }
 
 // Addr returns the "host:port" the Client was dialled with.
@@ -63,8 +59,7 @@ func (c *Client) Addr() string { return c.addr }
 // sanitised like ServerError.Text. It may hold an APOP timestamp.
 func (c *Client) Greeting() string { return c.greeting }
 
-// TLSConnectionState returns the state of the TLS connection, and false if
-// the connection is plain text.
+// TLSConnectionState returns the TLS state, and false for plain text.
 func (c *Client) TLSConnectionState() (tls.ConnectionState, bool) {
 	if c.tls == nil {
 		return tls.ConnectionState{}, false
@@ -72,15 +67,13 @@ func (c *Client) TLSConnectionState() (tls.ConnectionState, bool) {
 	return c.tls.ConnectionState(), true
 }
 
-// Capabilities returns the lines of the last CAPA response (RFC 2449 §5),
-// with control characters replaced, or nil if the server answered -ERR.
-// Dial fetches them (again after STLS, RFC 2595 §4) and Login refreshes
-// them, because a server may announce different capabilities after login.
+// Capabilities returns the sanitised lines of the last CAPA response
+// (RFC 2449 §5), or nil after -ERR. Login refreshes them, because a server
+// may announce different capabilities after login.
 func (c *Client) Capabilities() []string { return slices.Clone(c.caps) }
 
 // HasCapability looks up a capability by its tag, case-insensitively, and
-// returns its arguments: HasCapability("SASL") on "SASL PLAIN LOGIN" gives
-// "PLAIN LOGIN", true.
+// returns its arguments: "PLAIN LOGIN" for "SASL" on "SASL PLAIN LOGIN".
 func (c *Client) HasCapability(name string) (args string, ok bool) {
 	for _, line := range c.caps {
 		tag, rest, _ := strings.Cut(line, " ")
@@ -91,17 +84,15 @@ func (c *Client) HasCapability(name string) (args string, ok bool) {
 	return "", false
 }
 
-// Broken reports whether the connection is unusable: a transport or
-// protocol error happened, a Message was closed before its end, or Quit or
-// Abort was called. Safe for concurrent use.
+// Broken reports whether the connection is unusable: after an error, a
+// Message closed before its end, Quit or Abort. Safe for concurrent use.
 func (c *Client) Broken() bool { return c.broken.Load() || c.closed.Load() }
 
-// Login authenticates with USER and PASS (RFC 1939 §7) and then re-reads
-// the capabilities. A user name or password containing CR, LF or NUL is
-// refused with ErrBadArgument before anything is written: go-pop3 writes
-// arguments as they are, so a CRLF would inject a command (protocols.md
-// item 13). A -ERR answer is a *ServerError, e.g. Code "IN-USE" when the
-// credentials are right but the maildrop is locked (RFC 2449 §8.1.2).
+// Login authenticates with USER and PASS (RFC 1939 §7) and re-reads the
+// capabilities. An empty user name, or CR, LF or NUL in either argument,
+// gives ErrBadArgument before anything is written (see the package doc). A
+// -ERR is a *ServerError, e.g. Code "IN-USE" if the password is right but
+// the maildrop is locked (RFC 2449 §8.1.2).
 func (c *Client) Login(user, pass string) error {
 	if user == "" || strings.ContainsAny(user, "\r\n\x00") {
 		return fmt.Errorf("upstream %s: USER: %w: user name empty or containing CR, LF or NUL", c.addr, ErrBadArgument)
@@ -112,8 +103,6 @@ func (c *Client) Login(user, pass string) error {
 	if _, err := c.do(respSingle, "USER", "USER", user); err != nil {
 		return err
 	}
-	// go-pop3's Auth would send a NOOP after PASS; that is not needed, a
-	// server answers PASS only once the maildrop is locked.
 	if _, err := c.do(respSingle, "PASS", "PASS", pass); err != nil {
 		return err
 	}
@@ -121,8 +110,8 @@ func (c *Client) Login(user, pass string) error {
 	return c.capa()
 }
 
-// Stat returns the number of messages and their total size (RFC 1939 §5,
-// messages marked deleted excluded).
+// Stat returns the number and total size of the messages not marked
+// deleted (RFC 1939 §5).
 func (c *Client) Stat() (count int, size int64, err error) {
 	buf, err := c.do(respSingle, "STAT", "STAT")
 	if err != nil {
@@ -206,8 +195,7 @@ func (c *Client) Top(msg, lines int) (*Message, error) {
 	return c.stream("TOP " + strconv.Itoa(msg) + " " + strconv.Itoa(lines))
 }
 
-// Dele marks message msg deleted (RFC 1939 §5). The server removes it only
-// when the session ends with Quit.
+// Dele marks message msg deleted (RFC 1939 §5); only Quit commits that.
 func (c *Client) Dele(msg int) error {
 	if msg < 1 {
 		return fmt.Errorf("upstream %s: DELE: %w: message number %d", c.addr, ErrBadArgument, msg)
@@ -222,20 +210,19 @@ func (c *Client) Rset() error {
 	return err
 }
 
-// Noop sends NOOP, e.g. to keep the upstream session alive while a long
-// scan runs (protocols.md §3.1).
+// Noop sends NOOP, e.g. during a long scan: some servers drop a session idle
+// for about a minute (docs/clients.md, Upstream servers).
 func (c *Client) Noop() error {
 	_, err := c.do(respSingle, "NOOP", "NOOP")
 	return err
 }
 
-// Quit sends QUIT, which makes the server commit the deletions (RFC 1939
-// §6), and closes the connection. The server's answer is returned
-// truthfully: nil for +OK, a *ServerError for -ERR (e.g. "some deleted
-// messages not removed"), and an ErrConnection error if no answer came, in
-// which case nobody knows whether the deletions were committed. With a
-// Message still open, QUIT cannot be sent; the connection is closed without
-// it and the error wraps ErrMessageOpen and ErrConnection.
+// Quit sends QUIT, which commits the deletions (RFC 1939 §6), and closes the
+// connection. It returns nil for +OK, a *ServerError for -ERR (e.g. "some
+// deleted messages not removed"), and an ErrConnection error if no answer
+// came, when nobody knows whether the deletions were committed. With a
+// Message open it closes without QUIT, and the error wraps ErrMessageOpen
+// and ErrConnection.
 func (c *Client) Quit() error {
 	defer c.close()
 	if c.msg != nil {
@@ -245,11 +232,9 @@ func (c *Client) Quit() error {
 	return err
 }
 
-// Abort closes the connection without sending QUIT, so the server commits
-// nothing (RFC 1939 §6): the way to end a session whose client disappeared
-// or failed. It is idempotent, safe to call from any goroutine, and
-// unblocks a command or Message.Read waiting for the server, which then
-// fails with ErrConnection.
+// Abort closes the connection without QUIT, so the server commits nothing
+// (RFC 1939 §6). It is idempotent and safe from any goroutine; a blocked
+// command or Message.Read then fails with ErrConnection.
 func (c *Client) Abort() error {
 	c.close()
 	return nil
@@ -266,8 +251,6 @@ func (c *Client) shut() {
 	c.closeOnce.Do(func() { c.raw.Close() })
 }
 
-// ready refuses a command on a closed or broken connection or while a
-// Message is open.
 func (c *Client) ready(op string) error {
 	if c.Broken() {
 		return fmt.Errorf("upstream %s: %s: %w", c.addr, op, connError(errClosed))
@@ -278,8 +261,7 @@ func (c *Client) ready(op string) error {
 	return nil
 }
 
-// fail marks the connection broken and closes it, without QUIT, and
-// returns err with context, wrapping ErrConnection.
+// fail breaks the Client and closes the connection, without QUIT.
 func (c *Client) fail(op string, err error) error {
 	c.broken.Store(true)
 	c.msg = nil
@@ -306,8 +288,8 @@ func (c *Client) do(kind respKind, op, cmd string, args ...any) (*bytes.Buffer, 
 	return buf, nil
 }
 
-// outcome decides from the guard's view of the response, not from go-pop3's
-// error strings, what a command's result is.
+// outcome judges a command by the guard's view of the response, not by
+// go-pop3's error strings.
 func (c *Client) outcome(op string, err error) error {
 	g := c.g
 	if g.violation != nil {
@@ -322,9 +304,8 @@ func (c *Client) outcome(op string, err error) error {
 		return c.fail(op, unexpectedEOF(err))
 	}
 	if g.ioErr != nil {
-		// The whole answer arrived and then the connection ended (e.g. the
-		// server closes after -ERR to PASS, RFC 1939 §4): report the answer,
-		// but nothing more can be sent.
+		// The answer is complete but the connection ended, as after -ERR to
+		// PASS (RFC 1939 §4): report the answer; nothing more can be sent.
 		c.broken.Store(true)
 		c.shut()
 	}
@@ -386,10 +367,9 @@ func parseListLine(line []byte) (MessageInfo, bool) {
 	return MessageInfo{Number: int(n), Size: size}, true
 }
 
-// parseUidlLine parses "n unique-id". The unique-id must be printable ASCII
-// without spaces (0x21-0x7E, RFC 1939 §7), because it is relayed to clients
-// as is; its length (at most 70 per the RFC) is not enforced, as some
-// servers exceed it and clients cope.
+// parseUidlLine parses "n unique-id". The unique-id is relayed to clients as
+// is, so it must be 0x21-0x7E (RFC 1939 §7); its length limit of 70 is not
+// enforced, as some servers exceed it and clients cope.
 func parseUidlLine(line []byte) (MessageInfo, bool) {
 	f := bytes.Fields(line)
 	if len(f) < 2 {
@@ -407,8 +387,6 @@ func parseUidlLine(line []byte) (MessageInfo, bool) {
 	return MessageInfo{Number: int(n), UID: string(f[1])}, true
 }
 
-// malformed describes an answer that did not parse, shortened and quoted
-// for the log.
 func malformed(b []byte) error {
 	return fmt.Errorf("malformed response %q", b[:min(len(b), 60)])
 }

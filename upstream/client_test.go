@@ -145,8 +145,8 @@ func TestLoginServerErrors(t *testing.T) {
 	}
 }
 
-// A server may close the connection after -ERR to PASS (RFC 1939 §4): the
-// answer still counts.
+// TestLoginErrorThenClose: a server may close the connection after -ERR to
+// PASS (RFC 1939 §4), and the answer still counts.
 func TestLoginErrorThenClose(t *testing.T) {
 	srv := pop3test.NewServer(t, greeting+`
 		C: USER alice
@@ -164,8 +164,9 @@ func TestLoginErrorThenClose(t *testing.T) {
 	srv.Wait(t)
 }
 
-// Nothing may be written when a credential contains CR, LF or NUL: the
-// script ends after CAPA, so any command fails the test.
+// TestLoginRefusesInjection checks that nothing is written when a credential
+// contains CR, LF or NUL: the script ends after CAPA, so any command fails
+// the test.
 func TestLoginRefusesInjection(t *testing.T) {
 	for _, cred := range []struct{ user, pass string }{
 		{"alice", "secret\r\nDELE 1"},

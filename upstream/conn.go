@@ -13,13 +13,9 @@ import (
 type respKind uint8
 
 const (
-	// respSingle is one status line (RFC 1939 §3).
-	respSingle respKind = iota
-	// respMulti is a status line and, after +OK, lines up to ".CRLF".
-	respMulti
-	// respStream is framed by the caller itself (RETR and TOP): the guard
-	// only sets deadlines and neither follows nor caps it.
-	respStream
+	respSingle respKind = iota // one status line
+	respMulti                  // a status line and, after +OK, lines up to ".CRLF"
+	respStream                 // RETR and TOP: framed by the caller; the guard only sets deadlines
 )
 
 // phase is where the guard is within the current response.
@@ -35,23 +31,13 @@ const (
 	phStream                 // not followed (respStream)
 )
 
-// statusCap is how much of a status line the guard keeps: enough for
-// RFC 1939's 512 octets, the response code and ServerError's 400 bytes.
+// statusCap is how much of a status line the guard keeps: RFC 1939 §3's 512
+// octets, with room for a long code before ServerError's 400 bytes of text.
 const statusCap = 1024
 
 // guardConn sits between go-pop3 (or the streaming reader) and the network
-// connection. It
-//   - sets a deadline before every Read and Write: the fixed dial deadline
-//     while connecting, Options.Timeout afterwards;
-//   - follows the framing of each response, so that a malformed status line
-//     (go-pop3 takes an empty one for +OK), an over-long response and any
-//     byte after a complete response are caught however go-pop3 buffers;
-//   - keeps the status line, from which ServerError is parsed;
-//   - makes every error sticky: after one failure the stream position is
-//     unknown, so nothing more is read or written.
-//
-// It is used by one goroutine at a time (the Client's caller); Abort closes
-// the raw connection below it instead of touching it.
+// connection (see the package doc). Its errors are sticky. Only the Client's
+// caller uses it; Abort closes the raw connection below it instead.
 type guardConn struct {
 	net.Conn // raw TCP, or the tls.Conn over it once TLS is up
 
@@ -65,7 +51,7 @@ type guardConn struct {
 	ph    phase
 	n     int64 // bytes of the current response
 	line  [statusCap]byte
-	nline int  // bytes kept in line (a longer status line is cut)
+	nline int  // bytes kept in line; a longer status line is cut
 	isOK  bool // the status line was +OK
 
 	violation error // framing failure found here
@@ -93,7 +79,6 @@ func (g *guardConn) deadline() time.Time {
 // expect announces the kind of the response to the next command.
 func (g *guardConn) expect(k respKind) { g.kind = k }
 
-// failed returns the sticky error, if any.
 func (g *guardConn) failed() error {
 	if g.violation != nil {
 		return g.violation
@@ -101,10 +86,8 @@ func (g *guardConn) failed() error {
 	return g.ioErr
 }
 
-// complete reports whether the current response has been seen to its end.
 func (g *guardConn) complete() bool { return g.ph == phIdle }
 
-// status returns the kept status line without its line end.
 func (g *guardConn) status() []byte { return trimEOL(g.line[:g.nline]) }
 
 // endStream marks the end of a response the caller framed itself.
@@ -163,7 +146,6 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// track advances the framing state over b.
 func (g *guardConn) track(b []byte) error {
 	g.n += int64(len(b))
 	if g.max > 0 && g.n > g.max {
@@ -231,7 +213,6 @@ func (g *guardConn) track(b []byte) error {
 	return nil
 }
 
-// statusKind classifies a status line.
 type statusKind uint8
 
 const (
@@ -240,9 +221,8 @@ const (
 	statusErr
 )
 
-// classify accepts exactly what RFC 1939 §3 allows, "+OK" or "-ERR" alone
-// or followed by a space and text, upper case. Unlike go-pop3 it refuses an
-// empty line. line has no line end.
+// classify accepts exactly what RFC 1939 §3 allows: "+OK" or "-ERR", upper
+// case, alone or followed by a space and text. line has no line end.
 func classify(line []byte) statusKind {
 	switch {
 	case string(line) == "+OK" || bytes.HasPrefix(line, []byte("+OK ")):
@@ -265,15 +245,13 @@ func statusPrefixOK(b []byte) bool {
 	return false
 }
 
-// trimEOL removes a trailing CRLF or LF.
 func trimEOL(b []byte) []byte {
 	b = bytes.TrimSuffix(b, []byte("\n"))
 	return bytes.TrimSuffix(b, []byte("\r"))
 }
 
-// replayConn returns pending before reading from the connection. After STLS
-// the greeting has been read already, but go-pop3's NewConn insists on
-// reading one (and discards it), so the saved greeting is replayed.
+// replayConn returns pending before reading from the connection: after STLS
+// go-pop3's NewConn must read a greeting again, so the saved one is replayed.
 type replayConn struct {
 	net.Conn
 	pending []byte
@@ -288,10 +266,8 @@ func (r *replayConn) Read(p []byte) (int, error) {
 	return r.Conn.Read(p)
 }
 
-// handOver is go-pop3's Opt.Dialer. The connection is dialled (and
-// TLS-wrapped) before go-pop3 is involved, because go-pop3's Dial has no
-// context, no deadline and builds "host:port" with %s:%d, which breaks IPv6
-// literals; the address go-pop3 passes is ignored.
+// handOver is go-pop3's Opt.Dialer: it returns the connection Dial made and
+// ignores the address go-pop3 passes (see the package doc).
 type handOver struct{ c net.Conn }
 
 func (h handOver) Dial(network, address string) (net.Conn, error) { return h.c, nil }

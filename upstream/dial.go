@@ -21,49 +21,41 @@ const (
 	DefaultResponseTimeout  = 30 * time.Minute
 )
 
-// Options configures Dial. The zero value is usable: plain POP3 (TLSNone)
-// with the default limits.
+// Options configures Dial. The zero value is plain POP3 (TLSNone) with the
+// default limits.
 type Options struct {
-	// DialTimeout bounds everything Dial does: TCP connect, TLS handshake,
-	// greeting, CAPA and STLS. Default DefaultDialTimeout. A deadline on
-	// Dial's context applies too, whichever is earlier.
+	// DialTimeout bounds all of Dial, unless the deadline of Dial's context
+	// is earlier. Default DefaultDialTimeout.
 	DialTimeout time.Duration
-	// Timeout is the idle limit for every single read and write after
-	// Dial, so a stalled server fails the command after Timeout. Default
-	// DefaultTimeout.
+	// Timeout bounds every single read and write after Dial, so a stalled
+	// server fails the command. Default DefaultTimeout.
 	Timeout time.Duration
-	// ResponseTimeout bounds each whole response after Dial, from the
-	// command to the response's last byte, however steadily the bytes
-	// trickle in. Default DefaultResponseTimeout (30 minutes). It is what
-	// ends a RETR or TOP body that never ends: those are streamed and not
-	// capped in size, so it must also leave room for the largest message
-	// at the slower of the two connections (the proxy reads the body only
-	// as fast as its client takes it); 30 minutes allow about 55 kB/s for 100 MB.
+	// ResponseTimeout bounds each whole response after Dial, however
+	// steadily its bytes trickle in. It alone ends a RETR or TOP body that
+	// never ends, so it must leave room for the largest message at the
+	// slower of the two connections (the proxy reads only as fast as its
+	// client takes): the default, 30 minutes, allows 55 kB/s for 100 MB.
 	ResponseTimeout time.Duration
-	// TLS is the TLS policy; see TLSMode.
-	TLS TLSMode
-	// TLSConfig supplies roots, client certificates and so on. It is
-	// cloned; ServerName is set from Dial's serverName if empty. Nil means
-	// Go's defaults with the system roots. Certificates are always verified,
-	// against RootCAs (nil: the system roots) and the server name, unless
-	// InsecureSkipVerify is set here or in TLSConfig.
+	TLS             TLSMode
+	// TLSConfig supplies roots, client certificates and so on; nil means
+	// Go's defaults. It is cloned, and an empty ServerName is set to Dial's
+	// serverName, which the certificate is verified against (RFC 7817)
+	// unless InsecureSkipVerify is set here or in Options.
 	TLSConfig *tls.Config
 	// InsecureSkipVerify accepts any server certificate: the connection is
 	// still encrypted, but an attacker on the path can read and change it,
-	// passwords included. Every such connection is logged at WARN level
-	// ("upstream certificate not verified (insecure_skip_verify)").
+	// passwords included. Every such connection is logged at WARN level.
 	InsecureSkipVerify bool
-	// DenyPrivate refuses destinations whose address, after name
-	// resolution, is loopback, link-local, private or otherwise not
-	// publicly routable (see PrivateAddr). The check runs on the address
-	// the socket is about to connect to (net.Dialer.ControlContext), so no
-	// byte reaches such an address and a name that resolves or is rebound
-	// to one gains nothing. Dial's error then wraps ErrDestinationDenied.
+	// DenyPrivate refuses destinations whose address is not public (see
+	// PrivateAddr). It checks each address the socket is about to connect
+	// to, after name resolution, so no byte reaches such an address, and a
+	// name that resolves or is rebound to one gains nothing. Dial's error
+	// then wraps ErrDestinationDenied.
 	DenyPrivate bool
-	// MaxResponseBytes caps every response that is buffered: status lines
-	// and the LIST, UIDL and CAPA listings. Default
-	// DefaultMaxResponseBytes. RETR and TOP are streamed and not capped;
-	// ResponseTimeout bounds them.
+	// MaxResponseBytes caps every buffered response: status lines and the
+	// LIST, UIDL and CAPA listings. RETR and TOP bodies are streamed in
+	// constant memory and not capped, as the maildrop decides how large a
+	// message is. Default DefaultMaxResponseBytes.
 	MaxResponseBytes int64
 	// Logger receives debug messages and the InsecureSkipVerify warning;
 	// nil discards them. Passwords are never logged.
@@ -89,16 +81,15 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Dial connects to the POP3 server at addr ("host:port", IPv6 in brackets,
-// as Route.Addr returns), secures the connection as opt.TLS says, reads the
-// greeting and the capabilities (CAPA, RFC 2449 §5), and returns a Client in
-// the AUTHORIZATION state. serverName is the name the server certificate is
-// checked against, normally Route.Host; "" means the host part of addr.
+// Dial connects to addr (as Route.Addr returns it), secures the connection
+// as opt.TLS says, reads the greeting and the capabilities (RFC 2449 §5),
+// and returns a Client in the AUTHORIZATION state. serverName is the name
+// the certificate is checked against, normally Route.Host; "" means the
+// host part of addr. ctx bounds the dial only.
 //
-// ctx bounds the dial only; cancelling it later does not affect the Client.
-// Every error wraps ErrConnection (TLS failures also ErrTLS, a destination
-// refused by DenyPrivate also ErrDestinationDenied); a -ERR greeting is also
-// a *ServerError.
+// Every error wraps ErrConnection (TLS failures also ErrTLS, a refused
+// destination also ErrDestinationDenied); a -ERR greeting is also a
+// *ServerError.
 func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Client, error) {
 	opt = opt.withDefaults()
 	host, portStr, err := net.SplitHostPort(addr)
@@ -131,8 +122,7 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 	}
 	c := &Client{addr: addr, host: host, port: port, opt: opt, log: opt.Logger.With(zap.String("upstream", addr)), raw: raw}
 	c.g = newGuard(raw, opt.Timeout, opt.ResponseTimeout, deadline, opt.MaxResponseBytes)
-	// Cancelling ctx (or reaching the dial deadline) interrupts whatever
-	// step is blocked by closing the socket.
+	// Cancelling ctx interrupts whatever step is blocked.
 	stop := context.AfterFunc(dctx, func() { raw.Close() })
 
 	err = c.connect(dctx, implicit, stls, clientTLSConfig(opt.TLSConfig, serverName, opt.InsecureSkipVerify))
@@ -141,7 +131,7 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 	}
 	if err != nil {
 		c.shut()
-		// The socket deadline and the context's timer are the same instant;
+		// The socket deadline and the context's timer are the same instant:
 		// report the context's reason even if the socket noticed first.
 		cerr := dctx.Err()
 		if cerr == nil && !time.Now().Before(deadline) {
@@ -186,9 +176,7 @@ func (c *Client) connect(ctx context.Context, implicit bool, stls stlsPolicy, cf
 		return nil // TLSAuto: plain text, the capabilities are known
 	}
 	if _, err := c.do(respSingle, "STLS", "STLS"); err != nil {
-		// The guard refused any byte after the +OK line (protocols.md
-		// §2.3: injected plain text would be taken as coming from inside
-		// TLS), which surfaces here as errUnsolicited.
+		// Plain text injected after the +OK fails here (errUnsolicited).
 		return fmt.Errorf("%w (%w)", err, ErrTLS)
 	}
 	if err := c.handshake(ctx, cfg); err != nil {
@@ -219,9 +207,8 @@ func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 	return nil
 }
 
-// greet lets go-pop3 read the greeting through conn and keeps the
-// resulting *pop3.Conn. The guard checks the greeting like any response;
-// go-pop3 discards it, so the guard's copy is kept for STLS.
+// greet has go-pop3 read the greeting through conn. go-pop3 discards it, so
+// the guard's copy is kept, to be replayed after STLS.
 func (c *Client) greet(conn net.Conn) error {
 	replay := conn != c.g
 	pc, err := pop3.New(pop3.Opt{Host: c.host, Port: c.port, Dialer: handOver{conn}}).NewConn()

@@ -10,17 +10,12 @@ import (
 const streamBufSize = 64 << 10
 
 // dotReader reads the body of a multi-line response (RFC 1939 §3): it
-// removes one leading "." from every line that starts with one and ends at
-// the line that is exactly ".CRLF" (".LF" is accepted too, as go-pop3 and
-// most clients do). Every other byte is passed on exactly as received: CRLF,
-// bare LF, bare CR, NUL and 8-bit data, because scanners and DKIM see the
-// message as the server stored it.
+// removes one leading "." from every line that has one and ends at ".CRLF"
+// (or ".LF", as go-pop3 and most clients accept). Every other byte is passed
+// on as received, because scanners and DKIM must see the message as stored.
 //
-// It works on bufio.Reader's buffer with ReadSlice, copying each piece once
-// into the caller's buffer, and allocates nothing, so memory stays at one
-// buffer whatever the message size. A line longer than the buffer comes back
-// from ReadSlice in pieces (bufio.ErrBufferFull); only the first piece is at
-// a line start.
+// It copies each ReadSlice piece once and allocates nothing. A line longer
+// than the buffer comes in pieces; only the first is at a line start.
 type dotReader struct {
 	br      *bufio.Reader
 	pend    []byte // the rest of the current piece, inside br's buffer
@@ -28,9 +23,8 @@ type dotReader struct {
 	err     error  // sticky: io.EOF after the terminator, or the failure
 }
 
-// Read implements io.Reader. It returns io.EOF after the terminating line
-// and io.ErrUnexpectedEOF if the connection ends before it; other errors of
-// the underlying reader are returned as they are.
+// Read returns io.EOF after the terminating line and io.ErrUnexpectedEOF if
+// the input ends before it; other errors are returned as they are.
 func (d *dotReader) Read(p []byte) (n int, err error) {
 	for n < len(p) {
 		if len(d.pend) > 0 {

@@ -63,8 +63,8 @@ func TestDotReader(t *testing.T) {
 	}
 }
 
-// Lines longer than the buffer arrive in pieces; only the first piece of a
-// line may lose a leading dot, and the buffer edge must not matter.
+// TestDotReaderLongLines: lines longer than the buffer arrive in pieces; only
+// the first piece of a line may lose a leading dot, wherever the buffer ends.
 func TestDotReaderLongLines(t *testing.T) {
 	const size = 16 // bufio's minimum
 	var wire bytes.Buffer
@@ -143,11 +143,9 @@ func FuzzDotReader(f *testing.F) {
 			}
 		}
 
-		// data as the content of a message: stuffed and read back, it
-		// must come out exactly, and the reader must stop at the
-		// terminator.
-		// (stuff, in retr_test.go, ends content that does not end in LF
-		// with CRLF, as servers do.)
+		// data as message content, stuffed (stuff adds a final CRLF if
+		// needed, as servers do): it must come back exactly, and the reader
+		// must stop at the terminator.
 		body := data
 		if len(body) > 0 && body[len(body)-1] != '\n' {
 			body = append(slices.Clip(body), '\r', '\n')

@@ -10,12 +10,10 @@ import (
 )
 
 var (
-	// ErrConnection is wrapped by every transport or protocol failure: the
-	// connect or the TLS handshake failed, a read or write timed out, the
-	// server closed the connection, sent a malformed or over-long response,
-	// or sent bytes nobody asked for. The Client is broken afterwards. The
-	// relay answers its client "-ERR [SYS/TEMP] upstream connection lost"
-	// (RFC 3206) and disconnects.
+	// ErrConnection is wrapped by every transport or protocol failure:
+	// connect, handshake, timeout, a closed connection, or a malformed,
+	// over-long or unsolicited response. The Client is broken afterwards;
+	// the relay answers its client "-ERR [SYS/TEMP]" (RFC 3206 §4).
 	ErrConnection = errors.New("upstream connection failed")
 
 	// ErrTLS is wrapped, together with ErrConnection, by TLS failures: a
@@ -24,31 +22,22 @@ var (
 	ErrTLS = errors.New("upstream TLS failed")
 
 	// ErrBadArgument is returned when a command is refused before anything
-	// is written: CR, LF or NUL in a user name or password (they would end
-	// the command line early and smuggle in another command), an empty user
+	// is written: CR, LF or NUL in a user name or password, an empty user
 	// name, or a message number below 1. The connection stays usable.
 	ErrBadArgument = errors.New("invalid argument")
 
-	// ErrMessageOpen is returned when a command is issued while the body of
-	// a RETR or TOP response is still being read: the command could only be
-	// sent after the rest of the body, so the Message must be read to the
-	// end or closed first. The connection stays as it was.
+	// ErrMessageOpen is returned for a command issued while a RETR or TOP
+	// body is unread; read the Message to the end or close it first.
 	ErrMessageOpen = errors.New("previous message not read to the end")
 
 	// ErrInvalidLogin is wrapped by every *LoginError.
 	ErrInvalidLogin = errors.New("invalid login")
 
-	// errClosed reports use after Quit or Abort.
-	errClosed = errors.New("connection closed, or broken by an earlier error")
-	// errUnsolicited reports bytes after a complete response. In lock-step
-	// POP3 nothing may follow a response until the next command, so they
-	// are either a broken server or data injected into the stream
-	// (protocols.md §2.3), and no later response can be trusted.
-	errUnsolicited = errors.New("unsolicited data after a complete response")
+	errClosed      = errors.New("connection closed, or broken by an earlier error")
+	errUnsolicited = errors.New("unsolicited data after a complete response") // see the package doc
 )
 
-// connError makes sure err wraps ErrConnection, keeping the original error
-// (a net.Error timeout, io.ErrUnexpectedEOF, ...) in the chain.
+// connError makes err wrap ErrConnection, keeping the original in the chain.
 func connError(err error) error {
 	if errors.Is(err, ErrConnection) {
 		return err
@@ -59,8 +48,7 @@ func connError(err error) error {
 	return fmt.Errorf("%w: %w", ErrConnection, err)
 }
 
-// unexpectedEOF turns io.EOF in the middle of a response into
-// io.ErrUnexpectedEOF, so callers can tell it from a clean end.
+// unexpectedEOF turns io.EOF inside a response into io.ErrUnexpectedEOF.
 func unexpectedEOF(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF
@@ -69,23 +57,21 @@ func unexpectedEOF(err error) error {
 }
 
 // ServerError is a -ERR response from the upstream server. It leaves the
-// connection usable, although RFC 1939 §4 allows a server to close it after
-// a failed PASS.
+// connection usable unless the server closes it, as RFC 1939 §4 allows
+// after a failed PASS.
 type ServerError struct {
-	// Code is the extended response code without the brackets
-	// (RFC 2449 §8, RFC 3206): "IN-USE", "LOGIN-DELAY", "SYS/TEMP",
-	// "SYS/PERM", "AUTH", or any other well-formed code. It is "" when the
-	// response has none or the bracketed part does not follow the grammar
-	// of RFC 2449 §3; then the bracketed part stays in Text.
+	// Code is the response code without the brackets (RFC 2449 §8,
+	// RFC 3206): "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "AUTH" and so on. It
+	// is "" when there is none or it does not follow the grammar of
+	// RFC 2449 §3; then the bracketed part stays in Text.
 	Code string
 	// Text is the rest of the response, with control characters and
-	// invalid UTF-8 replaced by '?', truncated to 400 bytes so that a relayed
-	// "-ERR [CODE] Text" stays under RFC 1939's 512-octet line limit.
+	// invalid UTF-8 replaced by '?', cut to 400 bytes so that a relayed
+	// "-ERR [CODE] Text" stays under RFC 1939 §3's 512 octets.
 	Text string
 }
 
-// Error returns the response as the server sent it, cleaned up:
-// "-ERR [CODE] text".
+// Error returns the cleaned-up response: "-ERR [CODE] text".
 func (e *ServerError) Error() string {
 	var b strings.Builder
 	b.WriteString("-ERR")
@@ -98,11 +84,9 @@ func (e *ServerError) Error() string {
 	return b.String()
 }
 
-// maxErrorText bounds ServerError.Text (see there).
-const maxErrorText = 400
+const maxErrorText = 400 // see ServerError.Text
 
-// parseServerError parses a "-ERR ..." status line (with or without its
-// line end) into a ServerError.
+// parseServerError parses a "-ERR ..." status line.
 func parseServerError(line []byte) *ServerError {
 	rest := bytes.TrimPrefix(trimEOL(line), []byte("-ERR"))
 	rest = bytes.TrimPrefix(rest, []byte(" "))
@@ -144,10 +128,8 @@ func splitRespCode(b []byte) (code string, text []byte, ok bool) {
 	return string(inner), bytes.TrimLeft(b[end+1:], " "), true
 }
 
-// sanitize returns b as a string of printable characters: control
-// characters (C0, DEL, C1) and invalid UTF-8 become '?', surrounding spaces
-// are trimmed, and the result is cut to at most max bytes on a character
-// boundary.
+// sanitize replaces control characters (C0, DEL, C1) and invalid UTF-8 by
+// '?', trims spaces and cuts to max bytes on a character boundary.
 func sanitize(b []byte, max int) string {
 	var s strings.Builder
 	for len(b) > 0 {
@@ -166,11 +148,9 @@ func sanitize(b []byte, max int) string {
 }
 
 // LoginError is returned by ParseLogin. Its message is safe to show to the
-// POP3 client ("-ERR invalid login: ..."): it describes the problem without
-// echoing the input.
+// POP3 client: it describes the problem without echoing the input.
 type LoginError struct {
-	// Reason says what is wrong, e.g. "empty upstream host".
-	Reason string
+	Reason string // e.g. "empty upstream host"
 }
 
 // Error returns "invalid login: " and the reason.

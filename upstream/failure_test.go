@@ -109,8 +109,8 @@ func TestDialContextCancelled(t *testing.T) {
 	srv.Wait(t)
 }
 
-// Abort must not send QUIT: the script ends after login, so a QUIT would
-// fail the test in Wait.
+// TestAbortSendsNoQuit: the script ends after DELE, so a QUIT would fail the
+// test in Wait.
 func TestAbortSendsNoQuit(t *testing.T) {
 	c, srv := loggedIn(t, `
 		C: DELE 1
@@ -233,8 +233,8 @@ func TestQuit(t *testing.T) {
 	})
 }
 
-// Bytes after a complete response are a protocol violation. pop3test sends
-// them in the same write as the response.
+// TestUnsolicitedData: bytes after a complete response are a protocol
+// violation. pop3test sends them in the same write as the response.
 func TestUnsolicitedData(t *testing.T) {
 	t.Run("after a status line", func(t *testing.T) {
 		c, srv := loggedIn(t, `
@@ -287,7 +287,8 @@ func trickle(d time.Duration) string {
 	return strings.Repeat("S: trickle\nS!sleep 50ms\n", int(d/(50*time.Millisecond)))
 }
 
-// ResponseTimeout bounds a response however steadily it trickles in.
+// TestResponseTimeout: ResponseTimeout bounds a response however steadily it
+// trickles in.
 func TestResponseTimeout(t *testing.T) {
 	const limit = 400 * time.Millisecond
 	opts := Options{Timeout: 5 * time.Second, ResponseTimeout: limit}
@@ -337,7 +338,7 @@ func TestResponseTimeout(t *testing.T) {
 	}
 }
 
-// The limit is per response: two slow responses in a row, each within
+// TestResponseTimeoutPerResponse: two slow responses in a row, each within
 // ResponseTimeout but longer than it together, both succeed.
 func TestResponseTimeoutPerResponse(t *testing.T) {
 	const limit = 700 * time.Millisecond

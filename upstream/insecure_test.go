@@ -27,8 +27,9 @@ func warnings(logs *observer.ObservedLogs, addr string) []string {
 	return out
 }
 
-// InsecureSkipVerify keeps TLS but accepts a certificate from an unknown
-// CA, for a wrong name, and says so in the log on every connection.
+// TestInsecureSkipVerify: InsecureSkipVerify keeps TLS but accepts a
+// certificate from an unknown CA, for a wrong name, and logs a warning for
+// every connection.
 func TestInsecureSkipVerify(t *testing.T) {
 	serverCfg, _ := testinfra.NewTLS(t, "pop.example.net") // nobody trusts its CA
 	tests := []struct {
@@ -100,8 +101,8 @@ func TestInsecureSkipVerify(t *testing.T) {
 	})
 }
 
-// The server name checked is the one Dial is given (the login's host),
-// not the address dialled.
+// TestServerNameFromCaller: the server name checked is the one Dial is given
+// (the login's host), not the address dialled.
 func TestServerNameFromCaller(t *testing.T) {
 	serverCfg, roots := testinfra.NewTLS(t, "pop.example.net")
 	srv := pop3test.NewServer(t, greeting+"S!next\n"+greeting, pop3test.WithImplicitTLS(serverCfg))

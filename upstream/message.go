@@ -8,15 +8,13 @@ import (
 	"io"
 )
 
-// Message streams the body of one RETR or TOP response: dot-stuffing
-// removed, every other byte exactly as the server sent it (CRLF, bare LF,
-// bare CR, NUL, 8-bit). Nothing is buffered beyond one 64 KiB buffer, so a
-// message of any size takes constant memory. It is not safe for concurrent
-// use, except that Client.Abort may interrupt a blocked Read.
+// Message streams the body of one RETR or TOP response in constant memory:
+// dot-stuffing removed, every other byte as the server sent it (CRLF, bare
+// LF, bare CR, NUL, 8-bit). It is not safe for concurrent use, except that
+// Client.Abort may interrupt a blocked Read.
 type Message struct {
-	// Size is n from a status line "+OK n octets" (RFC 1939 §5 example),
-	// or -1 if the status line does not say. It is the server's claim, not
-	// a limit: the body ends at the terminating line.
+	// Size is n from a status line "+OK n octets" (RFC 1939 §5 example), or
+	// -1. It is the server's claim: the body ends at the terminating line.
 	Size int64
 
 	c   *Client
@@ -25,12 +23,9 @@ type Message struct {
 	err error // sticky result
 }
 
-// Read reads the body. It returns io.EOF after the terminating ".CRLF",
-// and an error wrapping ErrConnection (and io.ErrUnexpectedEOF if the
-// connection ended first) when the body cannot be completed; the Client is
-// broken then. Bytes that follow the terminator before the next command are
-// a protocol violation (see the package documentation): the last Read
-// returns an ErrConnection error instead of io.EOF.
+// Read returns io.EOF after the terminating ".CRLF". If the body cannot be
+// completed or bytes follow the terminator, the Client is broken and the
+// error wraps ErrConnection (and io.ErrUnexpectedEOF if the connection ended).
 func (m *Message) Read(p []byte) (int, error) {
 	if m.err != nil {
 		return 0, m.err
@@ -51,10 +46,9 @@ func (m *Message) Read(p []byte) (int, error) {
 	return n, m.err
 }
 
-// Close ends the Message. If the body was not read to its end the Client is
-// marked broken and its connection closed without QUIT: the rest of the body
-// is still on its way and there is no way to skip it reliably. Close never
-// sends anything and always returns nil.
+// Close ends the Message. If the body was not read to its end, the Client is
+// broken and its connection closed without QUIT: the rest of the body cannot
+// be skipped reliably. Close always returns nil.
 func (m *Message) Close() error {
 	if m.err == nil {
 		m.err = m.c.fail(m.op, errors.New("message closed before its end"))
@@ -62,8 +56,7 @@ func (m *Message) Close() error {
 	return nil
 }
 
-// stream sends a RETR or TOP command and reads the status line itself (see
-// the package documentation for why go-pop3 is bypassed here).
+// stream sends RETR or TOP and reads the status line itself.
 func (c *Client) stream(op string) (*Message, error) {
 	if err := c.ready(op); err != nil {
 		return nil, err

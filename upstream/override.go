@@ -6,27 +6,22 @@ import (
 	"fmt"
 )
 
-// Override changes the TLS settings for the destinations it matches
-// (configuration: one entry of upstream.destinations). A nil field keeps
-// the value of the defaults it is applied to.
+// Override changes the TLS settings for the destinations it matches (an
+// entry of upstream.destinations). A nil field keeps the default.
 type Override struct {
-	// Match is a "host:port" glob with the syntax and matching rules of
-	// AllowList ("legacy.example.com:110", "*.example.net:*",
-	// "[2001:db8::*]:995"), compared with Route.Addr.
-	Match string
-	// TLS replaces Options.TLS.
-	TLS *TLSMode
-	// RootCAs replaces the trust anchors (Options.TLSConfig.RootCAs). It is
-	// the whole set the certificate is checked against, so a pool meant to
-	// add a private CA should start from x509.SystemCertPool.
+	Match string   // a "host:port" glob as in AllowList
+	TLS   *TLSMode // replaces Options.TLS
+	// RootCAs replaces Options.TLSConfig.RootCAs. It is the whole set the
+	// certificate is checked against, so a pool meant to add a private CA
+	// should start from x509.SystemCertPool.
 	RootCAs *x509.CertPool
 	// InsecureSkipVerify replaces Options.InsecureSkipVerify; false also
-	// clears InsecureSkipVerify in Options.TLSConfig.
+	// clears it in Options.TLSConfig.
 	InsecureSkipVerify *bool
 }
 
 // Apply returns opt with the override's settings in place. opt.TLSConfig
-// is cloned before it is changed, never modified.
+// is cloned, never modified.
 func (o Override) Apply(opt Options) Options {
 	if o.TLS != nil {
 		opt.TLS = *o.TLS
@@ -79,8 +74,8 @@ func NewOverrides(list []Override) (*Overrides, error) {
 	return o, nil
 }
 
-// Lookup returns the first Override matching addr ("host:port" as
-// Route.Addr returns it), and false if none does.
+// Lookup returns the first Override matching addr (as Route.Addr returns
+// it), or false.
 func (o *Overrides) Lookup(addr string) (Override, bool) {
 	if o == nil {
 		return Override{}, false

@@ -9,8 +9,7 @@ import (
 )
 
 // ErrDestinationDenied is wrapped, together with ErrConnection, by Dial's
-// error when Options.DenyPrivate refused the address the destination
-// resolved to. Nothing was sent: the check runs before the TCP connect.
+// error when Options.DenyPrivate refused the destination. Nothing was sent.
 var ErrDestinationDenied = errors.New("destination address not allowed")
 
 var (
@@ -22,14 +21,10 @@ var (
 	nat64        = netip.MustParsePrefix("64:ff9b::/96")  // RFC 6052, IPv4 in the last 32 bits
 )
 
-// PrivateAddr reports whether ip is an address Options.DenyPrivate
-// refuses, and names its kind for logs: loopback (127/8, ::1), link-local
-// (169.254/16, fe80::/10), private (10/8, 172.16/12, 192.168/16,
-// fc00::/7), unspecified (0/8, ::), multicast (224/4, ff00::/8), shared
-// (100.64/10, carrier-grade NAT), reserved (240/4, broadcast), site-local
-// (fec0::/10), and IPv4-compatible (::/96). IPv4-mapped addresses
-// (::ffff:127.0.0.1) and NAT64 addresses (64:ff9b::/96) are judged by the
-// IPv4 address they carry; a zone is ignored.
+// PrivateAddr reports whether Options.DenyPrivate refuses ip, and names its
+// kind for logs: loopback, link-local, private, unspecified, multicast,
+// shared, reserved, site-local or IPv4-compatible. IPv4-mapped and NAT64
+// addresses are judged by the IPv4 address they carry; a zone is ignored.
 func PrivateAddr(ip netip.Addr) (kind string, private bool) {
 	if !ip.IsValid() {
 		return "invalid", true
@@ -64,10 +59,7 @@ func PrivateAddr(ip netip.Addr) (kind string, private bool) {
 }
 
 // denyPrivate is the net.Dialer's ControlContext under Options.DenyPrivate.
-// It sees every address the dialer is about to connect to, after name
-// resolution, so a host name that resolves (or is rebound) to a private
-// address is refused just like the literal address. An address it cannot
-// parse is refused too.
+// An address it cannot parse is refused too.
 func denyPrivate(_ context.Context, _, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {

@@ -101,7 +101,7 @@ func countingListener(t *testing.T) (port string, accepted *atomic.Int32) {
 	return port, accepted
 }
 
-// With DenyPrivate, a loopback destination is refused before the connect,
+// TestDenyPrivate: a loopback destination is refused before the connect,
 // whether it is named by address or by a name that resolves to it.
 func TestDenyPrivate(t *testing.T) {
 	port, accepted := countingListener(t)

@@ -114,8 +114,9 @@ func TestRetrServerError(t *testing.T) {
 	srv.Wait(t)
 }
 
-// A Message closed early leaves the rest of the body on the wire: the
-// connection is given up, without QUIT (the script ends after the body).
+// TestRetrNotReadToEnd: a Message closed early leaves the rest of the body on
+// the wire, so the connection is given up, without QUIT (the script ends
+// after the body).
 func TestRetrNotReadToEnd(t *testing.T) {
 	c, srv := loggedIn(t, `
 		C: RETR 1
@@ -174,7 +175,8 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// A 16 MB message must stream through the Client in constant memory.
+// TestRetrConstantMemory streams a 16 MB message, which must take constant
+// memory.
 func TestRetrConstantMemory(t *testing.T) {
 	const line = "..a line of a big message, dot-stuffed on the wire, 64 bytes..\r\n"
 	const lines = 16 << 20 / len(line)

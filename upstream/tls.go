@@ -11,19 +11,18 @@ import (
 type TLSMode int
 
 const (
-	// TLSNone is plain POP3. The password crosses the network in clear.
+	// TLSNone is plain POP3: the password crosses the network in clear.
 	TLSNone TLSMode = iota
-	// TLSImplicit starts TLS right after the TCP connect, before the
-	// greeting (POP3S, port 995; preferred by RFC 8314).
+	// TLSImplicit starts TLS right after the TCP connect (POP3S, port 995),
+	// which RFC 8314 §3 prefers.
 	TLSImplicit
-	// TLSStartTLS connects in plain text and upgrades with STLS
-	// (RFC 2595 §4); Dial fails if the server's CAPA does not offer STLS.
+	// TLSStartTLS upgrades with STLS (RFC 2595 §4) and fails if the
+	// server's CAPA does not offer it.
 	TLSStartTLS
-	// TLSAuto uses implicit TLS on port 995. On other ports it upgrades
-	// with STLS when the server's CAPA offers it and stays in plain text
-	// otherwise. That fallback is opportunistic: an attacker on the path can
-	// strip STLS from the plain-text CAPA, so use TLSStartTLS or
-	// TLSImplicit where the server is known to support TLS.
+	// TLSAuto uses implicit TLS on port 995, elsewhere STLS if CAPA offers
+	// it and plain text otherwise. An attacker on the path can strip STLS
+	// from the plain-text CAPA, so prefer TLSStartTLS or TLSImplicit where
+	// the server is known to support TLS.
 	TLSAuto
 )
 
@@ -74,12 +73,10 @@ const (
 	stlsRequired
 )
 
-// implicitTLSPort is POP3S (RFC 8314).
-const implicitTLSPort = 995
+const implicitTLSPort = 995 // POP3S (RFC 8314 §3)
 
-// planTLS decides, from the mode and the port alone, whether to start TLS
-// at once and whether to try STLS. It is a separate function so that the
-// TLSAuto decision for port 995, which tests cannot bind, is testable.
+// planTLS is separate from Dial so that TLSAuto on port 995, which tests
+// cannot bind, is testable.
 func planTLS(mode TLSMode, port int) (implicit bool, stls stlsPolicy, err error) {
 	switch mode {
 	case TLSNone:
@@ -97,11 +94,8 @@ func planTLS(mode TLSMode, port int) (implicit bool, stls stlsPolicy, err error)
 	return false, stlsNever, fmt.Errorf("%w: TLS mode %d", ErrBadArgument, int(mode))
 }
 
-// clientTLSConfig returns the configuration for one upstream: a copy of
-// base (nil: system roots, Go's defaults), with ServerName set to serverName
-// when base leaves it empty. Certificates are verified against that name
-// (RFC 7817, RFC 8314); an IP address is checked against the IP SANs.
-// insecure turns verification off (Options.InsecureSkipVerify).
+// clientTLSConfig returns a copy of base (nil: Go's defaults) with an empty
+// ServerName set to serverName, which may be an IP address.
 func clientTLSConfig(base *tls.Config, serverName string, insecure bool) *tls.Config {
 	var cfg *tls.Config
 	if base != nil {

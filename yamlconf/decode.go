@@ -9,14 +9,12 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// DecodeStrict decodes node into the struct pointed to by out the way a
-// configuration must be read: an unknown key is an error, and every problem
-// is collected with its key path (prefixed by path) and line instead of
-// stopping at the first one. yaml.v3's own KnownFields check reports neither
-// paths nor, for values decoded through yaml.Node, anything at all; hence
-// this small walker. Struct fields are matched by their yaml tags; fields of
-// type yaml.Node receive the raw node; types implementing yaml.Unmarshaler
-// (Duration, ByteSize) decode themselves.
+// DecodeStrict decodes node into the struct out points to. An unknown key
+// is an error, and every problem is collected with its key path (prefixed
+// by path) and line. yaml.v3's KnownFields reports no paths, and nothing at
+// all for values decoded through yaml.Node. Fields are matched by yaml tag;
+// a yaml.Node field receives the raw node, and yaml.Unmarshalers decode
+// themselves.
 func DecodeStrict(node *yaml.Node, out any, path string) []error {
 	var errs []error
 	decodeValue(node, reflect.ValueOf(out).Elem(), path, &errs)

@@ -131,7 +131,7 @@ func TestPythonPoplib(t *testing.T) {
 }
 
 // curl fetches every message byte-identically, logging in with a login
-// that carries host and port (percent-encoded in the URL).
+// that carries host and port (percent-encoded: docs/clients.md, curl).
 func TestCurl(t *testing.T) {
 	curl := testinfra.NeedBinary(t, "curl")
 	d := mailbox(t)
@@ -200,7 +200,7 @@ func TestMpop(t *testing.T) {
 	compareDeliveries(t, "mpop", via, direct, len(trickyMessages()))
 }
 
-// getmail (the "@" login form; getmail's config parser would read "%").
+// getmail, with the "@" login form (docs/clients.md, getmail).
 func TestGetmail(t *testing.T) {
 	getmail := testinfra.NeedBinary(t, "getmail")
 	d := mailbox(t)

@@ -95,8 +95,8 @@ func TestTLSCurl(t *testing.T) {
 			args []string
 			sasl bool // curl must log in with AUTH PLAIN
 		}{
-			// Without --login-options, curl picks SASL PLAIN itself when
-			// CAPA offers it, and USER/PASS otherwise.
+			// Without --login-options, curl picks SASL PLAIN when CAPA
+			// offers it (docs/clients.md, curl), and USER/PASS otherwise.
 			{"POP3S", []string{"--cacert", pki.CA, popURL("pop3s", tlsAddr, login, testPass, n)}, false},
 			{"STLS", []string{"--ssl-reqd", "--cacert", pki.CA, popURL("pop3", p.Addr, login, testPass, n)}, false},
 			{"POP3S AUTH=PLAIN", []string{"--cacert", pki.CA, "--login-options", "AUTH=PLAIN", popURL("pop3s", tlsAddr, login, testPass, n)}, true},

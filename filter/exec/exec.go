@@ -27,33 +27,27 @@ func init() {
 }
 
 const (
-	// DefaultMaxOutput bounds what an exec filter may write on stdout
-	// when its configuration sets no max_output: well above max_size, so
-	// that only a runaway program hits it.
+	// DefaultMaxOutput is max_output's default: well above the proxy's
+	// max_size, so that only a runaway program hits it.
 	DefaultMaxOutput = 64 << 20
 
-	// execMaxStderr is how much of the program's stderr is kept for the
-	// log; the rest is read and dropped so that the program never blocks
-	// on a full pipe.
+	// execMaxStderr is how much stderr is kept for the log; the rest is
+	// read and dropped, so the program never blocks on a full pipe.
 	execMaxStderr = 4 << 10
 
-	// execErrorStderr is how much of stderr goes into the error, which the
-	// chain logs in one line.
+	// execErrorStderr is how much of stderr goes into the error.
 	execErrorStderr = 200
 
 	// execWaitDelay is how long Modify waits for the output pipes to close
-	// after the program has exited or been killed: a process it started in
-	// the background, or one that left the process group, may hold them
-	// open for ever.
+	// after the program ended: a process it started in the background, or
+	// one that left the process group, may hold them open for ever.
 	execWaitDelay = time.Second
 
-	// execDefaultPath is the PATH of the program when the proxy has none.
 	execDefaultPath = "/usr/local/bin:/usr/bin:/bin"
 )
 
-// Filter is the "exec" filter: it runs an external program on every message,
-// as the Action callback of Perl's Net::Server::POP3proxy did. The program
-// gets the message on stdin and writes the message to deliver on stdout.
+// Filter is the "exec" filter: it runs a program that gets the message on
+// stdin and writes the message to deliver on stdout.
 //
 //	filters:
 //	- type: exec
@@ -62,42 +56,37 @@ const (
 //	  max_output: 64MiB     # bound on stdout (the default)
 //	  env: {MYFILTER_CONF: /etc/myfilter.conf}
 //
-// The program runs without a shell, in a process group of its own; at the
-// timeout the whole group is killed, and processes the program leaves
-// behind are killed when it exits, so nothing it starts outlives it.
-//
-// Its environment is not the proxy's, which may hold secrets, but PATH,
-// HOME and TMPDIR (when the proxy has them), LANG=C (byte semantics for
-// 8-bit mail in sed, grep and friends), the env entries of the
-// configuration (which may override those), and:
+// command[0] is an absolute path or a name looked up in PATH at start. The
+// program runs without a shell, in a process group of its own that is
+// killed at the timeout and when the program exits, so nothing it starts
+// outlives it. Its environment is not the proxy's, which may hold secrets:
+// it is PATH, HOME and TMPDIR as the proxy has them (PATH defaults to
+// /usr/local/bin:/usr/bin:/bin), LANG=C (byte semantics for 8-bit mail),
+// the env entries (which may override those, not the POP3PROXY_ ones), and:
 //
 //	POP3PROXY_FILTER          the filter's name in the configuration
 //	POP3PROXY_USER            the user name at the upstream server
 //	POP3PROXY_UPSTREAM        the upstream server, host:port
 //	POP3PROXY_MESSAGE_NUMBER  the message number in the POP3 session
 //
-// Exit status 0 with a message on stdout delivers that message: its bytes
-// as written, except that a bare LF becomes CRLF, since POP3 needs CRLF
-// and most Unix tools write LF. Output that is the input unchanged counts
-// as no change. Everything else is an error, on which the chain applies the
-// filter's on_error: a non-zero exit or a signal, the timeout, empty
-// output, output that does not start with a header field, output over
-// max_output, and output pipes a leftover process kept open after the
-// program exited (the output may be incomplete). The program's stderr goes
-// to the log (its first 4 KiB), never to the client.
+// Exit status 0 delivers stdout as written, except that a bare LF becomes
+// CRLF. Everything else is an error, to which on_error applies: a non-zero
+// exit or a signal, the timeout, empty output, output that does not start
+// with a header field or exceeds max_output, and output pipes a leftover
+// process kept open after the program exited. The first 4 KiB of stderr
+// go to the log, never to the client.
 type Filter struct {
 	Command   []string          `yaml:"command"`
 	MaxOutput yamlconf.ByteSize `yaml:"max_output"`
 	Env       map[string]string `yaml:"env"`
 
-	path string   // Command[0], resolved at start
-	env  []string // the environment without the per-message variables
+	path string
+	env  []string // without the per-message variables
 	name string
 	log  *zap.Logger
 }
 
-// Provision resolves the program once, at start, so that a typo or a
-// missing package stops the proxy instead of failing every message.
+// Provision resolves the program, so that a typo stops the proxy at start.
 func (e *Filter) Provision(env filter.Env) error {
 	e.name, e.log = env.Name, env.Logger
 	if e.log == nil {
@@ -112,8 +101,7 @@ func (e *Filter) Provision(env filter.Env) error {
 		}
 	}
 	prog := e.Command[0]
-	// A relative path would depend on the directory the proxy was started
-	// in; a bare name is looked up in PATH now, not per message.
+	// A relative path would depend on the proxy's working directory.
 	if strings.ContainsRune(prog, '/') && !filepath.IsAbs(prog) {
 		return fmt.Errorf("command %q: use an absolute path, or a bare name found in PATH", prog)
 	}
@@ -146,8 +134,7 @@ func (e *Filter) Provision(env filter.Env) error {
 		if err := checkEnv(name, e.Env[name]); err != nil {
 			return err
 		}
-		// Later entries win (os/exec keeps the last of duplicate keys),
-		// so the configuration overrides PATH, HOME and LANG.
+		// os/exec keeps the last of duplicate keys.
 		e.env = append(e.env, name+"="+e.Env[name])
 	}
 
@@ -175,7 +162,6 @@ func checkEnv(name, value string) error {
 	return nil
 }
 
-// Modify runs the program on the message.
 func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
 	cmd := osexec.CommandContext(ctx, e.path, e.Command[1:]...)
 	cmd.Env = append(slices.Clip(e.env),
@@ -184,18 +170,16 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 		"POP3PROXY_UPSTREAM="+envValue(m.Meta.Upstream),
 		"POP3PROXY_MESSAGE_NUMBER="+strconv.Itoa(m.Meta.Number),
 	)
-	// os/exec writes stdin from a goroutine and ignores EPIPE when the
-	// program exits without reading it all: its exit status decides.
+	// os/exec ignores EPIPE on stdin: a program that does not read it
+	// all is judged by its exit status.
 	cmd.Stdin = bytes.NewReader(m.Bytes())
 	stdout := &outputBuffer{max: int(e.MaxOutput)}
-	// Most filters write about what they read: one allocation, not a
-	// doubling series, for a large message.
+	// Most filters write about what they read.
 	stdout.b.Grow(min(m.Len()+4096, stdout.max))
 	stderr := &stderrLog{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// A group of its own, so that the timeout kills the children of a
-	// shell script too, not only the shell: a surviving child would keep
-	// stdout open and the program's resources busy.
+	// The timeout must kill a shell script's children too: a survivor
+	// would keep stdout open.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = execWaitDelay
@@ -203,16 +187,13 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 	start := time.Now()
 	err := cmd.Run()
 	if cmd.Process != nil {
-		// Whatever the program left running in its group goes too. The
-		// group ID is the reaped leader's PID, which Linux does not hand
-		// out again while the group has members; with none left, this
-		// finds nothing (barring a PID wrap-around in microseconds).
+		// Kill what the program left running. Linux does not reuse the
+		// reaped leader's PID while its group has members; with none left
+		// this finds nothing (barring a PID wrap-around in microseconds).
 		_ = killGroup(cmd.Process.Pid)
 	}
 	elapsed := time.Since(start)
 
-	// fail adds the program and the start of its stderr to err, and logs
-	// the whole captured stderr if the error cannot hold it.
 	fail := func(err error) error {
 		if len(stderr.b) > execErrorStderr {
 			e.log.Warn("exec program stderr", zap.Int("msg", m.Meta.Number), zap.ByteString("stderr", stderr.b),
@@ -231,7 +212,6 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 	case errors.Is(err, osexec.ErrWaitDelay):
 		return nil, fail(fmt.Errorf("exited, but a process it started still held its output open %v later; the output may be incomplete", execWaitDelay))
 	case err != nil:
-		// "exit status 3", "signal: killed", or why it did not start.
 		return nil, fail(err)
 	}
 
@@ -256,8 +236,6 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 	return out, nil
 }
 
-// killGroup kills the process group led by pid; a group that is gone
-// already is no error.
 func killGroup(pid int) error {
 	err := syscall.Kill(-pid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
@@ -266,13 +244,11 @@ func killGroup(pid int) error {
 	return err
 }
 
-// envValue drops NUL bytes, which an environment cannot hold (the
-// session refuses them in user names; this keeps a bug from failing every
-// message).
+// envValue drops NUL bytes, which an environment cannot hold; the session
+// refuses them in user names already.
 func envValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
-// toCRLF turns every LF not preceded by CR into CRLF and leaves all else,
-// bare CR included, as it is.
+// toCRLF turns every LF not preceded by CR into CRLF; a bare CR stays.
 func toCRLF(b []byte) []byte {
 	bare := 0
 	for i, c := range b {
@@ -293,12 +269,10 @@ func toCRLF(b []byte) []byte {
 	return out
 }
 
-// startsWithField reports whether the first line is a header field
-// ("Name:" with an RFC 5322 field name, white space before the colon
-// allowed as in obs-optional). Every real message starts so (From and Date
-// are required), and the proxy relies on it: a slow scan's keepalive field
-// goes out before the message. A program that answers "OK", a bare body or
-// an mbox "From " line has misunderstood its job.
+// startsWithField reports whether the first line is a header field (white
+// space before the colon allowed, RFC 5322 §4.5). Every message starts so
+// (RFC 5322 §3.6), and the proxy relies on it: the slow-scan keepalive
+// sends header lines first (docs/clients.md, Outlook).
 func startsWithField(b []byte) bool {
 	line, _, _ := bytes.Cut(b, []byte("\r\n"))
 	name, _, ok := bytes.Cut(line, []byte(":"))
@@ -328,8 +302,6 @@ func (o *outputBuffer) Write(p []byte) (int, error) {
 	return o.b.Write(p)
 }
 
-// stderrLog keeps the first execMaxStderr bytes of stderr and counts the
-// rest.
 type stderrLog struct {
 	b       []byte
 	dropped int
@@ -342,7 +314,6 @@ func (s *stderrLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// snippet is the start of stderr for an error message.
 func (s *stderrLog) snippet() string {
 	b := bytes.TrimSpace(s.b)
 	if len(b) > execErrorStderr {

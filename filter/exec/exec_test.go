@@ -27,11 +27,10 @@ const execMsg = "From: a@example.com\r\nSubject: test\r\n\r\nbody line\r\n.dot l
 
 var execMeta = filter.Meta{User: "alice", Upstream: "pop.example.com:995", Number: 7}
 
-// execScript writes a shell script into a temporary directory and returns
-// the command that runs it. The script is run by /bin/sh rather than
-// executed itself: executing a file just written races with forks in other
-// goroutines that briefly hold it open for writing (ETXTBSY, Go issue
-// 22315). TestExecRunsAnExecutable covers direct execution.
+// execScript writes a shell script and returns the command that runs it
+// with /bin/sh: executing a file just written races with forks in other
+// goroutines that briefly hold it open for writing (ETXTBSY).
+// TestExecRunsAnExecutable covers direct execution.
 func execScript(t *testing.T, body string) []string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "filter.sh")
@@ -50,8 +49,6 @@ func execPlugin(t *testing.T, e *execfilter.Filter) *execfilter.Filter {
 	return e
 }
 
-// execRun runs the filter on msg under a deadline and reports how long it
-// took.
 func execRun(t *testing.T, e *execfilter.Filter, msg string, timeout time.Duration) ([]byte, error, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -85,7 +82,8 @@ func TestExecOutput(t *testing.T) {
 	}
 }
 
-// The program is executed directly, found in PATH, with its arguments.
+// TestExecRunsAnExecutable: the program is executed directly, found in PATH,
+// with its arguments.
 func TestExecRunsAnExecutable(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tagger")
@@ -151,7 +149,8 @@ func TestExecFailures(t *testing.T) {
 	}
 }
 
-// Only the start of a chatty stderr goes into the error (and the log).
+// TestExecStderrIsBounded: only the start of a chatty stderr goes into the
+// error (and the log).
 func TestExecStderrIsBounded(t *testing.T) {
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "i=0; while [ $i -lt 2000 ]; do echo 'noise noise noise' >&2; i=$((i+1)); done; exit 1")})
 	_, err, _ := execRun(t, e, execMsg, 10*time.Second)
@@ -236,7 +235,8 @@ func execWaitDead(t *testing.T, pids []int) {
 	}
 }
 
-// At the deadline the whole process group dies, the shell and its child.
+// TestExecTimeoutKillsTheGroup: at the deadline the whole process group
+// dies, the shell and its child.
 func TestExecTimeoutKillsTheGroup(t *testing.T) {
 	pids := execPIDFiles(t, "leader", "child")
 	leader, child := pids[0], pids[1]
@@ -257,9 +257,9 @@ func TestExecTimeoutKillsTheGroup(t *testing.T) {
 	execWaitDead(t, execReadPIDs(t, leader, child))
 }
 
-// A background process that keeps stdout open cannot hold the message
-// up: the program's output may be incomplete, so it is an error, and the
-// leftover is killed.
+// TestExecBackgroundChildHoldingStdout: a background process that keeps
+// stdout open cannot hold the message up: the program's output may be
+// incomplete, so it is an error, and the leftover is killed.
 func TestExecBackgroundChildHoldingStdout(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "cat; sleep 10 & echo $! > "+child)})
@@ -273,8 +273,8 @@ func TestExecBackgroundChildHoldingStdout(t *testing.T) {
 	execWaitDead(t, execReadPIDs(t, child))
 }
 
-// A background process that lets go of stdout does not delay the result;
-// it is killed all the same.
+// TestExecLeftoversAreKilled: a background process that lets go of stdout
+// does not delay the result; it is killed all the same.
 func TestExecLeftoversAreKilled(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t,
@@ -289,8 +289,8 @@ func TestExecLeftoversAreKilled(t *testing.T) {
 	execWaitDead(t, execReadPIDs(t, child))
 }
 
-// A program that exits without reading its input does not block the
-// writer: its output and exit status decide.
+// TestExecProgramIgnoresStdin: a program that exits without reading its
+// input does not block the writer: its output and exit status decide.
 func TestExecProgramIgnoresStdin(t *testing.T) {
 	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 78)+"\r\n", 8<<20/80)
 	for _, tc := range []struct {
@@ -377,8 +377,8 @@ func TestExecProvisionErrors(t *testing.T) {
 	}
 }
 
-// Through the chain: YAML keys, timeout and on_error do what the
-// configuration says.
+// TestExecInTheChain checks that the YAML keys, timeout and on_error work
+// through the chain.
 func TestExecInTheChain(t *testing.T) {
 	ok := execScript(t, "echo 'X-Exec: done'; exec cat")
 	fails := execScript(t, "exit 2")

@@ -1,6 +1,5 @@
-// Package filtertest helps test filter plugins and the code around the
-// chain: it builds a chain from a "filters:" YAML list exactly as the proxy
-// does, with a logger that writes to the test's log.
+// Package filtertest builds filter chains for tests, from a "filters:"
+// YAML list as the proxy does, logging to the test's log.
 package filtertest
 
 import (
@@ -12,8 +11,7 @@ import (
 )
 
 // Chain builds a chain from doc, a YAML list of filter blocks, and closes
-// it when the test ends. The error is Build's, for tests of configuration
-// errors.
+// it when the test ends. The error is Build's.
 func Chain(t testing.TB, doc string) (*filter.Chain, error) {
 	t.Helper()
 	ch, err := filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))

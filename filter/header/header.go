@@ -18,8 +18,7 @@ func init() {
 // headerMaxLine is RFC 5322 §2.1.1's hard limit on a line, CRLF excluded.
 const headerMaxLine = 998
 
-// Filter is the "header" filter: it removes and adds header fields of
-// every message, the same for all, with no I/O.
+// Filter is the "header" filter.
 //
 //	filters:
 //	- type: header
@@ -27,17 +26,15 @@ const headerMaxLine = 998
 //	  set: {X-Scanned-By: pop3proxy}      # remove all of that name, then add one
 //	  add: {X-Proxied: "yes"}             # added at the top
 //
-// Removals (remove, and the names in set) run first and apply to the
-// message as it reached this filter, never to the fields it adds, so a
-// name may appear in both remove and add: that is the same as set. The
-// added fields (add and set together) go to the top of the header, in the
-// order of their names (byte order), because a YAML mapping has no order
-// Go could keep. Untouched fields and the body keep their bytes.
+// Removals (remove, and the names in set) never apply to the fields the
+// filter adds, so a name in both remove and add acts as set. add and set
+// together may name a field only once, in any spelling. Added fields go to
+// the top of the header in byte order of their names, because a YAML
+// mapping has no order Go could keep.
 //
-// Values go out as written, except that runs of white space become one
-// space where the chain folds a long value (RFC 5322 §2.2.3). Non-ASCII
-// values are written as UTF-8 (RFC 6532); use ASCII (or RFC 2047 encoded
-// words) for old clients.
+// In a value, each run of white space becomes one space, and a long value
+// is folded at spaces (RFC 5322 §2.2.3). Non-ASCII values are written as
+// UTF-8 (RFC 6532); use ASCII or RFC 2047 encoded words for old clients.
 type Filter struct {
 	Add    map[string]string `yaml:"add"`
 	Remove []string          `yaml:"remove"`
@@ -46,8 +43,7 @@ type Filter struct {
 	edits []filter.Edit
 }
 
-// Provision checks the field names and values and prepares the edits, so
-// that a mistake stops the proxy at start instead of failing messages.
+// Provision checks the field names and values and prepares the edits.
 func (h *Filter) Provision(filter.Env) error {
 	if len(h.Add) == 0 && len(h.Remove) == 0 && len(h.Set) == 0 {
 		return errors.New("nothing to do: give add, set or remove")
@@ -68,9 +64,8 @@ func (h *Filter) Provision(filter.Env) error {
 		}
 	}
 
-	// added maps a lower-case name to the key that added it: two keys
-	// naming the same field (X-A in add and set, or X-A and x-a) would add
-	// it twice, which is never what a "set" or a one-line "add" means.
+	// added maps a lower-case name to the key that added it, so that no
+	// field is added twice (X-A in add and set, or X-A and x-a).
 	added := map[string]string{}
 	adds := map[string]string{}
 	for _, key := range []string{"set", "add"} {
@@ -126,10 +121,9 @@ func sortedNames(m map[string]string) []string {
 	return names
 }
 
-// checkValue refuses what would break the header: CR or LF would
-// start a field of the value's choosing, NUL and other controls are not
-// allowed in a header (RFC 5322 §3.2.5), and a field too long for one line
-// could need folding inside a word, where RFC 5322 allows none.
+// checkValue refuses CR and LF (header injection), other controls (RFC
+// 5322 §3.2.5), and a field longer than a line, which might need folding
+// inside a word, where RFC 5322 allows none.
 func checkValue(name, value string) error {
 	if strings.TrimSpace(value) == "" {
 		return fmt.Errorf("%s: empty value (to drop a field, use remove)", name)

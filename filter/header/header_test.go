@@ -73,8 +73,9 @@ func TestHeaderEdits(t *testing.T) {
 	}
 }
 
-// The verdict itself: removals before additions, additions in name order,
-// the same for every message, and a caller cannot change the next one's.
+// TestHeaderVerdict: removals come before additions, additions in name
+// order, the same for every message, and a caller cannot change the next
+// one's.
 func TestHeaderVerdict(t *testing.T) {
 	h := &header.Filter{
 		Add:    map[string]string{"X-B": "b", "X-A": "a"},
@@ -127,7 +128,8 @@ func TestHeaderConfigErrors(t *testing.T) {
 	}
 }
 
-// Every problem is reported at once, so that one start finds them all.
+// TestHeaderReportsEveryProblem: every problem is reported at once, so that
+// one start finds them all.
 func TestHeaderReportsEveryProblem(t *testing.T) {
 	h := &header.Filter{Add: map[string]string{"X A": "b", "X-B": ""}, Remove: []string{"a:b"}}
 	err := h.Provision(filter.Env{})

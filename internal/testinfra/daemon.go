@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Daemon is a server program a test runs in the background (Dovecot here,
-// clamd and spamd in package scannertest).
+// Daemon is a server program a test runs in the background (Dovecot,
+// clamd, spamd, HAProxy).
 type Daemon struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -18,9 +18,8 @@ type Daemon struct {
 	stopErr error
 }
 
-// StartDaemon starts cmd in a process group of its own (DaemonProcAttr),
-// so that Stop reaches every process it forks, and so that on Linux the
-// kernel ends it if the test binary dies without cleaning up.
+// StartDaemon starts cmd with DaemonProcAttr, so that Stop reaches every
+// process it forks.
 func StartDaemon(cmd *exec.Cmd) (*Daemon, error) {
 	cmd.SysProcAttr = DaemonProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -43,12 +42,11 @@ func (d *Daemon) Exited() <-chan struct{} { return d.exited }
 // State describes how the daemon exited; valid once Exited is closed.
 func (d *Daemon) State() *os.ProcessState { return d.cmd.ProcessState }
 
-// Stop sends SIGTERM, which a master process answers by stopping its
-// children, kills the process group if the daemon has not exited within
-// timeout, and then kills whatever is left of the group. The group id
-// cannot be reused while a member lives, so this reaches only the daemon's
-// own processes. It reports a daemon that had to be killed; calling it more
-// than once is fine.
+// Stop sends SIGTERM (a master process then stops its children), kills the
+// process group if the daemon has not exited within timeout, and then kills
+// whatever is left of the group; a group id cannot be reused while a member
+// lives, so only the daemon's processes are hit. It reports a daemon that
+// had to be killed, and may be called more than once.
 func (d *Daemon) Stop(timeout time.Duration) error {
 	d.once.Do(func() {
 		pid := d.cmd.Process.Pid

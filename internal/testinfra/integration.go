@@ -11,17 +11,16 @@ import (
 )
 
 // IntegrationRequired reports whether missing integration software must fail
-// tests instead of skipping them: true when env CI=true or
-// POP3PROXY_INTEGRATION=require. CI sets CI=true, so a machine on which
-// ./test.sh could not install a program fails loudly instead of going green
-// with the integration tests silently skipped.
+// tests instead of skipping them: with CI=true (set by CI) or
+// POP3PROXY_INTEGRATION=require, so that a machine on which ./test.sh could
+// not install a program does not go green with the tests skipped.
 func IntegrationRequired() bool {
 	return strings.EqualFold(os.Getenv("CI"), "true") ||
 		os.Getenv("POP3PROXY_INTEGRATION") == "require"
 }
 
-// debianPackage names the package that provides a program, for the skip
-// message. Programs not listed come from a package of the same name.
+// debianPackage names the package that provides a program, where it is not
+// the program's own name.
 var debianPackage = map[string]string{
 	"dovecot": "dovecot-pop3d",
 	"getmail": "getmail6",
@@ -51,17 +50,12 @@ func LookBinary(name string) string {
 	return ""
 }
 
-// warned remembers the programs already reported on stderr, so that a
-// package with many integration tests prints one warning per program.
+// warned holds the programs already reported on stderr.
 var warned sync.Map
 
-// NeedBinary returns the path of an installed program or skips the test with
-// a loud message, or fails it when IntegrationRequired reports true.
-//
-// go test shows skip messages only with -v, so the first skip for a
-// program is also written to stderr, which shows in go test's local
-// directory mode (no package arguments) and for failing packages. test.sh
-// prints its own warning for every missing program.
+// NeedBinary returns the path of an installed program, or else skips the
+// test (fails it when IntegrationRequired). go test shows skip messages only
+// with -v, so the first skip for a program is also written to stderr.
 func NeedBinary(t testing.TB, name string) string {
 	t.Helper()
 	if p := LookBinary(name); p != "" {

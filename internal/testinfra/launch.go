@@ -13,19 +13,16 @@ import (
 )
 
 // Launch starts a daemon that binds loopback ports of its own (Dovecot,
-// clamd, spamd, HAProxy...) for the length of a test. Free ports are
-// picked, Prepare writes the configuration for them and returns the
-// command, and Ready is polled until the daemon serves. Another process may
-// take a port between its choice and the daemon's bind; when the daemon's
-// output says "Address already in use", Launch tries again with new ports.
+// clamd, spamd, HAProxy...) for the length of a test. Another process may
+// take a free port before the daemon binds it; when the daemon's output
+// says "Address already in use", Launch tries again with new ports.
 type Launch struct {
 	// Name is the program's name, for messages.
 	Name string
 	// Ports is how many free loopback ports each attempt gets.
 	Ports int
-	// Prepare writes the configuration for ports and returns the command
-	// to run. Launch sends its standard output and error to OutPath and
-	// starts it with StartDaemon.
+	// Prepare writes the configuration for ports and returns the command;
+	// Launch sets its Stdout and Stderr and starts it with StartDaemon.
 	Prepare func(ports []int) (*exec.Cmd, error)
 	// Ready returns nil once the daemon serves on ports.
 	Ready func(ports []int) error
@@ -42,8 +39,8 @@ const launchAttempts = 3
 
 var errPortTaken = errors.New("address already in use")
 
-// Start runs the daemon and returns it with its ports. It is stopped when
-// the test ends; the test fails if the daemon does not start.
+// Start runs the daemon until the test ends and returns it with its
+// ports; the test fails if the daemon does not start.
 func (l Launch) Start(t testing.TB) (*Daemon, []int) {
 	t.Helper()
 	if l.StartTimeout == 0 {
@@ -141,8 +138,8 @@ func (l Launch) Output(n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// FreePorts returns n distinct loopback ports that were free a moment ago.
-// All listeners are open at once so that the ports differ.
+// FreePorts returns n distinct loopback ports that were free a moment ago;
+// the listeners stay open together so that the ports differ.
 func FreePorts(n int) ([]int, error) {
 	var lns []net.Listener
 	defer func() {
@@ -172,11 +169,10 @@ func FreeAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
-// ShortTempDir makes a directory for a daemon's files and removes it when
-// the test ends. Unix socket paths must fit in 108 bytes and t.TempDir's
-// paths contain the test's name, so it lives directly in TMPDIR, or in /tmp
-// when TMPDIR is long. The directory is readable by all, for daemons that
-// drop privileges to read their configuration.
+// ShortTempDir makes a directory for a daemon's files, removed when the
+// test ends. It is in TMPDIR (or /tmp when that is long), not t.TempDir,
+// because Unix socket paths must fit in 108 bytes; it is readable by all,
+// for daemons that drop privileges.
 func ShortTempDir(t testing.TB, prefix string) string {
 	t.Helper()
 	root := os.TempDir()

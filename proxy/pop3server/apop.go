@@ -8,24 +8,21 @@ import (
 )
 
 // APOPDigest returns the APOP digest of RFC 1939 §7: the lower-case hex MD5
-// of the greeting's timestamp (angle brackets included) followed by the
-// shared secret. APOPBackend implementations compare it with the client's
-// digest, preferably with crypto/subtle.ConstantTimeCompare.
+// of the timestamp (angle brackets included) followed by the secret.
+// Compare it with crypto/subtle.ConstantTimeCompare.
 func APOPDigest(timestamp, secret string) string {
 	sum := md5.Sum([]byte(timestamp + secret))
 	return hex.EncodeToString(sum[:])
 }
 
-// Lengths of the variable parts of the APOP timestamp: a uint64 counter and
-// a positive int64 clock in nanoseconds.
+// Digits of a uint64 counter and of a positive int64 clock in nanoseconds.
 const (
 	maxCounterDigits = 20
 	maxClockDigits   = 19
 )
 
-// apopTimestamp returns a fresh "<pid.counter.clock@hostname>". RFC 1939 §7
-// requires a different timestamp for every greeting; the counter makes it
-// unique within the process even when the clock does not move.
+// apopTimestamp returns "<pid.counter.clock@hostname>". RFC 1939 §7 wants
+// a new one per greeting; the counter ensures it when the clock stands still.
 func (s *Server) apopTimestamp() string {
 	b := make([]byte, 0, s.cfg.maxTimestampLen())
 	b = append(b, '<')

@@ -10,9 +10,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// saslMechanisms are the SASL mechanisms the server terminates itself and
-// maps onto Backend.Login, as announced by CAPA ("SASL PLAIN LOGIN",
-// RFC 5034 §3) and listed by a bare AUTH.
+// saslMechanisms are announced by CAPA and listed by a bare AUTH.
 var saslMechanisms = []string{"PLAIN", "LOGIN"}
 
 // Challenges of the LOGIN mechanism (draft-murchison-sasl-login §2):
@@ -24,14 +22,13 @@ const (
 	emptyChallenge = "+ "
 )
 
-// Responses of AUTH.
 var (
 	errAuthMechanism = &Error{Message: "unsupported authentication mechanism"}
 	errAuthCancelled = &Error{Message: "authentication cancelled"}
 	errAuthBase64    = &Error{Message: "invalid base64 data"}
 	errAuthMalformed = &Error{Message: "malformed authentication data"}
-	// RFC 4616 §2: an authzid other than the authcid asks to act as
-	// someone else, which no backend here supports.
+	// errAuthzid refuses an authzid other than the authcid, a request to
+	// act as someone else (RFC 4616 §2) that Backend.Login cannot express.
 	errAuthzid = &Error{Code: "AUTH", Message: "authorization identity must be empty or the authentication identity"}
 )
 
@@ -39,9 +36,7 @@ var (
 // connection (c.quit is set) and that there is nothing to answer.
 var errNoResponse = errors.New("no response")
 
-// handleAuth answers AUTH (RFC 5034). The server terminates PLAIN and LOGIN
-// itself and calls Backend.Login with the decoded name and password, so
-// every Backend gets SASL for free.
+// handleAuth answers AUTH (RFC 5034 §4).
 func (c *conn) handleAuth(arg string) error {
 	if err := c.requireState(stateAuthorization); err != nil {
 		return err
@@ -52,8 +47,7 @@ func (c *conn) handleAuth(arg string) error {
 	f := fields(arg)
 	switch {
 	case len(f) == 0:
-		// Outlook's mechanism discovery, answered as Dovecot does: a
-		// multi-line list in the style of CAPA.
+		// Mechanism discovery (docs/clients.md, Outlook).
 		c.writeLine("+OK")
 		for _, m := range saslMechanisms {
 			c.writeLine(m)
@@ -96,9 +90,8 @@ func (c *conn) handleAuth(arg string) error {
 	return c.finishLogin(user, "AUTH "+mech, sess, err)
 }
 
-// saslPlain runs PLAIN (RFC 4616 §2): one message
-// "authzid NUL authcid NUL passwd", in the initial response or after an
-// empty challenge.
+// saslPlain runs PLAIN (RFC 4616 §2): "authzid NUL authcid NUL passwd",
+// in the initial response or after an empty challenge.
 func (c *conn) saslPlain(ir []byte, hasIR bool) (user, pass string, err error) {
 	msg := ir
 	if !hasIR {
@@ -123,9 +116,8 @@ func (c *conn) saslPlain(ir []byte, hasIR bool) (user, pass string, err error) {
 	return authcid, passwd, nil
 }
 
-// saslLogin runs LOGIN: the user name (which some clients send as the
-// initial response) and the password, each after its challenge. The name
-// is checked before the password is asked for, as USER is.
+// saslLogin runs LOGIN. Some clients send the user name as the initial
+// response. The name is checked before the password is asked for.
 func (c *conn) saslLogin(ir []byte, hasIR bool) (user, pass string, err error) {
 	name := ir
 	if !hasIR {
@@ -151,8 +143,8 @@ func (c *conn) saslLogin(ir []byte, hasIR bool) (user, pass string, err error) {
 	return user, pass, nil
 }
 
-// saslStep sends a challenge and reads the client's response line
-// (RFC 5034 §4): base64, or "*" to cancel. The line is never logged.
+// saslStep sends a challenge and reads the response line (RFC 5034 §4):
+// base64, or "*" to cancel. The line is never logged.
 func (c *conn) saslStep(challenge string) ([]byte, error) {
 	c.writeLine(challenge)
 	line, err := c.readCommand()
@@ -174,9 +166,8 @@ func (c *conn) saslStep(challenge string) ([]byte, error) {
 	return decodeSASL(s)
 }
 
-// decodeSASL decodes a response in base64 (RFC 4648 §4, with padding).
-// The standard decoder skips CR and LF; here they are errors like any
-// other character outside the alphabet.
+// decodeSASL decodes padded base64 (RFC 4648 §4). The standard decoder
+// skips CR and LF; here they are errors.
 func decodeSASL(s string) ([]byte, error) {
 	if strings.ContainsAny(s, "\r\n") {
 		return nil, badCommand(errAuthBase64)
@@ -189,8 +180,8 @@ func decodeSASL(s string) ([]byte, error) {
 }
 
 // validCredential accepts a non-empty user name or password without CR,
-// LF or NUL: RFC 4616 §2 forbids NUL, and CR or LF would let a relaying
-// backend's USER or PASS line end early (protocols.md item 13).
+// LF or NUL: RFC 4616 §2 forbids NUL, and a CR or LF would end a relaying
+// backend's USER or PASS line early and smuggle in a command.
 func validCredential(s string) bool {
 	return s != "" && !strings.ContainsAny(s, "\r\n\x00")
 }

@@ -16,7 +16,7 @@ import (
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
-// logins returns the "user:password" pairs the backend was called with.
+// loginCalls returns the "user:password" pairs the backend was called with.
 func (b *fakeBackend) loginCalls() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -166,7 +166,8 @@ func TestAuth(t *testing.T) {
 	}
 }
 
-// AUTH lines may exceed the 255 octets of RFC 2449 §4, up to MaxLineLength.
+// TestAuthLongLine checks that AUTH lines may exceed the 255 octets of
+// RFC 2449 §4, up to MaxLineLength.
 func TestAuthLongLine(t *testing.T) {
 	be := &fakeBackend{}
 	ts := startServer(t, pop3server.Options{Backend: be, MaxLineLength: 1024})
@@ -196,7 +197,8 @@ func TestAuthLongLine(t *testing.T) {
 		S: +OK *`)
 }
 
-// A SASL exchange pipelined in one write is answered in order.
+// TestAuthPipelined checks that a SASL exchange sent in one write is
+// answered in order.
 func TestAuthPipelined(t *testing.T) {
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}})
 	c := dial(t, ts.addr)
@@ -209,7 +211,8 @@ func TestAuthPipelined(t *testing.T) {
 		S: +OK 3 *`)
 }
 
-// Failed AUTH counts as a bad command, like a failed PASS.
+// TestAuthFailuresCount checks that a failed AUTH is a bad command, like a
+// failed PASS.
 func TestAuthFailuresCount(t *testing.T) {
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, MaxBadCommands: 2})
 	c := dial(t, ts.addr)
@@ -238,8 +241,8 @@ func (b checkingBackend) CheckUser(ctx context.Context, c *pop3server.ConnInfo, 
 	return nil
 }
 
-// The UserChecker sees AUTH's user names as it sees USER's; LOGIN asks for
-// no password after a refused name.
+// TestAuthCheckUser checks that the UserChecker sees AUTH's user names as
+// it sees USER's, and that LOGIN asks for no password after a refused name.
 func TestAuthCheckUser(t *testing.T) {
 	be := checkingBackend{&fakeBackend{}}
 	ts := startServer(t, pop3server.Options{Backend: be})
@@ -257,7 +260,8 @@ func TestAuthCheckUser(t *testing.T) {
 	}
 }
 
-// Neither the password nor the base64 that carries it reaches the log.
+// TestAuthNotLogged checks that neither the password nor its base64
+// reaches the log.
 func TestAuthNotLogged(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, Logger: zap.New(core)})

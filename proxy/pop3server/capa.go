@@ -7,14 +7,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// handleCapa answers CAPA (RFC 2449 §5) in either state. USER, SASL,
-// RESP-CODES and PIPELINING are the server's own and announced in both
-// states, as RFC 2449 §5 requires of anything announced before login,
-// except that USER and SASL are left out where RequireTLS refuses them.
-// STLS is announced only where it can be used (RFC 2595 §4): before login
-// on a plain connection; after STLS the client asks again and no longer
-// sees it. SHUTDOWN is never announced, nor AUTH-RESP-CODE: a backend may
-// refuse credentials with codes other than [AUTH].
+// handleCapa answers CAPA (RFC 2449 §5). The server's own capabilities
+// are announced in both states, as RFC 2449 §5 requires of anything
+// announced before login; STLS only where it can be used (RFC 2595 §4).
+// AUTH-RESP-CODE is not announced: a backend may refuse credentials with
+// codes other than [AUTH] (RFC 3206 §6).
 func (c *conn) handleCapa(arg string) error {
 	if err := requireNoArgs(arg); err != nil {
 		return err
@@ -46,8 +43,6 @@ func (c *conn) handleCapa(arg string) error {
 	return nil
 }
 
-// appendOptionCapabilities adds LOGIN-DELAY (RFC 2449 §6.5) and EXPIRE
-// (§6.7) from Options.
 func (c *conn) appendOptionCapabilities(caps []string) []string {
 	if c.cfg.LoginDelay > 0 {
 		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(c.cfg.LoginDelay))
@@ -58,11 +53,7 @@ func (c *conn) appendOptionCapabilities(caps []string) []string {
 	return caps
 }
 
-// appendSessionCapabilities adds the maildrop capabilities after login.
-// TOP and UIDL are announced only when the session implements them, even if
-// its CapabilitySession lists them; anything else a CapabilitySession lists
-// besides EXPIRE and LOGIN-DELAY with valid arguments is dropped, because
-// the server would not implement it.
+// appendSessionCapabilities drops what the server would not implement.
 func (c *conn) appendSessionCapabilities(caps []string) []string {
 	_, top := c.session.(TopSession)
 	_, uidl := c.session.(UIDLSession)

@@ -70,7 +70,8 @@ func TestCapa(t *testing.T) {
 	}
 }
 
-// TOP and UIDL on a session without the add-on are unknown commands.
+// TestMissingAddOns checks that TOP and UIDL are unknown commands on a
+// session without the add-on.
 func TestMissingAddOns(t *testing.T) {
 	be := &fakeBackend{wrap: func(s *fakeSession) pop3server.Session { return plainSession{s} }}
 	ts := startServer(t, pop3server.Options{Backend: be})

@@ -8,17 +8,16 @@ import (
 )
 
 // command is one POP3 keyword. Handlers check state and syntax themselves
-// (TOP, UIDL and APOP also check that the session or backend has them) and
-// return an error only to have it mapped by writeError.
+// and return errors for writeError.
 type command struct {
 	name   string
 	handle func(c *conn, arg string) error
-	// secret arguments (passwords, digests) are never logged.
+	// secret arguments are never logged.
 	secret bool
 }
 
 var commands = map[string]command{
-	// AUTHORIZATION (RFC 1939 §4, §7; RFC 2449 §5)
+	// AUTHORIZATION
 	"USER":     {name: "USER", handle: (*conn).handleUser},
 	"PASS":     {name: "PASS", handle: (*conn).handlePass, secret: true},
 	"APOP":     {name: "APOP", handle: (*conn).handleAPOP, secret: true},
@@ -28,7 +27,7 @@ var commands = map[string]command{
 	// Both states
 	"QUIT": {name: "QUIT", handle: (*conn).handleQuit},
 	"CAPA": {name: "CAPA", handle: (*conn).handleCapa},
-	// TRANSACTION (RFC 1939 §5, §7)
+	// TRANSACTION
 	"STAT": {name: "STAT", handle: (*conn).handleStat},
 	"LIST": {name: "LIST", handle: (*conn).handleList},
 	"RETR": {name: "RETR", handle: (*conn).handleRetr},
@@ -73,8 +72,6 @@ func (c *conn) handleUser(arg string) error {
 	return nil
 }
 
-// checkUser asks the backend's UserChecker, if any, whether it can serve
-// name.
 func (c *conn) checkUser(name, step string) error {
 	uc := c.cfg.users
 	if uc == nil {
@@ -88,7 +85,7 @@ func (c *conn) checkUser(name, step string) error {
 }
 
 // handlePass takes everything after "PASS " as the password, spaces
-// included (RFC 1939 §7 allows it, and passwords do contain spaces).
+// included, as RFC 1939 §7 allows.
 func (c *conn) handlePass(arg string) error {
 	if err := c.requireState(stateAuthorization); err != nil {
 		return err
@@ -141,10 +138,7 @@ func isMD5Hex(s string) bool {
 	return true
 }
 
-// finishLogin ends PASS, APOP and AUTH alike: a failure counts as a bad
-// command, and a failure that may be a wrong password is delayed (see
-// Options.FailedLoginDelay); a success resets the delay of the client's
-// address and enters the TRANSACTION state.
+// finishLogin ends PASS, APOP and AUTH alike.
 func (c *conn) finishLogin(user, method string, sess Session, err error) error {
 	if err == nil && sess == nil {
 		err = errors.New("backend returned neither a session nor an error")
@@ -169,10 +163,9 @@ func (c *conn) finishLogin(user, method string, sess Session, err error) error {
 
 // mayBeWrongPassword tells failures that may be password guessing from
 // those that say nothing about the password: [IN-USE] means it was right
-// (RFC 2449 §8.1.2), [LOGIN-DELAY] that the client polls too often, and
-// the SYS codes and internal errors a fault of the server or its
-// upstream (RFC 3206). Delaying those would slow every honest client
-// during an outage.
+// (RFC 2449 §8.1.2), [LOGIN-DELAY] that the client came too soon, and SYS
+// codes and internal errors a fault of the server (RFC 3206 §4). Delaying
+// those would slow every honest client during an outage.
 func mayBeWrongPassword(err error) bool {
 	var pe *Error
 	if !errors.As(err, &pe) {
@@ -185,8 +178,8 @@ func mayBeWrongPassword(err error) bool {
 	return true
 }
 
-// handleQuit ends the session. Only QUIT in the TRANSACTION state enters
-// the UPDATE state and commits deletions (RFC 1939 §6).
+// handleQuit ends the session; in the TRANSACTION state it commits the
+// deletions (RFC 1939 §6).
 func (c *conn) handleQuit(arg string) error {
 	if err := requireNoArgs(arg); err != nil {
 		return err
@@ -199,9 +192,8 @@ func (c *conn) handleQuit(arg string) error {
 	c.setState(stateUpdate)
 	c.quit = "QUIT"
 	err := c.session.Update(c.ctx)
-	// RFC 1939 §6: the server releases the maildrop, then replies. A
-	// client that logs in again the moment it has the reply must not find
-	// the maildrop still locked ([IN-USE]).
+	// RFC 1939 §6: release the maildrop, then reply, or a client that
+	// logs in again at once finds it locked ([IN-USE]).
 	c.closeSession()
 	if err != nil {
 		c.writeErrorOr(err, errUpdateFailed)
@@ -212,7 +204,7 @@ func (c *conn) handleQuit(arg string) error {
 }
 
 // handleShutdown implements Net::Server::POP3proxy's SHUTDOWN. To anyone
-// not allowed it is an unknown command, so its existence is not revealed.
+// not allowed it is an unknown command, so as not to reveal it.
 func (c *conn) handleShutdown(arg string) error {
 	if c.state != stateAuthorization || c.cfg.AllowShutdown == nil || !c.cfg.AllowShutdown(&c.info) {
 		return badCommand(errUnknownCommand)

@@ -10,11 +10,9 @@ import (
 )
 
 // errNoMessage reports a Session that returned neither a message nor an
-// error; it is logged and answered as an internal error.
+// error.
 var errNoMessage = errors.New("session returned neither a message nor an error")
 
-// msgArg parses the single message-number argument of LIST n, RETR, DELE
-// and UIDL n.
 func msgArg(arg string) (int, error) {
 	f := fields(arg)
 	if len(f) != 1 {
@@ -53,8 +51,7 @@ func (c *conn) handleUidl(arg string) error {
 	return c.handleListing(arg, true)
 }
 
-// handleListing answers LIST and UIDL (RFC 1939 §5, §7), with an argument
-// as a single line and without one as a multi-line listing. Entries are
+// handleListing answers LIST and UIDL (RFC 1939 §5, §7). Entries are
 // checked before "+OK" goes out, since nothing can be retracted after it.
 func (c *conn) handleListing(arg string, uidl bool) error {
 	if err := c.requireState(stateTransaction); err != nil {
@@ -137,8 +134,7 @@ func (c *conn) handleRetr(arg string) error {
 	return c.sendMessage(c.session.Retr(c.ctx, n))
 }
 
-// handleTop answers TOP (RFC 1939 §7). Any line count is accepted; counts
-// past the end of the message mean the whole message.
+// handleTop answers TOP (RFC 1939 §7).
 func (c *conn) handleTop(arg string) error {
 	if err := c.requireState(stateTransaction); err != nil {
 		return err
@@ -163,9 +159,8 @@ func (c *conn) handleTop(arg string) error {
 }
 
 // sendMessage writes a RETR or TOP response and closes the body exactly
-// once. Once "+OK" is out an error can no longer be reported, so a failing
-// body ends the connection without the terminator: the client must see an
-// incomplete response, never a truncated message that looks complete.
+// once. After "+OK" an error can no longer be reported, so a failing body
+// ends the connection without the terminator.
 func (c *conn) sendMessage(m *Message, err error) error {
 	if m != nil && m.Body != nil {
 		body := m.Body

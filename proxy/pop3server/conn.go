@@ -26,17 +26,16 @@ const (
 )
 
 const (
-	// writeBufferSize lets a whole pipelined batch of responses, or a big
-	// piece of a message, go out in one write.
+	// writeBufferSize lets a pipelined batch of responses, or a big piece
+	// of a message, go out in one write.
 	writeBufferSize = 64 << 10
-	// authWriteBufferSize is enough for every response before login, so
-	// that connections that never log in stay cheap.
+	// authWriteBufferSize holds any response before login, so that
+	// connections that never log in stay cheap.
 	authWriteBufferSize = 4 << 10
-	// copyBufferSize is the read size for message bodies.
-	copyBufferSize = 32 << 10
+	copyBufferSize      = 32 << 10
 )
 
-// Buffers of logged-in connections, reused across connections.
+// Buffers of logged-in connections.
 var (
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
 	copyPool   = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
@@ -49,18 +48,16 @@ type conn struct {
 	cfg *config
 	// nc is the accepted connection: other goroutines close it and set its
 	// read deadline, which also works once TLS runs on top of it.
-	nc net.Conn
-	// rw is what the protocol reads and writes: nc, or a *tls.Conn on it.
-	rw          net.Conn
-	implicitTLS bool // handshake before the greeting (ServeTLS)
+	nc          net.Conn
+	rw          net.Conn // nc, or a *tls.Conn on it
+	implicitTLS bool     // ServeTLS
 	ip          netip.Addr
 	info        ConnInfo
 	log         *zap.Logger
 	ctx         context.Context // cancelled when the connection is torn down
 	cancel      context.CancelFunc
-	// drainCtx is also cancelled by Shutdown: it ends the waits that a
-	// client which has not logged in must not prolong (TLS handshake,
-	// failed-login delay).
+	// drainCtx is also cancelled by Shutdown, to cut short the TLS
+	// handshake and the failed-login delay.
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
 
@@ -69,11 +66,10 @@ type conn struct {
 	bw       *bufio.Writer
 	pooledBW bool // bw came from writerPool
 	dot      dotWriter
-	copyBuf  *[]byte // from copyPool on the first RETR or TOP
+	copyBuf  *[]byte // from copyPool, on the first RETR or TOP
 	scratch  []byte  // response line under construction
 
-	// mu guards state and busy, which Shutdown reads to decide whether the
-	// connection may be woken up and closed.
+	// mu guards state and busy, which Shutdown reads.
 	mu    sync.Mutex
 	state state
 	busy  bool // a command is being handled
@@ -82,9 +78,9 @@ type conn struct {
 	user         string // from USER, waiting for PASS
 	session      Session
 	badCommands  int
-	failedLogins int    // for the delay of clients without an IP address
-	tlsExempt    bool   // Options.TLSExempt said so
-	verb         string // command being handled, for logs
+	failedLogins int // for the delay of clients without an IP address
+	tlsExempt    bool
+	verb         string // for logs
 	inMultiline  bool   // data lines have been written; no -ERR may follow
 	quit         string // when set, close after this command for this reason
 }
@@ -110,7 +106,6 @@ func newConn(s *Server, nc net.Conn, implicitTLS bool) *conn {
 	}
 }
 
-// init fills in what newConn left out.
 func (c *conn) init() {
 	s := c.srv
 	c.info = ConnInfo{
@@ -132,9 +127,8 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// serve runs the connection: limits first, so that a connection over one
-// costs no backend call, then the TLS handshake of implicit TLS, then the
-// protocol.
+// serve runs the connection. Limits come first, so that a connection over
+// one costs no backend call.
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.cancel()
@@ -152,7 +146,7 @@ func (c *conn) serve() {
 	}
 	if c.implicitTLS {
 		if err := c.handshake(); err != nil {
-			// Port scanners and health checks: not worth more than debug.
+			// Port scanners and health checks: debug is enough.
 			c.log.Debug("TLS handshake failed", zap.Error(err))
 			c.nc.Close()
 			return
@@ -166,9 +160,8 @@ func (c *conn) serve() {
 	c.teardown(reason)
 }
 
-// refuse answers a connection over a limit and closes it, without the
-// connect and disconnect entries, OnConnect or OnDisconnect: a flood of
-// them is what the limit is for.
+// refuse skips the connect and disconnect log entries, OnConnect and
+// OnDisconnect: a flood of them is what the limit is for.
 func (c *conn) refuse(limit string, e *Error) {
 	msg, ip := "connection refused: too many connections", netip.Addr{}
 	if limit == limitConnsPerIP {
@@ -180,8 +173,6 @@ func (c *conn) refuse(limit string, e *Error) {
 	c.rw.Close()
 }
 
-// run speaks the protocol until the connection is to be closed and returns
-// why.
 func (c *conn) run() string {
 	c.log.Info("connect", zap.Bool("tls", c.info.TLS != nil))
 	if f := c.cfg.TLSExempt; f != nil && c.info.TLS == nil {
@@ -234,8 +225,8 @@ func (c *conn) run() string {
 }
 
 // readCommand flushes pending responses unless another command is already
-// buffered (so a pipelined batch is answered in one write, RFC 2449 §6.6),
-// then reads the next line under the idle deadline of the current state.
+// buffered, so a pipelined batch is answered in one write, and reads the
+// next line under the idle deadline of the current state.
 func (c *conn) readCommand() ([]byte, error) {
 	if !c.lr.lineBuffered() {
 		if err := c.bw.Flush(); err != nil {
@@ -255,8 +246,7 @@ func (c *conn) readCommand() ([]byte, error) {
 	default:
 		deadline = time.Now().Add(c.cfg.IdleTimeout)
 	}
-	// A deadline that bounds a blocked read also bounds skipping an endless
-	// overlong line.
+	// This deadline also bounds skipping an endless overlong line.
 	err := c.nc.SetReadDeadline(deadline)
 	c.mu.Unlock()
 	if err != nil {
@@ -271,9 +261,8 @@ func (c *conn) readCommand() ([]byte, error) {
 	return line, err
 }
 
-// readFailure names the reason a read ended the connection. Nothing is sent:
-// RFC 1939 §3 autologout closes silently, and the other cases have no
-// client left to tell.
+// readFailure names why a read ended the connection. Nothing is sent:
+// RFC 1939 §3 autologout is silent, and otherwise no client is left.
 func (c *conn) readFailure(err error) string {
 	switch {
 	case errors.Is(err, io.EOF):
@@ -341,8 +330,8 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// protect runs f and reports whether it panicked, logging the panic. It
-// guards calls into user code outside command handling.
+// protect runs user code outside command handling and reports whether it
+// panicked.
 func (c *conn) protect(what string, f func()) bool { return protect(c.log, what, f) }
 
 func protect(log *zap.Logger, what string, f func()) (panicked bool) {
@@ -356,8 +345,7 @@ func protect(log *zap.Logger, what string, f func()) (panicked bool) {
 	return false
 }
 
-// enterTransaction switches to the TRANSACTION state with sess, and to the
-// large write buffer that pipelined batches and messages need.
+// enterTransaction also switches to the large write buffer.
 func (c *conn) enterTransaction(sess Session) {
 	c.mu.Lock()
 	c.session = sess
@@ -371,7 +359,6 @@ func (c *conn) enterTransaction(sess Session) {
 	c.pooledBW = true
 }
 
-// copyBuffer returns the buffer for message bodies.
 func (c *conn) copyBuffer() []byte {
 	if c.copyBuf == nil {
 		c.copyBuf = copyPool.Get().(*[]byte)
@@ -385,13 +372,12 @@ func (c *conn) setState(s state) {
 	c.mu.Unlock()
 }
 
-// teardown closes the connection and then the session, exactly once, on
-// every path. A session that did not QUIT is closed without Update
-// (RFC 1939 §6).
+// teardown closes the connection and then any session left, without
+// Update.
 func (c *conn) teardown(reason string) {
 	c.cancel()
-	// Under TLS this sends close_notify (with its own short deadline), so
-	// the client can tell the end from a truncation.
+	// Under TLS this sends close_notify, so the client can tell the end
+	// from a truncation.
 	c.rw.Close()
 	c.closeSession()
 	c.log.Info("disconnect", zap.String("reason", reason))
@@ -409,7 +395,6 @@ func (c *conn) teardown(reason string) {
 	}
 }
 
-// closeSession closes the session, if any, exactly once.
 func (c *conn) closeSession() {
 	s := c.session
 	if s == nil {
@@ -434,18 +419,17 @@ func (c *conn) drain() {
 	}
 }
 
-// abort tears the connection down from another goroutine: blocked reads
-// and writes fail and session calls see a cancelled context. The socket is
+// abort tears the connection down from another goroutine. The socket is
 // closed before the context is cancelled: a session call that returns on
 // the cancellation must find no socket to answer on, or a client cut off
-// by a forced shutdown could still read "+OK" for work that was abandoned.
+// by a forced shutdown could still read "+OK" for abandoned work.
 func (c *conn) abort() {
 	c.nc.Close()
 	c.cancel()
 }
 
-// connWriter applies WriteTimeout to each write and remembers the first
-// error, after which the connection is useless.
+// connWriter applies WriteTimeout to each write and keeps the first error,
+// which is checked after each command.
 type connWriter struct {
 	nc      net.Conn
 	timeout time.Duration
@@ -466,9 +450,6 @@ func (w *connWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// Response helpers. Write errors are sticky in connWriter and checked after
-// each command.
 
 func (c *conn) writeLine(s string) {
 	c.bw.WriteString(s)

@@ -88,8 +88,8 @@ func TestConnectionLimits(t *testing.T) {
 	}
 }
 
-// The per-address limit is per address: the first refusal of a second
-// address is logged too.
+// TestConnectionLimitLogPerAddress checks that the first refusal of a
+// second address is logged too.
 func TestConnectionLimitLogPerAddress(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, Logger: zap.New(core), MaxConnectionsPerIP: 1})
@@ -114,8 +114,7 @@ func TestUnlimitedConnections(t *testing.T) {
 	}
 }
 
-// failLogin sends a failed PASS or AUTH and returns how long the answer
-// took.
+// failLogin returns how long the answer to a failed PASS or AUTH took.
 func failLogin(t *testing.T, c *client, auth bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -130,9 +129,8 @@ func failLogin(t *testing.T, c *client, auth bool) time.Duration {
 	return d
 }
 
-// The failed-login delay doubles per failure from the same address, across
-// connections and for PASS and AUTH alike, up to the cap; another address
-// is not affected; a successful login resets it.
+// TestFailedLoginDelay checks that the delay doubles per failure from one
+// address, across connections and for PASS and AUTH alike, up to the cap.
 func TestFailedLoginDelay(t *testing.T) {
 	const (
 		base = 100 * time.Millisecond
@@ -187,7 +185,8 @@ func TestFailedLoginDelay(t *testing.T) {
 	}
 }
 
-// Close and Shutdown cut a failed-login delay short.
+// TestFailedLoginDelayInterrupted checks that Close and Shutdown cut the
+// delay short.
 func TestFailedLoginDelayInterrupted(t *testing.T) {
 	for _, how := range []string{"Close", "Shutdown"} {
 		t.Run(how, func(t *testing.T) {
@@ -242,8 +241,8 @@ func TestLimitOptions(t *testing.T) {
 	}
 }
 
-// Only failures that may be a wrong password are delayed: [IN-USE] says
-// the password was right, [SYS/TEMP] that the server is at fault.
+// TestFailedLoginDelayOnlyForCredentials checks that [IN-USE] and
+// [SYS/TEMP], which say nothing about the password, are not delayed.
 func TestFailedLoginDelayOnlyForCredentials(t *testing.T) {
 	const delay = 500 * time.Millisecond
 	for _, tc := range []struct {

@@ -14,14 +14,10 @@ var (
 )
 
 // dotWriter writes the data lines of a multi-line response (RFC 1939 §3):
-// every line that begins with "." gets one more ".", and Close ends the
-// response with ".\r\n", first adding CRLF if the data did not end with one
-// so the terminator always follows a CRLF. Both CRLF and bare LF end a line
-// for stuffing, so LF-only bodies cannot smuggle a terminator past clients
-// that split on LF. Everything else passes through byte for byte.
-//
-// It works on whole chunks (bytes.Index for "\n."), keeps its line state
-// across Write calls, and allocates nothing.
+// every line that begins with "." gets one more ".", and Close adds CRLF
+// if missing and the terminator. A bare LF ends a line too, so LF-only
+// bodies cannot smuggle a terminator past clients that split on LF.
+// Everything else passes through byte for byte.
 type dotWriter struct {
 	w         io.Writer
 	lineStart bool    // the next byte starts a line
@@ -39,8 +35,8 @@ func (d *dotWriter) reset(w io.Writer) {
 	*d = dotWriter{w: w, lineStart: true}
 }
 
-// Write stuffs p. The returned count is of p's bytes, not of the bytes
-// written, as io.Writer requires.
+// Write returns the count of p's bytes, not of the bytes written, as
+// io.Writer requires.
 func (d *dotWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -57,8 +53,7 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		// Write up to and including the LF, then the extra dot; the
-		// line's own dot starts the next chunk.
+		// The line's own dot starts the next chunk.
 		n, err := d.w.Write(rest[:i+1])
 		written += n
 		if err != nil {
@@ -85,7 +80,7 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close terminates the response. It does not close the underlying writer.
+// Close terminates the response, not the underlying writer.
 func (d *dotWriter) Close() error {
 	if d.n > 0 && d.tail != [2]byte{'\r', '\n'} {
 		_, err := d.w.Write(crlfTerminal)

@@ -70,9 +70,8 @@ func TestDotWriter(t *testing.T) {
 	}
 }
 
-// unstuff undoes dot-stuffing the way a client does (RFC 1939 §3) and
-// checks that nothing before the terminator could be taken for it, whether
-// the client splits lines on CRLF or on LF.
+// unstuff undoes dot-stuffing as a client does and checks that nothing
+// before the terminator could be taken for it, with lines split on CRLF or LF.
 func unstuff(t *testing.T, out string) string {
 	t.Helper()
 	if out == ".\r\n" {
@@ -171,12 +170,10 @@ func BenchmarkDotWriter(b *testing.B) {
 	}
 }
 
-// FuzzDotWriter checks the round trip: unstuffing the output as a client
-// does gives the input, plus CRLF only if it was missing, and no line
-// before the terminator reads as one (unstuff fails on an unstuffed "."
-// line, split on LF or CRLF). chunk > 0 writes the input in pieces of that
-// size, to cover the line state kept across writes. The seeds in
-// testdata/fuzz/FuzzDotWriter run with every go test.
+// FuzzDotWriter checks that unstuffing the output as a client does gives
+// the input, plus CRLF only if it was missing, with no early terminator.
+// chunk > 0 writes the input in pieces, to cover the state kept across
+// writes.
 func FuzzDotWriter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
 		var chunks []string

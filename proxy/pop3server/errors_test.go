@@ -58,8 +58,8 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
-// An *Error with Disconnect ends the connection after the response,
-// without UPDATE.
+// TestErrorDisconnect checks that an *Error with Disconnect ends the
+// connection after the response, without UPDATE.
 func TestErrorDisconnect(t *testing.T) {
 	be := &fakeBackend{configure: func(s *fakeSession) {
 		s.noopErr = &pop3server.Error{Code: "SYS/TEMP", Message: "upstream connection lost", Disconnect: true}
@@ -125,7 +125,8 @@ func TestLoginError(t *testing.T) {
 	}
 }
 
-// A panic in one session closes that connection only.
+// TestPanicIsolated checks that a panic in one session closes that
+// connection only.
 func TestPanicIsolated(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	var n atomic.Int32
@@ -153,8 +154,7 @@ func TestPanicIsolated(t *testing.T) {
 	}
 }
 
-// failingBody returns some data and then an error, like an upstream that
-// dies mid-message.
+// failingBody returns some data and then an error.
 type failingBody struct {
 	data   string
 	closes atomic.Int32
@@ -174,8 +174,9 @@ func (b *failingBody) Close() error {
 	return nil
 }
 
-// A body that fails after "+OK" leaves the response unterminated: the
-// client must not mistake a truncated message for a complete one.
+// TestBodyReadError checks that a body failing after "+OK" leaves the
+// response unterminated, so the client cannot take a truncated message
+// for a complete one.
 func TestBodyReadError(t *testing.T) {
 	body := &failingBody{data: "Subject: x\r\n\r\nfirst line\r\n"}
 	be := &fakeBackend{configure: func(s *fakeSession) { s.retrBody = body }}

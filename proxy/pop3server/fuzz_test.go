@@ -18,13 +18,10 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// FuzzCommand feeds arbitrary client bytes to a real server, once in the
-// AUTHORIZATION state and once after a login, and checks the response
-// stream: no panic or internal error (nothing logged at error level), every
-// status line "+OK", "-ERR" or a SASL "+ " challenge of at most 512 octets
-// with CRLF, multi-line responses terminated, and the session over soon
-// after the input ends. The seeds in testdata/fuzz/FuzzCommand run with
-// every go test.
+// FuzzCommand feeds arbitrary client bytes to a server, before and after
+// login, and checks that nothing is logged at error level, every status
+// line is "+OK", "-ERR" or "+ " within 512 octets, multi-line responses are
+// terminated, and the session ends soon after the input.
 func FuzzCommand(f *testing.F) {
 	p := newTestPKI(f)
 	core, logs := observer.New(zapcore.ErrorLevel)
@@ -151,9 +148,8 @@ func checkResponses(t *testing.T, loggedIn bool, out []byte) {
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 
-// pipeListener hands the server in-memory connections. Each is two
-// net.Pipes, one per direction, so that the client can end its input (EOF
-// for the server) and still read all the responses.
+// pipeListener makes each connection of two net.Pipes, one per direction,
+// so that the client can end its input and still read all the responses.
 type pipeListener struct {
 	conns     chan net.Conn
 	done      chan struct{}
@@ -186,8 +182,7 @@ var (
 )
 
 // session sends input to a new connection, ends it, and returns all the
-// server wrote until it closed the connection, which must happen within
-// ioTimeout.
+// server wrote before closing, which must happen within ioTimeout.
 func (l *pipeListener) session(t *testing.T, input []byte) []byte {
 	t.Helper()
 	inC, inS := net.Pipe()   // client writes, server reads
@@ -226,8 +221,6 @@ func truncateBytes(b []byte, n int) []byte {
 	return b
 }
 
-// pipeConn is the server's end of a session: it reads from one pipe and
-// writes to the other.
 type pipeConn struct {
 	r, w net.Conn
 }

@@ -26,7 +26,6 @@ type client = pop3servertest.Client
 
 func dial(t *testing.T, addr string) *client { return pop3servertest.Dial(t, addr) }
 
-// testServer is a running server on loopback.
 type testServer struct {
 	*pop3server.Server
 	addr     string
@@ -80,7 +79,6 @@ func serveOn(t *testing.T, opts pop3server.Options, ln net.Listener) *testServer
 	return ts
 }
 
-// checkServed waits for Serve to return ErrServerClosed.
 func (ts *testServer) checkServed(t *testing.T) {
 	t.Helper()
 	select {

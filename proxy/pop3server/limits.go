@@ -11,14 +11,10 @@ import (
 )
 
 const (
-	// failureMemory is how long a client IP's failed logins keep raising
-	// its delay.
 	failureMemory = 15 * time.Minute
 	// maxTrackedIPs bounds the tables keyed by client IP, so that a
-	// client cycling through addresses costs a bounded amount of memory.
-	maxTrackedIPs = 10000
-	// limitLogInterval is the least time between two log entries about
-	// the same limit and client IP.
+	// client cycling through addresses costs bounded memory.
+	maxTrackedIPs    = 10000
 	limitLogInterval = time.Minute
 )
 
@@ -30,14 +26,13 @@ const (
 	limitBadCommands    = "max_bad_commands"
 )
 
-// Refusals of connections over a limit. SYS/TEMP (RFC 3206 §4): the
-// client should retry later without bothering the user.
+// SYS/TEMP tells the client to retry later without bothering the user
+// (RFC 3206 §4).
 var (
 	errTooManyConns       = &Error{Code: "SYS/TEMP", Message: "too many connections"}
 	errTooManyConnsFromIP = &Error{Code: "SYS/TEMP", Message: "too many connections from your address"}
 )
 
-// checkLimits applies the defaults of the connection and login limits.
 func (c *config) checkLimits(fail func(format string, args ...any)) {
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
@@ -60,9 +55,8 @@ func (c *config) checkLimits(fail func(format string, args ...any)) {
 	}
 }
 
-// clientIP returns the IP address of a connection's remote address, or the
-// zero Addr if it has none (Unix sockets, net.Pipe). IPv4-mapped IPv6
-// addresses count as the IPv4 address they map.
+// clientIP returns the zero Addr for addresses without an IP (Unix
+// sockets, net.Pipe), and IPv4-mapped IPv6 addresses as IPv4.
 func clientIP(a net.Addr) netip.Addr {
 	switch a := a.(type) {
 	case nil:
@@ -78,7 +72,6 @@ func clientIP(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// connLimiter counts the open connections, in total and per client IP.
 type connLimiter struct {
 	max, maxPerIP int // negative: unlimited
 
@@ -87,8 +80,8 @@ type connLimiter struct {
 	perIP map[netip.Addr]int // only addresses with open connections
 }
 
-// acquire takes a slot for a connection from ip, or returns the limit that
-// refuses it and the response for the client.
+// acquire takes a slot, or returns the limit that refuses it and the
+// response for the client.
 func (l *connLimiter) acquire(ip netip.Addr) (limit string, refusal *Error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -118,10 +111,9 @@ func (l *connLimiter) release(ip netip.Addr) {
 	}
 }
 
-// failureTable remembers failed logins per client IP for the failed-login
-// delay. Entries are kept in order of their last failure, so expired ones
-// are pruned from the front and, when the table is full, the one idle
-// longest is evicted.
+// failureTable remembers failed logins per client IP. Entries are kept in
+// order of their last failure, so expired ones are pruned from the front
+// and, when the table is full, the one idle longest is evicted.
 type failureTable struct {
 	base, max time.Duration
 	now       func() time.Time
@@ -141,9 +133,6 @@ func newFailureTable(base, max time.Duration) *failureTable {
 	return &failureTable{base: base, max: max, now: time.Now, entries: make(map[netip.Addr]*list.Element)}
 }
 
-// fail records a failed login from ip and returns the delay to apply: base
-// for the first failure, doubled for each further one within
-// failureMemory, capped at max.
 func (t *failureTable) fail(ip netip.Addr) time.Duration {
 	now := t.now()
 	t.mu.Lock()
@@ -167,7 +156,6 @@ func (t *failureTable) fail(ip netip.Addr) time.Duration {
 	return t.delay(e.count)
 }
 
-// succeed forgets ip's failures after a successful login.
 func (t *failureTable) succeed(ip netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -194,7 +182,6 @@ func (t *failureTable) len() int {
 	return t.order.Len()
 }
 
-// delay is the delay after the n-th failure in a row.
 func (t *failureTable) delay(n int) time.Duration {
 	d := t.base
 	for i := 1; i < n && d < t.max; i++ {
@@ -203,11 +190,9 @@ func (t *failureTable) delay(n int) time.Duration {
 	return min(d, t.max)
 }
 
-// limitLog logs the hitting of limits without letting a flood of events
-// flood the log: the first event per limit and client IP is logged at
-// once; later ones within limitLogInterval are counted and reported with
-// the next entry after it, or by a summary when the key's interval is
-// over and a later event of any key sweeps the table.
+// limitLog logs the first hit per limit and client IP at once; later ones
+// within limitLogInterval are counted and reported with the next entry
+// after it, or by a summary when a later hit of any key sweeps the table.
 type limitLog struct {
 	log *zap.Logger
 	now func() time.Time
@@ -219,7 +204,7 @@ type limitLog struct {
 
 type limitKey struct {
 	limit string
-	ip    netip.Addr // zero for limits without a client (MaxConnections) and for overflow
+	ip    netip.Addr // zero for limits of all clients, and for overflow
 }
 
 type limitState struct {
@@ -231,10 +216,8 @@ func newLimitLog(log *zap.Logger) *limitLog {
 	return &limitLog{log: log, now: time.Now, keys: make(map[limitKey]*limitState)}
 }
 
-// hit records that limit was hit by a client at ip (zero for limits that
-// concern all clients) and, unless an entry for the same key was written
-// less than limitLogInterval ago, writes msg to log with the count of the
-// events suppressed since.
+// hit records that a client at ip hit limit and, unless the same key was
+// logged less than limitLogInterval ago, writes msg to log.
 func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Addr, msg string, fields ...zap.Field) {
 	now := l.now()
 	l.mu.Lock()
@@ -273,8 +256,7 @@ func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Addr, msg string,
 	}
 }
 
-// sweepLocked drops the keys whose interval is over and returns the fields
-// of a summary entry for each that suppressed events.
+// sweepLocked drops the keys whose interval is over.
 func (l *limitLog) sweepLocked(now time.Time) (summaries [][]zap.Field) {
 	l.lastSweep = now
 	for key, st := range l.keys {
@@ -293,10 +275,8 @@ func (l *limitLog) sweepLocked(now time.Time) (summaries [][]zap.Field) {
 	return summaries
 }
 
-// loginFailed applies the failed-login delay before the answer to a failed
-// PASS, APOP or AUTH. Clients without an IP address are delayed by their
-// own connection's failures. The wait ends early when the connection is
-// torn down or the server shuts down.
+// loginFailed applies the failed-login delay. Clients without an IP
+// address are delayed by their own connection's failures.
 func (c *conn) loginFailed() {
 	t := c.srv.failures
 	if t == nil {
@@ -321,7 +301,6 @@ func (c *conn) loginFailed() {
 	}
 }
 
-// loginSucceeded resets the client IP's failed-login delay.
 func (c *conn) loginSucceeded() {
 	if t := c.srv.failures; t != nil && c.ip.IsValid() {
 		t.succeed(c.ip)

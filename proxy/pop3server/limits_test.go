@@ -116,8 +116,8 @@ func TestLineLimit(t *testing.T) {
 	c.Expect("-ERR line too long")
 }
 
-// A 20 kB line is refused and skipped; the command after it, sent in the
-// same write, still runs.
+// TestLongLine checks that a 20 kB line is refused and skipped and that the
+// command after it, sent in the same write, still runs.
 func TestLongLine(t *testing.T) {
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}})
 	c := dial(t, ts.addr)
@@ -131,7 +131,8 @@ func TestLongLine(t *testing.T) {
 		S: +OK 3 *`)
 }
 
-// An endless line is discarded only until the idle deadline.
+// TestEndlessLine checks that an endless line is discarded only until the
+// idle deadline.
 func TestEndlessLine(t *testing.T) {
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, AuthTimeout: 300 * time.Millisecond})
 	c := dial(t, ts.addr)
@@ -224,8 +225,8 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// Pipelined commands (RFC 2449 §6.6) are answered in order, and a batch
-// that arrives at once is answered in one write.
+// TestPipelining checks that pipelined commands (RFC 2449 §6.6) are
+// answered in order, and a batch that arrives at once in one write.
 func TestPipelining(t *testing.T) {
 	be := &fakeBackend{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -277,8 +278,8 @@ func TestPipelining(t *testing.T) {
 		S: +OK *`)
 }
 
-// Clients send NOOP while a long response is still arriving (Thunderbird
-// does, without PIPELINING); it must wait its turn and be answered.
+// TestNoopDuringRetr checks that a NOOP sent while a long response is still
+// arriving waits its turn and is answered (docs/clients.md, Thunderbird).
 func TestNoopDuringRetr(t *testing.T) {
 	const lines = 4000
 	line := strings.Repeat("y", 998) + "\r\n"
@@ -311,7 +312,8 @@ func TestNoopDuringRetr(t *testing.T) {
 	c.Expect("+OK")
 }
 
-// Autologout (RFC 1939 §3) closes without a response and without UPDATE.
+// TestIdleTimeout checks that autologout (RFC 1939 §3) closes without a
+// response and without UPDATE.
 func TestIdleTimeout(t *testing.T) {
 	t.Run("authorization", func(t *testing.T) {
 		ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, AuthTimeout: 200 * time.Millisecond})

@@ -42,8 +42,7 @@ func TestLineReader(t *testing.T) {
 	}
 }
 
-// endlessLine yields n octets of "a" and then a short command, without
-// allocating.
+// endlessLine yields n octets of "a" and then a short command.
 type endlessLine struct {
 	n    int
 	tail string
@@ -66,7 +65,7 @@ func (r *endlessLine) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// Skipping a 1 MB line must not buffer it.
+// TestLineReaderMemory checks that skipping a 1 MB line does not buffer it.
 func TestLineReaderMemory(t *testing.T) {
 	const lineSize = 1 << 20
 	lr := newLineReader(&endlessLine{n: lineSize, tail: "\r\nNOOP\r\n"}, DefaultMaxLineLength)

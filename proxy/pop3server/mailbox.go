@@ -8,35 +8,25 @@ import (
 
 // Mailbox is a fixed list of messages, the minimum a simple backend provides.
 type Mailbox interface {
-	// Messages lists the maildrop as it was when the session opened; index i
-	// is message number i+1 (the Number field is ignored). Size is the size
-	// with CRLF line endings (RFC 1939 §11). UID may be empty (then UIDL is
-	// not offered).
+	// Messages lists the maildrop as the session opened it; index i is
+	// message i+1 and Number is ignored. UID may be empty.
 	Messages() []MessageInfo
 	// Open returns message n (1-based) with CRLF line endings.
 	Open(n int) (io.ReadCloser, error)
-	// Delete removes messages for good; called once on QUIT (UPDATE state)
-	// with every message marked deleted, in ascending order, and not at all
-	// if none is marked.
+	// Delete removes messages for good. It is called once on QUIT with the
+	// marked messages in ascending order, and not at all if none is marked.
 	Delete(numbers []int) error
-	// Close releases the mailbox (e.g. its lock).
+	// Close releases the mailbox (its lock, say).
 	Close() error
 }
 
-// errMessageDeleted answers a reference to a message marked deleted
-// (RFC 1939 §5).
 var errMessageDeleted = &Error{Message: "message already deleted"}
 
-// NewMailboxSession returns a Session that implements the maildrop
-// semantics of RFC 1939 on top of mb: message numbers never change,
-// messages marked deleted are left out of STAT, LIST and UIDL and refused
-// by every command naming them, RSET unmarks them, and only QUIT deletes
-// them. Messages is called once, now.
-//
-// The session implements TopSession, streaming the header, the blank line
-// and the requested body lines of the message from Open. It implements
-// UIDLSession only if every message has a valid unique-id (1-70 characters
-// 0x21-0x7E, RFC 1939 §7), so UIDL is announced only then.
+// NewMailboxSession returns a Session with the maildrop semantics of
+// RFC 1939 on top of mb: fixed message numbers, deletion marks, RSET, and
+// deletion only on QUIT. Messages is called once, now. The session
+// implements TopSession, and UIDLSession only if every message has a valid
+// unique-id.
 func NewMailboxSession(mb Mailbox) Session {
 	list := mb.Messages()
 	s := &mailboxSession{
@@ -123,8 +113,8 @@ func (s *mailboxSession) Retr(ctx context.Context, msg int) (*Message, error) {
 	return &Message{Size: s.msgs[msg-1].Size, Body: body}, nil
 }
 
-// Top sends no size: the "+OK <size> octets" of RFC 1939's RETR example
-// would be wrong for a part of the message.
+// Top sends no size: "+OK <size> octets" would be wrong for a part of the
+// message.
 func (s *mailboxSession) Top(ctx context.Context, msg, lines int) (*Message, error) {
 	if err := s.check(msg); err != nil {
 		return nil, err
@@ -172,18 +162,15 @@ func (s *mailboxSession) Close() error {
 	return s.mb.Close()
 }
 
-// NewTopReader returns what TOP sends of the message in r (RFC 1939 §7):
-// the header, the blank line and the first lines lines of the body. It
-// stops reading r there; closing it closes r. Backends that implement
-// TopSession over whole messages can use it.
+// NewTopReader returns what TOP sends of the message in r: the header, the
+// blank line and the first lines lines of the body. It stops reading r
+// there; closing it closes r.
 func NewTopReader(r io.ReadCloser, lines int) io.ReadCloser {
 	return &topReader{r: r, bodyLines: lines}
 }
 
-// topReader passes through the header, the blank line that ends it, and
-// then bodyLines lines of the body (RFC 1939 §7), and stops reading there.
-// Lines end in LF, with or without CR; it works on whole chunks and keeps
-// only the state of the current line.
+// topReader takes lines to end in LF, with or without CR, and keeps only
+// the state of the current line.
 type topReader struct {
 	r         io.ReadCloser
 	bodyLines int  // body lines still to pass
@@ -207,8 +194,7 @@ func (t *topReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// scan advances over b and returns how much of b to pass if the end of
-// the excerpt lies within b, else -1.
+// scan returns how much of b to pass if the excerpt ends within b, else -1.
 func (t *topReader) scan(b []byte) int {
 	for i := 0; ; {
 		j := bytes.IndexByte(b[i:], '\n')

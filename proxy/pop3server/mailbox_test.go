@@ -109,7 +109,8 @@ func numbers(list []pop3server.MessageInfo) []int {
 	return ns
 }
 
-// UIDL is offered only when every message has a valid unique-id.
+// TestMailboxSessionUIDL checks that UIDL is offered only when every
+// message has a valid unique-id.
 func TestMailboxSessionUIDL(t *testing.T) {
 	for _, tc := range []struct {
 		uids []string

@@ -31,161 +31,125 @@ const (
 	// requires servers that implement CAPA to accept 255-octet commands.
 	MinMaxLineLength = 255
 
-	// maxResponseLine is the limit on the first line of a response,
-	// CRLF included (RFC 1939 §3, unchanged by RFC 2449 §4).
+	// maxResponseLine limits the first line of a response, CRLF included
+	// (RFC 1939 §3, unchanged by RFC 2449 §4).
 	maxResponseLine = 512
 )
 
-// Options configures a Server. The zero value of each field selects its
-// default; NewServer reports every invalid field at once.
+// Options configures a Server. A zero field selects its default: the
+// Default constant of the same name, or as stated. NewServer reports every
+// invalid field at once.
 type Options struct {
-	// Backend authenticates clients and opens their maildrops. Required.
-	// If it implements UserChecker, USER is checked; if it implements
-	// APOPBackend, the greeting carries an APOP timestamp and APOP is
-	// accepted.
+	// Backend is required.
 	Backend Backend
 
-	// Logger receives the server's logs; each connection logs through
-	// Logger.With(conn id, remote address). Passwords and APOP digests are
-	// never logged. Default: zap.NewNop().
+	// Logger defaults to zap.NewNop().
 	Logger *zap.Logger
 
-	// Greeting is the text after "+OK " in the greeting. It must not
-	// contain CR, LF or NUL, nor anything shaped like an APOP timestamp
-	// ("<...@...>"), because clients try APOP whenever they see one. The
-	// whole greeting line, APOP timestamp included, must fit the 512-octet
-	// response limit of RFC 1939 §3. Default: DefaultGreeting.
+	// Greeting is the text after "+OK ". It must not contain CR, LF, NUL
+	// or "<...@...>", and the line, APOP timestamp included, must fit 512
+	// octets.
 	Greeting string
 
-	// Hostname is the host part of the APOP timestamp
-	// (<pid.counter.clock@hostname>, RFC 1939 §7). Default: os.Hostname(),
-	// or "localhost" if that is not a plain host name.
+	// Hostname is the host part of the APOP timestamp. Default:
+	// os.Hostname(), or "localhost" if that is not a plain host name.
 	Hostname string
 
-	// Implementation, if set, is announced as "IMPLEMENTATION <text>" in
-	// CAPA (RFC 2449 §6.9). Default: not announced.
+	// Implementation, if set, is announced as "IMPLEMENTATION <text>".
 	Implementation string
 
-	// PreLoginCapabilities are the maildrop capabilities announced by CAPA
-	// in the AUTHORIZATION state: any of "TOP" and "UIDL". A backend that
-	// cannot promise them before login (RFC 2449 §5: capabilities announced
-	// before login must also be announced after it) sets an empty, non-nil
-	// slice. Default (nil): TOP and UIDL.
+	// PreLoginCapabilities are "TOP", "UIDL", both (the default, nil) or
+	// neither (empty), announced before login. RFC 2449 §5 requires them
+	// after login too, so a backend must be able to promise them.
 	PreLoginCapabilities []string
 
 	// LoginDelay, if positive, is announced as "LOGIN-DELAY <n>" (RFC 2449
-	// §6.5) before login, and after login for sessions that do not
-	// implement CapabilitySession. Default: not announced.
+	// §6.5) before login, and after it for sessions without
+	// CapabilitySession.
 	LoginDelay int
 
-	// Expire, if set, is announced as "EXPIRE <x>" (RFC 2449 §6.7) in the
-	// same way: a number of days or "NEVER", optionally followed by
-	// " USER". Default: not announced.
+	// Expire, if set, is announced like LoginDelay as "EXPIRE <x>"
+	// (RFC 2449 §6.7): days or "NEVER", optionally followed by " USER".
 	Expire string
 
-	// MaxLineLength limits a command line, CRLF included. A longer line is
-	// answered "-ERR line too long" and discarded without being buffered.
-	// At least MinMaxLineLength. Default: DefaultMaxLineLength.
+	// MaxLineLength limits every command line, AUTH exchanges included,
+	// counting CRLF; a longer one is refused and discarded unbuffered.
 	MaxLineLength int
 
 	// MaxBadCommands is how many unknown, malformed or out-of-state
-	// commands, overlong lines and failed logins a connection may send;
-	// the next one is answered "-ERR too many bad commands" and the
-	// connection is closed. Default: DefaultMaxBadCommands.
+	// commands, overlong lines and failed logins a connection may send
+	// before it is closed.
 	MaxBadCommands int
 
-	// AuthTimeout is the idle limit in the AUTHORIZATION state.
-	// Default: DefaultAuthTimeout.
+	// AuthTimeout is the idle limit before login.
 	AuthTimeout time.Duration
 
-	// IdleTimeout is the idle limit in the TRANSACTION state, the
-	// autologout timer of RFC 1939 §3. The RFC requires at least 10
-	// minutes; the server accepts any positive value (so tests can use
-	// short ones) and leaves enforcing the minimum to the configuration
-	// layer. On expiry, as on AuthTimeout, the connection is closed
-	// without a response and without entering the UPDATE state.
-	// Default: DefaultIdleTimeout.
+	// IdleTimeout is the autologout timer of RFC 1939 §3, which asks for
+	// at least 10 minutes; enforcing that is left to the caller, so tests
+	// can use less. Either timeout closes silently, without UPDATE.
 	IdleTimeout time.Duration
 
-	// WriteTimeout is the deadline for each write to the client.
-	// Default: DefaultWriteTimeout.
+	// WriteTimeout bounds each write to the client.
 	WriteTimeout time.Duration
 
-	// OnConnect, if set, is called for each new connection before the
-	// greeting. If it returns an error, that error is sent as the -ERR
-	// greeting (an *Error as is, any other as an internal error) and the
-	// connection is closed.
+	// OnConnect, if set, is called before the greeting. An error it
+	// returns is sent instead of the greeting and closes the connection.
 	OnConnect func(c *ConnInfo) error
 
-	// OnDisconnect, if set, is called after a connection and its session
-	// have been closed.
+	// OnDisconnect, if set, is called after the connection closes.
 	OnDisconnect func(c *ConnInfo)
 
-	// AllowShutdown enables the SHUTDOWN command of Net::Server::POP3proxy:
-	// in the AUTHORIZATION state, a client for which AllowShutdown returns
-	// true gets "+OK shutting down", its connection is closed, and
-	// OnShutdown is called in a new goroutine (typically to call
-	// Server.Shutdown). For everyone else SHUTDOWN is an unknown command.
-	// It is never announced in CAPA.
+	// AllowShutdown enables Net::Server::POP3proxy's SHUTDOWN command
+	// before login: a client it approves gets "+OK shutting down" and
+	// OnShutdown runs in a new goroutine (typically calling
+	// Server.Shutdown). CAPA never announces SHUTDOWN.
 	AllowShutdown func(c *ConnInfo) bool
 	OnShutdown    func()
 
-	// TLSConfig enables TLS: plain connections offer STLS (RFC 2595 §4)
-	// in the AUTHORIZATION state, and ServeTLS serves implicit TLS
-	// (RFC 8314). It must provide certificates (Certificates,
-	// GetCertificate or GetConfigForClient); GetCertificate may reload
-	// them while the server runs. The server uses a clone, with MinVersion
-	// raised to TLS 1.2 (RFC 8314 §4.1) unless the caller set it.
-	// Default: nil, no TLS.
+	// TLSConfig enables STLS on Serve and implicit TLS on ServeTLS. It
+	// must provide certificates; GetCertificate may reload them. The
+	// server uses a clone with MinVersion raised to TLS 1.2 unless set.
 	TLSConfig *tls.Config
 
-	// HandshakeTimeout bounds the TLS handshake of ServeTLS connections
-	// and after STLS. Default: DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds the TLS handshake, for ServeTLS and STLS.
 	HandshakeTimeout time.Duration
 
-	// RequireTLS refuses USER, PASS, APOP and AUTH on plain connections,
-	// until STLS, with "-ERR [AUTH] Plaintext authentication disallowed on
-	// non-secure (SSL/TLS) connections." (RFC 3206 §4 counts a login
-	// against policy as an [AUTH] problem; the text is Dovecot's). CAPA
-	// there announces STLS but neither USER nor SASL. Requires TLSConfig.
+	// RequireTLS refuses USER, PASS, APOP and AUTH on plain connections
+	// with "-ERR [AUTH] Plaintext authentication disallowed on non-secure
+	// (SSL/TLS) connections.", and CAPA there lists STLS but neither USER
+	// nor SASL. Requires TLSConfig.
 	RequireTLS bool
 
 	// TLSExempt, if set, exempts the plain connections for which it
-	// returns true (loopback clients, typically) from RequireTLS. It is
-	// called once per connection, before the greeting.
+	// returns true (loopback, say) from RequireTLS. It is called once per
+	// connection, before the greeting.
 	TLSExempt func(c *ConnInfo) bool
 
-	// MaxConnections limits the connections of all listeners together;
-	// one more is answered "-ERR [SYS/TEMP] too many connections" and
-	// closed (after the handshake on a ServeTLS listener, so that the
-	// client can read why), without OnConnect, OnDisconnect or any
-	// backend call. Connections in their TLS handshake count. Negative:
-	// unlimited. Default: DefaultMaxConnections.
+	// MaxConnections limits the connections of all listeners together.
+	// One more gets "-ERR [SYS/TEMP] too many connections" (after the TLS
+	// handshake on ServeTLS, so that it can be read) and is closed without
+	// OnConnect, OnDisconnect or any backend call. Negative: unlimited.
 	MaxConnections int
 
-	// MaxConnectionsPerIP limits the connections from one client IP
-	// address (the address of ConnInfo.RemoteAddr, which behind a PROXY
-	// protocol listener is the real client's); one more is answered
-	// "-ERR [SYS/TEMP] too many connections from your address" and closed.
-	// Connections without an IP address (Unix sockets) only count toward
-	// MaxConnections. Negative: unlimited. Default:
-	// DefaultMaxConnectionsPerIP.
+	// MaxConnectionsPerIP limits the connections from the IP address of
+	// ConnInfo.RemoteAddr (behind a PROXY protocol listener, the real
+	// client's), refused like MaxConnections. Negative: unlimited.
 	MaxConnectionsPerIP int
 
-	// FailedLoginDelay is how long the server waits before answering a
-	// failed PASS, APOP or AUTH. The delay doubles with each further
-	// failure from the same client IP address, up to MaxFailedLoginDelay,
-	// and resets after a successful login from that address or 15 minutes
-	// without failures. Negative: no delay. Default:
-	// DefaultFailedLoginDelay.
+	// FailedLoginDelay delays the answer to a failed PASS, APOP or AUTH.
+	// It doubles with each further failure from the same IP address, up
+	// to MaxFailedLoginDelay, and resets after a successful login from it
+	// or 15 minutes without failures. Failures that say nothing about the
+	// password ([IN-USE], [LOGIN-DELAY], SYS codes) are not delayed.
+	// Negative: no delay.
 	FailedLoginDelay time.Duration
 
-	// MaxFailedLoginDelay caps FailedLoginDelay's doubling; it must not be
-	// below FailedLoginDelay. Default: DefaultMaxFailedLoginDelay.
+	// MaxFailedLoginDelay caps the doubling and must not be below
+	// FailedLoginDelay.
 	MaxFailedLoginDelay time.Duration
 }
 
-// config is Options with defaults applied and derived values computed.
+// config is Options with defaults applied.
 type config struct {
 	Options
 	prelogin []string
@@ -293,9 +257,8 @@ func formatErrors(errs []error) string {
 	return "pop3server: invalid Options: " + strings.Join(msgs, "; ")
 }
 
-// checkGreeting enforces RFC 1939 §3 (512 octets per response line) and
-// keeps "<...@...>" out of the text (clients would take it for an APOP
-// timestamp, RFC 1939 §7).
+// checkGreeting enforces the 512 octets of RFC 1939 §3 and keeps out
+// "<...@...>", which clients take for an APOP timestamp.
 func (c *config) checkGreeting(fail func(format string, args ...any)) {
 	g := c.Greeting
 	if strings.ContainsAny(g, "\r\n\x00") {
@@ -332,7 +295,7 @@ func defaultHostname() string {
 }
 
 // isHostname accepts letters, digits, '-' and '.', which keeps the APOP
-// timestamp a valid msg-id and free of CR/LF.
+// timestamp a valid msg-id.
 func isHostname(h string) bool {
 	if h == "" || len(h) > 255 {
 		return false

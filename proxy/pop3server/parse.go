@@ -7,8 +7,7 @@ import (
 )
 
 // splitCommand splits a command line into its keyword, upper-cased in place
-// (keywords are case-insensitive, RFC 1939 §3), and the raw argument text
-// after the first space.
+// (RFC 1939 §3), and the raw argument text after the first space.
 func splitCommand(line []byte) (verb, arg []byte) {
 	verb, arg, _ = bytes.Cut(line, []byte{' '})
 	for i, b := range verb {
@@ -19,18 +18,16 @@ func splitCommand(line []byte) (verb, arg []byte) {
 	return verb, arg
 }
 
-// fields splits arguments on runs of spaces; RFC 1939 §3 asks for single
-// spaces, but lenient input costs nothing here. Trailing spaces vanish.
+// fields splits arguments on runs of spaces, though RFC 1939 §3 asks for
+// single ones.
 func fields(arg string) []string {
 	return strings.FieldsFunc(arg, func(r rune) bool { return r == ' ' })
 }
 
-// maxMsgNumberDigits bounds message numbers; a maildrop with more than a
-// billion messages is not a real one.
+// maxMsgNumberDigits bounds message numbers below a billion.
 const maxMsgNumberDigits = 9
 
-// parseMsgNumber parses a message number: decimal digits only (no sign, no
-// spaces), positive, and of sane length (RFC 1939 §3, §5).
+// parseMsgNumber accepts positive decimal numbers, digits only.
 func parseMsgNumber(s string) (int, bool) {
 	if s == "" || len(s) > maxMsgNumberDigits {
 		return 0, false
@@ -45,9 +42,9 @@ func parseMsgNumber(s string) (int, bool) {
 	return n, n > 0
 }
 
-// parseLineCount parses the line count of TOP (RFC 1939 §7): a non-negative
-// decimal number. Values beyond int saturate, since any count above the
-// message's length means the whole message (fetchmail sends 99999999).
+// parseLineCount parses the line count of TOP. Values beyond int saturate,
+// as any count past the message means all of it (RFC 1939 §7), and
+// fetchmail sends huge ones (docs/clients.md, fetchmail).
 func parseLineCount(s string) (int, bool) {
 	if s == "" {
 		return 0, false

@@ -53,8 +53,8 @@ func TestFailureTableExpiry(t *testing.T) {
 	}
 }
 
-// The table never holds more than maxTrackedIPs addresses; the one idle
-// longest goes first.
+// TestFailureTableBounded checks that the table never holds more than
+// maxTrackedIPs addresses and drops the one idle longest first.
 func TestFailureTableBounded(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e9, 0)}
 	ft := newFailureTable(time.Second, 30*time.Second)
@@ -98,8 +98,7 @@ func TestLimitLog(t *testing.T) {
 	}
 	logs.TakeAll()
 
-	// After the interval, the next hit is logged with the count of those
-	// suppressed meanwhile.
+	// After the interval, the next hit is logged with the suppressed count.
 	clk.advance(limitLogInterval)
 	ll.hit(log, "per_ip", a, "hit")
 	entries := logs.TakeAll()
@@ -125,8 +124,8 @@ func TestLimitLog(t *testing.T) {
 	}
 }
 
-// Beyond maxTrackedIPs addresses, further ones share one key per limit, so
-// a client cycling through addresses cannot flood the log.
+// TestLimitLogBounded checks that addresses beyond maxTrackedIPs share one
+// key per limit, so a client cycling through addresses cannot flood the log.
 func TestLimitLogBounded(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	clk := &fakeClock{t: time.Unix(1e9, 0)}

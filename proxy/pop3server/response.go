@@ -8,7 +8,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Responses of the protocol engine itself. Codes are RFC 3206's.
 var (
 	errUnknownCommand = &Error{Message: "unknown command"}
 	errWrongState     = &Error{Message: "command not valid in this state"}
@@ -20,13 +19,11 @@ var (
 	errTooManyBad     = &Error{Message: "too many bad commands", Disconnect: true}
 	errShuttingDown   = &Error{Code: "SYS/TEMP", Message: "server shutting down", Disconnect: true}
 	errInternal       = &Error{Code: "SYS/TEMP", Message: "internal error"}
-	// RFC 1939 §6 gives this text for a failed UPDATE.
+	// errUpdateFailed has the text RFC 1939 §6 gives for a failed UPDATE.
 	errUpdateFailed = &Error{Code: "SYS/TEMP", Message: "some deleted messages not removed"}
 )
 
-// badCommandError marks an error that counts toward Options.MaxBadCommands:
-// unknown, malformed and out-of-state commands, overlong lines and failed
-// logins.
+// badCommandError marks an error that counts toward Options.MaxBadCommands.
 type badCommandError struct{ err error }
 
 func (e *badCommandError) Error() string { return e.err.Error() }
@@ -34,12 +31,10 @@ func (e *badCommandError) Unwrap() error { return e.err }
 
 func badCommand(err error) error { return &badCommandError{err: err} }
 
-// writeError is the one place where errors become -ERR responses.
 func (c *conn) writeError(err error) { c.writeErrorOr(err, errInternal) }
 
-// writeErrorOr maps err to a response: an *Error is sent as it is, any other
-// error is logged and answered with fallback, so internal detail never
-// reaches the client.
+// writeErrorOr is the one place where errors become -ERR responses; an
+// error that is not an *Error is logged and answered with fallback.
 func (c *conn) writeErrorOr(err error, fallback *Error) {
 	var bad *badCommandError
 	if errors.As(err, &bad) {
@@ -64,10 +59,9 @@ func (c *conn) writeErrorOr(err error, fallback *Error) {
 	}
 }
 
-// appendErrorLine formats "-ERR [Code] Message" CRLF within the 512-octet
-// limit of RFC 1939 §3. CR, LF and NUL are dropped from Message so a backend
-// cannot inject lines; an invalid Code is dropped so that announcing
-// RESP-CODES stays truthful (RFC 2449 §8).
+// appendErrorLine keeps to the 512 octets of RFC 1939 §3, drops CR, LF and
+// NUL so a backend cannot inject lines, and drops an invalid Code because
+// announcing RESP-CODES promises valid ones (RFC 2449 §8).
 func appendErrorLine(b []byte, e *Error) []byte {
 	start := len(b)
 	b = append(b, "-ERR"...)
@@ -113,8 +107,7 @@ func appendClean(b []byte, s string, limit int) []byte {
 	return b
 }
 
-// validRespCode checks resp-code of RFC 2449 §8 without the brackets:
-// levels of printable characters other than "/" and "]", joined by "/".
+// validRespCode checks a resp-code of RFC 2449 §8 without the brackets.
 func validRespCode(code string) bool {
 	if code == "" {
 		return false

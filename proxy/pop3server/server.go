@@ -36,8 +36,7 @@ type Server struct {
 	wg        sync.WaitGroup // one per tracked connection
 }
 
-// NewServer checks opts and returns a server. All invalid fields are
-// reported in one error.
+// NewServer checks opts and returns a server.
 func NewServer(opts Options) (*Server, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -61,12 +60,11 @@ func NewServer(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// PreambleConn is a connection that starts with something other than POP3
-// which the server must read before it greets the client: a PROXY
-// protocol header, which also changes what RemoteAddr reports. The server
-// calls ReadPreamble in the connection's own goroutine before anything
-// else, so a slow peer never holds up the accept loop; an error closes the
-// connection without a word. ReadPreamble must bound its own wait.
+// PreambleConn is a connection that starts with something the server must
+// read before the greeting, such as a PROXY protocol header, which also
+// changes what RemoteAddr reports. ReadPreamble is called first, in the
+// connection's own goroutine, and must bound its own wait; an error closes
+// the connection silently.
 type PreambleConn interface {
 	net.Conn
 	ReadPreamble() error
@@ -74,9 +72,7 @@ type PreambleConn interface {
 
 // Serve accepts connections on ln and serves each in its own goroutine. It
 // returns ErrServerClosed after Shutdown or Close, or the error that made
-// Accept fail for good. It may be called for several listeners, and
-// together with ServeTLS. With Options.TLSConfig, its connections are
-// offered STLS.
+// Accept fail for good. It may run on several listeners, beside ServeTLS.
 func (s *Server) Serve(ln net.Listener) error {
 	return s.serve(ln, false)
 }
@@ -103,8 +99,7 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
-			// Out of file descriptors and similar: wait and retry, as
-			// net/http does, instead of giving up on the listener.
+			// Out of file descriptors and similar: retry as net/http does.
 			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept failed, retrying", zap.Error(err), zap.Duration("delay", backoff))
@@ -123,18 +118,13 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	}
 }
 
-// Shutdown stops the server gracefully (go-smtp's Server.Shutdown is the
-// model). It closes the listeners, so Serve returns ErrServerClosed, and
-// drains the connections: those in the AUTHORIZATION state are closed at
-// once if idle, and otherwise at their next command, which is answered
-// "server shutting down" with the SYS/TEMP code; those in the TRANSACTION
-// state (including a login already in progress that succeeds) keep working
-// until they QUIT, which still commits their deletions, or time out. TLS
-// handshakes and failed-login delays in progress are cut short.
-//
-// Shutdown returns when all connections are gone. If ctx ends first, it
-// closes the remaining connections like Close (no UPDATE state, Session.Close
-// still called) and returns ctx.Err() without waiting for their goroutines.
+// Shutdown closes the listeners and drains the connections, as go-smtp's
+// does. Connections not logged in are closed when idle, or else their next
+// command gets "-ERR [SYS/TEMP] server shutting down"; TLS handshakes and
+// failed-login delays are cut short. Logged-in connections (a login in
+// progress that succeeds included) may still QUIT, which commits their
+// deletions. Shutdown returns when all connections are gone; if ctx ends
+// first, it closes the rest like Close and returns ctx.Err() at once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -164,8 +154,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listeners and all connections at once. Sessions are
-// closed without entering the UPDATE state.
+// Close closes the listeners and all connections at once, without UPDATE.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closing = true
@@ -203,9 +192,8 @@ func (s *Server) closeConns() {
 	}
 }
 
-// track registers c unless the server is closing. The WaitGroup is only
-// incremented under s.mu while not closing, so every Add happens before
-// Shutdown's Wait.
+// track registers c unless the server is closing. Adding to wg only under
+// s.mu while not closing orders every Add before Shutdown's Wait.
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

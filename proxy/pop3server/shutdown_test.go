@@ -79,8 +79,8 @@ func (b *slowChecker) CheckUser(ctx context.Context, c *pop3server.ConnInfo, nam
 	return nil
 }
 
-// Shutdown sends away clients that have not logged in and lets logged-in
-// ones finish; their QUIT still commits (go-smtp's Shutdown, RFC 1939 §6).
+// TestShutdownDrain checks that Shutdown sends away clients that have not
+// logged in and lets logged-in ones finish with a QUIT that commits.
 func TestShutdownDrain(t *testing.T) {
 	goroutines := runtime.NumGoroutine()
 	be := &slowChecker{fakeBackend: &fakeBackend{}, entered: make(chan struct{}), release: make(chan struct{})}
@@ -145,8 +145,8 @@ func TestShutdownDrain(t *testing.T) {
 	waitFor(t, "server goroutines to exit", func() bool { return runtime.NumGoroutine() <= goroutines })
 }
 
-// When ctx ends first, Shutdown closes what is left: no UPDATE, Close
-// still called, and session calls see their context cancelled.
+// TestShutdownTimeout checks that when ctx ends first, Shutdown closes what
+// is left: no UPDATE, Close still called, session contexts cancelled.
 func TestShutdownTimeout(t *testing.T) {
 	inNoop := make(chan struct{})
 	noopCancelled := make(chan struct{})

@@ -18,8 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// testPKI is a throwaway CA and a certificate it issued for localhost and
-// 127.0.0.1.
+// testPKI is a throwaway CA and its certificate for localhost, 127.0.0.1.
 type testPKI struct {
 	server *tls.Config // for pop3server.Options.TLSConfig
 	client *tls.Config // trusts only the CA
@@ -152,9 +151,8 @@ func TestSTLSNotOffered(t *testing.T) {
 	})
 }
 
-// Commands sent in cleartext behind STLS, in the same segment, are an
-// injection (CVE-2011-0411): the connection is dropped, without TLS and
-// without running them.
+// TestSTLSInjection checks that commands pipelined behind STLS
+// (CVE-2011-0411) drop the connection without TLS and without running them.
 func TestSTLSInjection(t *testing.T) {
 	p := newTestPKI(t)
 	be := &fakeBackend{}
@@ -224,7 +222,7 @@ func TestServeTLSWithoutConfig(t *testing.T) {
 	}
 }
 
-// A client that never sends its ClientHello is closed after about
+// TestHandshakeTimeout checks that a silent client is closed after about
 // HandshakeTimeout, on the implicit TLS listener and after STLS.
 func TestHandshakeTimeout(t *testing.T) {
 	p := newTestPKI(t)
@@ -250,7 +248,8 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 }
 
-// Shutdown does not wait for a handshake that is not coming.
+// TestShutdownDuringHandshake checks that Shutdown does not wait for a
+// handshake that is not coming.
 func TestShutdownDuringHandshake(t *testing.T) {
 	p := newTestPKI(t)
 	ts := startTLSServer(t, pop3server.Options{Backend: &fakeBackend{}, TLSConfig: p.server, HandshakeTimeout: time.Minute}, true)
@@ -340,7 +339,8 @@ func TestTLSOptions(t *testing.T) {
 	}
 }
 
-// TLS 1.2 is the minimum (RFC 8314 §4.1) unless the caller chose another.
+// TestTLSMinVersion checks that TLS 1.2 is the minimum unless the caller
+// chose another.
 func TestTLSMinVersion(t *testing.T) {
 	p := newTestPKI(t)
 	old := p.client.Clone()

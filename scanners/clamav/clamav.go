@@ -26,16 +26,16 @@ func init() {
 	filter.Register(filter.PluginInfo{Type: "clamav", New: func() filter.Plugin { return new(Filter) }})
 }
 
-// What a virus hit does (the action key).
+// The values of the action key.
 const (
 	ActionReplace = "replace"
 	ActionReject  = "reject"
 	ActionTag     = "tag"
 )
 
-// The header fields the plugin sets. Sender-supplied fields of these names
-// are removed first, so that a message cannot arrive claiming to be clean;
-// other X-Virus-* fields (an upstream scanner's) are left as they are.
+// The header fields the plugin sets. Incoming fields of these names are
+// removed from every message delivered, so that none can arrive claiming
+// to be clean; other X-Virus-* fields (an upstream scanner's) stay.
 const (
 	ScannedField = "X-Virus-Scanned"
 	StatusField  = "X-Virus-Status"
@@ -45,31 +45,22 @@ const (
 // CleanValue is the X-Virus-Scanned value of a clean message.
 const CleanValue = "clean (ClamAV via pop3proxy)"
 
-// SubjectPrefix starts the Subject of a virus notice, so that the
-// notice stands out in the client's message list.
+// SubjectPrefix starts the Subject of a virus notice.
 const SubjectPrefix = "[VIRUS REMOVED] "
 
-// DefaultMaxStream is max_stream's default: Debian's StreamMaxLength
-// and MaxFileSize (protocols.md §4.3).
+// DefaultMaxStream is max_stream's default: Debian's StreamMaxLength and
+// MaxFileSize (docs/scanners.md, clamd limits).
 const DefaultMaxStream yamlconf.ByteSize = 25 << 20
 
-// maxHeader bounds the header read to build a notice; go-message's
-// ReadHeader has no limit of its own (protocols.md §9).
+// maxHeader bounds the header read to build a notice (see the filter
+// package documentation, Header edits).
 const maxHeader = 1 << 20
 
-// Filter is the "clamav" filter: it scans every message with clamd's
-// INSTREAM command and, on a virus, replaces the message with a notice,
-// rejects the RETR, or tags the message, as Action says. A clamd failure
-// (unreachable, timeout, ERROR reply, a message larger than MaxStream) is
-// an error, to which the chain applies the filter's on_error policy.
-//
-// A clean message gets "X-Virus-Scanned: clean (ClamAV via pop3proxy)" at
-// the top of its header. X-Virus-Scanned, X-Virus-Status and X-Virus-Name
-// fields that come with a message are removed whenever the message is
-// delivered, so that a sender cannot forge them. The notice that replaces
-// an infected message is a short text/plain message with the original's
-// From, To, Cc, Date, Subject (behind "[VIRUS REMOVED] ") and Message-ID,
-// byte for byte; it names the virus and the quarantine file.
+// Filter is the "clamav" filter. A clean message gets "X-Virus-Scanned:
+// clean (ClamAV via pop3proxy)". The notice that replaces an infected
+// message is a short text/plain message with the original's From, To, Cc,
+// Date, Subject (behind "[VIRUS REMOVED] ") and Message-ID, byte for byte;
+// it names the virus and the quarantine file.
 //
 //	filters:
 //	- type: clamav
@@ -80,40 +71,33 @@ const maxHeader = 1 << 20
 //	  quarantine_dir: ""       # when set, the original infected message is kept here
 //	  max_stream: 25MiB        # clamd's StreamMaxLength; larger messages are an error
 type Filter struct {
-	// Address is clamd's socket: unix:///path or tcp://host:port.
-	// Required.
+	// Address is clamd's socket, unix:///path or tcp://host:port. Required.
 	Address string `yaml:"address"`
-	// Action is what a virus hit does: "replace" (default) delivers a
-	// short text notice instead of the message; "reject" answers the RETR
-	// with -ERR and leaves the message on the server; "tag" delivers the
-	// message with X-Virus-Status: Infected and X-Virus-Name.
+	// Action is what a virus hit does: "replace" (default) delivers the
+	// notice instead; "reject" answers the RETR with -ERR and leaves the
+	// message on the server; "tag" delivers the message with
+	// X-Virus-Status: Infected and X-Virus-Name.
 	Action string `yaml:"action"`
-	// QuarantineDir, when set, is an existing directory, writable by the
-	// proxy, where the original of every message replaced or rejected for
-	// a virus is stored before the verdict is returned, as
-	// <UTC time>-<first 16 hex digits of its SHA-256>.eml, mode 0600. The
-	// proxy does not create it: its owner and mode are the administrator's
-	// decision (mail is private; 0700 is right). A message already there,
-	// by that hash, is not stored twice: a rejected message is retried by
-	// the client at every poll. A failure to store is an error, not a
-	// verdict; note that with on_error: pass this delivers the infected
-	// original, marked unscanned.
+	// QuarantineDir, when set, is an existing directory (absolute path)
+	// where the original of every message replaced or rejected for a virus
+	// is stored, once per content (a rejected message comes back at every
+	// poll), as <UTC time>-<16 hex digits of its SHA-256>.eml, mode 0600.
+	// The proxy does not create it; mail is private, so make it 0700. If
+	// storing fails, the message is not delivered, whatever on_error says.
 	QuarantineDir string `yaml:"quarantine_dir"`
 	// MaxStream is the largest message sent to clamd; a larger one is an
 	// error (ErrTooLarge), never clean. It should equal clamd's
-	// StreamMaxLength, and clamd's MaxFileSize should be at least as
-	// large, because clamd answers "stream: OK" without scanning a stream
-	// above MaxFileSize (protocols.md item 19). Default 25MiB, Debian's
-	// setting of both.
+	// StreamMaxLength, and clamd's MaxFileSize should be at least as large:
+	// clamd answers "stream: OK" without scanning a stream above
+	// MaxFileSize (docs/scanners.md, clamd limits). Default 25MiB.
 	MaxStream yamlconf.ByteSize `yaml:"max_stream"`
 
 	log    *zap.Logger
 	client clamdClient
 }
 
-// Provision checks the configuration. The socket itself is not tried:
-// clamd may start after the proxy, and a scan that cannot connect is an
-// error handled by on_error.
+// Provision checks the configuration. It does not contact clamd, which may
+// start after the proxy.
 func (c *Filter) Provision(env filter.Env) error {
 	c.log = env.Logger
 	if c.log == nil {
@@ -149,9 +133,8 @@ func (c *Filter) Provision(env filter.Env) error {
 	return nil
 }
 
-// checkQuarantineDir requires an existing directory in which the proxy
-// can create files, found out by creating one: permission bits do not
-// tell about ACLs, read-only mounts or root.
+// checkQuarantineDir creates a file: permission bits do not tell about
+// ACLs, read-only mounts or root.
 func (c *Filter) checkQuarantineDir() error {
 	dir := c.QuarantineDir
 	if !filepath.IsAbs(dir) {
@@ -177,8 +160,6 @@ func (c *Filter) checkQuarantineDir() error {
 	return nil
 }
 
-// ownFieldsRemoved removes the fields the plugin sets, sender-supplied
-// or left by an earlier pass, before it adds its own.
 func ownFieldsRemoved() []filter.Edit {
 	return []filter.Edit{
 		filter.Remove(ScannedField),
@@ -187,7 +168,6 @@ func ownFieldsRemoved() []filter.Edit {
 	}
 }
 
-// Judge scans the message and returns the verdict that Action asks for.
 func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	start := time.Now()
 	virus, err := c.client.scan(ctx, m.Bytes())
@@ -218,12 +198,7 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		fields = append(fields, zap.String("quarantine", kept))
 	}
 	if qerr != nil {
-		// The chain logs the returned error too, with the on_error policy
-		// it applies; this line keeps the virus name next to it.
 		c.log.Error("virus found, quarantine failed", append(fields, zap.Error(qerr))...)
-		// The message is known to be infected: whatever on_error says, it
-		// must not be delivered, so it stays upstream until the quarantine
-		// works again.
 		return filter.Verdict{}, fmt.Errorf("virus %s found, but the original could not be quarantined: %w: %w", virus, filter.ErrFailClosed, qerr)
 	}
 	c.log.Warn("virus found", fields...)
@@ -247,10 +222,8 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	}, nil
 }
 
-// quarantine stores msg in QuarantineDir and returns the file's name. The
-// file is written under a temporary name in the same directory, synced and
-// renamed, so the directory never holds a partial message under a final
-// name, and the rename is synced by syncing the directory.
+// quarantine stores msg in QuarantineDir and returns the file's name. No
+// partial message ever has a final name.
 func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 	sum := sha256.Sum256(msg)
 	id := hex.EncodeToString(sum[:8])
@@ -264,7 +237,6 @@ func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 	}
 	name := now.UTC().Format("20060102T150405Z") + suffix
 
-	// CreateTemp makes the file with mode 0600.
 	f, err := os.CreateTemp(c.QuarantineDir, ".tmp-"+id+"-*")
 	if err != nil {
 		return "", err
@@ -293,20 +265,14 @@ func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 	return name, nil
 }
 
-// noticeFields are the fields of the original that the notice keeps,
-// so that the client lists it where the original would be, with the same
-// sender, subject and date, and threads it by the same Message-ID.
+// noticeFields are kept in the notice, so that the client lists and
+// threads it where the original would be.
 var noticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Message-ID"}
 
-// virusNotice builds the message delivered instead of an infected one: a
-// short text/plain notice, 7-bit, CRLF, with the original's From, To, Cc,
-// Date, Subject and Message-ID fields copied byte for byte (folding and
-// encoded words included; the Subject gets ClamAVSubjectPrefix in front),
-// and X-Virus-Status and X-Virus-Name at the top. Nothing else of the
-// original is copied, so the notice cannot carry the virus. kept is the
-// quarantine file's name, "" if the original was not kept; the notice gives
-// the name, not the path, which would show the proxy's file system layout.
-// A header that does not parse gets placeholders.
+// virusNotice builds the message delivered instead of an infected one.
+// Only noticeFields are copied, so it cannot carry the virus. kept is the
+// quarantine file's name or ""; the path would show the proxy's file
+// system layout.
 func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
 	var b bytes.Buffer
 	b.WriteString(StatusField + ": Infected\r\n")
@@ -370,12 +336,10 @@ func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
 }
 
 type headerField struct {
-	name string // one of clamavNoticeFields, as spelled there
-	raw  []byte // the field as in the original, CRLF-terminated
+	name string // as spelled in noticeFields
+	raw  []byte
 }
 
-// headerFields returns the original's fields that the notice keeps,
-// in their order, and whether the header could be read.
 func headerFields(msg []byte) ([]headerField, bool) {
 	src := bytes.NewReader(msg)
 	br := bufio.NewReader(io.LimitReader(src, maxHeader))
@@ -383,8 +347,7 @@ func headerFields(msg []byte) ([]headerField, bool) {
 	if err != nil {
 		return nil, false
 	}
-	// ReadHeader takes a header cut off by the limit for a whole one,
-	// with its last field truncated.
+	// ReadHeader takes a header cut off by the limit for a whole one.
 	if len(msg)-src.Len()-br.Buffered() >= maxHeader {
 		return nil, false
 	}
@@ -404,9 +367,8 @@ func headerFields(msg []byte) ([]headerField, bool) {
 	return fields, true
 }
 
-// prefixSubject puts ClamAVSubjectPrefix in front of a raw Subject
-// field's value, keeping the field name's spelling and the rest of the
-// bytes, folding included.
+// prefixSubject puts SubjectPrefix in front of a raw Subject field's
+// value, keeping the rest of its bytes.
 func prefixSubject(raw []byte) []byte {
 	colon := bytes.IndexByte(raw, ':')
 	start := colon + 1

@@ -85,10 +85,8 @@ func clamFake(t *testing.T, network string, serve func(c net.Conn)) string {
 	return addr
 }
 
-// clamReadStream reads one INSTREAM request and checks its framing
-// (protocols.md item 18): the command, chunks of at most 64 KiB whose
-// length prefix matches their data, the zero-length chunk. It returns the
-// data and the chunk sizes.
+// clamReadStream reads one INSTREAM request, checks its framing (chunks of
+// at most 64 KiB) and returns the data and the chunk sizes.
 func clamReadStream(r io.Reader) ([]byte, []int, error) {
 	cmd := make([]byte, len("zINSTREAM\x00"))
 	if _, err := io.ReadFull(r, cmd); err != nil {
@@ -163,7 +161,6 @@ func clamNew(t *testing.T, cfg clamav.Filter) (*clamav.Filter, *observer.Observe
 
 var clamMeta = filter.Meta{User: "alice", Upstream: "pop.example.net:995", Number: 3}
 
-// clamJudge judges msg under a timeout.
 func clamJudge(t *testing.T, p *clamav.Filter, msg []byte, timeout time.Duration) (filter.Verdict, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -243,8 +240,8 @@ func TestClamAVProvisionErrors(t *testing.T) {
 	})
 }
 
-// The configuration contract: the keys of config.yaml.example decode into
-// the plugin through the chain, and a misspelt key is refused.
+// TestClamAVConfig: the keys of config.yaml.example decode into the plugin
+// through the chain, and a misspelt key is refused.
 func TestClamAVConfig(t *testing.T) {
 	addr := clamFake(t, "tcp", clamReplying(t, "stream: OK\x00", nil))
 	build := func(block string) (*filter.Chain, error) {
@@ -424,8 +421,9 @@ func TestClamAVQuarantine(t *testing.T) {
 	}
 }
 
-// A quarantine that fails is an error, so that on_error decides; a notice
-// claiming a copy that does not exist is never delivered.
+// TestClamAVQuarantineFailure: a quarantine that fails is an error, so that
+// on_error decides; a notice claiming a copy that does not exist is never
+// delivered.
 func TestClamAVQuarantineFailure(t *testing.T) {
 	addr := clamInfected(t, "Eicar-Test-Signature")
 	for _, action := range []string{"replace", "reject"} {
@@ -453,8 +451,8 @@ func TestClamAVQuarantineFailure(t *testing.T) {
 	}
 }
 
-// A virus name comes from clamd; it must not be able to add header fields
-// or lines to the notice.
+// TestClamAVHeaderInjection: a virus name comes from clamd; it must not be
+// able to add header fields or lines to the notice.
 func TestClamAVHeaderInjection(t *testing.T) {
 	evil := clamFake(t, "tcp", clamReplying(t, "stream: Evil\rBcc: victim@example.com\r\tX: \x01\xff FOUND\x00", nil))
 	for _, action := range []string{"replace", "tag"} {
@@ -491,8 +489,8 @@ func TestClamAVHeaderInjection(t *testing.T) {
 			}
 		}
 	}
-	// An LF ends clamd's reply (protocols.md item 18), so a name with one
-	// is a reply cut short: an error, not a verdict.
+	// An LF ends clamd's reply, so a name with one is a reply cut short:
+	// an error, not a verdict.
 	lf := clamFake(t, "tcp", clamReplying(t, "stream: Evil\nBcc: victim@example.com FOUND\x00", nil))
 	p, _ := clamNew(t, clamav.Filter{Address: lf})
 	if v, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second); err == nil {
@@ -500,7 +498,8 @@ func TestClamAVHeaderInjection(t *testing.T) {
 	}
 }
 
-// Every hit is logged with the virus, message number, user and upstream.
+// TestClamAVLogsHits: every hit is logged with the virus, message number,
+// user and upstream.
 func TestClamAVLogsHits(t *testing.T) {
 	p, logs := clamNew(t, clamav.Filter{Address: clamInfected(t, "Eicar-Test-Signature"), Action: "reject"})
 	if _, err := clamJudge(t, p, []byte(clamOriginal), 5*time.Second); err != nil {
@@ -518,8 +517,8 @@ func TestClamAVLogsHits(t *testing.T) {
 	}
 }
 
-// Through the chain: tag's edits replace forged fields and keep the rest
-// of the message byte for byte; replace delivers the notice.
+// TestClamAVChain: through the chain, tag's edits replace forged fields and
+// keep the rest of the message byte for byte; replace delivers the notice.
 func TestClamAVChain(t *testing.T) {
 	addr := clamInfected(t, "Eicar-Test-Signature")
 	run := func(action string) filter.Result {

@@ -16,9 +16,8 @@ import (
 	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 )
 
-// The fake checks the framing byte for byte: the command, chunks of at
-// most 64 KiB whose lengths match their data, the zero-length chunk, and
-// nothing after it; the data is the message exactly.
+// TestClamdFraming: the fake checks the framing byte for byte (chunks of at
+// most 64 KiB, nothing after the zero-length chunk) and the data.
 func TestClamdFraming(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		got := make(chan clamRequest, 1)
@@ -45,8 +44,8 @@ func TestClamdFraming(t *testing.T) {
 	}
 }
 
-// Everything but exactly "stream: OK" or "stream: <name> FOUND" is an
-// error, never clean (protocols.md §4.2 "Parsing").
+// TestClamdReplies: everything but exactly "stream: OK" or "stream: <name>
+// FOUND" is an error, never clean.
 func TestClamdReplies(t *testing.T) {
 	for _, tc := range []struct {
 		name, reply string
@@ -97,10 +96,9 @@ func TestClamdReplies(t *testing.T) {
 	}
 }
 
-// clamd answers "size limit exceeded" as soon as StreamMaxLength is passed
-// and closes, while the client is still writing. The error must be clamd's
-// reason, not the EPIPE or ECONNRESET of the write (protocols.md item 19,
-// python-clamd #24).
+// TestClamdEarlyReply: clamd answers "size limit exceeded" and closes while
+// the client is still writing. The error must be clamd's reason, not the
+// EPIPE or ECONNRESET of the write (docs/scanners.md, clamd replies).
 func TestClamdEarlyReply(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
@@ -130,7 +128,8 @@ func TestClamdEarlyReply(t *testing.T) {
 	}
 }
 
-// A message larger than max_stream is an error without a connection.
+// TestClamdMaxStream: a message larger than max_stream is an error without a
+// connection.
 func TestClamdMaxStream(t *testing.T) {
 	var conns atomic.Int32
 	addr := clamFake(t, "tcp", func(c net.Conn) {
@@ -151,10 +150,8 @@ func TestClamdMaxStream(t *testing.T) {
 	}
 }
 
-// A clamd that hangs costs at most the context's deadline, whether it
-// stops reading (the client blocks writing) or never answers (the client
-// blocks reading), and the error is a timeout, which the chain reports as
-// "timed out".
+// TestClamdHang: a clamd that stops reading or never answers costs at most
+// the context's deadline, and the error is a timeout.
 func TestClamdHang(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -193,8 +190,8 @@ func TestClamdHang(t *testing.T) {
 	}
 }
 
-// Cancelling the context (the client went away) interrupts a scan at
-// once, also without a deadline.
+// TestClamdCancel: cancelling the context (the client went away) interrupts
+// a scan at once, also without a deadline.
 func TestClamdCancel(t *testing.T) {
 	p, _ := clamNew(t, clamav.Filter{Address: clamFake(t, "unix", func(c net.Conn) { io.Copy(io.Discard, c) })})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,7 +208,8 @@ func TestClamdCancel(t *testing.T) {
 	}
 }
 
-// Nothing listening: an error naming clamd's address, quickly.
+// TestClamdUnreachable: with nothing listening, the error names clamd's
+// address, quickly.
 func TestClamdUnreachable(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -233,8 +231,8 @@ func TestClamdUnreachable(t *testing.T) {
 	}
 }
 
-// Scans run concurrently: each on its own connection, each reply for its
-// own message.
+// TestClamdConcurrent: concurrent scans each get a connection of their own
+// and their own message's reply.
 func TestClamdConcurrent(t *testing.T) {
 	addr := clamFake(t, "tcp", func(c net.Conn) {
 		data, _, err := clamReadStream(c)

@@ -67,7 +67,6 @@ func TestClamdSafeName(t *testing.T) {
 	}
 }
 
-// The exact bytes on the wire (protocols.md item 18).
 func TestWriteClamdStream(t *testing.T) {
 	for _, tc := range []struct{ msg, want string }{
 		{"", "zINSTREAM\x00\x00\x00\x00\x00"},
@@ -153,7 +152,7 @@ func TestClamavNotice(t *testing.T) {
 	}
 	clamavCheckNotice(t, notice)
 
-	// A header that does not parse (an mbox From_ line, protocols.md §9).
+	// A header that does not parse (an mbox From_ line).
 	notice = virusNotice([]byte("From mallory Sun Nov 22 10:00:00 2026\r\nSubject: x\r\n\r\nbody\r\n"), "V", "", now)
 	if !strings.Contains(string(notice), "Subject: [VIRUS REMOVED] (original header unreadable)\r\n") {
 		t.Errorf("notice for an unreadable header:\n%s", notice)

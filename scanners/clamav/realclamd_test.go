@@ -36,7 +36,7 @@ func clamPadded(size int) []byte {
 	return b.Bytes()
 }
 
-// Against a real clamd (protocols.md §4.4), over both sockets: EICAR in a
+// TestClamAVRealClamd: against a real clamd, over both sockets: EICAR in a
 // text body and as a base64 attachment is found, clean mail is clean, and a
 // message over clamd's StreamMaxLength (1M here) is an error, not clean.
 func TestClamAVRealClamd(t *testing.T) {
@@ -101,7 +101,8 @@ func TestClamAVRealClamd(t *testing.T) {
 	}
 }
 
-// The whole path with a real clamd: the chain, a quarantine, the notice.
+// TestClamAVRealClamdReplace runs the whole path with a real clamd: the
+// chain, a quarantine, the notice.
 func TestClamAVRealClamdReplace(t *testing.T) {
 	clamd := scannertest.StartClamd(t)
 	dir := t.TempDir()
@@ -139,9 +140,9 @@ func TestClamAVRealClamdReplace(t *testing.T) {
 	}
 }
 
-// Scan times against the real clamd with its one-signature database, for
-// the record (go test -v -run ClamdTimes). Not a benchmark: it only fails
-// when a scan takes longer than a filter timeout would allow.
+// TestClamAVRealClamdTimes logs scan times against the real clamd (go test
+// -v -run ClamdTimes). It fails only when a scan takes longer than a filter
+// timeout would allow.
 func TestClamAVRealClamdTimes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("timing only; skipped with -short")

@@ -18,41 +18,35 @@ import (
 	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
-// Life-cycle bounds for clamd. With the one-signature database clamd
-// answers PING 0.4 to 1 s after start (protocols.md §10); the start bound
-// is generous because CI runs many test binaries at once on few cores.
+// clamdStartTimeout is generous because CI runs many test binaries at once
+// on few cores.
 const (
 	clamdStartTimeout = 30 * time.Second
 	clamdStopTimeout  = 5 * time.Second
 )
 
-// ClamdEICARVirus is the name StartClamd's clamd reports for EICAR: the
-// signature's name with the ".UNOFFICIAL" suffix clamd gives every
-// signature that is not from the official databases (protocols.md §4.4).
+// ClamdEICARVirus is the name StartClamd's clamd reports for EICAR, with
+// the suffix of unofficial signatures (docs/scanners.md, clamd replies).
 const ClamdEICARVirus = "Eicar-Test-Signature-NDB.UNOFFICIAL"
 
-// clamdSignature is the one line of db/eicar.ndb: target 0 (any file) at
-// any offset, which matches EICAR raw, in a text body and as a decoded
-// base64 attachment (protocols.md §4.4, the table of formats).
+// clamdSignature is the one line of db/eicar.ndb (docs/scanners.md, A
+// clamd for tests).
 func clamdSignature() string {
 	return "Eicar-Test-Signature-NDB:0:*:" + hex.EncodeToString(EICAR()) + "\n"
 }
 
 // ClamdOptions configures StartClamdWith.
 type ClamdOptions struct {
-	// StreamMaxLength is clamd's StreamMaxLength in clamd.conf's size
-	// syntax: a number, optionally followed by K or M. Default "1M", small
-	// so that tests reach "INSTREAM size limit exceeded. ERROR" quickly
-	// (Debian's clamd.conf says 25M).
+	// StreamMaxLength is in clamd.conf's syntax: a number, optionally
+	// followed by K or M. Default "1M", so that tests reach the limit
+	// quickly.
 	StreamMaxLength string
 }
 
 // Clamd is a running clamd, stopped when the test that started it ends.
 type Clamd struct {
-	// TCPAddr is "127.0.0.1:port" of clamd's TCP socket.
-	TCPAddr string
-	// Socket is the path of clamd's unix socket.
-	Socket string
+	TCPAddr string // "127.0.0.1:port"
+	Socket  string // the unix socket's path
 	// Dir holds clamd.conf, db/eicar.ndb, the sockets, clamd.log and
 	// clamd's temporary files.
 	Dir string
@@ -61,17 +55,13 @@ type Clamd struct {
 	outPath string
 }
 
-// TCPURL returns the TCP socket as the clamav filter's address key takes
-// it: "tcp://127.0.0.1:port".
+// TCPURL returns the TCP socket as a clamav address key.
 func (c *Clamd) TCPURL() string { return "tcp://" + c.TCPAddr }
 
-// UnixURL returns the unix socket as the clamav filter's address key takes
-// it: "unix:///path".
+// UnixURL returns the unix socket as a clamav address key.
 func (c *Clamd) UnixURL() string { return "unix://" + c.Socket }
 
-// Log returns clamd's output and log so far. With LogClean set, every scan
-// is logged: "instream(127.0.0.1@port): OK", "...: <name> FOUND", or
-// "INSTREAM: Size limit reached, (requested: N, max: M)".
+// Log returns clamd's output and log so far, a line for every scan.
 func (c *Clamd) Log() string {
 	out, _ := os.ReadFile(c.outPath)
 	log, _ := os.ReadFile(c.logPath)
@@ -86,21 +76,9 @@ func StartClamd(t testing.TB) *Clamd {
 
 var clamdSize = regexp.MustCompile(`^[0-9]+[KkMm]?$`)
 
-// StartClamdWith runs a real clamd (Debian package clamav-daemon) in the
-// foreground with the configuration of protocols.md §4.4: a database
-// directory holding only a generated one-line eicar.ndb (no downloaded
-// database, no freshclam: ready in about a second instead of tens of
-// seconds and a gigabyte of memory), a unix socket and a TCP socket on a
-// free loopback port. It waits until both sockets answer PING, and stops
-// clamd (SIGTERM, then SIGKILL of its process group) in t.Cleanup; the tail
-// of clamd's log is logged when the test fails.
-//
-// Without clamd the test is skipped, or fails under CI=true
-// (testinfra.NeedBinary).
-//
-// clamd drops privileges only when its configuration names a User, and
-// this one does not: clamd runs as whoever runs the test, root or not, and
-// everything it touches is in Dir, which that user owns.
+// StartClamdWith runs clamd with only the EICAR signature (the official
+// databases take tens of seconds and a gigabyte of memory to load) and
+// waits until both sockets answer PING.
 func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "clamd")
@@ -155,9 +133,8 @@ func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
 	return c
 }
 
-// config is a complete clamd.conf: with -c clamd reads nothing from
-// /etc/clamav. Options not set keep clamd's built-in defaults (protocols.md
-// §4.3), not Debian's.
+// config is a complete clamd.conf: options not set keep the built-in
+// defaults, not Debian's (docs/scanners.md, clamd limits).
 func (c *Clamd) config(port int, streamMaxLength string) string {
 	var s strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&s, format+"\n", args...) }
@@ -167,7 +144,7 @@ func (c *Clamd) config(port int, streamMaxLength string) string {
 	w("LocalSocket %s", c.Socket)
 	w("FixStaleSocket yes")
 	w("TCPSocket %d", port)
-	// Without TCPAddr clamd binds INADDR_ANY (protocols.md §4.1).
+	// Without TCPAddr clamd binds every address.
 	w("TCPAddr 127.0.0.1")
 	w("LogFile %s", c.logPath)
 	w("LogTime yes")
@@ -179,7 +156,7 @@ func (c *Clamd) config(port int, streamMaxLength string) string {
 }
 
 // ClamdPing sends zPING to a clamd at network ("unix" or "tcp") and addr
-// and expects PONG, NUL-terminated (protocols.md §4.2), within 2 s.
+// and expects "PONG\x00" within 2 s.
 func ClamdPing(network, addr string) error {
 	conn, err := net.DialTimeout(network, addr, time.Second)
 	if err != nil {
@@ -190,7 +167,6 @@ func ClamdPing(network, addr string) error {
 	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
 		return err
 	}
-	// clamd closes the connection after its reply.
 	reply, err := io.ReadAll(io.LimitReader(conn, 64))
 	if err != nil {
 		return err

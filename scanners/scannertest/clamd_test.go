@@ -25,7 +25,7 @@ func TestEICAR(t *testing.T) {
 		t.Fatalf("EICAR is %d bytes, want 68", len(e))
 	}
 	if sum := md5.Sum(e); hex.EncodeToString(sum[:]) != "44d88612fea8a8f36de82e1278abb02f" {
-		t.Fatalf("EICAR has MD5 %x, want 44d88612fea8a8f36de82e1278abb02f (protocols.md §4.4)", sum)
+		t.Fatalf("EICAR has MD5 %x, want 44d88612fea8a8f36de82e1278abb02f (docs/scanners.md, A clamd for tests)", sum)
 	}
 	e[0] = 'x'
 	if scannertest.EICAR()[0] == 'x' {
@@ -33,8 +33,8 @@ func TestEICAR(t *testing.T) {
 	}
 }
 
-// No file of the scanners tree holds the EICAR string, so that a virus
-// scanner on a developer's machine or in CI leaves the repository alone.
+// TestEICARNotInRepository: no file of the scanners tree may hold the EICAR
+// string, or virus scanners would flag the repository.
 func TestEICARNotInRepository(t *testing.T) {
 	e := scannertest.EICAR()
 	files := 0
@@ -60,8 +60,8 @@ func TestEICARNotInRepository(t *testing.T) {
 	}
 }
 
-// instream sends one INSTREAM scan the way protocols.md item 18 describes
-// it and returns clamd's raw reply.
+// instream sends one INSTREAM scan in a single chunk and returns clamd's
+// raw reply.
 func instream(t *testing.T, network, addr string, data []byte) string {
 	t.Helper()
 	c, err := net.DialTimeout(network, addr, 5*time.Second)
@@ -107,8 +107,8 @@ func TestStartClamd(t *testing.T) {
 				t.Errorf("clean data over %s: reply %q", ep.network, got)
 			}
 		}
-		// The default StreamMaxLength is 1M: exactly that much is
-		// accepted, one byte more is not (protocols.md §4.2).
+		// Exactly StreamMaxLength (1M) is accepted, one byte more is not
+		// (docs/scanners.md, clamd replies).
 		if got := instream(t, "unix", c.Socket, make([]byte, 1<<20)); got != "stream: OK\x00" {
 			t.Errorf("1 MiB stream: reply %q", got)
 		}

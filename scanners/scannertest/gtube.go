@@ -2,10 +2,8 @@ package scannertest
 
 import "strings"
 
-// gtubePieces are the GTUBE string in pieces. No file in the repository may
-// hold the whole string: a spam filter, or a mail or code scanner that
-// honours it, would flag the source tree itself. SpamAssassin's GTUBE rule
-// (20_body_tests.cf, score 1000) is in protocols.md §5.4.
+// gtubePieces are the GTUBE string in pieces, so that no file holds it
+// (see the package documentation).
 var gtubePieces = []string{
 	"XJS*C4JDBQADN1.NSBN3*2IDNEN*",
 	"GTUBE", "-STANDARD-ANTI-UBE-TEST-",
@@ -13,9 +11,8 @@ var gtubePieces = []string{
 }
 
 // GTUBE returns the 68-byte Generic Test for Unsolicited Bulk Email, which
-// makes SpamAssassin score a message 1000 points. It must be in the message
-// body, after the blank line. It is assembled at run time from pieces so
-// that no file contains it; do not write it into a file.
+// makes SpamAssassin score a message 1000 points when it is in the body
+// (docs/scanners.md, spamd sizes and rules).
 func GTUBE() []byte {
 	return []byte(strings.Join(gtubePieces, ""))
 }

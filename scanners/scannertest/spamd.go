@@ -16,55 +16,39 @@ import (
 )
 
 const (
-	// spamdReadyTimeout bounds spamd's start. It answers PING after about
-	// 1 s on a 2-core machine (protocols.md §5.6); a loaded CI runner
-	// compiling rules may take far longer.
+	// spamdReadyTimeout is far above spamd's usual second: a loaded CI
+	// runner compiling rules may take much longer.
 	spamdReadyTimeout = 60 * time.Second
-	// spamdStopTimeout bounds the wait for spamd to exit after SIGTERM
-	// before its process group is killed.
-	spamdStopTimeout = 10 * time.Second
+	spamdStopTimeout  = 10 * time.Second
 )
 
-// spamdSiteConfig is the local.cf of the test spamd: no Bayes, so that
-// scores do not depend on what earlier tests taught it and spamd does not
-// warn about /nonexistent/.spamassassin/bayes.lock (protocols.md §5.6).
+// spamdSiteConfig turns Bayes off, so that scores do not depend on earlier
+// tests and spamd does not warn about a missing bayes.lock.
 const spamdSiteConfig = `# Written by scannertest.StartSpamd.
 use_bayes 0
 bayes_auto_learn 0
 `
 
-// Spamd is a SpamAssassin spamd started for a test by StartSpamd. It is
-// stopped, and its directory removed, when the test ends.
+// Spamd is a spamd started by StartSpamd, stopped and its directory
+// removed when the test ends.
 type Spamd struct {
-	// Addr is the host:port of its TCP listener on 127.0.0.1; the
-	// spamassassin filter's address is "tcp://" + Addr.
-	Addr string
-	// Dir holds its pid file, its log (spamd.log) and its site
-	// configuration (site/).
-	Dir string
+	Addr string // "127.0.0.1:port"; the filter's address is "tcp://" + Addr
+	Dir  string // its pid file, spamd.log and site configuration (site/)
 
 	daemon *testinfra.Daemon
 	launch testinfra.Launch
 }
 
-// StartSpamd starts Debian's spamd (package spamd, /usr/sbin/spamd) in the
-// foreground on a free loopback port, as protocols.md §5.6 shows, and waits
-// until it answers PING. The test is skipped when spamd is not installed,
-// or fails then if integration tests are required
-// (testinfra.IntegrationRequired).
-//
-// spamd runs with local tests only (-L, no DNS or network rules), no
-// per-user configuration (-x), one child, and a site configuration of its
-// own: the *.pre plugin lists of /etc/spamassassin, so that the same plugins
-// load as in the installed system, and a local.cf that turns Bayes off.
-// When the test runs as root spamd switches to nobody (-u), as it would
-// otherwise warn and do anyway.
+// StartSpamd starts spamd and waits until it answers PING. It runs with
+// local tests only (-L), no per-user configuration (-x), one child, the
+// *.pre plugin lists of /etc/spamassassin and spamdSiteConfig; as root,
+// as nobody (-u), which spamd would otherwise do with a warning.
 func StartSpamd(t testing.TB) *Spamd {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "spamd")
 
-	// Not t.TempDir: its parent directory is private to this user, and
-	// spamd's children run as nobody and read the site configuration.
+	// Not t.TempDir: its parent is private to this user, and spamd's
+	// children run as nobody and read the site configuration.
 	dir := testinfra.ShortTempDir(t, "spamd")
 	site := filepath.Join(dir, "site")
 	if err := writeSpamdSiteConfig(site); err != nil {
@@ -120,7 +104,7 @@ func writeSpamdSiteConfig(site string) error {
 }
 
 // PingSpamd sends PING to spamd at addr (host:port) and checks for the
-// PONG reply, "SPAMD/1.5 0 PONG" (protocols.md §5.2).
+// PONG reply.
 func PingSpamd(addr string, timeout time.Duration) error {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
@@ -141,12 +125,9 @@ func PingSpamd(addr string, timeout time.Duration) error {
 	return nil
 }
 
-// Stop stops spamd: SIGTERM, which makes it stop its children, then after
-// spamdStopTimeout SIGKILL; then SIGKILL to its whole process group, so
-// that no child outlives the test. It is called when the test ends; calling
-// it earlier, and more than once, is fine.
+// Stop sends SIGTERM, then SIGKILL to spamd and its process group. It is
+// called when the test ends; calling it earlier, or twice, is fine.
 func (s *Spamd) Stop() error { return s.daemon.Stop(spamdStopTimeout) }
 
-// LogTail returns the last n lines of spamd's output and log file, for
-// failure messages.
+// LogTail returns the last n lines of spamd's output and log.
 func (s *Spamd) LogTail(n int) string { return s.launch.Output(n) }

@@ -13,8 +13,7 @@ import (
 	"time"
 )
 
-// gtubeSHA256 is the SHA-256 of the GTUBE string as SpamAssassin defines it
-// (protocols.md §5.4), computed once from the reference text.
+// gtubeSHA256 lets the test check GTUBE without holding the string.
 const gtubeSHA256 = "4418994365912e23b756ec7f14960f1a89230e44e6acb74de055db7c092f8b9c"
 
 func TestGTUBE(t *testing.T) {
@@ -26,17 +25,14 @@ func TestGTUBE(t *testing.T) {
 	if got := hex.EncodeToString(sum[:]); got != gtubeSHA256 {
 		t.Fatalf("GTUBE SHA-256 = %s, want %s", got, gtubeSHA256)
 	}
-	// Each call returns a fresh copy: a test that changes it must not
-	// break the next one.
 	g[0] = 'x'
 	if GTUBE()[0] != 'X' {
 		t.Fatal("GTUBE returns shared memory")
 	}
 }
 
-// TestGTUBENotInRepository enforces the rule stated in gtube.go: no file of
-// the module holds the GTUBE string, so the source tree does not trip a
-// spam filter. It walks the module from its go.mod.
+// TestGTUBENotInRepository enforces the package's rule that no file of the
+// module holds the GTUBE string. It walks the module from its go.mod.
 func TestGTUBENotInRepository(t *testing.T) {
 	root := moduleRoot(t)
 	g := GTUBE()

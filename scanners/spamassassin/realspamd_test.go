@@ -101,10 +101,9 @@ func TestSpamAssassinRealSpamd(t *testing.T) {
 		}
 	})
 
-	// GTUBE is a body rule (protocols.md §5.4): in a header field it
-	// does nothing, which shows spamd judged the message as sent. (Not
-	// in the Subject: SpamAssassin's body rules see the Subject as the
-	// first line of the body.)
+	// GTUBE is a body rule (docs/scanners.md, spamd sizes and rules): in
+	// a header field it does nothing, which shows spamd judged the message
+	// as sent. Not the Subject: body rules see it as the body's first line.
 	t.Run("GTUBE in a header field", func(t *testing.T) {
 		msg := append([]byte("X-Note: "+string(scannertest.GTUBE())+"\r\n"), saHam("notes", saHamBody)...)
 		v, _ := judge(t, msg)

@@ -23,40 +23,31 @@ func init() {
 }
 
 const (
-	// DefaultAddress is where spamd listens by default (spamd(1)),
-	// used when the address key is empty, as spamc does.
+	// DefaultAddress is where spamd listens by default.
 	DefaultAddress = "tcp://127.0.0.1:783"
 
-	// DefaultMaxSize is spamc's default --max-size, 500 KB
-	// (protocols.md §5.5): nearly all spam is small and checking time grows
-	// steeply with size.
+	// DefaultMaxSize is spamc's (docs/scanners.md, spamd sizes and rules).
 	DefaultMaxSize yamlconf.ByteSize = 500 << 10
 
-	// maxSpamMaxSize is the largest --max-size spamc accepts (256 MB).
+	// maxSpamMaxSize is the largest --max-size spamc accepts.
 	maxSpamMaxSize yamlconf.ByteSize = 256 << 20
 
-	// maxSubjectPrefix bounds subject_prefix, in characters.
 	maxSubjectPrefix = 64
-
-	// maxSpamdUser bounds the user key.
-	maxSpamdUser = 128
+	maxSpamdUser     = 128
 
 	// maxSpamStars caps X-Spam-Level, as SpamAssassin's _STARS_ tag does.
 	maxSpamStars = 50
 )
 
-// Header fields the plugin writes. Incoming copies are removed first: a
-// sender must not be able to forge a verdict (SpamAssassin also drops the
-// ones it adds before adding its own).
+// Header fields the plugin writes; incoming ones are removed first, so
+// that a sender cannot forge a verdict.
 const (
 	spamFlagField   = "X-Spam-Flag"
 	spamStatusField = "X-Spam-Status"
 	spamLevelField  = "X-Spam-Level"
 )
 
-// Filter is the "spamassassin" filter: it asks spamd whether a message
-// is spam and tags it. Spam is never dropped; the user's mail client
-// decides what to do with the tags.
+// Filter is the "spamassassin" filter.
 //
 //	filters:
 //	  - type: spamassassin
@@ -67,25 +58,23 @@ const (
 //	    max_size: 500KiB
 //	    user: ""
 //
-// For every message it checks it sets X-Spam-Status (and X-Spam-Level from
-// 1 point on, and X-Spam-Flag: YES for spam), in SpamAssassin's own format,
-// after removing any such fields the message came with. A message larger
-// than max_size is not sent to spamd: like spamc, the plugin skips it
-// deliberately (that is not an error, so on_error does not apply) and marks
-// it "X-Spam-Status: skipped (message larger than N bytes)".
+// Every message checked gets X-Spam-Status (and X-Spam-Level from 1 point
+// on, and X-Spam-Flag: YES for spam) in SpamAssassin's format; incoming
+// fields of these names are removed. A message over max_size is marked
+// "X-Spam-Status: skipped (message larger than N bytes)"; on_error does not
+// apply.
 type Filter struct {
-	// Address of spamd: tcp://host:port or unix:///path. Empty means
+	// Address of spamd: tcp://host:port or unix:///path; default
 	// DefaultAddress.
 	Address string `yaml:"address"`
 	// SubjectPrefix, if not empty, is put in front of the Subject of spam,
-	// followed by a space unless it ends with one (as SpamAssassin's
-	// rewrite_header does). Printable ASCII, at most 64 characters. Off by
-	// default: changing the Subject breaks the DKIM signature of nearly
-	// every signed message (protocols.md §9); X-Spam-Flag is enough for a
-	// client's filter rules.
+	// followed by a space. Printable ASCII, at most 64 characters. Off by
+	// default: nearly every DKIM signature covers the Subject (RFC 6376
+	// §5.4.1), so changing it breaks the signature; X-Spam-Flag is enough
+	// for a client's filter rules.
 	SubjectPrefix string `yaml:"subject_prefix"`
-	// MaxSize is the largest message sent to spamd; 0 means
-	// DefaultMaxSize (spamc's default).
+	// MaxSize is the largest message sent to spamd, at most 256MiB.
+	// Default 500KiB, as spamc.
 	MaxSize yamlconf.ByteSize `yaml:"max_size"`
 	// User, if set, is sent as spamd's User header, to select that user's
 	// SpamAssassin preferences (spamd without -x/--nouser-config, or with
@@ -95,12 +84,11 @@ type Filter struct {
 	name   string
 	log    *zap.Logger
 	client *spamdClient
-	prefix string // SubjectPrefix, normalised
+	prefix string
 }
 
-// Provision checks the configuration. It does not contact spamd: spamd may
-// start after the proxy, and a message arriving while it is down is a
-// matter for on_error.
+// Provision checks the configuration. It does not contact spamd, which may
+// start after the proxy.
 func (s *Filter) Provision(env filter.Env) error {
 	s.name, s.log = env.Name, env.Logger
 	if s.log == nil {
@@ -140,11 +128,10 @@ func (s *Filter) Provision(env filter.Env) error {
 	return nil
 }
 
-// normaliseSubjectPrefix checks subject_prefix and returns it with one
-// trailing space. The prefix is spliced into the raw Subject field, so a
-// CR or LF would inject header lines; 8-bit text is refused because header
-// fields are ASCII (RFC 5322 §2.2) unless RFC 2047-encoded, which the
-// prefix may be.
+// normaliseSubjectPrefix returns subject_prefix with one trailing space.
+// It is spliced into the raw Subject, so a CR or LF would inject header
+// lines; 8-bit text is refused because header fields are ASCII (RFC 5322
+// §2.2) unless RFC 2047-encoded.
 func normaliseSubjectPrefix(p string) (string, error) {
 	if p == "" {
 		return "", nil
@@ -154,9 +141,8 @@ func normaliseSubjectPrefix(p string) (string, error) {
 			return "", fmt.Errorf("subject_prefix %s: only printable ASCII is allowed (no CR, LF or other control characters; use an RFC 2047 encoded-word for other text)", strconv.Quote(p))
 		}
 	}
-	// Leading spaces would defeat the chain's check that a Subject is
-	// not tagged twice, which compares the text after the colon and its
-	// spaces.
+	// Leading spaces would defeat the chain's check that a Subject is not
+	// tagged twice, which compares the text after the colon and its spaces.
 	t := strings.TrimSpace(p)
 	if t == "" {
 		return "", errors.New("subject_prefix is only spaces; leave it empty to keep the Subject untouched")
@@ -167,8 +153,8 @@ func normaliseSubjectPrefix(p string) (string, error) {
 	return t + " ", nil
 }
 
-// checkSpamdUser checks the user key, which goes into a request header
-// line: no control characters (a CR or LF would inject request headers).
+// checkSpamdUser refuses control characters in the user key, which goes
+// into a request header line.
 func checkSpamdUser(u string) error {
 	if u == "" {
 		return nil
@@ -187,8 +173,6 @@ func checkSpamdUser(u string) error {
 	return nil
 }
 
-// Judge asks spamd about m and returns Continue with header edits; a
-// failure to get an answer is an error (on_error applies), never a verdict.
 func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	if s.client == nil {
 		return filter.Verdict{}, errors.New("spamassassin filter used without Provision")
@@ -199,8 +183,6 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		filter.Remove(spamLevelField),
 	}
 	if int64(m.Len()) > int64(s.MaxSize) {
-		// A deliberate skip, as spamc does for large messages
-		// (protocols.md §5.5): not an error, so on_error does not apply.
 		s.log.Info("message not checked for spam: larger than max_size",
 			zap.Int("size", m.Len()), zap.Int64("max_size", int64(s.MaxSize)),
 			zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
@@ -221,8 +203,7 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	}
 
 	score, required := spamScore(res.Score), spamScore(res.Threshold)
-	// SpamAssassin's field order (10_default_prefs.cf: Flag, Level,
-	// Status); the chain keeps the order of the added fields.
+	// SpamAssassin's own order: Flag, Level, Status.
 	if res.Spam {
 		edits = append(edits, filter.Add(spamFlagField, "YES"))
 	}
@@ -250,12 +231,11 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	return v, nil
 }
 
-// spamScore formats a score as SpamAssassin does (sprintf "%.1f"), so
-// "-0.0" stays as spamd wrote it.
+// spamScore formats a score as SpamAssassin does ("%.1f"), so "-0.0"
+// stays as spamd wrote it.
 func spamScore(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
 
-// spamStars returns X-Spam-Level's value: one '*' per whole point, at most
-// 50, or "" below one point (no field then).
+// spamStars returns X-Spam-Level's value, "" below one point.
 func spamStars(score float64) string {
 	if score < 1 {
 		return ""
@@ -267,13 +247,10 @@ func spamStars(score float64) string {
 	return strings.Repeat("*", n)
 }
 
-// spamStatus builds X-Spam-Status after SpamAssassin's
+// spamStatus builds X-Spam-Status after SpamAssassin's default
 // "_YESNO_, score=_SCORE_ required=_REQD_ tests=_TESTS_ autolearn=_AUTOLEARN_
-// version=_VERSION_" (10_default_prefs.cf). The rule names are joined by
-// bare commas like SpamAssassin's; the chain's header writer folds a long
-// list after its commas (filter/header.go formatField). autolearn is left
-// out because SYMBOLS does not report it, and version names the proxy,
-// which wrote the field, not the SpamAssassin release.
+// version=_VERSION_". SYMBOLS does not report autolearn, and version names
+// the proxy, which wrote the field.
 func spamStatus(res spamdResult, score, required string) string {
 	yesno := "No"
 	if res.Spam {
@@ -286,7 +263,6 @@ func spamStatus(res spamdResult, score, required string) string {
 	return yesno + ", score=" + score + " required=" + required + " tests=" + tests + " version=pop3proxy"
 }
 
-// Interface guards.
 var (
 	_ filter.Judge       = (*Filter)(nil)
 	_ filter.Provisioner = (*Filter)(nil)

@@ -23,8 +23,8 @@ import (
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
-// The tests in this file use fake spamd servers on loopback; the ones
-// against a real spamd are in spamassassin_spamd_test.go.
+// The tests in this file use fake spamd servers; those against a real spamd
+// are in realspamd_test.go.
 
 const (
 	saGTUBEReply = "SPAMD/1.1 0 EX_OK\r\nContent-length: 55\r\nSpam: True ; 1000.0 / 5.0\r\n\r\nGTUBE,MSGID_SHORT,NO_RECEIVED,NO_RELAYS,TVD_SPACE_RATIO"

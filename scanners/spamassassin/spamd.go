@@ -1,9 +1,7 @@
 package spamassassin
 
-// The spamd wire client of the SpamAssassin plugin: one SYMBOLS request per
-// connection, as spamc does. The protocol and the replies observed from
-// spamd 4.0.1 are in protocols.md §5; apache/spamassassin spamd/PROTOCOL is
-// the upstream description.
+// The spamd client: one SYMBOLS request per connection, as spamc does.
+// docs/scanners.md describes the protocol and spamd's replies.
 
 import (
 	"bufio"
@@ -20,28 +18,21 @@ import (
 )
 
 const (
-	// spamdMaxReply bounds a spamd reply. A SYMBOLS reply is a status
-	// line, two headers and a comma-separated list of rule names, well
-	// under 1 KiB for real mail; anything near the bound is not spamd.
+	// spamdMaxReply is far above a real SYMBOLS reply (under 1 KiB).
 	spamdMaxReply = 64 << 10
 
-	// spamdFallbackTimeout bounds a request whose context has no deadline.
-	// The filter chain always sets one (the filter's timeout); this only
-	// keeps a caller that forgets from waiting forever on a stuck spamd.
+	// spamdFallbackTimeout applies if the context has no deadline.
 	spamdFallbackTimeout = 30 * time.Second
 )
 
 var (
-	// errSpamdReplyTooLarge: the reply exceeded spamdMaxReply.
 	errSpamdReplyTooLarge = fmt.Errorf("spamd reply larger than %d bytes", spamdMaxReply)
-	// errSpamdNoReply: spamd closed the connection without answering (it
-	// does so for SKIP, and a crashed or killed child looks the same).
+	// errSpamdNoReply also covers a crashed or killed spamd child.
 	errSpamdNoReply = errors.New("spamd closed the connection without a reply")
 )
 
-// spamdStatusError is a reply whose status code is not 0 (EX_OK), such as
-// "SPAMD/1.0 76 Bad header line: ..." (protocols.md §5.2). spamd uses the
-// sysexits.h codes.
+// spamdStatusError is a reply whose status code, a sysexits.h code, is not
+// 0 (EX_OK), such as "SPAMD/1.0 76 Bad header line: ...".
 type spamdStatusError struct {
 	Code int
 	Text string
@@ -55,7 +46,6 @@ func (e *spamdStatusError) Error() string {
 	return fmt.Sprintf("spamd answered %d (%s): %s", e.Code, name, spamdQuote(e.Text))
 }
 
-// spamdExitNames are the sysexits.h names, for readable errors.
 var spamdExitNames = map[int]string{
 	64: "EX_USAGE", 65: "EX_DATAERR", 66: "EX_NOINPUT", 67: "EX_NOUSER",
 	68: "EX_NOHOST", 69: "EX_UNAVAILABLE", 70: "EX_SOFTWARE", 71: "EX_OSERR",
@@ -63,31 +53,23 @@ var spamdExitNames = map[int]string{
 	76: "EX_PROTOCOL", 77: "EX_NOPERM", 78: "EX_CONFIG", 79: "EX_TIMEOUT",
 }
 
-// spamdClient sends SYMBOLS requests to one spamd. It holds no connection
-// and is safe for concurrent use.
+// spamdClient holds no connection and is safe for concurrent use.
 type spamdClient struct {
-	network string // "tcp" or "unix"
-	address string // host:port or socket path
-	user    string // optional User header (per-user configuration)
+	network string
+	address string
+	user    string // optional User header
 }
 
-// spamdResult is spamd's judgement of one message.
 type spamdResult struct {
 	Spam      bool
 	Score     float64
 	Threshold float64
-	// Symbols are the names of the rules that hit, in spamd's order. Each
-	// is a valid rule name ([A-Za-z0-9_]), so it can go into a header.
-	Symbols []string
-	// Dropped are list entries that were not rule names (quoted, for the
-	// log); see sanitiseSpamdSymbols.
-	Dropped []string
+	Symbols   []string // the rules that hit, each a valid rule name
+	Dropped   []string // quoted entries that were not rule names
 }
 
-// spamdRequest returns the request head for msg (protocols.md §5.1):
-// exactly "Content-length" with a lower-case l, since spamd matches request
-// headers case-sensitively and ignores "Content-Length" (item 20); CRLF
-// line endings, since a bare LF is "Bad header line" (item 20).
+// spamdRequest returns the request head: "Content-length" with a lower-case
+// l, and CRLF line endings (docs/scanners.md, spamd requests).
 func spamdRequest(verb string, msgLen int, user string) []byte {
 	b := make([]byte, 0, 64+len(user))
 	b = append(b, verb...)
@@ -102,13 +84,9 @@ func spamdRequest(verb string, msgLen int, user string) []byte {
 	return append(b, "\r\n"...)
 }
 
-// symbols asks spamd to check msg with SYMBOLS, which returns the verdict
-// and the names of the rules that hit without rewriting the message
-// (PROCESS and HEADERS would: protocols.md item 22 and §5.3). CHECK lacks
-// the rule names and REPORT gives prose meant for people.
-//
-// msg is sent byte for byte, with its exact length: spamd must judge the
-// bytes the client will receive.
+// symbols checks msg, byte for byte, with SYMBOLS, which returns the
+// verdict and the rules that hit without rewriting the message
+// (docs/scanners.md, spamd replies); CHECK lacks the rule names.
 func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, error) {
 	if err := ctx.Err(); err != nil {
 		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
@@ -119,9 +97,7 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 		return spamdResult{}, c.fail(ctx, "connect", err)
 	}
 	defer conn.Close()
-	// A deadline covers blocked reads and writes; closing the connection
-	// when ctx is cancelled covers cancellation without a deadline (the
-	// session ended, the proxy is shutting down).
+	// Closing on cancellation covers a context without a deadline.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	deadline, ok := ctx.Deadline()
@@ -132,10 +108,7 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 		return spamdResult{}, c.fail(ctx, "set deadline", err)
 	}
 
-	// Head and message in one writev. Then half-close: with an exact
-	// Content-length spamd does not need it, but the protocol asks for
-	// it, and spamd reads to EOF whenever it has no Content-length it
-	// uses (protocols.md §5.1, item 20).
+	// Half-close as well (docs/scanners.md, spamd requests).
 	bufs := net.Buffers{spamdRequest("SYMBOLS", len(msg), c.user), msg}
 	_, werr := bufs.WriteTo(conn)
 	var cwerr error
@@ -145,9 +118,8 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 		}
 	}
 
-	// Read the reply even after a failed write: spamd may have rejected the
-	// request and closed, and its reply says why (the same holds for clamd,
-	// protocols.md item 19).
+	// Read the reply even after a failed write: spamd may have rejected
+	// the request and closed, and its reply says why.
 	reply, rerr := readSpamdReply(conn)
 	if rerr != nil {
 		var se *spamdStatusError
@@ -161,9 +133,8 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 		return spamdResult{}, c.fail(ctx, "read reply", rerr)
 	}
 	if werr != nil {
-		// An EX_OK reply to a request that was not fully sent cannot be
-		// about this message. (A failed half-close after a complete
-		// request does not matter once spamd has answered.)
+		// An EX_OK reply to a request not fully sent cannot be about this
+		// message. A failed half-close does not matter once spamd answered.
 		return spamdResult{}, c.fail(ctx, "send request", werr)
 	}
 	res, err := parseSpamdSymbols(reply)
@@ -173,14 +144,13 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 	return res, nil
 }
 
-// fail wraps a transport error, naming the context's error when the
-// deadline or a cancellation caused it, so that errors.Is(err,
-// context.DeadlineExceeded) holds for a timeout.
+// fail wraps the context's error when it caused err, so that the chain
+// reports a timeout as "timed out".
 func (c *spamdClient) fail(ctx context.Context, op string, err error) error {
 	cerr := ctx.Err()
 	if dl, ok := ctx.Deadline(); ok && cerr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
-		// The connection's deadline is the context's; its timer may
-		// not have fired yet.
+		// The connection's deadline is the context's, whose timer may not
+		// have fired yet.
 		cerr = context.DeadlineExceeded
 	}
 	if cerr != nil {
@@ -197,12 +167,9 @@ type spamdReply struct {
 	Body    []byte
 }
 
-// readSpamdReply reads one reply: "SPAMD/<version> <code> <text>", headers
-// up to an empty line, then a body of Content-length bytes, or up to EOF
-// when there is no Content-length. It stops after the body and does not
-// wait for spamd to close. Replies are read leniently as to line endings
-// (spamd sends CRLF) but strictly as to structure: anything else is an
-// error, never a verdict.
+// readSpamdReply reads one reply: status line, headers, and a body of
+// Content-length bytes (without one, up to EOF). It does not wait for
+// spamd to close. Line endings are read leniently, structure strictly.
 func readSpamdReply(r io.Reader) (spamdReply, error) {
 	br := bufio.NewReader(&spamdCapReader{r: r, n: spamdMaxReply})
 
@@ -271,9 +238,8 @@ func readSpamdReply(r io.Reader) (spamdReply, error) {
 	return rep, nil
 }
 
-// readSpamdLine reads one line without its CRLF (or bare LF). io.EOF means
-// the connection ended before the line began; a line cut by EOF is an
-// error of its own.
+// readSpamdLine reads one line without its CRLF or LF. io.EOF means the
+// connection ended before the line began.
 func readSpamdLine(br *bufio.Reader) (string, error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
@@ -289,7 +255,6 @@ func readSpamdLine(br *bufio.Reader) (string, error) {
 	return strings.TrimSuffix(line, "\r"), nil
 }
 
-// spamdValidVersion accepts protocol versions such as "1.1" and "1.5".
 func spamdValidVersion(v string) bool {
 	major, minor, ok := strings.Cut(v, ".")
 	return ok && spamdDigits(major) && spamdDigits(minor)
@@ -307,8 +272,6 @@ func spamdDigits(s string) bool {
 	return true
 }
 
-// parseSpamdSymbols reads a SYMBOLS reply: the verdict from its Spam header
-// and the rule names from its body.
 func parseSpamdSymbols(rep spamdReply) (spamdResult, error) {
 	spam, ok := rep.Headers["spam"]
 	if !ok {
@@ -322,10 +285,8 @@ func parseSpamdSymbols(rep spamdReply) (spamdResult, error) {
 	return res, nil
 }
 
-// parseSpamdSpamHeader parses "True ; 1000.0 / 5.0". The flag is True or
-// False, and Yes or No in REPORT_IFSPAM replies (protocols.md item 21):
-// all four are accepted, case-insensitively. The numbers are parsed with
-// strconv, which does not depend on a locale; -0.0 is a valid score.
+// parseSpamdSpamHeader parses "True ; 1000.0 / 5.0". Yes and No are
+// accepted too (docs/scanners.md, spamd replies), case-insensitively.
 func parseSpamdSpamHeader(v string) (spamdResult, error) {
 	bad := func(why string) (spamdResult, error) {
 		return spamdResult{}, fmt.Errorf("malformed spamd Spam header %s: %s", spamdQuote(v), why)
@@ -368,15 +329,12 @@ func spamdFloat(s string) (float64, error) {
 	return f, nil
 }
 
-// spamdMaxSymbol bounds a rule name; SpamAssassin's own are far shorter.
 const spamdMaxSymbol = 128
 
-// sanitiseSpamdSymbols splits the SYMBOLS body ("GTUBE,MSGID_SHORT", no
-// trailing CRLF: protocols.md item 21) and keeps only entries that are
-// rule names: letters, digits and underscores, as SpamAssassin requires of
-// rule names. The names end up in an X-Spam-Status header field, so a CR,
-// LF or other byte from a broken or hostile spamd must not reach it
-// (header injection); such entries are dropped and reported, not repaired.
+// sanitiseSpamdSymbols splits the SYMBOLS body ("GTUBE,MSGID_SHORT") and
+// keeps only rule names (letters, digits, underscores, as SpamAssassin
+// requires): they go into X-Spam-Status, which a CR or LF from a broken or
+// hostile spamd must not reach. Other entries are dropped and reported.
 func sanitiseSpamdSymbols(body string) (symbols, dropped []string) {
 	for _, s := range strings.Split(body, ",") {
 		s = strings.TrimSpace(s)
@@ -404,8 +362,8 @@ func spamdValidSymbol(s string) bool {
 	return true
 }
 
-// spamdQuote quotes text from spamd for an error or a log line, shortened:
-// it is untrusted and may hold control bytes.
+// spamdQuote quotes and shortens untrusted text from spamd for an error or
+// a log line.
 func spamdQuote(s string) string {
 	const max = 200
 	if len(s) > max {
@@ -415,8 +373,7 @@ func spamdQuote(s string) string {
 }
 
 // spamdCapReader reads at most n bytes from r and then fails with
-// errSpamdReplyTooLarge if r has more; a reply of exactly n bytes followed
-// by EOF is fine.
+// errSpamdReplyTooLarge if r has more.
 type spamdCapReader struct {
 	r io.Reader
 	n int64

@@ -6,8 +6,6 @@
 //	S: +OK fake ready
 //	C: USER alice
 //	S: +OK
-//	C: PASS secret
-//	S: +OK
 //	C: RETR 1
 //	S: +OK 12 octets
 //	S: ..dot-stuffed
@@ -16,12 +14,11 @@
 //	S: +OK bye
 //
 // "S: text" sends text and CRLF ("S:" alone sends an empty line). "C: text"
-// reads one line from the client, which must end in CRLF and equal text
-// exactly; anything else fails the test at once, and so does any byte the
-// client sends after the last line of the script (so a script that ends
-// without "C: QUIT" asserts that no QUIT is sent). Blank lines and lines
-// starting with '#' are ignored; leading spaces and tabs are stripped, so
-// scripts may be indented.
+// reads one line, which must end in CRLF and equal text exactly, or the
+// test fails at once; so does any byte the client sends after the script
+// (a script that ends without "C: QUIT" asserts that no QUIT is sent).
+// Blank lines and lines starting with '#' are ignored, and leading spaces
+// and tabs are stripped.
 //
 // Directives for error paths:
 //
@@ -36,12 +33,12 @@
 //	                     to a plain server
 //	S!next               the rest of the script is for the next connection
 //
-// Consecutive S: lines and S!raw are written together, in one write, when
-// the server next waits for the client (or sleeps, closes, ends): bytes
-// that follow a response therefore arrive with it.
+// Consecutive S: lines and S!raw go out in one write when the server next
+// waits, sleeps, closes or ends, so bytes that follow a response arrive
+// with it.
 //
-// The server listens on 127.0.0.1 only, puts a deadline on every read and
-// write (WithTimeout, default 10s), and stops when the test ends.
+// The server listens on 127.0.0.1, puts a deadline on every read and write
+// (WithTimeout, default 10s), and stops when the test ends.
 package pop3test
 
 import (
@@ -134,10 +131,9 @@ func NewServer(t testing.TB, script string, opts ...Option) *Server {
 // Addr returns the server's "127.0.0.1:port".
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Wait waits until every scripted connection has run its script to the
-// end and the client has closed the connection, and fails the test if one
-// did not (it ended early, the client went away, or a TLS handshake
-// failed) or does not finish within the timeout.
+// Wait waits until every scripted connection has run its script to the end
+// and been closed by the client, and fails the test if one did not or does
+// not finish within the timeout.
 func (s *Server) Wait(t testing.TB) {
 	t.Helper()
 	timer := time.NewTimer(s.timeout)
@@ -154,8 +150,7 @@ func (s *Server) Wait(t testing.TB) {
 	}
 }
 
-// Close stops the server and closes its connections. It is called when the
-// test ends.
+// Close stops the server and closes its connections, as when the test ends.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.quit)
@@ -195,11 +190,9 @@ func (s *Server) acceptLoop() {
 	}
 }
 
-// errMismatch ends a connection after a failure already reported with
-// t.Errorf.
+// errMismatch ends a connection after a failure reported with t.Errorf.
 var errMismatch = errors.New("script failed (see the test log)")
 
-// serve runs script i on c.
 func (s *Server) serve(i int, c net.Conn) error {
 	conn := c
 	logf := func(format string, args ...any) {
@@ -309,7 +302,6 @@ func (s *Server) serve(i int, c net.Conn) error {
 	return nil // EOF, or a reset from a client that closed with unread data
 }
 
-// discard reads until the client closes the connection.
 func (s *Server) discard(conn net.Conn) error {
 	buf := make([]byte, 4096)
 	for {
@@ -323,7 +315,6 @@ func (s *Server) discard(conn net.Conn) error {
 	}
 }
 
-// handshake runs the server side of a TLS handshake with a deadline.
 func (s *Server) handshake(c net.Conn) (*tls.Conn, error) {
 	tc := tls.Server(c, s.tlsConfig)
 	c.SetDeadline(time.Now().Add(s.timeout))
@@ -347,7 +338,6 @@ func (s *Server) sleep(conn net.Conn, r *bufio.Reader, d time.Duration) {
 	}
 }
 
-// short abbreviates long lines in the log.
 func short(s string) string {
 	if len(s) > 100 {
 		return fmt.Sprintf("%s... (%d bytes)", s[:100], len(s))

@@ -22,9 +22,8 @@ import (
 	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
-// Timeouts for the daemon's life cycle. Dovecot serves its greeting about
-// 50 ms after start on an idle machine; the bound is generous because CI runs
-// many test binaries in parallel on two cores.
+// Dovecot serves its greeting about 50 ms after start on an idle machine;
+// startTimeout is generous because CI runs many test binaries on two cores.
 const (
 	startTimeout = 15 * time.Second
 	stopTimeout  = 5 * time.Second
@@ -39,26 +38,20 @@ type DovecotOptions struct {
 	// Addr, with a certificate for 127.0.0.1, ::1 and "localhost" signed by a
 	// throwaway CA (CAFile, TLSConfig).
 	TLS bool
-	// LockSession sets pop3_lock_session = yes: a second session on a
-	// maildrop that is in use gets "-ERR [IN-USE] Mailbox is locked by
-	// another POP3 session." in answer to PASS, after Dovecot has waited
-	// for the lock for about 10 s (a fixed timeout; mail_max_lock_timeout
-	// does not shorten it).
+	// LockSession sets pop3_lock_session = yes: a second session gets
+	// "-ERR [IN-USE] Mailbox is locked by another POP3 session." to PASS,
+	// after Dovecot has waited about 10 s for the lock (a fixed timeout;
+	// mail_max_lock_timeout does not shorten it).
 	LockSession bool
 }
 
-// Dovecot is a running Dovecot POP3 server. It is stopped when the test
-// that started it ends.
+// Dovecot is a running Dovecot POP3 server, stopped when its test ends.
 type Dovecot struct {
-	// Addr is "127.0.0.1:port" of plain POP3 (STLS is offered with TLS).
-	Addr string
-	// TLSAddr is "127.0.0.1:port" of implicit TLS, "" without TLS.
-	TLSAddr string
-	// CAFile is the PEM file of the CA that signed the server certificate,
-	// "" without TLS.
-	CAFile string
-	// Dir holds the configuration, the passwd-file, the log
-	// (dovecot.log) and the Maildirs (mail/<user>/Maildir).
+	Addr    string // "127.0.0.1:port" of plain POP3, with STLS under TLS
+	TLSAddr string // "127.0.0.1:port" of implicit TLS; "" without TLS
+	CAFile  string // PEM file of the CA that signed the certificate; "" without TLS
+	// Dir holds the configuration, the passwd-file, the log (dovecot.log)
+	// and the Maildirs (mail/<user>/Maildir).
 	Dir string
 
 	users   map[string]string
@@ -70,18 +63,16 @@ type Dovecot struct {
 	caPool  *x509.CertPool
 }
 
-// identity is who the mail processes run as, and the settings that let
-// Dovecot run without root.
+// identity is who the mail processes run as, with the settings for non-root.
 type identity struct {
 	uid, gid int
 	chown    bool
 	settings string
 }
 
-// mailIdentity picks the owner of the Maildirs. As root, Dovecot refuses
-// uid 0 for mail processes, so they run as the system "mail" user. Without
-// root, everything runs as the current user: the services that Dovecot
-// would start as dovecot or dovenull, or chroot, are told not to.
+// mailIdentity picks the owner of the Maildirs. Dovecot refuses uid 0 for
+// mail processes, so as root they run as "mail". Without root, the services
+// Dovecot would start as dovecot or dovenull, or chroot, are told not to.
 func mailIdentity() (identity, error) {
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("mail")
@@ -115,11 +106,9 @@ func mailIdentity() (identity, error) {
 	return identity{uid: uid, gid: gid, settings: s.String()}, nil
 }
 
-// StartDovecot runs a real Dovecot (Debian package dovecot-pop3d) in the
-// foreground under a t.TempDir(), on free loopback ports, with a
-// passwd-file and Maildirs in the temp dir. It waits until the greeting is
-// served and stops the process (SIGTERM, then SIGKILL) in t.Cleanup. The
-// tail of Dovecot's log is logged with t.Log when the test fails.
+// StartDovecot starts Dovecot (see the package doc), waits until it serves
+// its greeting, and stops it (SIGTERM, then SIGKILL) when the test ends.
+// The tail of Dovecot's log is logged when the test fails.
 func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "dovecot")
@@ -318,9 +307,8 @@ func dovecotConfig(p configParams) string {
 	w("log_timestamp = \"%%Y-%%m-%%d %%H:%%M:%%S \"")
 	w("auth_verbose = yes")
 	w("auth_mechanisms = plain login")
-	// A failed login is answered after 0.5 s instead of 2 s. Dovecot's
-	// auth penalty still delays the next login from 127.0.0.1 by a few
-	// seconds after a failure; it cannot be switched off.
+	// A failed login is answered after 0.5 s instead of 2 s; the auth
+	// penalty (see the package doc) cannot be switched off.
 	w("auth_failure_delay = 0")
 	w("disable_plaintext_auth = no")
 	// Mail processes run as the Maildirs' owner; Dovecot's default floor of
@@ -333,7 +321,7 @@ func dovecotConfig(p configParams) string {
 	if p.lockSession {
 		w("pop3_lock_session = yes")
 	}
-	// Test hosts have no use for fsync; it only slows CI down.
+	// fsync only slows tests down.
 	w("mail_fsync = never")
 	if p.tlsPort != 0 {
 		w("ssl = yes")
@@ -365,14 +353,12 @@ func (d *Dovecot) readLogs() []byte {
 	return append(out, log...)
 }
 
-// Log returns Dovecot's output and log so far, for tests that check what
-// the upstream saw.
+// Log returns Dovecot's output and log so far.
 func (d *Dovecot) Log(t testing.TB) string {
 	t.Helper()
 	return string(d.readLogs())
 }
 
-// logTail logs the last lines of Dovecot's output and log.
 func (d *Dovecot) logTail(t testing.TB) {
 	t.Helper()
 	lines := strings.Split(strings.TrimRight(string(d.readLogs()), "\n"), "\n")
@@ -383,12 +369,12 @@ func (d *Dovecot) logTail(t testing.TB) {
 }
 
 // WaitLog waits until Dovecot's log contains substr and fails the test after
-// 10 s. Dovecot handles a closed connection asynchronously: a test that
+// 10 s. Dovecot handles a closed connection asynchronously, so a test that
 // checks what a dropped session left behind first waits for the mail
 // process's last line, "Disconnected: Connection closed top=0/0, retr=0/0,
-// del=0/3, size=..." (del= counts the messages expunged, so it stays 0
-// without QUIT; the "Disconnected: Connection closed (no auth attempts"
-// lines are login processes', e.g. of StartDovecot's own probe).
+// del=0/3, size=..." (del= counts the messages expunged: 0 without QUIT).
+// "Disconnected: Connection closed (no auth attempts" lines come from login
+// processes, such as StartDovecot's own probe.
 func (d *Dovecot) WaitLog(t testing.TB, substr string) {
 	t.Helper()
 	deadline := time.Now().Add(logWait)
@@ -404,7 +390,6 @@ func (d *Dovecot) WaitLog(t testing.TB, substr string) {
 	}
 }
 
-// maildir returns the user's Maildir, failing the test for unknown users.
 func (d *Dovecot) maildir(t testing.TB, user string) string {
 	t.Helper()
 	if _, ok := d.users[user]; !ok {
@@ -419,10 +404,10 @@ var (
 	nameSeq   uint64
 )
 
-// uniqueName returns a Maildir file name "<sec>.M<usec>P<pid>Q<seq>.<host>"
-// (the format Dovecot writes). The time part strictly increases within the
-// process, so delivery order is the order of the names both as numbers and
-// as strings, which is how Dovecot numbers new messages.
+// uniqueName returns a Maildir file name "<sec>.M<usec>P<pid>Q<seq>.<host>",
+// as Dovecot writes them. The time part strictly increases within the
+// process, so delivery order is the names' order, as numbers and as
+// strings, which is how Dovecot numbers new messages.
 func uniqueName() string {
 	nameMu.Lock()
 	now := time.Now().UnixMicro()
@@ -436,9 +421,8 @@ func uniqueName() string {
 	return fmt.Sprintf("%d.M%06dP%dQ%d.upstreamtest", now/1e6, now%1e6, os.Getpid(), seq)
 }
 
-// Deliver puts a message into the user's Maildir new/ under a unique name,
-// written to tmp/ and renamed (the Maildir delivery protocol, so Dovecot
-// never sees a partial file). msg is stored exactly as given.
+// Deliver stores msg, exactly as given, in the user's Maildir: written to
+// tmp/ and renamed into new/, so Dovecot never sees a partial file.
 func (d *Dovecot) Deliver(t testing.TB, user string, msg []byte) {
 	t.Helper()
 	md := d.maildir(t, user)

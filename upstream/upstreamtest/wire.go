@@ -14,9 +14,8 @@ func crlf(msg []byte) []byte {
 }
 
 // WireForm returns the bytes a client receives from Dovecot for a message
-// stored as msg, after removing the dot-stuffing and the terminating ".CRLF"
-// line: bare LFs become CRLF, and a CRLF is added when the message does not
-// end in LF (also when it is empty). See the package documentation.
+// stored as msg, without the dot-stuffing and the terminating ".CRLF" line
+// (see the package doc).
 func WireForm(msg []byte) []byte {
 	out := crlf(msg)
 	if len(out) == 0 || out[len(out)-1] != '\n' {
@@ -26,9 +25,7 @@ func WireForm(msg []byte) []byte {
 }
 
 // ListSize returns the size Dovecot reports in LIST, STAT and RETR's
-// "+OK n octets" for a message stored as msg: the size with bare LFs counted
-// as CRLF (RFC 1939 §11), without the CRLF WireForm adds to an unterminated
-// message.
+// "+OK n octets" for a message stored as msg (see the package doc).
 func ListSize(msg []byte) int64 {
 	n := int64(len(msg))
 	for i, b := range msg {

@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// The expectations are what Dovecot 2.3.19.1 sent for these stored
-// messages (see the package documentation); TestDovecotStorageEdgeCases
-// checks them against the running daemon.
+// wireCases are what Dovecot 2.3.19.1 sent for these stored messages (see
+// the package doc); TestDovecotStorageEdgeCases checks them against the
+// running daemon.
 var wireCases = []struct {
 	name       string
 	stored     string

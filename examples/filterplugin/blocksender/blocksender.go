@@ -7,10 +7,10 @@
 //	  action: tag       # tag (the default) or reject
 //
 // A plugin is a struct whose exported fields are its YAML keys, registered
-// under its type name from init; a program that imports the package (see
-// ../main.go) has it. The chain handles the keys every filter has (type,
-// name, timeout, on_error), decodes the others strictly into the struct,
-// calls Provision once at start and Judge for every message, concurrently.
+// under its type name from init and compiled in by an import (see
+// examples/filterplugin). The chain handles the common keys (type, name,
+// timeout, on_error), decodes the rest strictly into the struct, and calls
+// Provision once at start and Judge for every message, concurrently.
 package blocksender
 
 import (
@@ -32,12 +32,10 @@ func init() {
 	filter.Register(filter.PluginInfo{Type: "blocksender", New: func() filter.Plugin { return new(BlockSender) }})
 }
 
-// TagField is the header field that action "tag" adds, naming the pattern
-// that matched, for the mail client's rules to act on.
+// TagField is the header field action "tag" adds, naming the pattern.
 const TagField = "X-Blocked-Sender"
 
-// maxHeader bounds the header read for the From field. go-message's
-// ReadHeader has no limit of its own, and a From field lies near the top.
+// maxHeader bounds the header read; go-message's ReadHeader has no limit.
 const maxHeader = 256 << 10
 
 // BlockSender tags or rejects mail from the configured senders.
@@ -45,9 +43,8 @@ type BlockSender struct {
 	// Senders are patterns for the From address, case-insensitive: "*"
 	// matches any run of characters, "?" any one.
 	Senders []string `yaml:"senders"`
-	// Action is "tag" (add TagField, deliver) or "reject" (answer the
-	// client's RETR with -ERR; the message stays on the server, and the
-	// client will ask again at its next poll).
+	// Action is "tag" (add TagField, deliver) or "reject" (answer RETR
+	// with -ERR: the message stays on the server for the next poll).
 	Action string `yaml:"action"`
 
 	patterns []string
@@ -55,8 +52,8 @@ type BlockSender struct {
 	log      *zap.Logger
 }
 
-// Provision checks the configuration once, at start: an error here stops
-// the proxy and is reported with the filter's place in the file.
+// Provision checks the configuration at start: an error stops the proxy
+// and is reported with the filter's place in the file.
 func (b *BlockSender) Provision(env filter.Env) error {
 	b.log = env.Logger
 	if b.log == nil {
@@ -119,8 +116,7 @@ func fromAddresses(h textproto.Header) []string {
 	for f := h.FieldsByKey("From"); f.Next(); {
 		list, err := mail.ParseAddressList(f.Value())
 		if err != nil {
-			// Malformed, often on purpose: check every word that looks
-			// like an address rather than none.
+			// Malformed, often on purpose: check every word with an "@".
 			for _, w := range strings.FieldsFunc(f.Value(), func(r rune) bool { return strings.ContainsRune(" \t\r\n<>,;:\"()", r) }) {
 				if strings.Contains(w, "@") {
 					addrs = append(addrs, strings.ToLower(w))
@@ -135,12 +131,10 @@ func fromAddresses(h textproto.Header) []string {
 	return addrs
 }
 
-// match reports whether s matches the glob pattern p, where "*" matches
-// any run of bytes and "?" one byte. Unlike path.Match, "*" also matches
-// "/", which a local part may contain.
+// match reports whether s matches the glob pattern p. Unlike path.Match,
+// "*" also matches "/", which a local part may contain. On a mismatch the
+// last "*" takes one more byte: fast enough for addresses.
 func match(p, s string) bool {
-	// On a mismatch, go back to the last "*" and let it take one more
-	// byte: linear enough for addresses.
 	px, sx := 0, 0
 	starP, starS := -1, -1
 	for px < len(p) || sx < len(s) {

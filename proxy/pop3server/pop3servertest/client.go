@@ -1,9 +1,7 @@
-// Package pop3servertest is a scripted POP3 client for tests of POP3 servers,
-// whether built on package pop3server or not (the end-to-end tests drive Dovecot
-// with it too). Every read and write has a deadline, so a broken server
-// fails a test in seconds instead of hanging it, and the exchange is logged
-// through t.Log ("C:" and "S:" lines, passwords masked), so a failing test
-// shows its transcript.
+// Package pop3servertest is a scripted POP3 client for tests of any POP3
+// server. Every read and write has a deadline, so a broken server fails a
+// test in seconds instead of hanging it, and the exchange is logged through
+// t.Log with passwords masked, so a failing test shows its transcript.
 package pop3servertest
 
 import (
@@ -28,8 +26,7 @@ type Client struct {
 	Conn net.Conn
 	R    *bufio.Reader
 	// Name prefixes the transcript lines, to tell several clients apart.
-	Name string
-	// Timeout bounds each read and write; DefaultTimeout when zero.
+	Name    string
 	Timeout time.Duration
 }
 
@@ -44,16 +41,13 @@ func Dial(t testing.TB, addr string) *Client {
 	return New(t, nc)
 }
 
-// New makes a Client of a connection the test has set up itself (from a
-// chosen local address, say); nc is closed when the test ends.
+// New is Dial for a connection the test has set up itself.
 func New(t testing.TB, nc net.Conn) *Client {
 	t.Cleanup(func() { nc.Close() })
 	return &Client{T: t, Conn: nc, R: bufio.NewReaderSize(nc, 64<<10)}
 }
 
-// DialTLS connects to addr with implicit TLS (RFC 8314 §3) and completes
-// the handshake; the connection is closed when the test ends. It does not
-// read the greeting.
+// DialTLS is Dial with implicit TLS (RFC 8314 §3).
 func DialTLS(t testing.TB, addr string, cfg *tls.Config) *Client {
 	t.Helper()
 	c := Dial(t, addr)
@@ -61,10 +55,9 @@ func DialTLS(t testing.TB, addr string, cfg *tls.Config) *Client {
 	return c
 }
 
-// StartTLS sends STLS (RFC 2595 §4), expects "+OK", and runs the TLS
-// handshake with cfg. Bytes that arrive with the "+OK" fail the test: they
-// would be a response injected before TLS. The session then reads from a
-// fresh buffer on the TLS connection.
+// StartTLS sends STLS (RFC 2595 §4) and runs the TLS handshake. Bytes that
+// arrive with the "+OK" fail the test: they would be a response injected
+// before TLS.
 func (c *Client) StartTLS(cfg *tls.Config) {
 	c.T.Helper()
 	c.Cmd("STLS", "+OK*")
@@ -116,7 +109,7 @@ func (c *Client) logf(dir, line string) {
 	c.T.Logf("%s %s", dir, line)
 }
 
-// Send writes raw bytes; each line is logged, PASS arguments masked.
+// Send writes raw bytes and logs each line, credentials masked.
 func (c *Client) Send(raw string) {
 	c.T.Helper()
 	for _, line := range strings.SplitAfter(raw, "\n") {
@@ -127,7 +120,7 @@ func (c *Client) Send(raw string) {
 		if len(line) > 5 && strings.EqualFold(line[:5], "PASS ") {
 			line = line[:5] + "***"
 		}
-		// AUTH's initial response carries credentials (RFC 5034 §4).
+		// AUTH's initial response carries credentials.
 		if f := strings.Fields(line); len(f) == 3 && strings.EqualFold(f[0], "AUTH") {
 			line = f[0] + " " + f[1] + " ***"
 		}
@@ -139,8 +132,7 @@ func (c *Client) Send(raw string) {
 	}
 }
 
-// ReadLine reads one response line, which must end in CRLF, and returns it
-// without the CRLF.
+// ReadLine reads one response line, which must end in CRLF.
 func (c *Client) ReadLine() (string, error) {
 	c.Conn.SetReadDeadline(time.Now().Add(c.timeout()))
 	line, err := c.R.ReadString('\n')
@@ -196,9 +188,8 @@ func (c *Client) Script(s string) {
 	}
 }
 
-// Multi reads the rest of a multi-line response up to its ".CRLF" line and
-// returns the body with the dot-stuffing removed (RFC 1939 §3) and every
-// other byte as received.
+// Multi reads the rest of a multi-line response and returns the body with
+// the dot-stuffing removed and every other byte as received.
 func (c *Client) Multi() []byte {
 	c.T.Helper()
 	var out bytes.Buffer
@@ -224,7 +215,7 @@ func (c *Client) Multi() []byte {
 	}
 }
 
-// Capa sends CAPA (RFC 2449 §5) and returns the capability lines.
+// Capa sends CAPA and returns the capability lines.
 func (c *Client) Capa() []string {
 	c.T.Helper()
 	c.Send("CAPA\r\n")
@@ -256,8 +247,8 @@ func (c *Client) ExpectClosed() {
 	}
 }
 
-// Closed reports whether the server closes the connection within d; bytes
-// received meanwhile are discarded.
+// Closed reports whether the server closes the connection within d,
+// discarding what it sends meanwhile.
 func (c *Client) Closed(d time.Duration) bool {
 	c.Conn.SetReadDeadline(time.Now().Add(d))
 	_, err := io.Copy(io.Discard, c.R)

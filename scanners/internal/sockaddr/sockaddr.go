@@ -1,6 +1,5 @@
-// Package sockaddr parses the address keys of the scanner plugins that
-// speak to a daemon over a socket (clamd, spamd): unix:///path or
-// tcp://host:port.
+// Package sockaddr parses the address keys of the scanner plugins:
+// unix:///path or tcp://host:port.
 package sockaddr
 
 import (
@@ -12,12 +11,11 @@ import (
 )
 
 // maxUnixPath is the longest socket path Linux accepts: sun_path holds 108
-// bytes with the terminating NUL (unix(7)).
+// bytes, the terminating NUL included.
 const maxUnixPath = 107
 
-// Parse turns a scanner's address key (unix:///path or
-// tcp://host:port) into a network and address for net.Dial; hint is added
-// to errors to show a working value.
+// Parse turns an address key into a network and address for net.Dial;
+// hint is added to errors to show a working value.
 func Parse(s, hint string) (network, address string, err error) {
 	if s == "" {
 		return "", "", errors.New("address is required; " + hint)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,13 +120,21 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 		return nil, append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "type"), node.Line, "unknown filter type %q (one of: %s)", sp.Type, strings.Join(Types(), ", ")))
 	}
 	st := &stage{typ: sp.Type, name: sp.Name, timeout: sp.Timeout.D()}
-	if st.name == "" {
+	switch {
+	case st.name == "":
 		st.name = sp.Type
 		for n := 2; names[st.name]; n++ {
 			st.name = fmt.Sprintf("%s-%d", sp.Type, n)
 		}
-	} else if names[st.name] {
+		if err := checkName(st.name); err != nil {
+			errs = append(errs, yamlconf.NewFieldError(path, node.Line, "type %q cannot be the filter's name: %v; set name", sp.Type, err))
+		}
+	case names[st.name]:
 		errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "name"), node.Line, "name %q is used by another filter", st.name))
+	default:
+		if err := checkName(st.name); err != nil {
+			errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "name"), node.Line, "%v", err))
+		}
 	}
 	names[st.name] = true
 	if st.timeout == 0 {
@@ -159,6 +168,23 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 		}
 	}
 	return st, nil
+}
+
+// maxName bounds a filter's name, which goes into UnscannedField.
+const maxName = 64
+
+// checkName accepts the names a header field value and a log line can carry
+// as they are: a CR or LF would make UnscannedField impossible to add.
+func checkName(name string) error {
+	ok := len(name) <= maxName
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
+	}
+	if !ok {
+		return fmt.Errorf("name %s: use 1 to %d ASCII letters, digits, '-', '_' or '.'", strconv.Quote(name), maxName)
+	}
+	return nil
 }
 
 // Len returns the number of filters.

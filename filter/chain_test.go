@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
 // testJudge is a judge configured from YAML, with knobs for every outcome.
@@ -259,5 +260,40 @@ func TestBuildYAMLRejectsNonList(t *testing.T) {
 		if _, err := filter.BuildYAML([]byte(doc), nil); err == nil || !strings.Contains(err.Error(), "filters:") {
 			t.Errorf("BuildYAML(%q) = %v, want a filters: error", doc, err)
 		}
+	}
+}
+
+// TestBuildRefusesUnsafeNames: a name goes into the UnscannedField value and
+// the logs; CR, LF or NUL would make that field impossible to add, so that
+// on_error: pass could not mark the message.
+func TestBuildRefusesUnsafeNames(t *testing.T) {
+	for _, name := range []string{`"av\r\nBcc: victim@example.com"`, `"av\n"`, `"av\u0000"`, `"my av"`, `"vírus"`, `"av:1"`, `"av/1"`, strings.Repeat("n", 65)} {
+		_, err := buildErr(t, "- {type: testjudge, name: "+name+"}\n")
+		var fe *yamlconf.FieldError
+		if err == nil || !errors.As(err, &fe) || fe.Path != "filters[0].name" {
+			t.Errorf("name %s: Build error %v, want a FieldError at filters[0].name", name, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "letters, digits") {
+			t.Errorf("name %s: error %q does not say which characters are allowed", name, err)
+		}
+	}
+	ch := build(t, "- {type: testjudge, name: clam-AV_2.local, fail: true, on_error: pass}\n")
+	if res := run(ch, original); !bytes.HasPrefix(res.Message, []byte("X-Pop3proxy-Unscanned: clam-AV_2.local failed\r\n")) {
+		t.Errorf("a valid name: %v\n%s", res.Outcome, res.Message)
+	}
+}
+
+// TestInvalidEditBlamesItsFilter: of two judges run together, the one whose
+// edit is invalid is named in the result, not the first of the run.
+func TestInvalidEditBlamesItsFilter(t *testing.T) {
+	ch := build(t, `
+- {type: testjudge, name: good, add: {X-Good: "1"}}
+- {type: testjudge, name: bad, add: {"Bad:Name": "1"}}
+- {type: testjudge, name: late, add: {X-Late: "1"}}
+`)
+	res := run(ch, original)
+	if res.Outcome != filter.TempFail || res.Filter != "bad" {
+		t.Fatalf("Run = %v by %q, want tempfail by bad", res.Outcome, res.Filter)
 	}
 }

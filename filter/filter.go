@@ -11,16 +11,20 @@
 // # Header edits
 //
 // Edits keep the bytes of every field they do not touch, and of the body,
-// so that DKIM signatures over them stay valid (RFC 6376 §3.5). The chain
-// reads the header with github.com/emersion/go-message/textproto, whose
-// ReadHeader keeps each field's raw bytes: a round trip is byte-identical
-// for CRLF input (a bare LF comes back as CRLF). ReadHeader has no size
-// limit, so callers bound its input, and it rejects an mbox "From " line
-// and lines without a colon; such a header only gets the added fields, and
-// the message is delivered, never dropped over its header. The library's
-// Add and AddRaw insert at the top of the header, and Set moves a field to
-// the top and refolds it, so the chain splices raw bytes itself: added
-// fields go to the top, a Subject prefix goes in place.
+// so that DKIM signatures over them stay valid (RFC 6376 §3.5). Removing
+// fields and prefixing the Subject must work on every header a mailbox can
+// hold, or a sender's own "X-Spam-Flag: NO" would reach the client next to
+// the proxy's verdict; so the chain reads the header line by line, not
+// with a parser that rejects an mbox "From " line, a line without a colon
+// or bare LF line ends. A field is a line starting with a name (RFC 5322
+// §3.6.8), optional white space (RFC 5322 §4.5) and a colon, with the
+// continuation lines after it, those starting with a space or a tab (RFC
+// 5322 §2.2.3); any other line, with its continuation lines, is kept as it
+// is, in place. The header ends at the first empty line, or at the end of
+// the message. On a header a strict parser accepts, this gives the same
+// fields. Added fields go to the top of the header, with CRLF line ends;
+// a Subject prefix goes in place. An edit with CR, LF or NUL in it is the
+// plugin's bug: the chain answers with a temporary failure.
 package filter
 
 import (

@@ -1,9 +1,12 @@
 package filter
 
 import (
-	"errors"
+	"bufio"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-message/textproto"
 )
 
 func TestApplyEdits(t *testing.T) {
@@ -11,7 +14,6 @@ func TestApplyEdits(t *testing.T) {
 		name, msg string
 		edits     []Edit
 		want      string
-		unparsed  bool
 	}{
 		{
 			name:  "add keeps everything else",
@@ -50,18 +52,106 @@ func TestApplyEdits(t *testing.T) {
 			want:  "X-New: 2\r\nSubject: a\r\n",
 		},
 		{
-			name:     "unparsable header: adds only, rest unchanged",
-			msg:      "From MAILER-DAEMON Sun Jan  1 00:00:00 2026\r\nSubject: a\r\n\r\nb\r\n",
-			edits:    []Edit{Remove("Subject"), Add("X-New", "2")},
-			want:     "X-New: 2\r\nFrom MAILER-DAEMON Sun Jan  1 00:00:00 2026\r\nSubject: a\r\n\r\nb\r\n",
-			unparsed: true,
+			name:  "mbox From_ line kept in place, edits around it",
+			msg:   "From MAILER-DAEMON Sun Jan  1 00:00:00 2026\r\nSubject: a\r\nX-Old: 1\r\n\r\nb\r\n",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] "), Add("X-New", "2")},
+			want:  "X-New: 2\r\nFrom MAILER-DAEMON Sun Jan  1 00:00:00 2026\r\nSubject: [S] a\r\n\r\nb\r\n",
 		},
 		{
-			name:     "bare LF header is not rewritten",
-			msg:      "Subject: a\nX-Old: 1\n\nb\n",
-			edits:    []Edit{Remove("X-Old")},
-			want:     "Subject: a\nX-Old: 1\n\nb\n",
-			unparsed: true,
+			name:  "bare LF header is edited in place",
+			msg:   "Subject: a\nX-Old: 1\n\tfolded\nTo: b\n\nX-Old: body\n",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a\nTo: b\n\nX-Old: body\n",
+		},
+		{
+			name:  "colon-less line and its continuation kept in place",
+			msg:   "A: 1\r\nno colon here\r\n X-Old: continuation\r\nX-Old: 2\r\n\tfolded\r\nB: 3\r\n\r\nb",
+			edits: []Edit{Remove("X-Old")},
+			want:  "A: 1\r\nno colon here\r\n X-Old: continuation\r\nB: 3\r\n\r\nb",
+		},
+		{
+			name:  "a first line that is a continuation is kept",
+			msg:   " X-Old: 1\r\nX-Old: 2\r\n\r\nb",
+			edits: []Edit{Remove("X-Old")},
+			want:  " X-Old: 1\r\n\r\nb",
+		},
+		{
+			name:  "white space before the colon (RFC 5322 section 4.5)",
+			msg:   "X-Old : 1\r\nX-Old\t: 2\r\nSubject : a\r\n\r\nb",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject : [S] a\r\n\r\nb",
+		},
+		{
+			name:  "header without a body and without a final line end",
+			msg:   "Subject: a\r\nno colon\r\nX-Old: 1",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a\r\nno colon\r\n",
+		},
+		{
+			name:  "last field without a line end prefixed in place",
+			msg:   "X-Old: 1\r\nSubject: a",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a",
+		},
+		{
+			name:  "a line of spaces continues a field",
+			msg:   "X-Old: 1\r\n \r\nSubject: a\r\n\r\nb",
+			edits: []Edit{Remove("X-Old")},
+			want:  "Subject: a\r\n\r\nb",
+		},
+		{
+			name:  "LF blank line after CRLF lines ends the header",
+			msg:   "Subject: a\r\nX-Old: 1\r\n\nX-Old: body\r\n",
+			edits: []Edit{Remove("X-Old")},
+			want:  "Subject: a\r\n\nX-Old: body\r\n",
+		},
+		{
+			name:  "bare CR and 8-bit bytes in fields are kept",
+			msg:   "Subject: a\rb \xe4\r\nX-\xe4: 1\r\nX-Old: 1\r\n\r\n",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a\rb \xe4\r\nX-\xe4: 1\r\n\r\n",
+		},
+		{
+			name:  "a line with an empty name is not a field",
+			msg:   ": x\r\nX-Old: 1\r\n\r\nb",
+			edits: []Edit{Remove("X-Old")},
+			want:  ": x\r\n\r\nb",
+		},
+		{
+			name:  "prefix adds a missing subject above an mbox line",
+			msg:   "From x y\r\n\r\nb",
+			edits: []Edit{SubjectPrefix("[S] ")},
+			want:  "Subject: [S]\r\nFrom x y\r\n\r\nb",
+		},
+		{
+			name:  "prefix, then remove: no subject",
+			msg:   "Subject: a\r\nTo: b\r\n\r\n",
+			edits: []Edit{SubjectPrefix("[S] "), Remove("subject")},
+			want:  "To: b\r\n\r\n",
+		},
+		{
+			name:  "remove, then prefix: a new subject",
+			msg:   "Subject: a\r\nTo: b\r\nSubject: c\r\n\r\n",
+			edits: []Edit{Remove("Subject"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S]\r\nTo: b\r\n\r\n",
+		},
+		{
+			name:  "two prefixes on a new subject",
+			msg:   "To: b\r\n\r\n",
+			edits: []Edit{SubjectPrefix("[A] "), SubjectPrefix("[B] ")},
+			want:  "Subject: [B] [A]\r\nTo: b\r\n\r\n",
+		},
+		{
+			name:  "only the first subject is prefixed",
+			msg:   "Subject: a\r\nSubject: b\r\n\r\n",
+			edits: []Edit{SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a\r\nSubject: b\r\n\r\n",
+		},
+		{
+			name:  "empty message",
+			msg:   "",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] "), Add("X-New", "2")},
+			want:  "X-New: 2\r\nSubject: [S]\r\n",
 		},
 		{
 			name:  "body bytes after edits are exact",
@@ -72,8 +162,8 @@ func TestApplyEdits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := applyEdits([]byte(tc.msg), tc.edits)
-			if tc.unparsed != errors.Is(err, errHeaderUnparsable) || (!tc.unparsed && err != nil) {
-				t.Fatalf("err = %v, want unparsable=%v", err, tc.unparsed)
+			if err != nil {
+				t.Fatalf("err = %v", err)
 			}
 			if string(got) != tc.want {
 				t.Errorf("got  %q\nwant %q", got, tc.want)
@@ -104,6 +194,63 @@ func TestEditsRefuseInjection(t *testing.T) {
 	for _, e := range []Edit{Add("X-A", "v\r\nBcc: victim@example.com"), Add("Bad:Name", "v"), Add("X-A", "nul\x00")} {
 		if _, err := applyEdits([]byte("S: a\r\n\r\n"), []Edit{e}); err == nil {
 			t.Errorf("edit %+v accepted", e)
+		}
+	}
+}
+
+// TestEditsLongHeader: a header of any length is edited; a forged field
+// after a long one is still removed.
+func TestEditsLongHeader(t *testing.T) {
+	pad := "X-Pad: " + strings.Repeat("p", 2<<20) + "\r\n"
+	got, err := applyEdits([]byte(pad+"X-Spam-Flag: NO\r\nSubject: a\r\n\r\nb\r\n"), []Edit{Remove("X-Spam-Flag"), SubjectPrefix("[S] ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := pad + "Subject: [S] a\r\n\r\nb\r\n"; string(got) != want {
+		t.Errorf("long header: got %d bytes ending %q", len(got), got[max(0, len(got)-40):])
+	}
+}
+
+func TestEditsRefuseInvalidPrefix(t *testing.T) {
+	for _, p := range []string{"[S]\r\nBcc: victim@example.com ", "[S]\n", "\x00"} {
+		if _, err := applyEdits([]byte("Subject: a\r\n\r\n"), []Edit{SubjectPrefix(p)}); err == nil {
+			t.Errorf("prefix %q accepted", p)
+		}
+	}
+}
+
+// TestFieldsMatchStrictParser: on headers textproto.ReadHeader accepts, the
+// line-based reading finds the same fields with the same bytes.
+func TestFieldsMatchStrictParser(t *testing.T) {
+	for _, hdr := range []string{
+		"Subject: a\r\n",
+		"Received: from a\r\n\tby b\r\n (c)\r\nSubject:  =?UTF-8?B?w6Q=?=\r\n =?UTF-8?B?w7Y=?=\r\nX-Empty:\r\nTo: x,\r\n \r\n y\r\n",
+		"X-Spam-Flag : NO\r\nx-spam-status:No\r\nX-8bit: \xe4\xf6\r\nX-CR: a\rb\r\nX-Weird!#$%&'*+-.^_`|~: v\r\n",
+		"Long: " + strings.Repeat("v", 10000) + "\r\nNext: 1\r\n",
+	} {
+		h, err := textproto.ReadHeader(bufio.NewReader(strings.NewReader(hdr + "\r\nbody\r\n")))
+		if err != nil {
+			t.Fatalf("%q: strict parser: %v", hdr, err)
+		}
+		type fld struct{ name, raw string }
+		var strict, lines []fld
+		for it := h.Fields(); it.Next(); {
+			raw, _ := it.Raw()
+			strict = append(strict, fld{strings.ToLower(it.Key()), string(raw)})
+		}
+		msg := []byte(hdr + "\r\nbody\r\n")
+		header := msg[:headerLength(msg)]
+		for pos := 0; pos < len(header); {
+			elem := nextElement(header[pos:])
+			pos += len(elem)
+			name, ok := fieldName(elem)
+			if !ok {
+				t.Errorf("%q: %q is not a field", hdr, elem)
+			}
+			lines = append(lines, fld{strings.ToLower(string(name)), string(elem)})
+		}
+		if fmt.Sprint(strict) != fmt.Sprint(lines) {
+			t.Errorf("fields differ\nstrict %q\nlines  %q", strict, lines)
 		}
 	}
 }

@@ -25,7 +25,14 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 				if stop {
 					return res
 				}
-				cur, changed = mark(cur, st, err, changed)
+				marked, merr := applyEdits(cur, []Edit{unscannedEdit(st, err)})
+				if merr != nil {
+					// on_error: pass promises a marked message; unmarked,
+					// it would look scanned.
+					st.log.Error("unscanned mark cannot be added; message not delivered", zap.Error(merr), zap.Int("msg", m.Meta.Number))
+					return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}
+				}
+				cur, changed = marked, true
 				continue
 			}
 			if out != nil {
@@ -43,6 +50,13 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 		verdicts, errs := judgeAll(ctx, run, NewMessage(cur, m.Meta))
 
 		var edits []Edit
+		var owners []*stage // owners[i] made edits[i]
+		addEdits := func(st *stage, es ...Edit) {
+			edits = append(edits, es...)
+			for range es {
+				owners = append(owners, st)
+			}
+		}
 		accepted := false
 		for k, st := range run {
 			if errs[k] != nil {
@@ -50,7 +64,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 				if stop {
 					return res
 				}
-				edits = append(edits, unscannedEdit(st, errs[k]))
+				addEdits(st, unscannedEdit(st, errs[k]))
 				continue
 			}
 			v := verdicts[k]
@@ -60,7 +74,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 			}
 			switch v.Action {
 			case Continue, Accept:
-				edits = append(edits, v.Edits...)
+				addEdits(st, v.Edits...)
 			case Replace:
 				return Result{Outcome: Deliver, Message: v.Replacement, Changed: true, Filter: st.name, Reason: v.Reason}
 			case Reject:
@@ -75,17 +89,18 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 		}
 		if len(edits) > 0 {
 			out, err := applyEdits(cur, edits)
-			switch {
-			case errors.Is(err, errHeaderUnparsable):
-				ch.log.Warn("header edits skipped", zap.Error(err), zap.Int("msg", m.Meta.Number))
-				cur, changed = out, true
-			case err != nil:
-				// A plugin produced an invalid edit (CR/LF in a value):
-				// a bug, treated as the failure of the whole run.
-				return run[0].misbehaved(err, m.Meta)
-			default:
-				cur, changed = out, true
+			if err != nil {
+				// An invalid edit (CR or LF in a value) is a bug of the
+				// plugin that made it; the message of the whole run is
+				// then neither checked nor intact.
+				blamed := run[0]
+				var ee *editError
+				if errors.As(err, &ee) {
+					blamed = owners[ee.index]
+				}
+				return blamed.misbehaved(err, m.Meta)
 			}
+			cur, changed = out, true
 		}
 		if accepted {
 			break
@@ -188,12 +203,4 @@ func unscannedEdit(st *stage, err error) Edit {
 		why = "timed out"
 	}
 	return Add(UnscannedField, st.name+" "+why)
-}
-
-func mark(cur []byte, st *stage, err error, changed bool) ([]byte, bool) {
-	out, aerr := applyEdits(cur, []Edit{unscannedEdit(st, err)})
-	if aerr != nil {
-		return cur, changed
-	}
-	return out, true
 }

@@ -241,3 +241,42 @@ func TestDenyPrivateOff(t *testing.T) {
 	}
 	up.Wait(t)
 }
+
+// An IP-style allow pattern admits IP literals only, and the literal that
+// matched is the address dialled: 127.0.0.* lets 127.0.0.1 and its
+// IPv4-mapped form through to the server listening on 127.0.0.1, and
+// refuses names made to look like it, without resolving them.
+func TestAllowIPPatternDialsTheLiteral(t *testing.T) {
+	up := pop3test.NewServer(t, loginScript+"S!next\n"+loginScript)
+	p := port(t, up.Addr())
+	allow, err := upstream.NewAllowList([]string{"127.0.0.*:" + p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := proxy.New(proxy.Options{Separators: "%", Allow: allow,
+		Upstream: upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second}})
+	conn := &pop3server.ConnInfo{Logger: zaptest.NewLogger(t)}
+	for _, host := range []string{"127.0.0.localhost", "127.0.0.1.nip.io", "127.0.0.evil.test"} {
+		login := "alice%" + host + ":" + p
+		var pe *pop3server.Error
+		err := g.CheckUser(context.Background(), conn, login)
+		if !errors.As(err, &pe) || pe.Code != "AUTH" {
+			// Login would look the name up: not from a test.
+			t.Errorf("CheckUser(%q) = %v, want the [AUTH] refusal", login, err)
+			continue
+		}
+		if _, err := g.Login(context.Background(), conn, login, "secret"); !errors.As(err, &pe) || pe.Code != "AUTH" {
+			t.Errorf("Login(%q) = %v, want the [AUTH] refusal", login, err)
+		}
+	}
+
+	for _, host := range []string{"127.0.0.1", "[::ffff:127.0.0.1]"} {
+		s, err := g.Login(context.Background(), conn, "alice%"+host+":"+p, "secret")
+		if err != nil {
+			t.Errorf("Login to %s: %v", host, err)
+			continue
+		}
+		s.Close()
+	}
+	up.Wait(t) // both logins reached the server on 127.0.0.1, without QUIT
+}

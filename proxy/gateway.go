@@ -11,11 +11,12 @@
 //     filter chain buffers only messages up to MaxSize.
 //   - Credentials are relayed, never logged; CR, LF and NUL in them are
 //     refused before anything reaches the upstream.
-//   - Only allow-listed destinations are dialled and, with
-//     Upstream.DenyPrivate, none whose address (literal, or resolved when
-//     the socket connects) is not public (upstream.PrivateAddr). Both
-//     refusals read "-ERR [AUTH] destination not allowed by this proxy";
-//     only the log says why.
+//   - Only allow-listed destinations are dialled (an address pattern
+//     admits only a login naming an address, and that address is what is
+//     dialled) and, with Upstream.DenyPrivate, none whose address
+//     (literal, or resolved when the socket connects) is not public
+//     (upstream.PrivateAddr). Both refusals read "-ERR [AUTH] destination
+//     not allowed by this proxy"; only the log says why.
 //   - Upstream TLS is verified against the host named in the login, with
 //     the first matching Overrides entry on top of Upstream; each
 //     connection with insecure_skip_verify is logged at WARN level.
@@ -26,7 +27,11 @@
 //     session with "-ERR [SYS/TEMP] upstream connection lost". A body that
 //     fails after its +OK has gone out ends without the terminating dot, so
 //     the client keeps none of it; a filtered message is read whole before
-//     its +OK unless the scan keepalive has started.
+//     its +OK unless the scan keepalive has started. Status lines, CAPA and
+//     listing lines have small caps of their own, and a LIST or UIDL of
+//     more than Upstream.MaxMessages entries ends the session with
+//     "-ERR [SYS/PERM] mailbox has more messages than this proxy relays
+//     (upstream.max_messages)", so a listing's memory is bounded too.
 //   - Upstream response codes ([IN-USE], [LOGIN-DELAY], [AUTH], [SYS/TEMP],
 //     [SYS/PERM]) reach the client unchanged.
 //   - CAPA is rebuilt, never forwarded: after login it has TOP and UIDL only
@@ -228,6 +233,12 @@ func loginError(err error) error {
 
 // relayError maps an error from a relayed command.
 func relayError(err error) error {
+	if errors.Is(err, upstream.ErrTooManyMessages) {
+		// Permanent: the client would meet the same mailbox again. The
+		// upstream connection was closed without QUIT.
+		return &pop3server.Error{Code: "SYS/PERM", Message: "mailbox has more messages than this proxy relays (upstream.max_messages)",
+			Err: err, Disconnect: true}
+	}
 	var se *upstream.ServerError
 	if errors.As(err, &se) {
 		msg := se.Text

@@ -224,7 +224,9 @@ S: -ERR [SYS/TEMP] some deleted messages not removed`)
 // Upstream error text is relayed, but never as a forged response code and
 // never longer than a POP3 response line may be (RFC 1939 §3: 512 octets).
 func TestUpstreamErrorSanitised(t *testing.T) {
-	long := strings.Repeat("x", 2000)
+	// Over 512 octets, within the 1024 the guard accepts from servers that
+	// overshoot; a longer line ends the session (TestHostileResponses).
+	long := strings.Repeat("x", 1000)
 	up := pop3test.NewServer(t, loginScript+`
 C: LIST 7
 S: -ERR [not a code no such message

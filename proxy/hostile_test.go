@@ -154,3 +154,27 @@ func TestEndlessRetr(t *testing.T) {
 		}
 	})
 }
+
+// A listing longer than upstream.max_messages ends the session with
+// [SYS/PERM]: trying again meets the same mailbox. Nothing is committed
+// upstream (the scripts end without QUIT, which would fail Wait).
+func TestTooManyMessages(t *testing.T) {
+	for _, cmd := range []string{"LIST", "UIDL"} {
+		t.Run(cmd, func(t *testing.T) {
+			up := pop3test.NewServer(t, loginScript+`
+				C: DELE 1
+				S: +OK
+				C: `+cmd+`
+				S: +OK
+				S!seq 4 "%d 120\r\n"
+				S: .`)
+			opts := hostileOptions()
+			opts.MaxMessages = 3
+			c := login(t, startGatewayWith(t, opts), up.Addr())
+			c.Cmd("DELE 1", "+OK*")
+			c.Cmd(cmd, "-ERR [SYS/PERM] mailbox has more messages than this proxy relays (upstream.max_messages)")
+			c.ExpectClosed()
+			up.Wait(t)
+		})
+	}
+}

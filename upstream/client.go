@@ -32,8 +32,8 @@ type Client struct {
 	raw net.Conn      // the TCP connection; closing it ends everything
 	tls *tls.Conn     // nil without TLS
 	g   *guardConn    // deadlines and framing, below go-pop3 and br
-	pc  *pop3.Conn    // go-pop3 for everything except RETR and TOP
-	br  *bufio.Reader // streaming reader for RETR and TOP, made on first use
+	pc  *pop3.Conn    // go-pop3 for the single-line commands and CAPA
+	br  *bufio.Reader // streaming reader for RETR, TOP, LIST and UIDL, made on first use
 
 	rawGreeting []byte
 	greeting    string
@@ -129,52 +129,18 @@ func (c *Client) Stat() (count int, size int64, err error) {
 }
 
 // List returns the scan listing of message msg, or of all messages when
-// msg is 0 (RFC 1939 §5).
+// msg is 0 (RFC 1939 §5). A listing of more than Options.MaxMessages
+// entries fails with ErrTooManyMessages and breaks the Client.
 func (c *Client) List(msg int) ([]MessageInfo, error) {
 	return c.listing("LIST", msg, parseListLine)
 }
 
 // Uidl returns the unique-id listing of message msg, or of all messages
-// when msg is 0 (RFC 1939 §7).
+// when msg is 0 (RFC 1939 §7), capped like List. A unique-id may exceed
+// the 70 octets of RFC 1939 §7, as some servers' do and clients accept,
+// within a line of 1 KiB.
 func (c *Client) Uidl(msg int) ([]MessageInfo, error) {
 	return c.listing("UIDL", msg, parseUidlLine)
-}
-
-func (c *Client) listing(cmd string, msg int, parse func([]byte) (MessageInfo, bool)) ([]MessageInfo, error) {
-	if msg < 0 {
-		return nil, fmt.Errorf("upstream %s: %s: %w: message number %d", c.addr, cmd, ErrBadArgument, msg)
-	}
-	if msg > 0 {
-		op := cmd + " " + strconv.Itoa(msg)
-		buf, err := c.do(respSingle, op, cmd, msg)
-		if err != nil {
-			return nil, err
-		}
-		mi, ok := parse(buf.Bytes())
-		if !ok || mi.Number != msg {
-			return nil, c.fail(op, malformed(buf.Bytes()))
-		}
-		return []MessageInfo{mi}, nil
-	}
-	buf, err := c.do(respMulti, cmd, cmd)
-	if err != nil {
-		return nil, err
-	}
-	var out []MessageInfo
-	for data := buf.Bytes(); len(data) > 0; {
-		line, rest, _ := bytes.Cut(data, []byte("\n"))
-		data = rest
-		line = trimEOL(line)
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		mi, ok := parse(line)
-		if !ok {
-			return nil, c.fail(cmd, malformed(line))
-		}
-		out = append(out, mi)
-	}
-	return out, nil
 }
 
 // Retr starts retrieving message msg (RFC 1939 §5). The body is streamed:
@@ -274,10 +240,17 @@ func (c *Client) fail(op string, err error) error {
 // do runs one command through go-pop3. op names it in errors and logs; it
 // never contains a password.
 func (c *Client) do(kind respKind, op, cmd string, args ...any) (*bytes.Buffer, error) {
+	return c.doCapped(kind, 0, op, cmd, args...)
+}
+
+// doCapped is do with the response capped at limit bytes (0:
+// MaxResponseBytes). go-pop3 buffers the response whole, so only small
+// ones go through it.
+func (c *Client) doCapped(kind respKind, limit int64, op, cmd string, args ...any) (*bytes.Buffer, error) {
 	if err := c.ready(op); err != nil {
 		return nil, err
 	}
-	c.g.expect(kind)
+	c.g.expect(kind, limit)
 	buf, err := c.pc.Cmd(cmd, kind == respMulti, args...)
 	if err := c.outcome(op, err); err != nil {
 		return nil, err
@@ -318,11 +291,16 @@ func (c *Client) outcome(op string, err error) error {
 	return nil
 }
 
+// maxCapaBytes caps a CAPA response, which is read before anyone has
+// logged in. Real ones are a few hundred octets (RFC 2449 §6 lists a dozen
+// capabilities).
+const maxCapaBytes = 16 << 10
+
 // capa reads the capabilities; -ERR means CAPA is not supported (RFC 2449
 // §5) and leaves them nil.
 func (c *Client) capa() error {
 	c.caps = nil
-	buf, err := c.do(respMulti, "CAPA", "CAPA")
+	buf, err := c.doCapped(respMulti, maxCapaBytes, "CAPA", "CAPA")
 	var se *ServerError
 	if errors.As(err, &se) {
 		return nil
@@ -336,55 +314,6 @@ func (c *Client) capa() error {
 		}
 	}
 	return nil
-}
-
-// parseNum parses a non-negative decimal number of at most 18 digits.
-func parseNum(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 18 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
-}
-
-// parseListLine parses "n size"; RFC 1939 §5 allows more after the size.
-func parseListLine(line []byte) (MessageInfo, bool) {
-	f := bytes.Fields(line)
-	if len(f) < 2 {
-		return MessageInfo{}, false
-	}
-	n, ok1 := parseNum(f[0])
-	size, ok2 := parseNum(f[1])
-	if !ok1 || !ok2 || n < 1 || n > 1<<31-1 {
-		return MessageInfo{}, false
-	}
-	return MessageInfo{Number: int(n), Size: size}, true
-}
-
-// parseUidlLine parses "n unique-id". The unique-id is relayed to clients as
-// is, so it must be 0x21-0x7E (RFC 1939 §7); its length limit of 70 is not
-// enforced, as some servers exceed it and clients cope.
-func parseUidlLine(line []byte) (MessageInfo, bool) {
-	f := bytes.Fields(line)
-	if len(f) < 2 {
-		return MessageInfo{}, false
-	}
-	n, ok := parseNum(f[0])
-	if !ok || n < 1 || n > 1<<31-1 {
-		return MessageInfo{}, false
-	}
-	for _, b := range f[1] {
-		if b < 0x21 || b > 0x7e {
-			return MessageInfo{}, false
-		}
-	}
-	return MessageInfo{Number: int(n), UID: string(f[1])}, true
 }
 
 func malformed(b []byte) error {

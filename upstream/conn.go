@@ -15,7 +15,7 @@ type respKind uint8
 const (
 	respSingle respKind = iota // one status line
 	respMulti                  // a status line and, after +OK, lines up to ".CRLF"
-	respStream                 // RETR and TOP: framed by the caller; the guard only sets deadlines
+	respStream                 // RETR and TOP: the status line, then framed by the caller
 )
 
 // phase is where the guard is within the current response.
@@ -28,11 +28,13 @@ const (
 	phMid                    // inside a body line
 	phDot                    // read "." at the start of a body line
 	phDotCR                  // read ".\r" at the start of a body line
-	phStream                 // not followed (respStream)
+	phStream                 // after a respStream status line: not followed
 )
 
-// statusCap is how much of a status line the guard keeps: RFC 1939 §3's 512
-// octets, with room for a long code before ServerError's 400 bytes of text.
+// statusCap is the longest status line accepted, CRLF included: twice RFC
+// 1939 §3's 512 octets, for servers that overshoot. A longer one is a
+// protocol violation, refused as soon as this many bytes came without a
+// line end, so go-pop3's unbounded bufio.ReadBytes never holds more.
 const statusCap = 1024
 
 // guardConn sits between go-pop3 (or the streaming reader) and the network
@@ -45,13 +47,14 @@ type guardConn struct {
 	respTimeout time.Duration // Options.ResponseTimeout
 	fixed       time.Time     // dial deadline; zero after Dial
 	respEnd     time.Time     // end of the current response's time; zero while dialling
-	max         int64         // cap on a followed response, 0 for none
+	max         int64         // Options.MaxResponseBytes, 0 for none
 
 	kind  respKind
+	limit int64 // cap on the current response while followed: max or less, 0 for none
 	ph    phase
 	n     int64 // bytes of the current response
 	line  [statusCap]byte
-	nline int  // bytes kept in line; a longer status line is cut
+	nline int  // bytes of the status line so far
 	isOK  bool // the status line was +OK
 
 	violation error // framing failure found here
@@ -60,7 +63,7 @@ type guardConn struct {
 
 func newGuard(c net.Conn, timeout, respTimeout time.Duration, fixed time.Time, max int64) *guardConn {
 	// The first response is the greeting, which nobody asked for.
-	return &guardConn{Conn: c, timeout: timeout, respTimeout: respTimeout, fixed: fixed, max: max, ph: phStatus}
+	return &guardConn{Conn: c, timeout: timeout, respTimeout: respTimeout, fixed: fixed, max: max, limit: max, ph: phStatus}
 }
 
 // deadline is the dial deadline while dialling; afterwards Timeout from
@@ -76,8 +79,15 @@ func (g *guardConn) deadline() time.Time {
 	return d
 }
 
-// expect announces the kind of the response to the next command.
-func (g *guardConn) expect(k respKind) { g.kind = k }
+// expect announces the kind of the response to the next command and caps
+// its size at limit bytes, or at MaxResponseBytes if that is less or limit
+// is 0.
+func (g *guardConn) expect(k respKind, limit int64) {
+	g.kind, g.limit = k, g.max
+	if limit > 0 && (g.limit <= 0 || limit < g.limit) {
+		g.limit = limit
+	}
+}
 
 func (g *guardConn) failed() error {
 	if g.violation != nil {
@@ -101,9 +111,6 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	}
 	g.n, g.nline, g.isOK = 0, 0, false
 	g.ph = phStatus
-	if g.kind == respStream {
-		g.ph = phStream
-	}
 	if g.fixed.IsZero() && g.respTimeout > 0 {
 		g.respEnd = time.Now().Add(g.respTimeout)
 	}
@@ -130,6 +137,9 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		g.ioErr = err
 		return 0, err
 	}
+	if g.followed() {
+		p = p[:g.room(len(p))]
+	}
 	n, err := g.Conn.Read(p)
 	if n > 0 && g.ph != phStream {
 		if v := g.track(p[:n]); v != nil {
@@ -146,11 +156,34 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// followed reports whether the guard is inside a response it follows.
+func (g *guardConn) followed() bool { return g.ph != phIdle && g.ph != phStream }
+
+// room is how much of want the next Read may take: no more than the caps
+// leave, so that refusing at a cap never costs reading past it. While a
+// response is followed, track fails before room reaches 0.
+func (g *guardConn) room(want int) int {
+	if g.ph == phStatus {
+		want = min(want, statusCap-g.nline)
+	}
+	if g.limit > 0 {
+		want = int(min(int64(want), g.limit-g.n))
+	}
+	return want
+}
+
 func (g *guardConn) track(b []byte) error {
 	g.n += int64(len(b))
-	if g.max > 0 && g.n > g.max {
-		return fmt.Errorf("response exceeds %d bytes", g.max)
+	if err := g.follow(b); err != nil {
+		return err
 	}
+	if g.followed() && g.limit > 0 && g.n >= g.limit {
+		return fmt.Errorf("response exceeds %d bytes", g.limit)
+	}
+	return nil
+}
+
+func (g *guardConn) follow(b []byte) error {
 	for len(b) > 0 {
 		switch g.ph {
 		case phIdle:
@@ -166,15 +199,23 @@ func (g *guardConn) track(b []byte) error {
 				if !statusPrefixOK(g.line[:g.nline]) {
 					return fmt.Errorf("malformed status line %q", g.line[:min(g.nline, 40)])
 				}
+				if g.nline >= statusCap {
+					return fmt.Errorf("status line longer than %d octets", statusCap)
+				}
 				return nil
 			}
 			b = b[i+1:]
 			switch classify(g.status()) {
 			case statusOK:
 				g.isOK = true
-				g.ph = phIdle
-				if g.kind == respMulti {
+				switch g.kind {
+				case respSingle:
+					g.ph = phIdle
+				case respMulti:
 					g.ph = phLineStart
+				case respStream:
+					g.ph = phStream
+					return nil // the rest is the caller's to frame
 				}
 			case statusErr:
 				g.ph = phIdle

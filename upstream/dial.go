@@ -19,6 +19,7 @@ const (
 	DefaultTimeout          = 60 * time.Second
 	DefaultMaxResponseBytes = 32 << 20
 	DefaultResponseTimeout  = 30 * time.Minute
+	DefaultMaxMessages      = 100000
 )
 
 // Options configures Dial. The zero value is plain POP3 (TLSNone) with the
@@ -52,11 +53,19 @@ type Options struct {
 	// name that resolves or is rebound to one gains nothing. Dial's error
 	// then wraps ErrDestinationDenied.
 	DenyPrivate bool
-	// MaxResponseBytes caps every buffered response: status lines and the
-	// LIST, UIDL and CAPA listings. RETR and TOP bodies are streamed in
-	// constant memory and not capped, as the maildrop decides how large a
-	// message is. Default DefaultMaxResponseBytes.
+	// MaxResponseBytes caps every response except RETR and TOP bodies,
+	// which are streamed in constant memory and not capped, as the maildrop
+	// decides how large a message is. Status lines have a cap of their own,
+	// 1024 octets (twice RFC 1939 §3's 512), and CAPA one of 16 KiB. LIST
+	// and UIDL listings are parsed line by line, so for them this bounds
+	// the bytes on the wire, not memory; MaxMessages bounds that. Default
+	// DefaultMaxResponseBytes.
 	MaxResponseBytes int64
+	// MaxMessages caps the entries of a LIST or UIDL listing, and so the
+	// memory one takes: 32 bytes an entry, plus the unique-ids. A longer
+	// listing fails with ErrTooManyMessages and closes the connection
+	// without QUIT. Default DefaultMaxMessages.
+	MaxMessages int
 	// Logger receives debug messages and the InsecureSkipVerify warning;
 	// nil discards them. Passwords are never logged.
 	Logger *zap.Logger
@@ -75,11 +84,19 @@ func (o Options) withDefaults() Options {
 	if o.MaxResponseBytes <= 0 {
 		o.MaxResponseBytes = DefaultMaxResponseBytes
 	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = DefaultMaxMessages
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
 	return o
 }
+
+// connWrapperKey is a context key for the package's tests: its value, a
+// func(net.Conn) net.Conn, wraps the TCP connection Dial makes, so a test
+// can count the bytes the Client reads.
+type connWrapperKey struct{}
 
 // Dial connects to addr (as Route.Addr returns it), secures the connection
 // as opt.TLS says, reads the greeting and the capabilities (RFC 2449 §5),
@@ -119,6 +136,9 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 	raw, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: connect: %w", addr, connError(err))
+	}
+	if wrap, ok := ctx.Value(connWrapperKey{}).(func(net.Conn) net.Conn); ok {
+		raw = wrap(raw)
 	}
 	c := &Client{addr: addr, host: host, port: port, opt: opt, log: opt.Logger.With(zap.String("upstream", addr)), raw: raw}
 	c.g = newGuard(raw, opt.Timeout, opt.ResponseTimeout, deadline, opt.MaxResponseBytes)

@@ -20,6 +20,15 @@
 //   - Cmd writes arguments unchecked, so a CRLF in a password would inject a
 //     command. Login refuses CR, LF and NUL.
 //   - Auth sends a needless NOOP after PASS; Login sends USER and PASS only.
+//   - It reads every line with bufio.ReadBytes, which grows without a
+//     limit. The guard refuses a status line (greeting included) over 1024
+//     octets, twice RFC 1939 §3's 512, and a CAPA response over 16 KiB,
+//     before reading more, and caps every other response at
+//     Options.MaxResponseBytes.
+//   - LIST and UIDL buffer the whole listing, then parse it into further
+//     copies. A Client reads them itself, line by line (1 KiB at most
+//     each), straight into the result, at most Options.MaxMessages entries
+//     (ErrTooManyMessages).
 //   - RETR and TOP buffer whole messages, without a limit, and rewrite bare
 //     LF to CRLF. A Client streams them itself (Message).
 //   - It has no Close; Quit, its only way out, sends QUIT. A Client closes
@@ -37,8 +46,9 @@
 //
 // A transport or protocol failure wraps ErrConnection and breaks the
 // Client: after a timeout or a framing error nobody knows where the next
-// response starts. A -ERR is a *ServerError and leaves the connection
-// usable.
+// response starts. So does a listing over Options.MaxMessages, which also
+// wraps ErrTooManyMessages. A -ERR is a *ServerError and leaves the
+// connection usable.
 //
 // Deletions are committed only by QUIT in the TRANSACTION state (RFC 1939
 // §6), so only Quit sends QUIT. Abort, Message.Close before the end and

@@ -5,8 +5,8 @@ import (
 	"io"
 )
 
-// streamBufSize is the buffer of the streaming reader. Lines longer than
-// this are passed on in pieces; it also bounds the RETR/TOP status line.
+// streamBufSize is the buffer of the streaming reader. Message lines
+// longer than this are passed on in pieces.
 const streamBufSize = 64 << 10
 
 // dotReader reads the body of a multi-line response (RFC 1939 §3): it

@@ -30,6 +30,11 @@ var (
 	// body is unread; read the Message to the end or close it first.
 	ErrMessageOpen = errors.New("previous message not read to the end")
 
+	// ErrTooManyMessages is wrapped, together with ErrConnection, when a
+	// LIST or UIDL listing has more entries than Options.MaxMessages. The
+	// Client is broken and its connection closed without QUIT.
+	ErrTooManyMessages = errors.New("upstream mailbox has more messages than max_messages")
+
 	// ErrInvalidLogin is wrapped by every *LoginError.
 	ErrInvalidLogin = errors.New("invalid login")
 
@@ -63,7 +68,9 @@ type ServerError struct {
 	// Code is the response code without the brackets (RFC 2449 §8,
 	// RFC 3206): "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "AUTH" and so on. It
 	// is "" when there is none or it does not follow the grammar of
-	// RFC 2449 §3; then the bracketed part stays in Text.
+	// RFC 2449 §3; then the bracketed part stays in Text. A code longer
+	// than 102 octets, which no genuine one is, is dropped with its
+	// brackets, so that "-ERR [CODE] Text" always fits in 512 octets.
 	Code string
 	// Text is the rest of the response, with control characters and
 	// invalid UTF-8 replaced by '?', cut to 400 bytes so that a relayed
@@ -86,13 +93,21 @@ func (e *ServerError) Error() string {
 
 const maxErrorText = 400 // see ServerError.Text
 
+// maxRespCode bounds ServerError.Code: with it and the longest Text, a
+// relayed "-ERR [CODE] Text" line is RFC 1939 §3's 512 octets, CRLF
+// included.
+const maxRespCode = 512 - len("-ERR [] \r\n") - maxErrorText
+
 // parseServerError parses a "-ERR ..." status line.
 func parseServerError(line []byte) *ServerError {
 	rest := bytes.TrimPrefix(trimEOL(line), []byte("-ERR"))
 	rest = bytes.TrimPrefix(rest, []byte(" "))
 	e := &ServerError{}
 	if code, text, ok := splitRespCode(rest); ok {
-		e.Code, rest = code, text
+		rest = text
+		if len(code) <= maxRespCode {
+			e.Code = code
+		}
 	}
 	e.Text = sanitize(rest, maxErrorText)
 	return e

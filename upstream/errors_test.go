@@ -89,3 +89,48 @@ func TestLoginError(t *testing.T) {
 		t.Errorf("LoginError: %v", err)
 	}
 }
+
+// A response code is relayed in "-ERR [CODE] text", so it is bounded like
+// the text: the longest kept code with the longest text makes a line of
+// exactly RFC 1939 §3's 512 octets. A longer code cannot be genuine (RFC
+// 2449 §8 and RFC 3206 define codes of a dozen octets) and is dropped,
+// brackets and all.
+func TestServerErrorCodeBounded(t *testing.T) {
+	text := strings.Repeat("t", 600)
+	for _, tt := range []struct {
+		codeLen int
+		kept    bool
+	}{{8, true}, {102, true}, {103, false}, {900, false}} {
+		code := strings.Repeat("C", tt.codeLen)
+		e := parseServerError([]byte("-ERR [" + code + "] " + text))
+		if tt.kept != (e.Code == code) || (!tt.kept && e.Code != "") {
+			t.Errorf("code of %d octets: Code = %q (%d octets), want kept=%v", tt.codeLen, e.Code, len(e.Code), tt.kept)
+		}
+		if strings.Contains(e.Text, "[") {
+			t.Errorf("code of %d octets: the bracketed part is left in Text", tt.codeLen)
+		}
+		if line := e.Error() + "\r\n"; len(line) > 512 {
+			t.Errorf("code of %d octets: relayed line is %d octets, over RFC 1939's 512", tt.codeLen, len(line))
+		}
+	}
+}
+
+// On the RETR/TOP path the status line is read by the streaming reader,
+// whose buffer is 64 KiB: the same bound applies.
+func TestServerErrorCodeBoundedRetr(t *testing.T) {
+	code := strings.Repeat("C", 900)
+	c, srv := loggedIn(t, `
+		C: RETR 1
+		S: -ERR [`+code+`] no such message
+		C: QUIT
+		S: +OK`, Options{})
+	_, err := c.Retr(1)
+	var se *ServerError
+	if !errors.As(err, &se) || se.Code != "" || se.Text != "no such message" {
+		t.Fatalf("RETR = %v, want a ServerError without the overlong code", err)
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait(t)
+}

@@ -13,15 +13,15 @@ import (
 )
 
 func TestResponseTooLarge(t *testing.T) {
-	tests := []struct{ name, script string }{
+	tests := []struct{ name, script, want string }{
 		{"endless status line", `
 			C: NOOP
 			S!raw "+OK "
-			S!repeat 100000 "AAAAAAAAAA"`},
+			S!repeat 100000 "AAAAAAAAAA"`, "status line longer than 1024 octets"},
 		{"endless listing", `
 			C: LIST
 			S: +OK
-			S!repeat 100000 "1 120\r\n"`},
+			S!repeat 100000 "1 120\r\n"`, "exceeds 65536 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -34,8 +34,8 @@ func TestResponseTooLarge(t *testing.T) {
 				err = c.Noop()
 			}
 			wantConnErr(t, c, err)
-			if !strings.Contains(err.Error(), "exceeds 65536 bytes") {
-				t.Errorf("err = %v, want the limit named", err)
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want the limit named (%q)", err, tt.want)
 			}
 		})
 	}

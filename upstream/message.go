@@ -58,16 +58,31 @@ func (m *Message) Close() error {
 
 // stream sends RETR or TOP and reads the status line itself.
 func (c *Client) stream(op string) (*Message, error) {
+	status, err := c.begin(op, respStream)
+	if err != nil {
+		return nil, err
+	}
+	m := &Message{Size: parseOctets(status), c: c, op: op, dr: dotReader{br: c.br}}
+	c.msg = m
+	return m, nil
+}
+
+// begin sends a command whose response the streaming reader reads, and
+// reads the status line. It returns the +OK line, valid until the next
+// read from c.br; a -ERR is a *ServerError and leaves the Client usable.
+func (c *Client) begin(op string, kind respKind) ([]byte, error) {
 	if err := c.ready(op); err != nil {
 		return nil, err
 	}
-	c.g.expect(respStream)
+	c.g.expect(kind, 0)
 	if err := c.pc.Send(op); err != nil {
 		return nil, c.fail(op, err)
 	}
 	if c.br == nil {
 		c.br = bufio.NewReaderSize(c.g, streamBufSize)
 	}
+	// The guard refuses a status line over statusCap long before the
+	// buffer is full.
 	status, err := c.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		err = fmt.Errorf("status line longer than %d bytes", streamBufSize)
@@ -77,9 +92,7 @@ func (c *Client) stream(op string) (*Message, error) {
 	}
 	switch classify(trimEOL(status)) {
 	case statusOK:
-		m := &Message{Size: parseOctets(status), c: c, op: op, dr: dotReader{br: c.br}}
-		c.msg = m
-		return m, nil
+		return status, nil
 	case statusErr:
 		se := parseServerError(status)
 		if c.br.Buffered() > 0 {

@@ -9,7 +9,7 @@ import (
 // Override changes the TLS settings for the destinations it matches (an
 // entry of upstream.destinations). A nil field keeps the default.
 type Override struct {
-	Match string   // a "host:port" glob as in AllowList
+	Match string   // a "host:port" pattern as in AllowList
 	TLS   *TLSMode // replaces Options.TLS
 	// RootCAs replaces Options.TLSConfig.RootCAs. It is the whole set the
 	// certificate is checked against, so a pool meant to add a private CA
@@ -80,12 +80,12 @@ func (o *Overrides) Lookup(addr string) (Override, bool) {
 	if o == nil {
 		return Override{}, false
 	}
-	host, port, ok := canonicalHostPort(addr)
+	t, ok := parseTarget(addr)
 	if !ok {
 		return Override{}, false
 	}
 	for i, p := range o.patterns {
-		if p.match(host, port) {
+		if p.match(t) {
 			return o.list[i], true
 		}
 	}

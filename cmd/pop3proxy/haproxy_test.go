@@ -34,6 +34,18 @@ func dialFrom(t *testing.T, ip, addr string) (net.Conn, error) {
 	return c, err
 }
 
+// balancedRelayConfig relays to the test's Dovecot from behind a load
+// balancer. A PROXY listener serves remote clients wherever it listens, so
+// the loopback Dovecot must be allowed explicitly, and without a
+// certificate so must plaintext passwords.
+func balancedRelayConfig(withCert bool) string {
+	c := "upstream:\n  allow: [\"127.0.0.1:*\"]\n  allow_private: true\n"
+	if !withCert {
+		c += "tls:\n  require: false\n"
+	}
+	return c
+}
+
 // startHAProxy runs HAProxy in the foreground (mode tcp) with a frontend on
 // a free loopback port balancing round robin over servers, to which it
 // sends a PROXY v2 header. It is stopped when the test ends.
@@ -103,7 +115,7 @@ func TestHAProxyRoundRobin(t *testing.T) {
 	var backends []string
 	for range 2 {
 		addr := testinfra.FreeAddr(t)
-		p := startProxy(t, fmt.Sprintf("listen_proxy: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  header_timeout: 1s\n%s", addr, relayConfig()))
+		p := startProxy(t, fmt.Sprintf("listen_proxy: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  header_timeout: 1s\n%s", addr, balancedRelayConfig(false)))
 		proxies = append(proxies, p)
 		backends = append(backends, addr)
 	}
@@ -163,7 +175,7 @@ var loginRe = regexp.MustCompile(`\tlogin\t\{[^}\n]*"remote": "([^"]+)"`)
 // their PROXY header: a direct client gets nothing, not even a greeting.
 func TestHAProxyDirectConnectionRefused(t *testing.T) {
 	addr := testinfra.FreeAddr(t)
-	p := startProxy(t, fmt.Sprintf("listen_proxy: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  header_timeout: 1s\n%s", addr, relayConfig()))
+	p := startProxy(t, fmt.Sprintf("listen_proxy: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  header_timeout: 1s\n%s", addr, balancedRelayConfig(false)))
 	for _, tc := range []struct {
 		name, from string
 		speak      bool // the client sends a command first
@@ -237,7 +249,8 @@ func TestHAProxyImplicitTLS(t *testing.T) {
 	d := mailbox(t)
 	pki := newTestPKI(t, "pop3proxy")
 	addr := testinfra.FreeAddr(t)
-	p := startProxy(t, tlsProxyConfig(pki, fmt.Sprintf("listen_proxy_tls: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n", addr)))
+	p := startProxy(t, fmt.Sprintf("tls:\n  cert: %q\n  key: %q\nlisten_proxy_tls: %q\nproxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n%s",
+		pki.Cert, pki.Key, addr, balancedRelayConfig(true)))
 	front := startHAProxy(t, addr)
 
 	direct := runCurl(t, curl, popURL("pop3", d.Addr, testUser, testPass, 2))

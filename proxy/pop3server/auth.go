@@ -58,7 +58,7 @@ func (c *conn) handleAuth(arg string) error {
 		return badCommand(errSyntax)
 	}
 	mech := strings.ToUpper(f[0])
-	c.log.Debug("SASL", zap.String("mechanism", truncate(mech, 20)))
+	c.logMechanism(mech)
 	var ir []byte
 	hasIR := len(f) == 2
 	if hasIR {
@@ -88,6 +88,27 @@ func (c *conn) handleAuth(arg string) error {
 	}
 	sess, err := c.cfg.Backend.Login(c.ctx, &c.info, user, pass)
 	return c.finishLogin(user, "AUTH "+mech, sess, err)
+}
+
+// knownMechanisms are SASL mechanisms clients offer, from the IANA
+// registry and XOAUTH2, which are logged by name. Any other "mechanism"
+// may be a password sent as AUTH's argument, and is logged by length only.
+var knownMechanisms = map[string]bool{
+	"PLAIN": true, "LOGIN": true, "CRAM-MD5": true, "DIGEST-MD5": true,
+	"SCRAM-SHA-1": true, "SCRAM-SHA-1-PLUS": true, "SCRAM-SHA-256": true, "SCRAM-SHA-256-PLUS": true,
+	"GSSAPI": true, "NTLM": true, "EXTERNAL": true, "ANONYMOUS": true, "OAUTHBEARER": true, "XOAUTH2": true,
+}
+
+func (c *conn) logMechanism(mech string) {
+	ce := c.log.Check(zap.DebugLevel, "SASL")
+	if ce == nil {
+		return
+	}
+	if knownMechanisms[mech] {
+		ce.Write(zap.String("mechanism", mech))
+	} else {
+		ce.Write(zap.Int("mechanism_length", len(mech)))
+	}
 }
 
 // saslPlain runs PLAIN (RFC 4616 §2): "authzid NUL authcid NUL passwd",

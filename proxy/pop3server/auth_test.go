@@ -294,3 +294,64 @@ func TestAuthNotLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestCredentialsNotLogged checks that no part of a line that may carry a
+// password reaches the log, even at debug level: a password sent with the
+// wrong separator, on a line of its own, as a SASL mechanism, or pipelined
+// behind a user name the server refused, which makes it a command line.
+func TestCredentialsNotLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	be := checkingBackend{&fakeBackend{}}
+	ts := startServer(t, pop3server.Options{Backend: be, Logger: zap.New(core), MaxBadCommands: 100})
+	c := dial(t, ts.addr)
+	c.Expect("+OK *")
+	c.Send("PASS\tsecret\r\nsecret-as-a-line\r\nAUTH secret\r\nAUTH secretmech c2VjcmV0\r\n")
+	c.Script(`
+		S: -ERR unknown command
+		S: -ERR unknown command
+		S: -ERR unsupported authentication mechanism
+		S: -ERR unsupported authentication mechanism`)
+	c.Send("AUTH LOGIN\r\n" + b64("mallory") + "\r\nsecretAA\r\n")
+	c.Script(`
+		S: + VXNlcm5hbWU6
+		S: -ERR no such route
+		S: -ERR unknown command`)
+	c.Send("AUTH LOGIN " + b64("mallory") + "\r\nc2VjcmV0secret==\r\n")
+	c.Script(`
+		S: -ERR no such route
+		S: -ERR unknown command`)
+	c.Send("AUTH PLAIN\r\n")
+	c.Expect("+ ")
+	c.Send("secret\r\n")
+	c.Expect("-ERR invalid base64 data")
+	c.Send("AUTH PLAIN\r\n")
+	c.Expect("+ ")
+	c.Send("\x00alice\x00secret\r\n")
+	c.Expect("-ERR invalid base64 data")
+	// A POP3 verb the server does not implement is logged by name.
+	c.Cmd("LAST", "-ERR unknown command")
+	c.Cmd("QUIT", "+OK *")
+	c.ExpectClosed()
+	waitFor(t, "disconnect log", func() bool { return logs.FilterMessage("disconnect").Len() == 1 })
+
+	for _, e := range logs.All() {
+		if text := fmt.Sprint(e.Message, " ", e.ContextMap()); strings.Contains(strings.ToLower(text), "secret") {
+			t.Errorf("credential logged: %s", text)
+		}
+	}
+	var named, unnamed int
+	for _, e := range logs.FilterMessage("unknown command").All() {
+		m := e.ContextMap()
+		switch {
+		case m["command"] == "LAST":
+			named++
+		case m["command"] == nil && m["length"] != nil:
+			unnamed++
+		default:
+			t.Errorf("unknown command logged with %v", m)
+		}
+	}
+	if named != 1 || unnamed != 4 {
+		t.Errorf("%d unknown commands logged by name and %d by length, want 1 and 4", named, unnamed)
+	}
+}

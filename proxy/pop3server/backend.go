@@ -64,7 +64,10 @@ type MessageInfo struct {
 	Number int
 	// Size counts CRLF line endings and no dot-stuffing (RFC 1939 §11).
 	Size int64
-	// UID is the unique-id for UIDL: 1-70 octets 0x21-0x7E (RFC 1939 §7).
+	// UID is the unique-id for UIDL: 1 to 496 octets in 0x21-0x7E. RFC 1939
+	// §7 allows at most 70, but longer ones from an upstream are relayed;
+	// the bound keeps "+OK <n> <uid>" within 512 octets. A listing with
+	// any other UID is answered "-ERR [SYS/TEMP] internal error".
 	UID string
 }
 
@@ -111,7 +114,7 @@ type Session interface {
 }
 
 // UIDLSession is an optional Session add-on for UIDL. Uidl is List with
-// unique-ids.
+// unique-ids, each as MessageInfo.UID requires.
 type UIDLSession interface {
 	Uidl(ctx context.Context, msg int) ([]MessageInfo, error)
 }
@@ -125,7 +128,8 @@ type TopSession interface {
 // CapabilitySession is an optional Session add-on. Capabilities returns
 // any of "TOP", "UIDL", "EXPIRE <arg>" and "LOGIN-DELAY <arg>" to announce
 // after login; TOP and UIDL also need their add-ons. Without it, EXPIRE
-// and LOGIN-DELAY come from Options.
+// and LOGIN-DELAY come from Options, but for an Options.Expire with USER,
+// which is not announced after login.
 type CapabilitySession interface {
 	Capabilities() []string
 }

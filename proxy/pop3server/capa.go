@@ -28,7 +28,7 @@ func (c *conn) handleCapa(arg string) error {
 	}
 	if c.state == stateAuthorization {
 		caps = append(caps, c.cfg.prelogin...)
-		caps = c.appendOptionCapabilities(caps)
+		caps = c.appendOptionCapabilities(caps, true)
 	} else {
 		caps = c.appendSessionCapabilities(caps)
 	}
@@ -43,11 +43,15 @@ func (c *conn) handleCapa(arg string) error {
 	return nil
 }
 
-func (c *conn) appendOptionCapabilities(caps []string) []string {
+// appendOptionCapabilities announces Options.LoginDelay and Expire. An
+// EXPIRE with USER, which says that the value varies per user, is allowed
+// only before login (RFC 2449 §6.7): after it the user's own value is
+// due, which only a CapabilitySession knows, so none is announced.
+func (c *conn) appendOptionCapabilities(caps []string, beforeLogin bool) []string {
 	if c.cfg.LoginDelay > 0 {
 		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(c.cfg.LoginDelay))
 	}
-	if c.cfg.Expire != "" {
+	if c.cfg.Expire != "" && (beforeLogin || !strings.HasSuffix(c.cfg.Expire, " USER")) {
 		caps = append(caps, "EXPIRE "+c.cfg.Expire)
 	}
 	return caps
@@ -65,7 +69,7 @@ func (c *conn) appendSessionCapabilities(caps []string) []string {
 		if uidl {
 			caps = append(caps, "UIDL")
 		}
-		return c.appendOptionCapabilities(caps)
+		return c.appendOptionCapabilities(caps, false)
 	}
 	seen := make(map[string]bool, 4)
 	for _, capa := range cs.Capabilities() {

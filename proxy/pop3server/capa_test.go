@@ -86,3 +86,25 @@ func TestMissingAddOns(t *testing.T) {
 		C: LIST 1
 		S: +OK 1 *`)
 }
+
+// TestCapaExpireUser checks that EXPIRE's USER argument, which RFC 2449
+// §6.7 allows only before login, is not announced after it by a session
+// that cannot name the user's own value.
+func TestCapaExpireUser(t *testing.T) {
+	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, Expire: "30 USER", LoginDelay: 60})
+	c := dial(t, ts.addr)
+	c.Expect("+OK *")
+	before := []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 60", "EXPIRE 30 USER"}
+	if got := c.Capa(); !reflect.DeepEqual(got, before) {
+		t.Errorf("CAPA before login = %q, want %q", got, before)
+	}
+	c.Script(`
+		C: USER alice
+		S: +OK *
+		C: PASS secret
+		S: +OK *`)
+	after := []string{"USER", "SASL PLAIN LOGIN", "RESP-CODES", "PIPELINING", "TOP", "UIDL", "LOGIN-DELAY 60"}
+	if got := c.Capa(); !reflect.DeepEqual(got, after) {
+		t.Errorf("CAPA after login = %q, want %q", got, after)
+	}
+}

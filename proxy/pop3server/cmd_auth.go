@@ -148,12 +148,12 @@ func (c *conn) finishLogin(user, method string, sess Session, err error) error {
 			c.protect("Session.Close", func() { sess.Close() })
 		}
 		c.log.Info("login failed", zap.String("user", user), zap.String("method", method))
-		if mayBeWrongPassword(err) {
-			c.loginFailed()
+		if mayBeWrongPassword(err) && !c.loginFailed() {
+			return errNoResponse
 		}
 		return badCommand(err)
 	}
-	c.loginSucceeded()
+	// A success leaves the failed-login delay alone (see failureTable).
 	c.enterTransaction(sess)
 	c.log = c.log.With(zap.String("user", user))
 	c.log.Info("login", zap.String("method", method))

@@ -87,7 +87,7 @@ func (c *conn) handleListing(arg string, uidl bool) error {
 	}
 	for _, mi := range infos {
 		if mi.Number <= 0 || (!uidl && mi.Size < 0) || (uidl && !validUID(mi.UID)) {
-			return fmt.Errorf("invalid listing entry: number %d, size %d, unique-id %q", mi.Number, mi.Size, mi.UID)
+			return fmt.Errorf("invalid listing entry: number %d, size %d, unique-id %.80q (%d octets)", mi.Number, mi.Size, mi.UID, len(mi.UID))
 		}
 	}
 

@@ -49,9 +49,9 @@ type conn struct {
 	// nc is the accepted connection: other goroutines close it and set its
 	// read deadline, which also works once TLS runs on top of it.
 	nc          net.Conn
-	rw          net.Conn // nc, or a *tls.Conn on it
-	implicitTLS bool     // ServeTLS
-	ip          netip.Addr
+	rw          net.Conn     // nc, or a *tls.Conn on it
+	implicitTLS bool         // ServeTLS
+	key         netip.Prefix // of the client's address, for per-address limits
 	info        ConnInfo
 	log         *zap.Logger
 	ctx         context.Context // cancelled when the connection is torn down
@@ -74,10 +74,13 @@ type conn struct {
 	state state
 	busy  bool // a command is being handled
 
+	// authDeadline ends the AUTHORIZATION state: AuthTimeout after the
+	// connection was accepted.
+	authDeadline time.Time
 	timestamp    string // APOP timestamp of the greeting
 	user         string // from USER, waiting for PASS
 	session      Session
-	badCommands  int
+	badCommands  int // in all before login, in a row after it
 	failedLogins int // for the delay of clients without an IP address
 	tlsExempt    bool
 	verb         string // for logs
@@ -92,17 +95,18 @@ func newConn(s *Server, nc net.Conn, implicitTLS bool) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	drainCtx, drainCancel := context.WithCancel(ctx)
 	return &conn{
-		srv:         s,
-		cfg:         s.cfg,
-		nc:          nc,
-		rw:          nc,
-		implicitTLS: implicitTLS,
-		ctx:         ctx,
-		cancel:      cancel,
-		drainCtx:    drainCtx,
-		drainCancel: drainCancel,
-		out:         &connWriter{nc: nc, timeout: s.cfg.WriteTimeout},
-		busy:        true,
+		srv:          s,
+		cfg:          s.cfg,
+		nc:           nc,
+		rw:           nc,
+		implicitTLS:  implicitTLS,
+		ctx:          ctx,
+		cancel:       cancel,
+		drainCtx:     drainCtx,
+		drainCancel:  drainCancel,
+		out:          &connWriter{nc: nc, timeout: s.cfg.WriteTimeout},
+		busy:         true,
+		authDeadline: time.Now().Add(s.cfg.AuthTimeout),
 	}
 }
 
@@ -113,7 +117,7 @@ func (c *conn) init() {
 		RemoteAddr: c.nc.RemoteAddr(),
 		LocalAddr:  c.nc.LocalAddr(),
 	}
-	c.ip = clientIP(c.info.RemoteAddr)
+	c.key = clientKey(clientIP(c.info.RemoteAddr))
 	c.log = s.log.With(zap.Uint64("conn", c.info.ID), zap.String("remote", addrString(c.info.RemoteAddr)))
 	c.info.Logger = c.log
 	c.lr = newLineReader(c.nc, c.cfg.MaxLineLength)
@@ -128,22 +132,34 @@ func addrString(a net.Addr) string {
 }
 
 // serve runs the connection. Limits come first, so that a connection over
-// one costs no backend call.
+// one costs no backend call, no TLS handshake and, for MaxConnections, no
+// wait for a PreambleConn's preamble: connections that never send their
+// preamble or ClientHello hold a slot, and cannot pile up beyond the limit.
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.cancel()
-	if p, ok := c.nc.(PreambleConn); ok {
+	p, hasPreamble := c.nc.(PreambleConn)
+	if !hasPreamble {
+		c.init()
+	}
+	if !c.srv.limiter.acquire() {
+		c.refuse(limitConns, errTooManyConns)
+		return
+	}
+	defer c.srv.limiter.release()
+	if hasPreamble {
 		if err := p.ReadPreamble(); err != nil {
 			c.srv.log.Info("connection closed before the greeting", zap.String("peer", addrString(c.nc.RemoteAddr())), zap.Error(err))
 			c.nc.Close()
 			return
 		}
+		c.init()
 	}
-	c.init()
-	limit, refusal := c.srv.limiter.acquire(c.ip)
-	if refusal == nil {
-		defer c.srv.limiter.release(c.ip)
+	if !c.srv.limiter.acquireIP(c.key) {
+		c.refuse(limitConnsPerIP, errTooManyConnsFromIP)
+		return
 	}
+	defer c.srv.limiter.releaseIP(c.key)
 	if c.implicitTLS {
 		if err := c.handshake(); err != nil {
 			// Port scanners and health checks: debug is enough.
@@ -152,25 +168,31 @@ func (c *conn) serve() {
 			return
 		}
 	}
-	if refusal != nil {
-		c.refuse(limit, refusal)
-		return
-	}
 	reason := c.run()
 	c.teardown(reason)
 }
 
-// refuse skips the connect and disconnect log entries, OnConnect and
+// refuse closes a connection over a limit, answering e where the client
+// can read it: not on ServeTLS, where a plaintext line means nothing to a
+// TLS client and a handshake to send it would spend what the limit saves,
+// and not before a PreambleConn's preamble, since writing may need it read.
+// It skips the connect and disconnect log entries, OnConnect and
 // OnDisconnect: a flood of them is what the limit is for.
 func (c *conn) refuse(limit string, e *Error) {
-	msg, ip := "connection refused: too many connections", netip.Addr{}
+	msg, key, log := "connection refused: too many connections", netip.Prefix{}, c.log
 	if limit == limitConnsPerIP {
-		msg, ip = msg+" from one address", c.ip
+		msg, key = msg+" from one address", c.key
 	}
-	c.srv.limitLog.hit(c.log, limit, ip, msg)
-	c.scratch = appendErrorLine(c.scratch[:0], e)
-	c.out.Write(c.scratch)
-	c.rw.Close()
+	if log == nil {
+		// Before the preamble: RemoteAddr may not be known yet.
+		log = c.srv.log
+	}
+	c.srv.limitLog.hit(log, limit, key, msg)
+	if !c.implicitTLS && c.log != nil {
+		c.scratch = appendErrorLine(c.scratch[:0], e)
+		c.out.Write(c.scratch)
+	}
+	c.nc.Close()
 }
 
 func (c *conn) run() string {
@@ -226,7 +248,8 @@ func (c *conn) run() string {
 
 // readCommand flushes pending responses unless another command is already
 // buffered, so a pipelined batch is answered in one write, and reads the
-// next line under the idle deadline of the current state.
+// next line under IdleTimeout and, before login, authDeadline: a client
+// that keeps sending CAPA or NOOP must still log in within AuthTimeout.
 func (c *conn) readCommand() ([]byte, error) {
 	if !c.lr.lineBuffered() {
 		if err := c.bw.Flush(); err != nil {
@@ -242,7 +265,7 @@ func (c *conn) readCommand() ([]byte, error) {
 		// Shutting down: take what is buffered, never wait for more.
 		deadline = time.Now()
 	case c.state == stateAuthorization:
-		deadline = time.Now().Add(c.cfg.AuthTimeout)
+		deadline = earliest(time.Now().Add(c.cfg.IdleTimeout), c.authDeadline)
 	default:
 		deadline = time.Now().Add(c.cfg.IdleTimeout)
 	}
@@ -268,8 +291,12 @@ func (c *conn) readFailure(err error) string {
 	case errors.Is(err, io.EOF):
 		return "client closed the connection"
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		if c.state == stateAuthorization && c.srv.draining.Load() {
+		switch {
+		case c.state != stateAuthorization:
+		case c.srv.draining.Load():
 			return "server shutting down"
+		case !time.Now().Before(c.authDeadline):
+			return "login timeout"
 		}
 		return "idle timeout"
 	case errors.Is(err, net.ErrClosed):
@@ -306,7 +333,7 @@ func (c *conn) handle(line []byte) {
 	}
 	cmd, ok := commands[string(verb)]
 	if !ok {
-		c.log.Debug("unknown command", zap.String("command", truncate(string(verb), 16)))
+		c.logUnknown(verb, line)
 		c.writeError(badCommand(errUnknownCommand))
 		return
 	}
@@ -318,16 +345,46 @@ func (c *conn) handle(line []byte) {
 			ce.Write(zap.String("command", cmd.name), zap.ByteString("args", arg))
 		}
 	}
-	if err := cmd.handle(c, string(arg)); err != nil && err != errNoResponse {
+	switch err := cmd.handle(c, string(arg)); {
+	case err == nil:
+		// After login only bad commands in a row count, as in Dovecot, so
+		// that a long session with an odd command now and then goes on.
+		// Before login every one counts, or a client could try for ever
+		// by sending CAPA in between.
+		if c.state != stateAuthorization {
+			c.badCommands = 0
+		}
+	case err != errNoResponse:
 		c.writeError(err)
 	}
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+// unimplementedVerbs are keywords of POP3 commands the server does not
+// implement, from earlier POP3 specifications (LAST, RPOP, XTND) and
+// RFC 6856 (UTF8, LANG). They are logged by name, which tells what a
+// client tried; any other unknown line only by its length.
+var unimplementedVerbs = map[string]bool{"LAST": true, "RPOP": true, "XTND": true, "UTF8": true, "LANG": true}
+
+// logUnknown logs an unknown command without its text, which may be a
+// password: sent with a tab instead of a space ("PASS<TAB>secret"), or
+// as a SASL response pipelined behind a user name the server refused.
+func (c *conn) logUnknown(verb, line []byte) {
+	ce := c.log.Check(zap.DebugLevel, "unknown command")
+	if ce == nil {
+		return
 	}
-	return s
+	if unimplementedVerbs[string(verb)] {
+		ce.Write(zap.String("command", string(verb)))
+	} else {
+		ce.Write(zap.Int("length", len(line)))
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // protect runs user code outside command handling and reports whether it

@@ -2,13 +2,16 @@ package pop3server_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+	"github.com/pop3proxy/pop3proxy/proxy/pop3server/pop3servertest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -176,12 +179,28 @@ func TestFailedLoginDelay(t *testing.T) {
 	if d := failLogin(t, other, false); d >= 2*base {
 		t.Errorf("first failure from %s answered after %v, want about %v", ip2, d, base)
 	}
+}
 
-	// A success resets the address's delay.
-	c1.Cmd("PASS secret", "+OK *")
-	c3 := newClient(ip1)
-	if d := failLogin(t, c3, false); d < base || d >= 2*base {
-		t.Errorf("failure after a success answered after %v, want about %v", d, base)
+// TestFailedLoginDelayAfterSuccess checks that a successful login does not
+// reset the delay of its address: a client could otherwise log in to an
+// account of its own after each guess and guess at full speed.
+func TestFailedLoginDelayAfterSuccess(t *testing.T) {
+	const base = 100 * time.Millisecond
+	ts := startServer(t, pop3server.Options{
+		Backend: &fakeBackend{}, FailedLoginDelay: base, MaxFailedLoginDelay: 16 * base, MaxBadCommands: 100,
+	})
+	c := dial(t, ts.addr)
+	c.Expect("+OK *")
+	c.Cmd("USER alice", "+OK *")
+	failLogin(t, c, false)
+	failLogin(t, c, true)
+
+	ok := ts.login(t)
+	ok.Cmd("QUIT", "+OK *")
+
+	// The third failure from the address waits 4*base, success or not.
+	if d := failLogin(t, c, false); d < 4*base {
+		t.Errorf("failure after a success answered after %v, want at least %v", d, 4*base)
 	}
 }
 
@@ -268,4 +287,144 @@ func TestFailedLoginDelayOnlyForCredentials(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPerAddressLimitPrefix checks that IPv6 clients are counted per /64,
+// which a single host or customer usually has whole, and IPv4 clients,
+// IPv4-mapped IPv6 ones included, per address.
+func TestPerAddressLimitPrefix(t *testing.T) {
+	const refusal = "-ERR [SYS/TEMP] too many connections from your address"
+	ts, _ := startPreambleServer(t, pop3server.Options{Backend: &fakeBackend{}, MaxConnectionsPerIP: 2}, false)
+	for _, group := range [][]string{
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2:abcd::5"},
+		{"192.0.2.7", "::ffff:192.0.2.7", "192.0.2.7"},
+	} {
+		for _, ip := range group[:2] {
+			dialAs(t, ts.addr, ip).Expect("+OK *")
+		}
+		c := dialAs(t, ts.addr, group[2])
+		c.Expect(refusal)
+		c.ExpectClosed()
+	}
+	// Neighbours are not affected.
+	for _, ip := range []string{"2001:db8:1:3::1", "2001:db8:1:1:ffff:ffff:ffff:ffff", "192.0.2.8"} {
+		dialAs(t, ts.addr, ip).Expect("+OK *")
+	}
+}
+
+// TestFailedLoginDelayPrefix checks that the failed-login delay is shared
+// by the addresses of one IPv6 /64.
+func TestFailedLoginDelayPrefix(t *testing.T) {
+	const base = 100 * time.Millisecond
+	ts, _ := startPreambleServer(t, pop3server.Options{Backend: &fakeBackend{},
+		FailedLoginDelay: base, MaxFailedLoginDelay: 16 * base}, false)
+	fail := func(ip string) time.Duration {
+		c := dialAs(t, ts.addr, ip)
+		c.Expect("+OK *")
+		c.Cmd("USER alice", "+OK *")
+		return failLogin(t, c, false)
+	}
+	for i, ip := range []string{"2001:db8:5:6::1", "2001:db8:5:6::2", "2001:db8:5:6:1:2:3:4"} {
+		want := base << i
+		if d := fail(ip); d < want {
+			t.Errorf("failure %d, from %s, answered after %v, want at least %v", i+1, ip, d, want)
+		}
+	}
+	if d := fail("2001:db8:5:7::1"); d >= 2*base {
+		t.Errorf("first failure from another /64 answered after %v, want about %v", d, base)
+	}
+}
+
+// TestConnectionLimitBeforePreamble checks that a connection holds a slot
+// of MaxConnections while its preamble is read, and that one over the
+// limit is closed without reading it, so that clients that never send
+// their preamble cannot pile up.
+func TestConnectionLimitBeforePreamble(t *testing.T) {
+	const n = 2
+	ts, pl := startPreambleServer(t, pop3server.Options{Backend: &fakeBackend{}, MaxConnections: n}, false)
+	for i := 0; i < n; i++ {
+		dial(t, ts.addr) // silent
+	}
+	waitFor(t, "the silent connections to be counted", func() bool {
+		_, counted := pop3server.ConnCounts(ts.Server)
+		return counted == n
+	})
+	start := time.Now()
+	c := dial(t, ts.addr)
+	c.ExpectClosed()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("connection over the limit closed after %v, want at once", d)
+	}
+	if got := pl.reads.Load(); got != n {
+		t.Errorf("%d preambles read, want %d: none for the connection over the limit", got, n)
+	}
+}
+
+// readCounter counts the bytes read from a connection.
+type readCounter struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// expectNoHandshake runs a TLS client handshake on nc and checks that the
+// server closed the connection without sending a byte (no ServerHello).
+func expectNoHandshake(t *testing.T, nc net.Conn, cfg *tls.Config) {
+	t.Helper()
+	rc := &readCounter{Conn: nc}
+	tc := tls.Client(rc, cfg)
+	tc.SetDeadline(time.Now().Add(ioTimeout))
+	err := tc.Handshake()
+	var ne net.Error
+	switch {
+	case err == nil:
+		t.Error("TLS handshake completed on a connection over the limit")
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Errorf("server neither answered nor closed: %v", err)
+	case rc.n.Load() > 0:
+		t.Errorf("server sent %d bytes (a ServerHello) to a connection over the limit: %v", rc.n.Load(), err)
+	}
+}
+
+// TestLimitsBeforeTLS checks that on ServeTLS the connection limits are
+// applied before the handshake: a connection over a limit is closed
+// without one, and a connection is counted while it handshakes.
+func TestLimitsBeforeTLS(t *testing.T) {
+	p := newTestPKI(t)
+	t.Run("MaxConnections", func(t *testing.T) {
+		const n = 3
+		ts := startTLSServer(t, pop3server.Options{Backend: &fakeBackend{}, TLSConfig: p.server,
+			MaxConnections: n, HandshakeTimeout: time.Minute, AuthTimeout: time.Minute}, true)
+		for i := 0; i < n; i++ {
+			dial(t, ts.addr) // silent: no ClientHello
+		}
+		waitFor(t, "the silent connections to be counted", func() bool {
+			_, counted := pop3server.ConnCounts(ts.Server)
+			return counted == n
+		})
+		for i := 0; i < 3; i++ {
+			expectNoHandshake(t, dial(t, ts.addr).Conn, p.client)
+		}
+		waitFor(t, "the refused connections to be gone", func() bool {
+			tracked, counted := pop3server.ConnCounts(ts.Server)
+			return tracked == n && counted == n
+		})
+	})
+	t.Run("MaxConnectionsPerIP", func(t *testing.T) {
+		ts, _ := startPreambleServer(t, pop3server.Options{Backend: &fakeBackend{}, TLSConfig: p.server,
+			MaxConnectionsPerIP: 1}, true)
+		first := dialAs(t, ts.addr, "2001:db8::1")
+		tc := tls.Client(first.Conn, p.client)
+		tc.SetDeadline(time.Now().Add(ioTimeout))
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("first connection: %v", err)
+		}
+		pop3servertest.New(t, tc).Expect("+OK *")
+		expectNoHandshake(t, dialAs(t, ts.addr, "2001:db8::2").Conn, p.client)
+	})
 }

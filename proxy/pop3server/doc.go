@@ -28,7 +28,10 @@
 //     terminating ".", so the client never takes a truncated message for
 //     a complete one.
 //   - A panic in a backend closes that connection only.
-//   - Passwords, APOP digests and SASL data are never logged. Hitting a
+//   - Passwords, APOP digests and SASL data are never logged, nor is any
+//     part of an unknown command line or SASL mechanism, which may be a
+//     password (one pipelined behind a refused user name, say): only its
+//     length, or the name of a known but unimplemented command. Hitting a
 //     limit is logged at most once a minute per limit and client address.
 //   - Bytes the client sends after STLS and before the handshake close the
 //     connection (the CVE-2011-0411 plaintext injection).

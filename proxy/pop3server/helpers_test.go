@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,3 +317,82 @@ type capSession struct {
 func (s capSession) Capabilities() []string { return s.caps }
 
 var _ pop3server.CapabilitySession = capSession{}
+
+// preambleListener gives each connection a pop3server.PreambleConn whose
+// preamble is a line naming the client's IP address, a stand-in for a
+// PROXY protocol header that lets a test on loopback pose as any client,
+// IPv6 ones included.
+type preambleListener struct {
+	net.Listener
+	reads atomic.Int32 // ReadPreamble calls
+}
+
+func (l *preambleListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &preambleConn{Conn: nc, l: l}, nil
+}
+
+type preambleConn struct {
+	net.Conn
+	l      *preambleListener
+	remote net.Addr // from the preamble
+}
+
+// ReadPreamble reads byte by byte, so as not to consume what follows.
+func (c *preambleConn) ReadPreamble() error {
+	c.l.reads.Add(1)
+	c.Conn.SetReadDeadline(time.Now().Add(ioTimeout))
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 64 {
+		if _, err := c.Conn.Read(b); err != nil {
+			return err
+		}
+		if b[0] == '\n' {
+			ip, err := netip.ParseAddr(string(line))
+			if err != nil {
+				return err
+			}
+			c.remote = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 40000))
+			return nil
+		}
+		line = append(line, b[0])
+	}
+	return errors.New("preamble too long")
+}
+
+func (c *preambleConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
+}
+
+var _ pop3server.PreambleConn = (*preambleConn)(nil)
+
+// startPreambleServer runs a server behind a preambleListener, with
+// ServeTLS if implicit.
+func startPreambleServer(t *testing.T, opts pop3server.Options, implicit bool) (*testServer, *preambleListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &preambleListener{Listener: ln}
+	if implicit {
+		return serveOn(t, opts, &implicitTLSListener{pl}), pl
+	}
+	return serveOn(t, opts, pl), pl
+}
+
+// dialAs connects to addr and sends the preamble posing as ip.
+func dialAs(t *testing.T, addr, ip string) *client {
+	t.Helper()
+	c := dial(t, addr)
+	c.Name = ip
+	c.Send(ip + "\n")
+	return c
+}

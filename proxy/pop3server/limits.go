@@ -72,97 +72,136 @@ func clientIP(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// clientKey groups client addresses for the per-address limits
+// (MaxConnectionsPerIP, the failed-login delay, the limit log): IPv4 per
+// address, IPv6 per /64. RFC 4291 §2.5.1 makes a /64 the size of an IPv6
+// subnet, the least an end site is given (RFC 6177), and a host may take
+// any address in it (temporary addresses, RFC 8981), so counting single
+// IPv6 addresses would limit nothing. The zero Addr gives the invalid
+// zero Prefix: no per-address limit.
+func clientKey(ip netip.Addr) netip.Prefix {
+	if !ip.IsValid() {
+		return netip.Prefix{}
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	p, _ := ip.Prefix(64)
+	return p
+}
+
+// keyString shows an IPv4 key as a plain address.
+func keyString(k netip.Prefix) string {
+	if k.Addr().Is4() {
+		return k.Addr().String()
+	}
+	return k.String()
+}
+
+// connLimiter counts connections in two steps, so that on a PROXY
+// protocol or implicit TLS listener the total is taken before anything is
+// read from the client, and the per-address count as soon as the address
+// is known.
 type connLimiter struct {
 	max, maxPerIP int // negative: unlimited
 
 	mu    sync.Mutex
 	total int
-	perIP map[netip.Addr]int // only addresses with open connections
+	perIP map[netip.Prefix]int // only keys with open connections
 }
 
-// acquire takes a slot, or returns the limit that refuses it and the
-// response for the client.
-func (l *connLimiter) acquire(ip netip.Addr) (limit string, refusal *Error) {
+// acquire takes a slot of the total, or reports false.
+func (l *connLimiter) acquire() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.max >= 0 && l.total >= l.max {
-		return limitConns, errTooManyConns
-	}
-	if ip.IsValid() {
-		if l.maxPerIP >= 0 && l.perIP[ip] >= l.maxPerIP {
-			return limitConnsPerIP, errTooManyConnsFromIP
-		}
-		l.perIP[ip]++
+		return false
 	}
 	l.total++
-	return "", nil
+	return true
 }
 
-func (l *connLimiter) release(ip netip.Addr) {
+func (l *connLimiter) release() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total--
-	if ip.IsValid() {
-		if n := l.perIP[ip] - 1; n > 0 {
-			l.perIP[ip] = n
-		} else {
-			delete(l.perIP, ip)
-		}
+}
+
+// acquireIP takes a slot of key's, or reports false. An invalid key has
+// no limit.
+func (l *connLimiter) acquireIP(key netip.Prefix) bool {
+	if !key.IsValid() {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.maxPerIP >= 0 && l.perIP[key] >= l.maxPerIP {
+		return false
+	}
+	l.perIP[key]++
+	return true
+}
+
+func (l *connLimiter) releaseIP(key netip.Prefix) {
+	if !key.IsValid() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.perIP[key] - 1; n > 0 {
+		l.perIP[key] = n
+	} else {
+		delete(l.perIP, key)
 	}
 }
 
-// failureTable remembers failed logins per client IP. Entries are kept in
-// order of their last failure, so expired ones are pruned from the front
-// and, when the table is full, the one idle longest is evicted.
+// failureTable remembers failed logins per client key (see clientKey).
+// Only failureMemory without failures forgets them, never a successful
+// login: the client may be guessing passwords of other accounts, and a
+// login to an account of its own must not restart its delay. Entries are
+// kept in order of their last failure, so expired ones are pruned from the
+// front and, when the table is full, the one idle longest is evicted.
 type failureTable struct {
 	base, max time.Duration
 	now       func() time.Time
 
 	mu      sync.Mutex
-	entries map[netip.Addr]*list.Element // of *failureEntry
-	order   list.List                    // least recently failed first
+	entries map[netip.Prefix]*list.Element // of *failureEntry
+	order   list.List                      // least recently failed first
 }
 
 type failureEntry struct {
-	ip    netip.Addr
+	key   netip.Prefix
 	count int
 	last  time.Time
 }
 
 func newFailureTable(base, max time.Duration) *failureTable {
-	return &failureTable{base: base, max: max, now: time.Now, entries: make(map[netip.Addr]*list.Element)}
+	return &failureTable{base: base, max: max, now: time.Now, entries: make(map[netip.Prefix]*list.Element)}
 }
 
-func (t *failureTable) fail(ip netip.Addr) time.Duration {
+func (t *failureTable) fail(key netip.Prefix) time.Duration {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.pruneLocked(now)
 	var e *failureEntry
-	if el, ok := t.entries[ip]; ok {
+	if el, ok := t.entries[key]; ok {
 		e = el.Value.(*failureEntry)
 		t.order.MoveToBack(el)
 	} else {
 		if t.order.Len() >= maxTrackedIPs {
 			oldest := t.order.Front()
-			delete(t.entries, oldest.Value.(*failureEntry).ip)
+			delete(t.entries, oldest.Value.(*failureEntry).key)
 			t.order.Remove(oldest)
 		}
-		e = &failureEntry{ip: ip}
-		t.entries[ip] = t.order.PushBack(e)
+		e = &failureEntry{key: key}
+		t.entries[key] = t.order.PushBack(e)
 	}
 	e.count++
 	e.last = now
 	return t.delay(e.count)
-}
-
-func (t *failureTable) succeed(ip netip.Addr) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if el, ok := t.entries[ip]; ok {
-		delete(t.entries, ip)
-		t.order.Remove(el)
-	}
 }
 
 func (t *failureTable) pruneLocked(now time.Time) {
@@ -171,7 +210,7 @@ func (t *failureTable) pruneLocked(now time.Time) {
 		if now.Sub(e.last) < failureMemory {
 			return
 		}
-		delete(t.entries, e.ip)
+		delete(t.entries, e.key)
 		t.order.Remove(el)
 	}
 }
@@ -204,7 +243,7 @@ type limitLog struct {
 
 type limitKey struct {
 	limit string
-	ip    netip.Addr // zero for limits of all clients, and for overflow
+	ip    netip.Prefix // zero for limits of all clients, and for overflow
 }
 
 type limitState struct {
@@ -216,16 +255,17 @@ func newLimitLog(log *zap.Logger) *limitLog {
 	return &limitLog{log: log, now: time.Now, keys: make(map[limitKey]*limitState)}
 }
 
-// hit records that a client at ip hit limit and, unless the same key was
-// logged less than limitLogInterval ago, writes msg to log.
-func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Addr, msg string, fields ...zap.Field) {
+// hit records that a client with key ip (see clientKey) hit limit and,
+// unless the same key was logged less than limitLogInterval ago, writes
+// msg to log.
+func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Prefix, msg string, fields ...zap.Field) {
 	now := l.now()
 	l.mu.Lock()
 	key := limitKey{limit: limit, ip: ip}
 	st, ok := l.keys[key]
 	if !ok && len(l.keys) >= maxTrackedIPs {
 		// Full: every further address shares one key per limit.
-		key.ip = netip.Addr{}
+		key.ip = netip.Prefix{}
 		st, ok = l.keys[key]
 	}
 	logNow := !ok || now.Sub(st.logged) >= limitLogInterval
@@ -267,7 +307,7 @@ func (l *limitLog) sweepLocked(now time.Time) (summaries [][]zap.Field) {
 		if st.suppressed > 0 {
 			f := []zap.Field{zap.String("limit", key.limit), zap.Int("suppressed", st.suppressed)}
 			if key.ip.IsValid() {
-				f = append(f, zap.Stringer("ip", key.ip))
+				f = append(f, zap.String("ip", keyString(key.ip)))
 			}
 			summaries = append(summaries, f)
 		}
@@ -275,34 +315,41 @@ func (l *limitLog) sweepLocked(now time.Time) (summaries [][]zap.Field) {
 	return summaries
 }
 
-// loginFailed applies the failed-login delay. Clients without an IP
-// address are delayed by their own connection's failures.
-func (c *conn) loginFailed() {
+// loginFailed applies the failed-login delay and reports whether to answer.
+// Clients without an IP address are delayed by their own connection's
+// failures. A delay that would outlast authDeadline ends there without an
+// answer and closes the connection: the client could read no further
+// command anyway, and an answer at the deadline, before the delay, would
+// let a client guess faster by sending each password just before it.
+func (c *conn) loginFailed() bool {
 	t := c.srv.failures
 	if t == nil {
-		return
+		return true
 	}
 	var d time.Duration
-	if c.ip.IsValid() {
-		d = t.fail(c.ip)
+	if c.key.IsValid() {
+		d = t.fail(c.key)
 	} else {
 		c.failedLogins++
 		d = t.delay(c.failedLogins)
 	}
 	if d >= t.max {
-		c.srv.limitLog.hit(c.log, limitFailedLoginCap, c.ip, "failed-login delay at its maximum",
+		c.srv.limitLog.hit(c.log, limitFailedLoginCap, c.key, "failed-login delay at its maximum",
 			zap.Duration("delay", d))
 	}
-	timer := time.NewTimer(d)
+	wait, answer := d, true
+	if left := time.Until(c.authDeadline); left < d {
+		wait, answer = max(left, 0), false
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
+		if !answer {
+			c.quit = "login timeout"
+		}
+		return answer
 	case <-c.drainCtx.Done():
-	}
-}
-
-func (c *conn) loginSucceeded() {
-	if t := c.srv.failures; t != nil && c.ip.IsValid() {
-		t.succeed(c.ip)
+		return true
 	}
 }

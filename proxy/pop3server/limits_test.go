@@ -347,3 +347,137 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	})
 }
+
+// capaOK sends CAPA and reads its answer, reporting false once the server
+// has closed the connection.
+func capaOK(c *client) bool {
+	c.Conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c.Conn, "CAPA\r\n"); err != nil {
+		return false
+	}
+	for {
+		line, err := c.ReadLine()
+		if err != nil {
+			return false
+		}
+		if line == "." {
+			return true
+		}
+	}
+}
+
+// TestAuthTimeoutWholePhase checks that AuthTimeout bounds the whole time
+// before login, not each wait for a command, so that a client cannot hold
+// a connection without logging in by sending CAPA now and then; and that
+// it no longer applies after login.
+func TestAuthTimeoutWholePhase(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, AuthTimeout: timeout, IdleTimeout: time.Minute})
+
+	start := time.Now()
+	c := dial(t, ts.addr)
+	c.Expect("+OK *")
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		if time.Since(start) > 6*timeout {
+			t.Fatalf("still open after %v of CAPA every 100ms, with AuthTimeout %v", time.Since(start), timeout)
+		}
+		if !capaOK(c) {
+			break
+		}
+	}
+	if d := time.Since(start); d < timeout*3/4 || d > 3*timeout {
+		t.Errorf("closed after %v, want about the %v AuthTimeout", d, timeout)
+	}
+
+	// Logged in, the client stays past AuthTimeout.
+	start = time.Now()
+	c = ts.login(t)
+	for time.Since(start) < 2*timeout {
+		<-tick.C
+		c.Cmd("NOOP", "+OK")
+	}
+}
+
+// TestAuthTimeoutBoundsHandshake checks that a TLS handshake before login,
+// on the implicit TLS listener or after STLS, ends with the AuthTimeout
+// counted from the connection's start when that comes before
+// HandshakeTimeout.
+func TestAuthTimeoutBoundsHandshake(t *testing.T) {
+	p := newTestPKI(t)
+	const timeout = 400 * time.Millisecond
+	for _, implicit := range []bool{true, false} {
+		t.Run(map[bool]string{true: "implicit", false: "STLS"}[implicit], func(t *testing.T) {
+			ts := startTLSServer(t, pop3server.Options{Backend: &fakeBackend{}, TLSConfig: p.server,
+				AuthTimeout: timeout, HandshakeTimeout: time.Minute}, implicit)
+			start := time.Now()
+			c := dial(t, ts.addr)
+			if !implicit {
+				c.Expect("+OK *")
+				c.Cmd("STLS", "+OK Begin TLS negotiation")
+			}
+			if !c.Closed(ioTimeout) {
+				t.Fatal("not closed")
+			}
+			if d := time.Since(start); d < timeout*3/4 || d > 3*timeout {
+				t.Errorf("closed after %v, want about the %v AuthTimeout", d, timeout)
+			}
+		})
+	}
+}
+
+// TestBadCommandsAfterLogin checks that after login only consecutive bad
+// commands count, so a long session with an odd command now and then
+// goes on, while a run of them still ends it.
+func TestBadCommandsAfterLogin(t *testing.T) {
+	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, MaxBadCommands: 2})
+	c := dial(t, ts.addr)
+	c.Script(`
+		S: +OK *
+		C: FOO
+		S: -ERR unknown command
+		C: USER alice
+		S: +OK *
+		C: PASS secret
+		S: +OK *`)
+	for i := 0; i < 5; i++ {
+		c.Script(`
+			C: RETR 0
+			S: -ERR invalid message number
+			C: BOGUS
+			S: -ERR unknown command
+			C: NOOP
+			S: +OK`)
+	}
+	// A command that fails without being a bad command (the message does
+	// not exist) does not start the count over either.
+	c.Script(`
+		C: RETR 0
+		S: -ERR invalid message number
+		C: RETR 99
+		S: -ERR no such message
+		C: LIST x
+		S: -ERR invalid message number
+		C: DELE 0
+		S: -ERR too many bad commands`)
+	c.ExpectClosed()
+}
+
+// TestBadCommandsBeforeLogin checks that before login every bad command
+// counts, however many good ones come between, so a client that never
+// logs in cannot go on for ever by interleaving CAPA.
+func TestBadCommandsBeforeLogin(t *testing.T) {
+	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{}, MaxBadCommands: 3})
+	c := dial(t, ts.addr)
+	c.Expect("+OK *")
+	for i := 0; i < 3; i++ {
+		c.Cmd("FOO", "-ERR unknown command")
+		if !capaOK(c) {
+			t.Fatal("closed early")
+		}
+		c.Cmd("USER alice", "+OK *")
+	}
+	c.Cmd("FOO", "-ERR too many bad commands")
+	c.ExpectClosed()
+}

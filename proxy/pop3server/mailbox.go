@@ -9,7 +9,8 @@ import (
 // Mailbox is a fixed list of messages, the minimum a simple backend provides.
 type Mailbox interface {
 	// Messages lists the maildrop as the session opened it; index i is
-	// message i+1 and Number is ignored. UID may be empty.
+	// message i+1 and Number is ignored. UID may be empty, which leaves
+	// UIDL out (see NewMailboxSession).
 	Messages() []MessageInfo
 	// Open returns message n (1-based) with CRLF line endings.
 	Open(n int) (io.ReadCloser, error)
@@ -26,7 +27,7 @@ var errMessageDeleted = &Error{Message: "message already deleted"}
 // RFC 1939 on top of mb: fixed message numbers, deletion marks, RSET, and
 // deletion only on QUIT. Messages is called once, now. The session
 // implements TopSession, and UIDLSession only if every message has a valid
-// unique-id.
+// unique-id (see MessageInfo.UID).
 func NewMailboxSession(mb Mailbox) Session {
 	list := mb.Messages()
 	s := &mailboxSession{

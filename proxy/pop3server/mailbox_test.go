@@ -120,8 +120,12 @@ func TestMailboxSessionUIDL(t *testing.T) {
 		{[]string{}, true},
 		{[]string{"a", ""}, false},
 		{[]string{"a", "has space"}, false},
-		{[]string{"a", strings.Repeat("u", 71)}, false},
+		{[]string{"a", "ctl\x7f"}, false},
 		{[]string{"a", strings.Repeat("u", 70)}, true},
+		// Longer than RFC 1939 §7 allows, as some servers send.
+		{[]string{"a", strings.Repeat("u", 71)}, true},
+		{[]string{"a", strings.Repeat("u", 496)}, true},
+		{[]string{"a", strings.Repeat("u", 497)}, false},
 	} {
 		msgs := make([]string, len(tc.uids))
 		for i := range msgs {

@@ -70,23 +70,39 @@ type Options struct {
 
 	// Expire, if set, is announced like LoginDelay as "EXPIRE <x>"
 	// (RFC 2449 §6.7): days or "NEVER", optionally followed by " USER".
+	// With " USER" it is announced before login only: RFC 2449 §6.7 allows
+	// USER only there and asks for the user's own value after login, which
+	// only a CapabilitySession can give.
 	Expire string
 
 	// MaxLineLength limits every command line, AUTH exchanges included,
 	// counting CRLF; a longer one is refused and discarded unbuffered.
 	MaxLineLength int
 
-	// MaxBadCommands is how many unknown, malformed or out-of-state
-	// commands, overlong lines and failed logins a connection may send
-	// before it is closed.
+	// MaxBadCommands limits bad commands: unknown, malformed or
+	// out-of-state commands, overlong lines and failed logins. One more
+	// gets "-ERR too many bad commands" and closes the connection. Before
+	// login it is how many a connection may send in all, however many good
+	// commands come between. After login it is how many it may send in a
+	// row: the login and every command that succeeds start the count over,
+	// as in Dovecot; an error that is not a bad command ("no such message")
+	// neither counts nor starts it over.
 	MaxBadCommands int
 
-	// AuthTimeout is the idle limit before login.
+	// AuthTimeout is how long a client has to log in, counted from the
+	// moment its connection is accepted: reading a PreambleConn's
+	// preamble, the TLS handshake (ServeTLS or STLS) and every command
+	// before login count, and commands do not extend it. When it has
+	// passed, the connection is closed silently at its next read, or
+	// during a TLS handshake, or instead of answering a failed login whose
+	// FailedLoginDelay would end later. A Backend.Login call in progress
+	// is not interrupted.
 	AuthTimeout time.Duration
 
 	// IdleTimeout is the autologout timer of RFC 1939 §3, which asks for
 	// at least 10 minutes; enforcing that is left to the caller, so tests
-	// can use less. Either timeout closes silently, without UPDATE.
+	// can use less. It bounds every wait for a command, before login too.
+	// Either timeout closes silently, without UPDATE.
 	IdleTimeout time.Duration
 
 	// WriteTimeout bounds each write to the client.
@@ -125,23 +141,34 @@ type Options struct {
 	// connection, before the greeting.
 	TLSExempt func(c *ConnInfo) bool
 
-	// MaxConnections limits the connections of all listeners together.
-	// One more gets "-ERR [SYS/TEMP] too many connections" (after the TLS
-	// handshake on ServeTLS, so that it can be read) and is closed without
-	// OnConnect, OnDisconnect or any backend call. Negative: unlimited.
+	// MaxConnections limits the connections of all listeners together. A
+	// connection takes its slot when accepted, before anything is read
+	// from it, and holds it while a PreambleConn's preamble is read and
+	// during the TLS handshake. One more is closed at once, without
+	// OnConnect, OnDisconnect or any backend call: on Serve after
+	// "-ERR [SYS/TEMP] too many connections"; silently on ServeTLS, as a
+	// plaintext line means nothing to a TLS client and a handshake to send
+	// it would spend what the limit saves; and silently on a PreambleConn,
+	// whose preamble is not read. Negative: unlimited.
 	MaxConnections int
 
-	// MaxConnectionsPerIP limits the connections from the IP address of
-	// ConnInfo.RemoteAddr (behind a PROXY protocol listener, the real
-	// client's), refused like MaxConnections. Negative: unlimited.
+	// MaxConnectionsPerIP limits the connections of one client: an IPv4
+	// address, or an IPv6 /64 (IPv4-mapped IPv6 addresses count as IPv4).
+	// The address is ConnInfo.RemoteAddr's; behind a PROXY protocol
+	// listener the real client's, so the limit is checked right after the
+	// preamble, and always before the TLS handshake. One more is refused
+	// like MaxConnections, with "-ERR [SYS/TEMP] too many connections from
+	// your address" on Serve. Negative: unlimited.
 	MaxConnectionsPerIP int
 
 	// FailedLoginDelay delays the answer to a failed PASS, APOP or AUTH.
-	// It doubles with each further failure from the same IP address, up
-	// to MaxFailedLoginDelay, and resets after a successful login from it
-	// or 15 minutes without failures. Failures that say nothing about the
-	// password ([IN-USE], [LOGIN-DELAY], SYS codes) are not delayed.
-	// Negative: no delay.
+	// It doubles with each further failure from the same client (IPv4
+	// address or IPv6 /64, as for MaxConnectionsPerIP), up to
+	// MaxFailedLoginDelay, and starts over only after 15 minutes without
+	// failures from it. A successful login does not reset it, or a client
+	// could log in to an account of its own between guesses at others.
+	// Failures that say nothing about the password ([IN-USE],
+	// [LOGIN-DELAY], SYS codes) are not delayed. Negative: no delay.
 	FailedLoginDelay time.Duration
 
 	// MaxFailedLoginDelay caps the doubling and must not be below

@@ -64,10 +64,20 @@ func parseLineCount(s string) (int, bool) {
 	return n, true
 }
 
-// validUID checks a unique-id (RFC 1939 §7): 1 to 70 octets in 0x21-0x7E.
-// Anything else would break client parsing or inject lines.
+// maxUIDLength bounds a unique-id so that the single-line answer to
+// "UIDL n", "+OK <n> <uid>" CRLF with a message number of up to
+// maxMsgNumberDigits digits, fits the 512 octets RFC 1939 §3 and
+// RFC 2449 §4 allow the first line of a response.
+const maxUIDLength = maxResponseLine - len("+OK ") - maxMsgNumberDigits - len(" ") - len("\r\n")
+
+// validUID checks a unique-id for what the client's parsing of a UIDL
+// line needs: 1 to maxUIDLength octets in 0x21-0x7E, so no space, CR, LF,
+// control or NUL can split the line or inject one. RFC 1939 §7 also limits
+// unique-ids to 70 octets, but some servers send longer ones, and refusing
+// one would fail every UIDL of the session, leaving clients that keep mail
+// on the server unable to synchronise; clients cope with longer ones.
 func validUID(uid string) bool {
-	if uid == "" || len(uid) > 70 {
+	if uid == "" || len(uid) > maxUIDLength {
 		return false
 	}
 	for i := 0; i < len(uid); i++ {

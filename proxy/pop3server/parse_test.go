@@ -94,3 +94,38 @@ func TestAppendErrorLine(t *testing.T) {
 		}
 	}
 }
+
+// TestValidUID checks that unique-ids are refused only for what would
+// break the client's parsing of a UIDL line, not for RFC 1939 §7's
+// 70-octet limit, which servers exceed.
+func TestValidUID(t *testing.T) {
+	for _, tc := range []struct {
+		uid  string
+		want bool
+	}{
+		{"a", true},
+		{"!~", true},
+		{strings.Repeat("u", 70), true},
+		{strings.Repeat("u", 71), true},
+		{strings.Repeat("u", 200), true},
+		{strings.Repeat("u", maxUIDLength), true},
+		{strings.Repeat("u", maxUIDLength+1), false},
+		{"", false},
+		{"a b", false},
+		{"a\tb", false},
+		{"a\rb", false},
+		{"a\nb", false},
+		{"a\x00b", false},
+		{"a\x7fb", false},
+		{"é", false},
+	} {
+		if got := validUID(tc.uid); got != tc.want {
+			t.Errorf("validUID(%.20q, %d octets) = %v, want %v", tc.uid, len(tc.uid), got, tc.want)
+		}
+	}
+	// The longest unique-id still fits the single-line UIDL answer with
+	// the largest message number into 512 octets (RFC 1939 §3).
+	if n := len("+OK 999999999 ") + maxUIDLength + len("\r\n"); n > maxResponseLine {
+		t.Errorf("UIDL answer can reach %d octets", n)
+	}
+}

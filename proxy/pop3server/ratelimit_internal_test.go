@@ -16,8 +16,9 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) now() time.Time          { return c.t }
 func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
-func ipN(n int) netip.Addr {
-	return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)})
+// ipN returns the key of a distinct IPv4 client per n.
+func ipN(n int) netip.Prefix {
+	return clientKey(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}))
 }
 
 func TestFailureTableExpiry(t *testing.T) {
@@ -46,10 +47,6 @@ func TestFailureTableExpiry(t *testing.T) {
 	clk.advance(failureMemory - time.Second)
 	if got := ft.fail(a); got != 2*time.Second {
 		t.Errorf("a after 14:59: delay %v, want 2s", got)
-	}
-	ft.succeed(a)
-	if got := ft.fail(a); got != time.Second {
-		t.Errorf("a after a success: delay %v, want 1s", got)
 	}
 }
 
@@ -91,8 +88,8 @@ func TestLimitLog(t *testing.T) {
 		clk.advance(time.Second)
 	}
 	ll.hit(log, "per_ip", b, "hit")
-	ll.hit(log, "total", netip.Addr{}, "hit")
-	ll.hit(log, "total", netip.Addr{}, "hit")
+	ll.hit(log, "total", netip.Prefix{}, "hit")
+	ll.hit(log, "total", netip.Prefix{}, "hit")
 	if n := logs.Len(); n != 3 {
 		t.Fatalf("%d entries, want one per key (3)", n)
 	}
@@ -140,5 +137,26 @@ func TestLimitLogBounded(t *testing.T) {
 	}
 	if n := len(ll.keys); n > maxTrackedIPs+1 {
 		t.Errorf("%d keys kept", n)
+	}
+}
+
+// TestClientKey checks how clients are grouped for the per-address limits:
+// IPv4 per address, IPv4-mapped IPv6 as IPv4, IPv6 per /64.
+func TestClientKey(t *testing.T) {
+	for _, tc := range []struct{ ip, want string }{
+		{"192.0.2.7", "192.0.2.7/32"},
+		{"::ffff:192.0.2.7", "192.0.2.7/32"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"::1", "::/64"},
+	} {
+		if got := clientKey(netip.MustParseAddr(tc.ip)); got.String() != tc.want {
+			t.Errorf("clientKey(%s) = %v, want %s", tc.ip, got, tc.want)
+		}
+	}
+	if k := clientKey(netip.Addr{}); k.IsValid() {
+		t.Errorf("clientKey of no address = %v, want the invalid zero Prefix", k)
 	}
 }

@@ -41,7 +41,7 @@ func (c *conn) writeErrorOr(err error, fallback *Error) {
 		c.badCommands++
 		if c.badCommands > c.cfg.MaxBadCommands {
 			err = errTooManyBad
-			c.srv.limitLog.hit(c.log, limitBadCommands, c.ip, "too many bad commands, closing")
+			c.srv.limitLog.hit(c.log, limitBadCommands, c.key, "too many bad commands, closing")
 		}
 	}
 	var e *Error

@@ -48,7 +48,7 @@ func NewServer(opts Options) (*Server, error) {
 		limiter: connLimiter{
 			max:      cfg.MaxConnections,
 			maxPerIP: cfg.MaxConnectionsPerIP,
-			perIP:    make(map[netip.Addr]int),
+			perIP:    make(map[netip.Prefix]int),
 		},
 		limitLog:  newLimitLog(cfg.Logger),
 		listeners: make(map[net.Listener]struct{}),
@@ -64,7 +64,9 @@ func NewServer(opts Options) (*Server, error) {
 // read before the greeting, such as a PROXY protocol header, which also
 // changes what RemoteAddr reports. ReadPreamble is called first, in the
 // connection's own goroutine, and must bound its own wait; an error closes
-// the connection silently.
+// the connection silently. The connection holds its slot of
+// Options.MaxConnections while ReadPreamble runs; MaxConnectionsPerIP is
+// checked after it, on the address it set.
 type PreambleConn interface {
 	net.Conn
 	ReadPreamble() error

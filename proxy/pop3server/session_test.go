@@ -89,6 +89,8 @@ func TestRFC1939Session(t *testing.T) {
 
 	s := be.session(t, 0)
 	waitFor(t, "session close", func() bool { return s.closes.Load() == 1 })
+	// The disconnect entry is written after the session is closed.
+	waitFor(t, "disconnect entry", func() bool { return logs.FilterMessage("disconnect").Len() > 0 })
 	if n := s.updates.Load(); n != 1 {
 		t.Errorf("Update called %d times, want 1", n)
 	}
@@ -511,4 +513,57 @@ type progressiveSession struct {
 
 func (s progressiveSession) Retr(context.Context, int) (*pop3server.Message, error) {
 	return &pop3server.Message{Size: -1, Body: s.body, Progressive: true}, nil
+}
+
+// uidSession answers UIDL with fixed unique-ids for messages 1, 2, ...
+type uidSession struct {
+	*fakeSession
+	uids []string
+}
+
+func (s uidSession) Uidl(ctx context.Context, msg int) ([]pop3server.MessageInfo, error) {
+	var list []pop3server.MessageInfo
+	for i, uid := range s.uids {
+		list = append(list, pop3server.MessageInfo{Number: i + 1, UID: uid})
+	}
+	if msg != 0 {
+		return list[msg-1 : msg], nil
+	}
+	return list, nil
+}
+
+// TestLongUIDs checks that unique-ids longer than the 70 octets of
+// RFC 1939 §7, which some servers send, are relayed, and that only those
+// that would break the client's parsing make UIDL fail.
+func TestLongUIDs(t *testing.T) {
+	long := strings.Repeat("L", 200)
+	// The longest allowed: "+OK 999999999 <uid>" CRLF fills 512 octets.
+	longest := strings.Repeat("M", 496)
+	be := &fakeBackend{wrap: func(s *fakeSession) pop3server.Session {
+		return uidSession{fakeSession: s, uids: []string{"uid-1", long, longest}}
+	}}
+	ts := startServer(t, pop3server.Options{Backend: be})
+	c := ts.login(t)
+	c.Script(`
+		C: UIDL
+		S: +OK *
+		S: 1 uid-1
+		S: 2 ` + long + `
+		S: 3 ` + longest + `
+		S: .
+		C: UIDL 2
+		S: +OK 2 ` + long + `
+		C: UIDL 3
+		S: +OK 3 ` + longest)
+
+	for _, bad := range []string{"", "has space", "tab\there", "ctl\x01", "del\x7f", "nul\x00", "cr\rlf\n", "é", strings.Repeat("N", 497)} {
+		be := &fakeBackend{wrap: func(s *fakeSession) pop3server.Session {
+			return uidSession{fakeSession: s, uids: []string{"uid-1", bad}}
+		}}
+		ts := startServer(t, pop3server.Options{Backend: be})
+		c := ts.login(t)
+		c.Cmd("UIDL", "-ERR [SYS/TEMP] internal error")
+		c.Cmd("UIDL 2", "-ERR [SYS/TEMP] internal error")
+		c.Cmd("UIDL 1", "+OK 1 uid-1")
+	}
 }

@@ -9,10 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/textproto"
 	"go.uber.org/zap"
@@ -52,15 +56,27 @@ const SubjectPrefix = "[VIRUS REMOVED] "
 // MaxFileSize (docs/scanners.md, clamd limits).
 const DefaultMaxStream yamlconf.ByteSize = 25 << 20
 
-// maxHeader bounds the header read to build a notice (see the filter
-// package documentation, Header edits).
+// DefaultQuarantineMaxBytes is quarantine_max_bytes's default.
+const DefaultQuarantineMaxBytes yamlconf.ByteSize = 1 << 30
+
+// maxHeader bounds the header read to build a notice: textproto.ReadHeader
+// has no limit of its own.
 const maxHeader = 1 << 20
+
+// maxNoticeField bounds a field the notice copies from the original, in
+// octets, unfolded, name included: enough for a sender, a subject or a
+// short list of recipients, too little to carry much else.
+const maxNoticeField = 200
 
 // Filter is the "clamav" filter. A clean message gets "X-Virus-Scanned:
 // clean (ClamAV via pop3proxy)". The notice that replaces an infected
-// message is a short text/plain message with the original's From, To, Cc,
-// Date, Subject (behind "[VIRUS REMOVED] ") and Message-ID, byte for byte;
-// it names the virus and the quarantine file.
+// message is a short text/plain message naming the virus and the
+// quarantine file, with the original's From, To, Cc, Date, Subject (behind
+// "[VIRUS REMOVED] ") and Message-ID, the first of each, byte for byte, if
+// it is at most 200 octets long unfolded and printable text; a field that
+// is not is left out. clamd scans the notice before it is delivered; if it
+// finds anything in it, or cannot scan it, a notice that copies nothing
+// from the original is delivered instead.
 //
 //	filters:
 //	- type: clamav
@@ -69,6 +85,7 @@ const maxHeader = 1 << 20
 //	  on_error: tempfail
 //	  action: replace          # replace | reject | tag
 //	  quarantine_dir: ""       # when set, the original infected message is kept here
+//	  quarantine_max_bytes: 1GiB  # the most quarantine_dir may hold
 //	  max_stream: 25MiB        # clamd's StreamMaxLength; larger messages are an error
 type Filter struct {
 	// Address is clamd's socket, unix:///path or tcp://host:port. Required.
@@ -85,6 +102,18 @@ type Filter struct {
 	// The proxy does not create it; mail is private, so make it 0700. If
 	// storing fails, the message is not delivered, whatever on_error says.
 	QuarantineDir string `yaml:"quarantine_dir"`
+	// QuarantineMaxBytes is the most QuarantineDir may hold: the sizes of
+	// the regular files in it (whatever their names; subdirectories and
+	// symbolic links do not count), measured at start, plus what the
+	// filter stores. An infected message that would take it over the limit
+	// is not stored and not delivered: the client gets -ERR [SYS/TEMP] and
+	// the message stays on the server, whatever on_error says, and an
+	// error is logged, at most once a minute, with the number of messages
+	// refused since the last such entry. Raise the limit or remove files
+	// from the directory; the filter measures the directory again before it
+	// refuses, so removed files count at once, without a restart. Default
+	// 1GiB; 0 is refused: to keep no originals, leave quarantine_dir empty.
+	QuarantineMaxBytes *yamlconf.ByteSize `yaml:"quarantine_max_bytes"`
 	// MaxStream is the largest message sent to clamd; a larger one is an
 	// error (ErrTooLarge), never clean. It should equal clamd's
 	// StreamMaxLength, and clamd's MaxFileSize should be at least as large:
@@ -94,6 +123,13 @@ type Filter struct {
 
 	log    *zap.Logger
 	client clamdClient
+
+	// storing holds one token: one message is stored at a time, so that
+	// the duplicate check and stored see every file. A channel, unlike a
+	// mutex, lets a Judge whose time is up stop waiting.
+	storing chan struct{}
+	stored  int64 // bytes in QuarantineDir; guarded by storing
+	full    *refusalLog
 }
 
 // Provision checks the configuration. It does not contact clamd, which may
@@ -121,16 +157,54 @@ func (c *Filter) Provision(env filter.Env) error {
 	case c.MaxStream < 0:
 		problems = append(problems, fmt.Sprintf("max_stream %d is negative", c.MaxStream))
 	}
+	switch {
+	case c.QuarantineMaxBytes == nil:
+		limit := DefaultQuarantineMaxBytes
+		c.QuarantineMaxBytes = &limit
+	case *c.QuarantineMaxBytes <= 0:
+		problems = append(problems, fmt.Sprintf("quarantine_max_bytes %d: must be more than 0 (to keep no originals, leave quarantine_dir empty)", *c.QuarantineMaxBytes))
+	}
 	if c.QuarantineDir != "" {
 		if err := c.checkQuarantineDir(); err != nil {
 			problems = append(problems, err.Error())
+		} else if c.stored, err = dirBytes(c.QuarantineDir); err != nil {
+			problems = append(problems, fmt.Sprintf("quarantine_dir: measuring what it holds: %v", err))
 		}
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
+	if limit := int64(*c.QuarantineMaxBytes); c.QuarantineDir != "" && c.stored >= limit {
+		c.log.Warn("quarantine_dir already holds quarantine_max_bytes: infected messages will be left on the server until you raise quarantine_max_bytes or remove files",
+			zap.String("dir", c.QuarantineDir), zap.Int64("stored", c.stored), zap.Int64("quarantine_max_bytes", limit))
+	}
 	c.client = clamdClient{network: network, address: address, maxStream: int64(c.MaxStream)}
+	c.storing = make(chan struct{}, 1)
+	c.full = new(refusalLog)
 	return nil
+}
+
+// dirBytes returns the total size of the regular files in dir.
+func dirBytes(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since ReadDir
+		}
+		if err != nil {
+			return 0, err
+		}
+		total += info.Size()
+	}
+	return total, nil
 }
 
 // checkQuarantineDir creates a file: permission bits do not tell about
@@ -187,7 +261,7 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	var kept string
 	var qerr error
 	if c.QuarantineDir != "" && c.Action != ActionTag {
-		kept, qerr = c.quarantine(m.Bytes(), time.Now())
+		kept, qerr = c.quarantine(ctx, m.Bytes(), time.Now())
 	}
 	fields := []zap.Field{
 		zap.String("virus", virus), zap.String("action", c.Action),
@@ -198,7 +272,19 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		fields = append(fields, zap.String("quarantine", kept))
 	}
 	if qerr != nil {
-		c.log.Error("virus found, quarantine failed", append(fields, zap.Error(qerr))...)
+		var full *quarantineFullError
+		if errors.As(qerr, &full) {
+			// A hostile upstream can cause one refusal per RETR; the chain
+			// logs each failure, so this entry only has to reach the
+			// administrator.
+			if n, ok := c.full.note(time.Now()); ok {
+				c.log.Error("quarantine full: infected messages are left on the server until you raise quarantine_max_bytes or remove files from quarantine_dir",
+					zap.String("dir", c.QuarantineDir), zap.Int64("stored", full.stored), zap.Int("size", full.size),
+					zap.Int64("quarantine_max_bytes", full.limit), zap.Int("refused", n))
+			}
+		} else {
+			c.log.Error("virus found, quarantine failed", append(fields, zap.Error(qerr))...)
+		}
 		return filter.Verdict{}, fmt.Errorf("virus %s found, but the original could not be quarantined: %w: %w", virus, filter.ErrFailClosed, qerr)
 	}
 	c.log.Warn("virus found", fields...)
@@ -218,13 +304,50 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	return filter.Verdict{
 		Action:      filter.Replace,
 		Reason:      reason,
-		Replacement: virusNotice(m.Bytes(), virus, kept, time.Now()),
+		Replacement: c.notice(ctx, m, virus, kept, time.Now()),
 	}, nil
+}
+
+// notice returns the message that replaces m: the notice with m's fields
+// if clamd finds it clean, else one that copies nothing from m. Fields a
+// client shows can carry a virus (EICAR is printable text), and what
+// replaces an infected message must be clean.
+func (c *Filter) notice(ctx context.Context, m *filter.Message, virus, kept string, now time.Time) []byte {
+	full := virusNotice(m.Bytes(), virus, kept, now)
+	found, err := c.client.scan(ctx, full)
+	if err == nil && found == "" {
+		return full
+	}
+	fields := []zap.Field{zap.String("virus", virus), zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream)}
+	if err != nil {
+		c.log.Warn("the notice could not be scanned; delivering a minimal notice without the original's header fields", append(fields, zap.Error(err))...)
+	} else {
+		c.log.Warn("clamd found a virus in the notice built from the original's header fields; delivering a minimal notice without them", append(fields, zap.String("notice_virus", found))...)
+	}
+	return buildNotice(nil, noticeHeaderWithheld, virus, kept, now)
+}
+
+// quarantineFullError is a message refused because storing it would take
+// QuarantineDir over QuarantineMaxBytes.
+type quarantineFullError struct {
+	stored, limit int64
+	size          int
+}
+
+func (e *quarantineFullError) Error() string {
+	return fmt.Sprintf("quarantine_dir holds %d bytes; storing %d more would pass quarantine_max_bytes (%d)", e.stored, e.size, e.limit)
 }
 
 // quarantine stores msg in QuarantineDir and returns the file's name. No
 // partial message ever has a final name.
-func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
+func (c *Filter) quarantine(ctx context.Context, msg []byte, now time.Time) (string, error) {
+	select {
+	case c.storing <- struct{}{}:
+	case <-ctx.Done():
+		return "", fmt.Errorf("waiting for another message to be stored: %w", ctx.Err())
+	}
+	defer func() { <-c.storing }()
+
 	sum := sha256.Sum256(msg)
 	id := hex.EncodeToString(sum[:8])
 	suffix := "-" + id + ".eml"
@@ -233,6 +356,16 @@ func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 			if strings.HasSuffix(e.Name(), suffix) && e.Type().IsRegular() {
 				return e.Name(), nil
 			}
+		}
+	}
+	limit := int64(*c.QuarantineMaxBytes)
+	if c.stored+int64(len(msg)) > limit {
+		// Files the administrator removed make room without a restart.
+		if measured, err := dirBytes(c.QuarantineDir); err == nil {
+			c.stored = measured
+		}
+		if c.stored+int64(len(msg)) > limit {
+			return "", &quarantineFullError{stored: c.stored, limit: limit, size: len(msg)}
 		}
 	}
 	name := now.UTC().Format("20060102T150405Z") + suffix
@@ -256,6 +389,7 @@ func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 		os.Remove(tmp)
 		return "", err
 	}
+	c.stored += int64(len(msg))
 	if d, err := os.Open(c.QuarantineDir); err == nil {
 		if err := d.Sync(); err != nil {
 			c.log.Warn("quarantine: syncing the directory failed; the file may not survive a crash", zap.String("file", name), zap.Error(err))
@@ -265,20 +399,71 @@ func (c *Filter) quarantine(msg []byte, now time.Time) (string, error) {
 	return name, nil
 }
 
+// refusalLog lets one refusal a minute through to the log, with the number
+// of refusals since the last one logged.
+type refusalLog struct {
+	mu    sync.Mutex
+	last  time.Time
+	count int
+}
+
+func (r *refusalLog) note(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.count++
+	if !r.last.IsZero() && now.Sub(r.last) < time.Minute {
+		return 0, false
+	}
+	n := r.count
+	r.last, r.count = now, 0
+	return n, true
+}
+
 // noticeFields are kept in the notice, so that the client lists and
 // threads it where the original would be.
 var noticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Message-ID"}
 
-// virusNotice builds the message delivered instead of an infected one.
-// Only noticeFields are copied, so it cannot carry the virus. kept is the
-// quarantine file's name or ""; the path would show the proxy's file
+// noticeHeader says what the notice shows of the original's header.
+type noticeHeader int
+
+const (
+	noticeHeaderCopied   noticeHeader = iota // every field of noticeFields there was
+	noticeHeaderPartly                       // some left out as unsafe
+	noticeHeaderUnread                       // the header did not parse
+	noticeHeaderWithheld                     // nothing: the notice with fields was not clean
+)
+
+// virusNotice builds the message delivered instead of an infected one,
+// with the original's noticeFields that safeNoticeField accepts. kept is
+// the quarantine file's name or ""; the path would show the proxy's file
 // system layout.
 func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
+	fields, ok := headerFields(orig)
+	if !ok {
+		return buildNotice(nil, noticeHeaderUnread, virus, kept, now)
+	}
+	state := noticeHeaderCopied
+	var safe []headerField
+	seen := map[string]bool{}
+	for _, f := range fields {
+		if seen[f.name] {
+			continue // RFC 5322 §3.6 allows one of each
+		}
+		seen[f.name] = true
+		if !safeNoticeField(f.raw) {
+			state = noticeHeaderPartly
+			continue
+		}
+		safe = append(safe, f)
+	}
+	return buildNotice(safe, state, virus, kept, now)
+}
+
+func buildNotice(fields []headerField, state noticeHeader, virus, kept string, now time.Time) []byte {
 	var b bytes.Buffer
 	b.WriteString(StatusField + ": Infected\r\n")
 	b.WriteString(NameField + ": " + virus + "\r\n")
 
-	fields, ok := headerFields(orig)
 	has := map[string]bool{}
 	for _, f := range fields {
 		has[f.name] = true
@@ -291,8 +476,13 @@ func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
 	}
 	if !has["Subject"] {
 		subject := strings.TrimSpace(SubjectPrefix)
-		if !ok {
+		switch state {
+		case noticeHeaderPartly:
+			subject = SubjectPrefix + "(original subject not shown)"
+		case noticeHeaderUnread:
 			subject = SubjectPrefix + "(original header unreadable)"
+		case noticeHeaderWithheld:
+			subject = SubjectPrefix + "(original header not shown)"
 		}
 		b.WriteString("Subject: " + subject + "\r\n")
 	}
@@ -325,14 +515,39 @@ func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
 		line("The original message was not kept.")
 	}
 	line("")
-	if ok {
+	switch state {
+	case noticeHeaderCopied:
 		line("The sender, recipients, date and subject above are those of the")
 		line("original message.")
-	} else {
+	case noticeHeaderPartly:
+		line("The sender, recipients, date and subject above are those of the")
+		line("original message, except for fields that were left out because")
+		line("they were too long or held characters that cannot be shown safely.")
+	case noticeHeaderUnread:
 		line("The header of the original message could not be read, so its")
 		line("sender, date and subject are not shown.")
+	case noticeHeaderWithheld:
+		line("The header of the original message could not be shown safely, so")
+		line("its sender, recipients, date and subject are not shown.")
 	}
 	return b.Bytes()
+}
+
+// safeNoticeField accepts a raw field (CRLF line ends, as textproto
+// returns it) that is at most maxNoticeField octets unfolded and printable
+// text: ASCII or UTF-8 (RFC 6532), white space, no control or format
+// characters (a bare CR, NUL, a bidirectional override).
+func safeNoticeField(raw []byte) bool {
+	unfolded := bytes.ReplaceAll(bytes.TrimSuffix(raw, []byte("\r\n")), []byte("\r\n"), nil)
+	if len(unfolded) > maxNoticeField || !utf8.Valid(unfolded) {
+		return false
+	}
+	for _, r := range string(unfolded) {
+		if r != '\t' && !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 type headerField struct {

@@ -287,9 +287,25 @@ func TestClamAVClean(t *testing.T) {
 	}
 }
 
-// clamInfected is a fake clamd that finds a virus in everything.
+// clamVirus is what clamInfected's fake takes for a virus: the body of
+// clamOriginal.
+const clamVirus = "PAYLOAD-THAT-MUST-NOT-BE-DELIVERED"
+
+// clamInfected is a fake clamd that finds the virus name in every stream
+// holding clamVirus, and answers OK to others (a notice that is re-scanned).
 func clamInfected(t *testing.T, name string) string {
-	return clamFake(t, "tcp", clamReplying(t, "stream: "+name+" FOUND\x00", nil))
+	return clamFake(t, "tcp", func(c net.Conn) {
+		data, _, err := clamReadStream(c)
+		if err != nil {
+			t.Errorf("fake clamd: %v", err)
+			return
+		}
+		if bytes.Contains(data, []byte(clamVirus)) {
+			io.WriteString(c, "stream: "+name+" FOUND\x00")
+			return
+		}
+		io.WriteString(c, "stream: OK\x00")
+	})
 }
 
 func TestClamAVReplace(t *testing.T) {

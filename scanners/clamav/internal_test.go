@@ -206,3 +206,83 @@ func clamavCheckNotice(t *testing.T, notice []byte) {
 		t.Errorf("body does not end in CRLF")
 	}
 }
+
+// TestClamavNoticeUnsafeFields: the notice copies a field only when it is
+// at most maxNoticeField octets unfolded and printable, and only the first
+// of each name; the others are left out or replaced by the proxy's own.
+func TestClamavNoticeUnsafeFields(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 5, 0, 0, time.UTC)
+	exact := "Subject: " + strings.Repeat("s", maxNoticeField-len("Subject: ")-10) + "\r\n " + strings.Repeat("t", 9)
+	for _, tc := range []struct {
+		name       string
+		header     string
+		want, lack []string
+	}{
+		{
+			name:   "long and control characters",
+			header: "From: \"M\x01\" <m@example.com>\r\nTo: alice@example.net\r\nSubject: " + strings.Repeat("x", maxNoticeField) + "\r\n",
+			want: []string{"From: pop3proxy virus filter <postmaster@pop3proxy.invalid>\r\n", "To: alice@example.net\r\n",
+				"Subject: [VIRUS REMOVED] (original subject not shown)\r\n", "left out"},
+			lack: []string{"m@example.com", "xxxxxxxxxx"},
+		},
+		{
+			name:   "exactly the limit, folded",
+			header: exact + "\r\nFrom: a@example.com\r\n",
+			want:   []string{"Subject: [VIRUS REMOVED] " + exact[len("Subject: "):] + "\r\n", "From: a@example.com\r\n"},
+		},
+		{
+			name:   "one over the limit",
+			header: exact + "t\r\nFrom: a@example.com\r\n",
+			want:   []string{"Subject: [VIRUS REMOVED] (original subject not shown)\r\n"},
+			lack:   []string{"sssss"},
+		},
+		{
+			name:   "UTF-8: printable kept, format characters and invalid bytes not",
+			header: "Cc: J\xc3\xb6rg <j@example.com>\r\nTo: \xe2\x80\xaeevil@example.com\r\nDate: Sun, 22 Nov 2026 10:00:00 \xff\r\nSubject: bare\rCR\r\n",
+			want:   []string{"Cc: J\xc3\xb6rg <j@example.com>\r\n", "Date: Sun, 22 Nov 2026 10:05:00 +0000\r\n", "Subject: [VIRUS REMOVED] (original subject not shown)\r\n"},
+			lack:   []string{"evil", "\xff", "bare"},
+		},
+		{
+			name:   "first of each name only",
+			header: "Message-ID: <one@example.com>\r\nMessage-ID: <two@example.com>\r\nSubject: one\r\nsubject: two\r\n",
+			want:   []string{"Message-ID: <one@example.com>\r\n", "Subject: [VIRUS REMOVED] one\r\n"},
+			lack:   []string{"two"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			notice := virusNotice([]byte(tc.header+"\r\nbody\r\n"), "V", "", now)
+			t.Logf("notice:\n%s", notice)
+			for _, want := range tc.want {
+				if !bytes.Contains(notice, []byte(want)) {
+					t.Errorf("notice lacks %q", want)
+				}
+			}
+			for _, lack := range tc.lack {
+				if bytes.Contains(notice, []byte(lack)) {
+					t.Errorf("notice contains %q", lack)
+				}
+			}
+			clamavCheckNotice(t, notice)
+		})
+	}
+}
+
+// TestQuarantineRefusalLog: a refusal is logged at most once a minute,
+// with the number of refusals since the last one logged.
+func TestQuarantineRefusalLog(t *testing.T) {
+	var r refusalLog
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	for _, step := range []struct {
+		at    time.Duration
+		count int
+		log   bool
+	}{
+		{0, 1, true}, {10 * time.Second, 0, false}, {59 * time.Second, 0, false},
+		{60 * time.Second, 3, true}, {61 * time.Second, 0, false}, {10 * time.Minute, 2, true},
+	} {
+		count, log := r.note(t0.Add(step.at))
+		if count != step.count || log != step.log {
+			t.Errorf("refusal at %v: (%d, %v), want (%d, %v)", step.at, count, log, step.count, step.log)
+		}
+	}
+}

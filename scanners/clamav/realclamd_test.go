@@ -173,3 +173,58 @@ func TestClamAVRealClamdTimes(t *testing.T) {
 		}
 	}
 }
+
+// TestClamAVRealClamdNoticeIsClean: what replaces an infected message is
+// clean to the real clamd, wherever in the original the virus was: in the
+// Subject or From (fields a notice would copy) or in the body. When the
+// fields are safe the notice keeps them.
+func TestClamAVRealClamdNoticeIsClean(t *testing.T) {
+	clamd := scannertest.StartClamd(t)
+	eicar := string(scannertest.EICAR())
+	const date, msgid = "Date: Sun, 22 Nov 2026 10:00:00 +0000\r\n", "Message-ID: <notice@example.com>\r\n"
+	for _, tc := range []struct {
+		name string
+		msg  string
+		kept []string // fields the notice must copy
+	}{
+		{"virus in the Subject", "From: v@example.com\r\nTo: alice@example.net\r\nSubject: " + eicar + "\r\n" + date + msgid + "\r\nHello.\r\n", nil},
+		{"virus in From", "From: " + eicar + "\r\nTo: alice@example.net\r\nSubject: hello\r\n" + date + msgid + "\r\nHello.\r\n", nil},
+		{"virus in the body", "From: v@example.com\r\nTo: alice@example.net\r\nSubject: hello\r\n" + date + msgid + "\r\n" + eicar + "\r\n",
+			[]string{"From: v@example.com\r\n", "To: alice@example.net\r\n", "Subject: [VIRUS REMOVED] hello\r\n", date, msgid}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p, logs := clamNew(t, clamav.Filter{Address: clamd.TCPURL(), QuarantineDir: dir})
+			v, err := clamJudge(t, p, []byte(tc.msg), 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Action != filter.Replace {
+				t.Fatalf("verdict %v %q, want replace", v.Action, v.Reason)
+			}
+			// EICAR is printable and short: only the scan of the notice
+			// can catch it in a field.
+			if withheld := len(logs.FilterMessageSnippet("found a virus in the notice").All()) == 1; withheld != (tc.kept == nil) {
+				t.Errorf("the notice's own scan found a virus: %v, want %v", withheld, tc.kept == nil)
+			}
+			notice := v.Replacement
+			if bytes.Contains(notice, []byte(eicar)) {
+				t.Errorf("the notice contains EICAR")
+			}
+			check, _ := clamNew(t, clamav.Filter{Address: clamd.UnixURL(), Action: "tag"})
+			cv, err := clamJudge(t, check, notice, 30*time.Second)
+			if err != nil || cv.Reason != "" {
+				t.Errorf("the real clamd scans the notice: %q, %v; want clean", cv.Reason, err)
+			}
+			files, _ := os.ReadDir(dir)
+			if len(files) != 1 {
+				t.Fatalf("quarantine holds %d files", len(files))
+			}
+			for _, want := range append([]string{"X-Virus-Name: " + scannertest.ClamdEICARVirus + "\r\n", "\r\n    " + files[0].Name() + "\r\n"}, tc.kept...) {
+				if !bytes.Contains(notice, []byte(want)) {
+					t.Errorf("notice lacks %q:\n%s", want, notice)
+				}
+			}
+		})
+	}
+}

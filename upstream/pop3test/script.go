@@ -18,14 +18,16 @@ const (
 	opSleep                  // S!sleep
 	opStartTLS               // S!starttls
 	opDiscard                // S!discard
+	opSeq                    // S!seq
 )
 
 type step struct {
 	line  int // in the script, for messages
 	op    opKind
 	text  string        // opSend, opExpect
-	data  []byte        // opRaw: the bytes
-	count int           // opRaw: how many times
+	data  []byte        // opRaw: the bytes; opSeq: what comes before the number
+	tail  []byte        // opSeq: what comes after the number
+	count int           // opRaw, opSeq: how many times
 	d     time.Duration // opSleep
 }
 
@@ -119,6 +121,19 @@ func parseDirective(n int, name, arg string) (step, error) {
 			return st, fmt.Errorf("S!repeat wants a count and a non-empty Go-quoted string, got %q", arg)
 		}
 		st.op, st.data, st.count = opRaw, []byte(b), count
+		return st, nil
+	case "seq":
+		countStr, q, _ := strings.Cut(arg, " ")
+		count, err := strconv.Atoi(countStr)
+		if err != nil || count < 0 {
+			return st, fmt.Errorf("S!seq wants a count and a Go-quoted string, got %q", arg)
+		}
+		b, err := strconv.Unquote(strings.TrimSpace(q))
+		if err != nil || strings.Count(b, "%d") != 1 {
+			return st, fmt.Errorf("S!seq wants a count and a Go-quoted string with one %%d, got %q", arg)
+		}
+		head, tail, _ := strings.Cut(b, "%d")
+		st.op, st.data, st.tail, st.count = opSeq, []byte(head), []byte(tail), count
 		return st, nil
 	}
 	return st, fmt.Errorf("unknown directive S!%s", name)

@@ -26,6 +26,8 @@
 //	S!sleep 2s           pause; ends early if the client disconnects
 //	S!raw "<Go string>"  send exactly these bytes, no CRLF added
 //	S!repeat N "<str>"   send the bytes N times (a long line, a huge message)
+//	S!seq N "<str>"      send the string N times, its one %d replaced by
+//	                     1, 2, ... N (a numbered listing: "%d 120\r\n")
 //	S!starttls           start TLS as the server (needs WithTLS); data the
 //	                     client sent early fails the test
 //	S!discard            read and ignore everything until the client closes
@@ -35,7 +37,8 @@
 //
 // Consecutive S: lines and S!raw go out in one write when the server next
 // waits, sleeps, closes or ends, so bytes that follow a response arrive
-// with it.
+// with it. S!repeat and S!seq allocate nothing per repetition, so a test
+// may measure the client's allocations while the server sends.
 //
 // The server listens on 127.0.0.1, puts a deadline on every read and write
 // (WithTimeout, default 10s), and stops when the test ends.
@@ -48,6 +51,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -228,6 +232,20 @@ func (s *Server) serve(i int, c net.Conn) error {
 					conn.SetWriteDeadline(time.Now().Add(s.timeout))
 				}
 				if _, err := w.Write(st.data); err != nil {
+					return fail(err)
+				}
+			}
+		case opSeq:
+			logf("S!seq %d x %s", st.count, short(fmt.Sprintf("%q", string(st.data)+"%d"+string(st.tail))))
+			num := make([]byte, 0, 20)
+			for k := 1; k <= st.count; k++ {
+				num = strconv.AppendInt(num[:0], int64(k), 10)
+				if w.Available() < len(st.data)+len(num)+len(st.tail) {
+					conn.SetWriteDeadline(time.Now().Add(s.timeout))
+				}
+				w.Write(st.data)
+				w.Write(num)
+				if _, err := w.Write(st.tail); err != nil {
 					return fail(err)
 				}
 			}

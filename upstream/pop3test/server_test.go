@@ -79,6 +79,8 @@ func TestScriptedSession(t *testing.T) {
 		S!raw "raw\x00bytes"
 		S!repeat 3 "ab"
 		C:
+		S!seq 3 "<%d>"
+		S!seq 0 "never%d"
 		S: .
 		S!next
 		S: +OK second
@@ -88,7 +90,7 @@ func TestScriptedSession(t *testing.T) {
 	c.send("USER alice\r\n")
 	c.expect("+OK\r\n one leading space kept\r\n\r\nraw\x00bytesababab")
 	c.send("\r\n")
-	c.expect(".\r\n")
+	c.expect("<1><2><3>.\r\n")
 	c.c.Close()
 
 	c2 := connect(t, srv.Addr())
@@ -231,6 +233,9 @@ func TestParseScriptErrors(t *testing.T) {
 		{`S!raw unquoted`, "Go-quoted"},
 		{`S!repeat x "a"`, "count"},
 		{`S!repeat 3 ""`, "non-empty"},
+		{`S!seq 3 "no number"`, "one %d"},
+		{`S!seq 3 "%d %d"`, "one %d"},
+		{`S!seq -1 "%d"`, "count"},
 		{"S!close\nS: +OK", "after S!close"},
 		{"S!discard\nC: QUIT", "after S!close or S!discard"},
 	} {

@@ -80,12 +80,6 @@ func run(cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	allowFrom := make([]netip.Prefix, 0, len(cfg.Shutdown.AllowFrom))
-	for _, s := range cfg.Shutdown.AllowFrom {
-		p, _ := parsePrefix(s) // validated when the config was loaded
-		allowFrom = append(allowFrom, p)
-	}
-
 	drainRequested := make(chan string, 1)
 	requestDrain := func(why string) {
 		select {
@@ -98,7 +92,6 @@ func run(cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	opts.Backend = backend
-	opts.AllowShutdown = func(c *pop3server.ConnInfo) bool { return addrAllowed(c.RemoteAddr, allowFrom) }
 	opts.OnShutdown = func() { requestDrain("SHUTDOWN command") }
 	srv, err := pop3server.NewServer(opts)
 	if err != nil {
@@ -176,6 +169,9 @@ func logStats(log *zap.Logger, st *proxy.Stats) {
 }
 
 func addrAllowed(addr net.Addr, allow []netip.Prefix) bool {
+	if _, ok := addr.(balancerAddr); ok {
+		return false
+	}
 	ap, err := netip.ParseAddrPort(addr.String())
 	if err != nil {
 		return false

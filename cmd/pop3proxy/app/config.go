@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/proxy"
+	"github.com/pop3proxy/pop3proxy/upstream"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -46,10 +47,20 @@ type ProxyProtocolConfig struct {
 
 // TLSConfig is the proxy's own certificate, for STLS and the TLS listeners.
 type TLSConfig struct {
-	Cert                  string `yaml:"cert"`
-	Key                   string `yaml:"key"`
-	Require               bool   `yaml:"require"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Require is auto, true or false: whether clients must use TLS before
+	// they send a password (see requireTLS).
+	Require               string `yaml:"require"`
 	RequireExemptLoopback bool   `yaml:"require_exempt_loopback"`
+}
+
+// requireTLS resolves tls.require. auto is Dovecot's safe default: with a
+// certificate, passwords travel only under TLS (loopback clients exempt
+// while require_exempt_loopback is on); without one, validate has made
+// sure that only this machine can connect.
+func (t TLSConfig) requireTLS() bool {
+	return t.Require == "true" || (t.Require == "auto" && t.Cert != "")
 }
 
 // UpstreamConfig says where logins may be routed and how to talk there.
@@ -64,6 +75,7 @@ type UpstreamConfig struct {
 	DialTimeout        yamlconf.Duration   `yaml:"dial_timeout"`
 	Timeout            yamlconf.Duration   `yaml:"timeout"`
 	Destinations       []DestinationConfig `yaml:"destinations"`
+	MaxMessages        int                 `yaml:"max_messages"`
 }
 
 // DestinationConfig overrides the upstream TLS settings for destinations
@@ -120,13 +132,14 @@ func DefaultConfig() Config {
 			Trusted:       []string{"127.0.0.1/32", "::1/128"},
 			HeaderTimeout: yamlconf.Duration(5 * time.Second),
 		},
-		TLS: TLSConfig{RequireExemptLoopback: true},
+		TLS: TLSConfig{Require: "auto", RequireExemptLoopback: true},
 		Upstream: UpstreamConfig{
 			AllowPrivate: "auto",
 			Separators:   "%#@",
 			TLS:          "auto",
 			DialTimeout:  yamlconf.Duration(10 * time.Second),
 			Timeout:      yamlconf.Duration(60 * time.Second),
+			MaxMessages:  upstream.DefaultMaxMessages,
 		},
 		Shutdown: ShutdownConfig{
 			AllowFrom:    []string{"127.0.0.0/8", "::1/128"},

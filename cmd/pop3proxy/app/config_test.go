@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -87,7 +88,8 @@ bogus: 1
 	for _, want := range []string{
 		"max_size", "upstream.tls", "upstream.dial_timeout", "upstream.colour: unknown key",
 		"shutdown.allow_from[0]", "limits.idle_timeout", "limits.max_line_length", "log.level",
-		"bogus: unknown key", "upstream.allow: must be set when a listener",
+		"bogus: unknown key", "upstream.allow: must be set because listen accepts remote clients",
+		"tls.require: listen accepts remote clients",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)
@@ -111,12 +113,14 @@ func TestOpenRelayRefused(t *testing.T) {
 		{"192.0.2.10:1110", "", false},
 		{"0.0.0.0:1110", `["pop.example.com:995"]`, true},
 	} {
-		doc := "listen: \"" + tc.listen + "\"\n"
+		// Plaintext passwords are allowed explicitly, so that only the
+		// allow list decides.
+		doc := "listen: \"" + tc.listen + "\"\ntls:\n  require: false\n"
 		if tc.allow != "" {
 			doc += "upstream:\n  allow: " + tc.allow + "\n"
 		}
 		_, err := ParseConfig([]byte(doc))
-		if (err == nil) != tc.ok {
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "upstream.allow: must be set")) {
 			t.Errorf("listen %s allow %q: err = %v, want ok=%v", tc.listen, tc.allow, err, tc.ok)
 		}
 	}
@@ -196,5 +200,114 @@ func TestTLSAndListenerKeys(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A PROXY listener serves a load balancer's remote clients wherever it
+// listens, so it never makes the proxy "local only": not for the open-relay
+// refusal, not for allow_private: auto, not for tls.require: auto.
+func TestProxyListenerIsNeverLocal(t *testing.T) {
+	for _, key := range []string{"listen_proxy", "listen_proxy_tls"} {
+		t.Run(key, func(t *testing.T) {
+			doc := "listen: \"\"\n" + key + ": \"127.0.0.1:1111\"\n"
+			if key == "listen_proxy_tls" {
+				pki := testinfra.NewPKI(t, "pop3proxy")
+				doc += "tls: {cert: " + pki.Cert + ", key: " + pki.Key + "}\n"
+			}
+			_, err := ParseConfig([]byte(doc))
+			if err == nil || !strings.Contains(err.Error(), "upstream.allow: must be set because "+key+" accepts remote clients") {
+				t.Fatalf("err = %v, want upstream.allow required", err)
+			}
+			cfg, err := ParseConfig([]byte(doc + "upstream:\n  allow: [\"pop.example.com:110\"]\ntls:\n  require: false\n"))
+			if key == "listen_proxy_tls" {
+				// tls.require: false is fine with a certificate too.
+				cfg, err = ParseConfig([]byte(strings.Replace(doc, "}\n", ", require: false}\n", 1) + "upstream:\n  allow: [\"pop.example.com:110\"]\n"))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !cfg.denyPrivate() {
+				t.Error("allow_private: auto allows private destinations behind a PROXY listener")
+			}
+		})
+	}
+}
+
+// Dovecot's default: passwords from remote clients only under TLS. With a
+// certificate that is what auto means; without one, a listener remote
+// clients can reach must say tls.require: false explicitly.
+func TestTLSRequireAuto(t *testing.T) {
+	pki := testinfra.NewPKI(t, "pop3proxy")
+	withCert := "tls:\n  cert: " + pki.Cert + "\n  key: " + pki.Key + "\n"
+	public := "listen: \"0.0.0.0:1110\"\nupstream:\n  allow: [\"pop.example.com:110\"]\n"
+	for _, tc := range []struct {
+		name, doc string
+		err       string // "" for a valid configuration
+		require   bool
+	}{
+		{"local, no certificate", "listen: \"127.0.0.1:1110\"\n", "", false},
+		{"local, certificate", "listen: \"127.0.0.1:1110\"\n" + withCert, "", true},
+		{"remote, certificate", public + withCert, "", true},
+		{"remote, no certificate", public, "tls.require: listen accepts remote clients, but without tls.cert and tls.key", false},
+		{"remote, no certificate, explicit false", public + "tls:\n  require: false\n", "", false},
+		{"remote, certificate, explicit false", public + withCert + "  require: false\n", "", false},
+		{"bad value", "tls:\n  require: sometimes\n", `tls.require: "sometimes" is not one of auto, true, false`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.doc))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want it to mention %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.TLS.requireTLS(); got != tc.require {
+				t.Errorf("requireTLS = %v, want %v", got, tc.require)
+			}
+		})
+	}
+}
+
+// -check reports an allow entry no login could use because allow_private
+// refuses its address, instead of "configuration ok" and then refusing
+// every login.
+func TestPrivateAllowEntriesReported(t *testing.T) {
+	base := "listen: \"0.0.0.0:110\"\ntls:\n  require: false\nupstream:\n  allow: "
+	for _, tc := range []struct {
+		allow string
+		want  []string // problems; none for a valid configuration
+	}{
+		{`["127.0.0.1:21110"]`, []string{"upstream.allow[0]: 127.0.0.1:21110 names only loopback addresses"}},
+		{`["[::1]:110", "pop.example.com:110"]`, []string{"upstream.allow[0]: [::1]:110 names only loopback addresses"}},
+		{`["10.0.0.0/8:110", "192.168.1.0/24:*"]`, []string{"upstream.allow[0]: 10.0.0.0/8:110 names only private", "upstream.allow[1]"}},
+		{`["pop.example.com:110", "*:995", "192.0.2.*:110"]`, nil},
+		{`["8.8.8.8:110", "0.0.0.0/0:110"]`, nil},
+	} {
+		t.Run(tc.allow, func(t *testing.T) {
+			_, err := ParseConfig([]byte(base + tc.allow + "\n"))
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("configuration accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %v, want it to mention %q", err, w)
+				}
+			}
+			if !strings.Contains(err.Error(), "allow_private: auto, and listen accepts remote clients") {
+				t.Errorf("err = %v, want it to say why allow_private refuses", err)
+			}
+		})
+	}
+	if _, err := ParseConfig([]byte(base + `["127.0.0.1:21110"]` + "\n  allow_private: true\n")); err != nil {
+		t.Errorf("allow_private: true: %v", err)
 	}
 }

@@ -122,6 +122,23 @@ func (l headerListener) Accept() (net.Conn, error) {
 
 type headerConn struct{ *proxyproto.Conn }
 
+// RemoteAddr is the client's address from the header. For a LOCAL header
+// (a health check) or one without addresses it is the balancer's own
+// address, wrapped in balancerAddr so that nothing takes the balancer for
+// a local client: a balancer on the same host would otherwise exempt its
+// connections from tls.require and let them send SHUTDOWN.
+func (c headerConn) RemoteAddr() net.Addr {
+	a := c.Conn.RemoteAddr()
+	if h := c.Conn.ProxyHeader(); h == nil || h.Command.IsLocal() || h.TransportProtocol == proxyproto.UNSPEC {
+		return balancerAddr{a}
+	}
+	return a
+}
+
+// balancerAddr is a load balancer's own address on a PROXY listener: no
+// client's.
+type balancerAddr struct{ net.Addr }
+
 // ReadPreamble reads and checks the PROXY header. A zero-length Read
 // processes the header and returns its error (the one every later Read
 // and Write would return) without consuming any data.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -321,5 +324,92 @@ func TestProxyProtocolListenerArguments(t *testing.T) {
 	}
 	if _, err := proxyProtocolListener(raw, lo, 0, nil); err == nil {
 		t.Error("zero header timeout accepted")
+	}
+}
+
+// TestProxyListenerClientAddress checks, through the options the
+// configuration produces, that behind a PROXY listener only a client
+// address from the header counts: a client on the balancer's host is
+// exempt from tls.require, while a LOCAL header (the balancer itself, here
+// on loopback) is neither exempt nor allowed to send SHUTDOWN.
+func TestProxyListenerClientAddress(t *testing.T) {
+	pki := testinfra.NewPKI(t, "pop3proxy")
+	cfg, err := ParseConfig([]byte(fmt.Sprintf("listen: \"\"\nlisten_proxy: \"127.0.0.1:1\"\ntls: {cert: %q, key: %q}\nupstream:\n  allow: [\"pop.example.com:110\"]\n", pki.Cert, pki.Key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.TLS.requireTLS() {
+		t.Fatal("tls.require: auto with a certificate does not require TLS")
+	}
+	opts, err := serverOptions(cfg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Backend = pop3server.BackendFunc(func(context.Context, *pop3server.ConnInfo, string, string) (pop3server.Session, error) {
+		return nil, pop3server.ErrAuthFailed
+	})
+	srv, err := pop3server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := proxyProtocolListener(raw, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, time.Second, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	for _, tc := range []struct {
+		name      string
+		header    *proxyproto.Header
+		userReply string
+	}{
+		{"LOCAL from the balancer", &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}, "-ERR [AUTH] Plaintext authentication disallowed"},
+		{"client on the balancer's host", proxyproto.HeaderProxyFromAddrs(2, tcpAddr("127.0.0.1:40000"), tcpAddr("192.0.2.2:110")), "+OK"},
+		{"remote client", proxyproto.HeaderProxyFromAddrs(2, tcpAddr("192.0.2.1:40000"), tcpAddr("192.0.2.2:110")), "-ERR [AUTH] Plaintext authentication disallowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", raw.Addr().String(), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := tc.header.WriteTo(c); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(c)
+			expectLine := func(cmd, prefix string) {
+				t.Helper()
+				if cmd != "" {
+					io.WriteString(c, cmd+"\r\n")
+				}
+				if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, prefix) {
+					t.Fatalf("%q answered %q, %v; want %q", cmd, line, err, prefix)
+				}
+			}
+			expectLine("", "+OK")
+			expectLine("USER alice%pop.example.com:110", tc.userReply)
+			if tc.header.Command.IsLocal() {
+				expectLine("SHUTDOWN", "-ERR")
+			}
+		})
+	}
+}
+
+func TestBalancerAddrIsNoClient(t *testing.T) {
+	lo := balancerAddr{tcpAddr("127.0.0.1:5000")}
+	if isLoopbackAddr(lo) {
+		t.Error("a balancer's own loopback address counts as a local client")
+	}
+	if addrAllowed(lo, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}) {
+		t.Error("a balancer's own loopback address may send SHUTDOWN")
+	}
+	if !isLoopbackAddr(tcpAddr("127.0.0.1:5000")) || !addrAllowed(tcpAddr("127.0.0.1:5000"), []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}) {
+		t.Error("a client's loopback address is not recognised")
 	}
 }

@@ -24,16 +24,15 @@ func (c *Config) validate() []error {
 		errs = append(errs, yamlconf.NewFieldError(path, 0, format, args...))
 	}
 
-	allLoopback, listeners := true, 0
+	listeners := 0
 	for _, l := range c.listeners() {
-		loopback, err := isLoopbackListen(l.addr)
-		if err != nil {
+		if _, err := isLoopbackListen(l.addr); err != nil {
 			bad(l.key, "%v", err)
 			continue
 		}
 		listeners++
-		allLoopback = allLoopback && loopback
 	}
+	remote := c.remoteListener()
 	if len(c.listeners()) == 0 {
 		bad("listen", "no listener: set at least one of listen, listen_tls, listen_proxy, listen_proxy_tls")
 	}
@@ -83,22 +82,36 @@ func (c *Config) validate() []error {
 	}
 	positive(bad, "upstream.dial_timeout", u.DialTimeout)
 	positive(bad, "upstream.timeout", u.Timeout)
-	if listeners > 0 && !allLoopback && len(u.Allow) == 0 {
-		bad("upstream.allow", "must be set when a listener is not on a loopback address: "+
-			"without it anyone who can connect could make the proxy dial any host and port")
+	if listeners > 0 && remote != "" && len(u.Allow) == 0 {
+		bad("upstream.allow", "must be set because %s accepts remote clients: "+
+			"without it anyone who can connect could make the proxy dial any host and port", remote)
 	}
 	switch u.AllowPrivate {
 	case "auto", "true", "false":
 	default:
 		bad("upstream.allow_private", "%q is not one of auto, true, false", u.AllowPrivate)
 	}
-	denyPrivate := u.AllowPrivate == "false" || (u.AllowPrivate == "auto" && listeners > 0 && !allLoopback)
-	if host, _, err := net.SplitHostPort(u.Default); err == nil && denyPrivate {
-		if ip, err := netip.ParseAddr(host); err == nil {
-			if kind, private := upstream.PrivateAddr(ip); private {
-				bad("upstream.default", "%s is a %s address, which upstream.allow_private refuses (set allow_private: true)", host, kind)
+	if c.denyPrivate() {
+		why := "allow_private: false"
+		if u.AllowPrivate == "auto" {
+			why = "allow_private: auto, and " + remote + " accepts remote clients"
+		}
+		if host, _, err := net.SplitHostPort(u.Default); err == nil {
+			if ip, err := netip.ParseAddr(host); err == nil {
+				if kind, private := upstream.PrivateAddr(ip); private {
+					bad("upstream.default", "%s is a %s address, which upstream.allow_private refuses (%s); set allow_private: true to allow it", host, kind, why)
+				}
 			}
 		}
+		// An entry no login could ever use is a mistake, not a policy.
+		for i, pattern := range u.Allow {
+			if kind, private := privatePattern(pattern); private {
+				bad(fmt.Sprintf("upstream.allow[%d]", i), "%s names only %s addresses, which upstream.allow_private refuses (%s); set allow_private: true to allow it", pattern, kind, why)
+			}
+		}
+	}
+	if u.MaxMessages < 1 {
+		bad("upstream.max_messages", "must be at least 1")
 	}
 	for i, d := range u.Destinations {
 		path := fmt.Sprintf("upstream.destinations[%d]", i)
@@ -199,20 +212,80 @@ func (c *Config) listeners() []listener {
 	return ls
 }
 
-// allLoopback reports whether every listener accepts only local clients;
-// then the proxy serves this machine only, and private destinations are
-// allowed by default (upstream.allow_private: auto).
-func (c *Config) allLoopback() bool {
+// remoteListener returns the key of the first listener that clients on
+// other hosts can reach, or "" when the proxy serves this machine only. A
+// PROXY protocol listener always counts as remote, wherever it listens:
+// it exists to serve the clients of a load balancer.
+func (c *Config) remoteListener() string {
 	for _, l := range c.listeners() {
-		if loopback, _ := isLoopbackListen(l.addr); !loopback {
-			return false
+		loopback, _ := isLoopbackListen(l.addr)
+		if !loopback || l.key == "listen_proxy" || l.key == "listen_proxy_tls" {
+			return l.key
 		}
 	}
-	return true
+	return ""
+}
+
+// denyPrivate reports whether destinations on internal addresses are
+// refused: always with allow_private: false, and with auto when remote
+// clients could otherwise use the proxy as a way into the network behind
+// it.
+func (c *Config) denyPrivate() bool {
+	a := c.Upstream.AllowPrivate
+	return a == "false" || (a == "auto" && c.remoteListener() != "")
+}
+
+// privatePattern reports whether an upstream.allow pattern names only
+// internal addresses: an IP literal, or a CIDR prefix inside one internal
+// range. The ranges are CIDR blocks, so a prefix whose two ends fall in
+// the same one lies wholly inside it; equal kinds at both ends and in the
+// middle stand in for "the same block". Wildcard and host-name patterns
+// may match public addresses and are never reported.
+func privatePattern(pattern string) (kind string, private bool) {
+	host := pattern
+	if i := strings.LastIndexByte(pattern, ':'); i > 0 && !strings.HasSuffix(pattern, "]") {
+		host = pattern[:i]
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return upstream.PrivateAddr(ip)
+	}
+	p, err := netip.ParsePrefix(host)
+	if err != nil {
+		return "", false
+	}
+	p = p.Masked()
+	kind, private = upstream.PrivateAddr(p.Addr())
+	for _, a := range []netip.Addr{hostBitsSet(p, true), hostBitsSet(p, false)} {
+		if k, ok := upstream.PrivateAddr(a); !ok || k != kind {
+			return "", false
+		}
+	}
+	return kind, private
+}
+
+// hostBitsSet returns the address of p with every host bit set (the last
+// address), or with every host bit but the first set (the last address of
+// the lower half).
+func hostBitsSet(p netip.Prefix, first bool) netip.Addr {
+	b := p.Addr().AsSlice()
+	for bit := p.Bits(); bit < len(b)*8; bit++ {
+		if bit == p.Bits() && !first {
+			continue
+		}
+		b[bit/8] |= 0x80 >> (bit % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 func (c *Config) validateTLS(bad func(string, string, ...any)) {
 	t := c.TLS
+	switch t.Require {
+	case "auto", "true", "false":
+	default:
+		bad("tls.require", "%q is not one of auto, true, false", t.Require)
+	}
 	switch {
 	case (t.Cert == "") != (t.Key == ""):
 		bad("tls", "cert and key go together")
@@ -227,8 +300,12 @@ func (c *Config) validateTLS(bad func(string, string, ...any)) {
 				bad(l.key, "needs tls.cert and tls.key")
 			}
 		}
-		if t.Require {
+		switch remote := c.remoteListener(); {
+		case t.Require == "true":
 			bad("tls.require", "needs tls.cert and tls.key (clients could never log in)")
+		case t.Require == "auto" && remote != "":
+			bad("tls.require", "%s accepts remote clients, but without tls.cert and tls.key their passwords would cross the network in clear; "+
+				"configure a certificate, or set tls.require: false to accept that", remote)
 		}
 	}
 }

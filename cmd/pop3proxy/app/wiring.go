@@ -15,7 +15,7 @@ import (
 )
 
 // serverOptions maps the configuration onto the POP3 server's options;
-// the caller adds the backend and the SHUTDOWN hooks.
+// the caller adds the backend and what SHUTDOWN does.
 func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 	l := cfg.Limits
 	opts := pop3server.Options{
@@ -32,6 +32,12 @@ func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 		MaxFailedLoginDelay: l.MaxFailedLoginDelay.D(),
 		HandshakeTimeout:    l.HandshakeTimeout.D(),
 	}
+	allowFrom := make([]netip.Prefix, 0, len(cfg.Shutdown.AllowFrom))
+	for _, s := range cfg.Shutdown.AllowFrom {
+		p, _ := parsePrefix(s) // validated when the config was loaded
+		allowFrom = append(allowFrom, p)
+	}
+	opts.AllowShutdown = func(c *pop3server.ConnInfo) bool { return addrAllowed(c.RemoteAddr, allowFrom) }
 	if opts.FailedLoginDelay == 0 {
 		opts.FailedLoginDelay = -1 // the framework reads 0 as "default"
 	}
@@ -41,7 +47,7 @@ func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 			return opts, err
 		}
 		opts.TLSConfig = certs.tlsConfig()
-		opts.RequireTLS = cfg.TLS.Require
+		opts.RequireTLS = cfg.TLS.requireTLS()
 		if cfg.TLS.RequireExemptLoopback {
 			// The client's address: behind a PROXY listener the real
 			// client, so a local load balancer exempts nobody.
@@ -51,7 +57,12 @@ func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 	return opts, nil
 }
 
+// isLoopbackAddr reports whether a client connects from this host. A load
+// balancer's own address (a LOCAL PROXY header) is no client's.
 func isLoopbackAddr(a net.Addr) bool {
+	if _, ok := a.(balancerAddr); ok {
+		return false
+	}
 	ap, err := netip.ParseAddrPort(a.String())
 	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
@@ -126,7 +137,8 @@ func newGateway(cfg *Config, log *zap.Logger) (*proxy.Gateway, error) {
 		// auto: a proxy that only this machine can reach may reach this
 		// machine's private services; one on the network must not become
 		// a way into the network behind it.
-		DenyPrivate: u.AllowPrivate == "false" || (u.AllowPrivate == "auto" && !cfg.allLoopback()),
+		DenyPrivate: cfg.denyPrivate(),
+		MaxMessages: u.MaxMessages,
 	}
 	if u.CAFile != "" {
 		pool, err := loadCAFile(u.CAFile)

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
+)
+
+// hostileUpstream serves every connection with serve on a loopback port
+// until the test ends.
+func hostileUpstream(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(time.Minute))
+				serve(c)
+			})
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// endlessGreeting starts a greeting and never ends it.
+func endlessGreeting(c net.Conn) {
+	chunk := bytes.Repeat([]byte("A"), 64<<10)
+	if _, err := io.WriteString(c, "+OK "); err != nil {
+		return
+	}
+	for {
+		if _, err := c.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
+// hugeListing logs anyone in and answers LIST with 31 MB of entries.
+func hugeListing(c net.Conn) {
+	r := bufio.NewReader(c)
+	w := bufio.NewWriterSize(c, 64<<10)
+	io.WriteString(w, "+OK ready\r\n")
+	w.Flush()
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		switch verb, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.ToUpper(verb) {
+		case "CAPA":
+			io.WriteString(w, "-ERR no\r\n")
+		case "LIST":
+			io.WriteString(w, "+OK huge\r\n")
+			written := 0
+			for n := 1; written < 31<<20; n++ {
+				k, err := fmt.Fprintf(w, "%d %d\r\n", n, 1000+n%7919)
+				if err != nil {
+					return
+				}
+				written += k
+			}
+			io.WriteString(w, ".\r\n")
+		case "QUIT":
+			io.WriteString(w, "+OK bye\r\n")
+			w.Flush()
+			return
+		default:
+			io.WriteString(w, "+OK\r\n")
+		}
+		if w.Flush() != nil {
+			return
+		}
+	}
+}
+
+// TestHostileUpstreamsBoundedMemory checks what upstreams a client chose
+// can cost before and after login: twenty that send an endless greeting
+// and ten whose LIST runs to 31 MB, all at once, leave the proxy's peak
+// resident memory under 256 MB, and a session with an honest upstream is
+// served byte for byte meanwhile.
+func TestHostileUpstreamsBoundedMemory(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs /proc to measure memory")
+	}
+	const (
+		greetings = 20
+		listings  = 10
+		limitMiB  = 256
+	)
+	d := upstreamtest.StartDovecot(t, upstreamtest.DovecotOptions{Users: map[string]string{testUser: testPass}})
+	msg := []byte("From: a@example.com\r\nSubject: honest\r\n\r\nstill delivered\r\n")
+	d.Deliver(t, testUser, msg)
+	greeter := hostileUpstream(t, endlessGreeting)
+	lister := hostileUpstream(t, hugeListing)
+
+	p := startProxyBin(t, plainProxyBin(t), relayConfig()+"limits:\n  max_connections_per_ip: 100\n")
+	pid := p.cmd.Process.Pid
+	before := procStatusKiB(t, pid, "VmHWM")
+
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range greetings {
+		c := dialPOP(t, fmt.Sprintf("greeting-%d", i), p.Addr)
+		wg.Go(func() {
+			<-start
+			c.Cmd("USER mallory%"+greeter, "+OK*")
+			c.Cmd("PASS x", "-ERR [SYS/TEMP]*")
+		})
+	}
+	for i := range listings {
+		c := dialPOP(t, fmt.Sprintf("listing-%d", i), p.Addr)
+		wg.Go(func() {
+			<-start
+			c.Cmd("USER mallory%"+lister, "+OK*")
+			c.Cmd("PASS x", "+OK*")
+			c.Cmd("LIST", "-ERR [SYS/PERM]*")
+			c.ExpectClosed()
+		})
+	}
+	honest := loggedIn(t, "honest", p, d)
+	close(start)
+	honest.Cmd("RETR 1", "+OK*")
+	if got, want := honest.Multi(), upstreamtest.WireForm(msg); !bytes.Equal(got, want) {
+		t.Errorf("honest session got %q, want %q", got, want)
+	}
+	honest.Cmd("QUIT", "+OK*")
+	wg.Wait()
+
+	after := procStatusKiB(t, pid, "VmHWM")
+	t.Logf("proxy peak RSS: %d KiB before, %d KiB after %d endless greetings and %d LISTs of 31 MB at once",
+		before, after, greetings, listings)
+	if after > limitMiB<<10 {
+		t.Fatalf("peak RSS %d KiB, want under %d MiB", after, limitMiB)
+	}
+}

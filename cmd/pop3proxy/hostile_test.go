@@ -155,3 +155,52 @@ func TestHostileUpstreamsBoundedMemory(t *testing.T) {
 		t.Fatalf("peak RSS %d KiB, want under %d MiB", after, limitMiB)
 	}
 }
+
+// TestIdleClientsCost measures what connections that never log in cost:
+// each holds a descriptor and a small buffer until auth_timeout, never
+// more than max_connections of them.
+func TestIdleClientsCost(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs /proc to measure memory")
+	}
+	const clients, limitKiB = 500, 64
+	p := startProxyBin(t, plainProxyBin(t), relayConfig()+"limits:\n  max_connections: 500\n  max_connections_per_ip: 1000\n")
+	pid := p.cmd.Process.Pid
+	before := procStatusKiB(t, pid, "VmRSS")
+	conns := make([]net.Conn, 0, clients+1)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range clients {
+		c, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		// A command, so that each connection has read and answered a line.
+		if _, err := io.WriteString(c, "CAPA\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == ".\r\n" {
+				break
+			}
+		}
+	}
+	after := procStatusKiB(t, pid, "VmRSS")
+	perConn := (after - before) / clients
+	t.Logf("%d idle clients: proxy RSS %d KiB -> %d KiB, %d KiB each", clients, before, after, perConn)
+	if perConn > limitKiB {
+		t.Errorf("%d KiB per idle client, want at most %d", perConn, limitKiB)
+	}
+}

@@ -14,4 +14,5 @@ require (
 require (
 	github.com/hashicorp/errwrap v1.0.0 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )

@@ -6,12 +6,17 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/pop3proxy/pop3proxy/filter"
+	_ "github.com/pop3proxy/pop3proxy/filter/header" // the filtered workload
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream"
@@ -36,15 +41,32 @@ func message(size int) []byte {
 	return b.Bytes()
 }
 
-// startProxy serves a Gateway in-process on a loopback port.
-func startProxy(b *testing.B) string {
+// startProxy serves the gateway in-process on a loopback port, with the
+// filter chain of filtersYAML ("" for none).
+func startProxy(b *testing.B, filtersYAML string) string {
 	b.Helper()
+	opts := proxy.Options{
+		Separators: "%",
+		Upstream:   upstream.Options{DialTimeout: 5 * time.Second, Timeout: 30 * time.Second},
+		MaxSize:    20 << 20,
+	}
+	if filtersYAML != "" {
+		chain, err := filter.BuildYAML([]byte(filtersYAML), zap.NewNop())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { chain.Close() })
+		sp, err := spool.New(spool.Options{Memory: 256 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sp.Close() })
+		chain.SetSpool(sp)
+		opts.Chain, opts.Spool = chain, sp
+	}
 	srv, err := pop3server.NewServer(pop3server.Options{
-		Backend: proxy.New(proxy.Options{
-			Separators: "%",
-			Upstream:   upstream.Options{DialTimeout: 5 * time.Second, Timeout: 30 * time.Second},
-		}),
-		Logger: zap.NewNop(),
+		Backend: proxy.New(opts),
+		Logger:  zap.NewNop(),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -116,10 +138,13 @@ func benchmarkRetr(b *testing.B, size int) {
 	for range messages {
 		d.Deliver(b, user, msg)
 	}
-	proxyAddr := startProxy(b)
+	proxyAddr := startProxy(b, "")
+	filteredAddr := startProxy(b, "- {type: header, add: {X-Scanned-By: pop3proxy}}\n")
 	for _, tc := range []struct{ name, addr, login string }{
 		{"direct", d.Addr, user},
 		{"proxy", proxyAddr, user + "%" + d.Addr},
+		// Every message is held (under max_size) and edited.
+		{"proxy-filtered", filteredAddr, user + "%" + d.Addr},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			cl := dial(b, tc.addr, tc.login)
@@ -134,6 +159,9 @@ func benchmarkRetr(b *testing.B, size int) {
 			elapsed := time.Since(start)
 			b.ReportMetric(float64(elapsed.Microseconds())/1000/float64(b.N), "ms/RETR")
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+			if kib, ok := peakRSSKiB(); ok {
+				b.ReportMetric(float64(kib)/1024, "peak-RSS-MiB")
+			}
 		})
 	}
 }
@@ -145,3 +173,19 @@ func BenchmarkRetr25k(b *testing.B) { benchmarkRetr(b, 25<<10) }
 
 // BenchmarkRetr1M shows streaming throughput for larger messages.
 func BenchmarkRetr1M(b *testing.B) { benchmarkRetr(b, 1<<20) }
+
+// peakRSSKiB reads the process's peak resident memory (client and proxy
+// together; Dovecot runs apart) from /proc, where there is one.
+func peakRSSKiB() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}

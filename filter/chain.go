@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -41,22 +42,69 @@ type stage struct {
 	modifier Modifier
 	timeout  time.Duration
 	onError  OnError
+	slots    chan struct{} // one per running call; nil for no limit
+	path     string        // in the configuration: "filters[1]"
 	log      *zap.Logger
 }
 
 // Chain runs the configured filters over messages. It is safe for
 // concurrent use by many sessions.
 type Chain struct {
-	stages []*stage
-	log    *zap.Logger
+	stages   []*stage
+	log      *zap.Logger
+	spool    *spool.Spool
+	oversize Oversize
 }
+
+// Oversize is what happens to a message too large to be checked: over
+// max_size (the proxy's decision), or over what a scanner accepts (a
+// plugin's error wrapping ErrTooLarge).
+type Oversize int
+
+const (
+	// OversizeTag delivers it marked with UnscannedField.
+	OversizeTag Oversize = iota
+	// OversizePass delivers it unmarked.
+	OversizePass
+	// OversizeReject answers -ERR; the message stays on the server.
+	OversizeReject
+)
+
+// ParseOversize reads the oversize key: tag, pass or reject.
+func ParseOversize(s string) (Oversize, error) {
+	switch s {
+	case "", "tag":
+		return OversizeTag, nil
+	case "pass":
+		return OversizePass, nil
+	case "reject":
+		return OversizeReject, nil
+	}
+	return 0, fmt.Errorf("%q is not one of tag, pass, reject", s)
+}
+
+func (o Oversize) String() string { return [...]string{"tag", "pass", "reject"}[o] }
+
+// ErrTooLarge, wrapped into a plugin's error, says that the message is
+// larger than the scanner accepts: not a temporary failure (retrying
+// cannot help), so the chain applies the oversize policy instead of
+// on_error.
+var ErrTooLarge = errors.New("filter: message too large for the scanner")
+
+// SetSpool makes the chain keep rewritten headers and modifier output in
+// sp, within its memory budget; without one they are held in memory.
+func (ch *Chain) SetSpool(sp *spool.Spool) { ch.spool = sp }
+
+// SetOversize sets the policy for messages a scanner finds too large.
+func (ch *Chain) SetOversize(o Oversize) { ch.oversize = o }
 
 // spec holds the keys every filter block has; the others are the plugin's.
 type spec struct {
-	Type    string            `yaml:"type"`
-	Name    string            `yaml:"name"`
-	Timeout yamlconf.Duration `yaml:"timeout"`
-	OnError string            `yaml:"on_error"`
+	Type          string            `yaml:"type"`
+	Name          string            `yaml:"name"`
+	Timeout       yamlconf.Duration `yaml:"timeout"`
+	OnError       string            `yaml:"on_error"`
+	MaxConcurrent *int              `yaml:"max_concurrent"`
 }
 
 // Build makes a Chain from the "filters:" list of the configuration, one
@@ -104,7 +152,7 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 	own := &yaml.Node{Kind: yaml.MappingNode, Line: node.Line}
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		switch node.Content[i].Value {
-		case "type", "name", "timeout", "on_error":
+		case "type", "name", "timeout", "on_error", "max_concurrent":
 			common.Content = append(common.Content, node.Content[i], node.Content[i+1])
 		default:
 			own.Content = append(own.Content, node.Content[i], node.Content[i+1])
@@ -119,7 +167,7 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 	if !ok {
 		return nil, append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "type"), node.Line, "unknown filter type %q (one of: %s)", sp.Type, strings.Join(Types(), ", ")))
 	}
-	st := &stage{typ: sp.Type, name: sp.Name, timeout: sp.Timeout.D()}
+	st := &stage{typ: sp.Type, name: sp.Name, timeout: sp.Timeout.D(), path: path}
 	switch {
 	case st.name == "":
 		st.name = sp.Type
@@ -149,6 +197,17 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 		st.onError = OnErrorReject
 	default:
 		errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "on_error"), node.Line, "%q is not one of tempfail, pass, reject", sp.OnError))
+	}
+
+	limit := info.MaxConcurrent
+	if sp.MaxConcurrent != nil {
+		limit = *sp.MaxConcurrent
+	}
+	switch {
+	case limit < 0:
+		errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "max_concurrent"), node.Line, "must not be negative (0 means no limit)"))
+	case limit > 0:
+		st.slots = make(chan struct{}, limit)
 	}
 
 	st.plugin = info.New()
@@ -185,6 +244,31 @@ func checkName(name string) error {
 		return fmt.Errorf("name %s: use 1 to %d ASCII letters, digits, '-', '_' or '.'", strconv.Quote(name), maxName)
 	}
 	return nil
+}
+
+// StreamLimiter is implemented by plugins whose scanner refuses messages
+// over a size (clamav's max_stream).
+type StreamLimiter interface {
+	// MaxStream returns the largest message the plugin checks and the
+	// configuration key that sets it.
+	MaxStream() (limit int64, key string)
+}
+
+// CheckMaxSize reports every filter that cannot check a message of
+// maxSize octets: such messages would fall under max_size and yet never be
+// scanned, so the configuration is refused instead.
+func (ch *Chain) CheckMaxSize(maxSize int64) []error {
+	var errs []error
+	for _, st := range ch.stages {
+		if l, ok := st.plugin.(StreamLimiter); ok {
+			if limit, key := l.MaxStream(); limit < maxSize {
+				errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(st.path, key), 0,
+					"%d octets is less than max_size (%d octets): messages in between could never be scanned; raise %s (and the scanner's own limit) or lower max_size",
+					limit, maxSize, key))
+			}
+		}
+	}
+	return errs
 }
 
 // Len returns the number of filters.
@@ -250,10 +334,61 @@ func (o Outcome) String() string {
 // Result is the chain's decision for one message.
 type Result struct {
 	Outcome Outcome
-	Message []byte // for Deliver; the original bytes if nothing changed
-	Changed bool   // whether Message differs from the original
-	Filter  string // the filter that decided a TempFail, Refuse or replacement
-	Reason  string // short and client-safe
+	Message *Message // for Deliver; the original if nothing changed
+	Changed bool     // whether Message differs from the original
+	Filter  string   // the filter that decided a TempFail, Refuse or replacement
+	Reason  string   // short and client-safe
+
+	ch   *Chain
+	bufs []*spool.Buffer // made by this run; Message may read them
+}
+
+// Close releases what the run spooled. Message must not be read after it.
+func (r *Result) Close() error {
+	for _, b := range r.bufs {
+		b.Close()
+	}
+	r.bufs = nil
+	return nil
+}
+
+// end fills r with the final decision, keeping the buffers it made.
+func (r *Result) end(res Result) *Result {
+	res.ch, res.bufs = r.ch, r.bufs
+	*r = res
+	return r
+}
+
+// newBuffer returns a buffer for a message of about sizeHint bytes, in the
+// spool when the chain has one.
+func (r *Result) newBuffer(sizeHint int64) buffer {
+	if r.ch.spool == nil {
+		return &memBuffer{}
+	}
+	b := r.ch.spool.NewBuffer(sizeHint)
+	r.bufs = append(r.bufs, b)
+	return b
+}
+
+func (r *Result) newHeaderBuffer() buffer { return r.newBuffer(0) }
+
+// discard releases a buffer the run did not use.
+func (r *Result) discard(b buffer) {
+	for i, sb := range r.bufs {
+		if buffer(sb) == b {
+			sb.Close()
+			r.bufs = append(r.bufs[:i], r.bufs[i+1:]...)
+			return
+		}
+	}
+}
+
+// bufferErr returns what went wrong storing into b, if anything.
+func bufferErr(b buffer) error {
+	if sb, ok := b.(*spool.Buffer); ok {
+		return sb.Err()
+	}
+	return nil
 }
 
 var errAbandoned = errors.New("filter did not finish within its timeout")

@@ -28,7 +28,6 @@
 package filter
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,33 +35,6 @@ import (
 
 	"go.uber.org/zap"
 )
-
-// Message is one retrieved message, whole: header, blank line and body,
-// exactly as the upstream holds it (CRLF line endings, no dot-stuffing).
-// Plugins must not modify the bytes.
-type Message struct {
-	data []byte
-	Meta Meta
-}
-
-// Meta says where a message comes from.
-type Meta struct {
-	User     string // the user name at the upstream server
-	Upstream string // the upstream server's host:port
-	Number   int    // the message number in the session
-}
-
-// NewMessage wraps data, which the caller must not change afterwards.
-func NewMessage(data []byte, meta Meta) *Message { return &Message{data: data, Meta: meta} }
-
-// Bytes returns the message; the caller must not modify it.
-func (m *Message) Bytes() []byte { return m.data }
-
-// Len returns the message size in octets.
-func (m *Message) Len() int { return len(m.data) }
-
-// Reader returns a reader over the message.
-func (m *Message) Reader() io.Reader { return bytes.NewReader(m.data) }
 
 // Action is what a Verdict asks the chain to do with the message.
 type Action int
@@ -144,11 +116,14 @@ type Judge interface {
 	Judge(ctx context.Context, m *Message) (Verdict, error)
 }
 
-// Modifier is a plugin that changes the message: it returns the new
-// message (CRLF line endings), or nil for no change. Modify may be called
-// concurrently for different messages.
+// Modifier is a plugin that changes the message: it writes the new
+// message (header, empty line, body; CRLF line ends) to out and returns
+// true, or returns false for no change, whatever it wrote. out is spooled
+// like the message itself, so it may be large; writes to it fail once the
+// call is over, even for a plugin still running after its timeout. Modify
+// may be called concurrently for different messages.
 type Modifier interface {
-	Modify(ctx context.Context, m *Message) ([]byte, error)
+	Modify(ctx context.Context, m *Message, out io.Writer) (bool, error)
 }
 
 // Env is what a plugin gets when it is provisioned.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -17,13 +18,33 @@ type editError struct {
 func (e *editError) Error() string { return fmt.Sprintf("header edit %d: %v", e.index+1, e.err) }
 func (e *editError) Unwrap() error { return e.err }
 
-// applyEdits returns msg with the edits applied (see the package
+// buffer is where a rewritten header goes: a spool.Buffer, or memory.
+type buffer interface {
+	io.Writer
+	io.ReaderAt
+	Size() int64
+}
+
+// memBuffer is a buffer in memory, for chains without a spool.
+type memBuffer struct{ b []byte }
+
+func (m *memBuffer) Write(p []byte) (int, error) { m.b = append(m.b, p...); return len(p), nil }
+func (m *memBuffer) Size() int64                 { return int64(len(m.b)) }
+func (m *memBuffer) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m.b).ReadAt(p, off)
+}
+
+// applyEdits returns m with the edits applied (see the package
 // documentation, Header edits). Fields added by one call form a block at
-// the top of the header in the order given; the chain calls it once per run
-// of judges, so their fields appear in configuration order. Removals and
-// Subject prefixes apply in the order given. The only error is an invalid
-// edit (*editError); the header itself is never a reason to fail.
-func applyEdits(msg []byte, edits []Edit) ([]byte, error) {
+// the top of the header in the order given; the chain calls it once per
+// run of judges, so their fields appear in configuration order. Removals
+// and Subject prefixes apply in the order given. Added fields are put in
+// front of m without copying it; only removals and prefixes rewrite the
+// header, which is streamed from m into a buffer from newBuffer (so that a
+// header of any size costs no more memory than the spool allows), and the
+// body is shared. The only error besides reading m is an invalid edit
+// (*editError); the header itself is never a reason to fail.
+func applyEdits(m *Message, edits []Edit, newBuffer func() buffer) (*Message, error) {
 	var added bytes.Buffer
 	rewrites := false
 	for i, e := range edits {
@@ -38,43 +59,70 @@ func applyEdits(msg []byte, edits []Edit) ([]byte, error) {
 		}
 	}
 	if !rewrites {
-		return concat(added.Bytes(), msg), nil
+		return concatMessages(m.Meta, added.Bytes(), sectionOf{m, 0, m.size}), nil
 	}
 
-	headerLen := headerLength(msg)
-	header := msg[:headerLen]
-	subj := planSubject(header, edits)
 	var removed [][]byte
 	for _, e := range edits {
 		if e.Op == RemoveField && !strings.EqualFold(e.Name, "Subject") {
 			removed = append(removed, []byte(e.Name))
 		}
 	}
-
-	out := make([]byte, 0, added.Len()+len(subj.added)+len(msg)+len(subj.first)+64)
-	out = append(out, added.Bytes()...)
-	out = append(out, subj.added...)
-	for pos := 0; pos < len(header); {
-		elem := nextElement(header[pos:])
-		start := pos
-		pos += len(elem)
-		name, isField := fieldName(elem)
+	subj, err := planSubject(m, edits)
+	if err != nil {
+		return nil, err
+	}
+	out := newBuffer()
+	out.Write(added.Bytes())
+	out.Write(subj.added)
+	sc := newElementScanner(m.Open())
+	seenSubject := false
+	for {
+		head, ok, err := sc.next()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			break
+		}
+		name, isField := fieldName(head)
+		var w io.Writer = out
+		skip := 0
 		switch {
 		case !isField:
 		case bytes.EqualFold(name, subjectName):
-			if !subj.keep {
-				continue
-			}
-			if start == subj.firstAt {
-				out = append(out, subj.first...)
-				continue
+			first := !seenSubject
+			seenSubject = true
+			switch {
+			case !subj.keep:
+				w = nil
+			case first && len(subj.prefixes) > 0:
+				line := head
+				if i := bytes.IndexByte(line, '\n'); i >= 0 {
+					line = line[:i+1]
+				}
+				prefixed := line
+				for _, p := range subj.prefixes {
+					prefixed = prefixSubject(prefixed, p)
+				}
+				out.Write(prefixed)
+				skip = len(line)
 			}
 		case containsFold(removed, name):
-			continue
+			w = nil
 		}
-		out = append(out, elem...)
+		if err := sc.finish(w, skip); err != nil {
+			return nil, err
+		}
 	}
-	return append(out, msg[headerLen:]...), nil
+	if err := sc.err(); err != nil {
+		return nil, err
+	}
+	if b, ok := out.(interface{ Err() error }); ok && b.Err() != nil {
+		return nil, b.Err()
+	}
+	return concatMessages(m.Meta, sectionOf{NewMessageAt(out, out.Size(), m.Meta), 0, out.Size()},
+		sectionOf{m, sc.pos, m.size - sc.pos}), nil
 }
 
 // checkEdit refuses what would inject header lines or not be a field.
@@ -99,14 +147,6 @@ func checkEdit(e Edit) error {
 	return nil
 }
 
-func concat(a, b []byte) []byte {
-	if len(a) == 0 {
-		return b
-	}
-	out := make([]byte, 0, len(a)+len(b))
-	return append(append(out, a...), b...)
-}
-
 func containsFold(names [][]byte, name []byte) bool {
 	for _, n := range names {
 		if bytes.EqualFold(n, name) {
@@ -114,39 +154,6 @@ func containsFold(names [][]byte, name []byte) bool {
 		}
 	}
 	return false
-}
-
-// headerLength returns the length of msg's header: up to the first empty
-// line (CRLF or a bare LF), which stays with the body, or all of msg.
-func headerLength(msg []byte) int {
-	for i := 0; i < len(msg); {
-		if msg[i] == '\n' || (msg[i] == '\r' && i+1 < len(msg) && msg[i+1] == '\n') {
-			return i
-		}
-		eol := bytes.IndexByte(msg[i:], '\n')
-		if eol < 0 {
-			break
-		}
-		i += eol + 1
-	}
-	return len(msg)
-}
-
-// nextElement returns the first line of header with the continuation lines
-// that follow it, those starting with a space or a tab (RFC 5322 §2.2.3),
-// line ends included; the last line of a header may have none.
-func nextElement(header []byte) []byte {
-	end := 0
-	for {
-		eol := bytes.IndexByte(header[end:], '\n')
-		if eol < 0 {
-			return header
-		}
-		end += eol + 1
-		if end == len(header) || (header[end] != ' ' && header[end] != '\t') {
-			return header[:end]
-		}
-	}
 }
 
 // fieldName returns the name of the field elem starts, and false if elem is
@@ -180,41 +187,59 @@ func validNameByte(c byte) bool { return c >= 33 && c <= 126 && c != ':' }
 // one name is removed together, so the original Subject fields are all
 // kept or all gone, and only the first of them is ever prefixed.
 type subjectPlan struct {
-	keep    bool   // the original Subject fields stay
-	firstAt int    // offset of the first one in the header, -1 if none
-	first   []byte // its bytes after the prefixes
-	added   []byte // a new Subject field at the top, or nil
+	keep     bool     // the original Subject fields stay
+	prefixes []string // for the first of them, in order
+	added    []byte   // a new Subject field at the top, or nil
 }
 
 // planSubject applies the edits' Subject removals and prefixes in order: a
 // prefix goes to the first Subject there is, or makes a new one at the top
 // of the header, where it is found before any other.
-func planSubject(header []byte, edits []Edit) subjectPlan {
-	p := subjectPlan{keep: true, firstAt: -1}
-	for pos := 0; pos < len(header); {
-		elem := nextElement(header[pos:])
-		if name, ok := fieldName(elem); ok && bytes.EqualFold(name, subjectName) {
-			p.firstAt, p.first = pos, elem
-			break
-		}
-		pos += len(elem)
-	}
+func planSubject(m *Message, edits []Edit) (subjectPlan, error) {
+	p := subjectPlan{keep: true}
+	exists, known := false, false
 	for _, e := range edits {
 		switch {
 		case e.Op == RemoveField && strings.EqualFold(e.Name, "Subject"):
-			p.keep, p.added = false, nil
+			p.keep, p.added, p.prefixes = false, nil, nil
 		case e.Op != PrefixSubject:
 		case p.added != nil:
 			p.added = prefixSubject(p.added, e.Value)
-		case p.keep && p.firstAt >= 0:
-			p.first = prefixSubject(p.first, e.Value)
 		default:
+			if p.keep && !known {
+				var err error
+				if exists, err = hasSubject(m); err != nil {
+					return p, err
+				}
+				known = true
+			}
+			if p.keep && exists {
+				p.prefixes = append(p.prefixes, e.Value)
+				continue
+			}
 			var b bytes.Buffer
 			formatField(&b, "Subject", strings.TrimSpace(e.Value))
 			p.added = b.Bytes()
 		}
 	}
-	return p
+	return p, nil
+}
+
+// hasSubject reports whether m's header has a Subject field.
+func hasSubject(m *Message) (bool, error) {
+	sc := newElementScanner(m.Open())
+	for {
+		head, ok, err := sc.next()
+		if err != nil || !ok {
+			return false, err
+		}
+		if name, isField := fieldName(head); isField && bytes.EqualFold(name, subjectName) {
+			return true, nil
+		}
+		if err := sc.finish(nil, 0); err != nil {
+			return false, err
+		}
+	}
 }
 
 // prefixSubject puts prefix in front of the text of a raw Subject field,

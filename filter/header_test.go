@@ -2,12 +2,26 @@ package filter
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 )
+
+// editBytes applies edits to msg as the chain does without a spool.
+func editBytes(msg []byte, edits []Edit) ([]byte, error) {
+	m, err := applyEdits(NewMessage(msg, Meta{}), edits, func() buffer { return &memBuffer{} })
+	if err != nil {
+		return nil, err
+	}
+	return m.Bytes()
+}
 
 func TestApplyEdits(t *testing.T) {
 	for _, tc := range []struct {
@@ -44,6 +58,30 @@ func TestApplyEdits(t *testing.T) {
 			msg:   "From: x\r\n\r\nb\r\n",
 			edits: []Edit{SubjectPrefix("[SPAM] ")},
 			want:  "Subject: [SPAM]\r\nFrom: x\r\n\r\nb\r\n",
+		},
+		{
+			name:  "prefixed subject then a forged field",
+			msg:   "Subject: a\r\nX-Spam-Flag: NO\r\n\r\nb\r\n",
+			edits: []Edit{SubjectPrefix("[S] "), Remove("X-Spam-Flag")},
+			want:  "Subject: [S] a\r\n\r\nb\r\n",
+		},
+		{
+			name:  "prefixed subject last: the body is not header",
+			msg:   "X-Old: 1\r\nSubject: a\r\n\r\nX-Old: body\r\n",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a\r\n\r\nX-Old: body\r\n",
+		},
+		{
+			name:  "prefixed subject keeps its continuation",
+			msg:   "Subject: a\r\n b\r\nX-Old: 1\r\n\r\nb\r\n",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] a\r\n b\r\n\r\nb\r\n",
+		},
+		{
+			name:  "prefixed subject line longer than the scanner's peek",
+			msg:   "Subject: " + strings.Repeat("s", 3000) + "\r\nX-Old: 1\r\n\r\nb",
+			edits: []Edit{Remove("X-Old"), SubjectPrefix("[S] ")},
+			want:  "Subject: [S] " + strings.Repeat("s", 3000) + "\r\n\r\nb",
 		},
 		{
 			name:  "header only, no blank line",
@@ -161,7 +199,7 @@ func TestApplyEdits(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := applyEdits([]byte(tc.msg), tc.edits)
+			got, err := editBytes([]byte(tc.msg), tc.edits)
 			if err != nil {
 				t.Fatalf("err = %v", err)
 			}
@@ -174,7 +212,7 @@ func TestApplyEdits(t *testing.T) {
 
 func TestAddedFieldsAreFolded(t *testing.T) {
 	tests := strings.Repeat("SOME_LONG_RULE_NAME,", 12) + "LAST"
-	got, err := applyEdits([]byte("S: a\r\n\r\n"), []Edit{Add("X-Spam-Status", "Yes, score=12.5 required=5.0 tests="+tests+" autolearn=no")})
+	got, err := editBytes([]byte("S: a\r\n\r\n"), []Edit{Add("X-Spam-Status", "Yes, score=12.5 required=5.0 tests="+tests+" autolearn=no")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +230,7 @@ func TestAddedFieldsAreFolded(t *testing.T) {
 
 func TestEditsRefuseInjection(t *testing.T) {
 	for _, e := range []Edit{Add("X-A", "v\r\nBcc: victim@example.com"), Add("Bad:Name", "v"), Add("X-A", "nul\x00")} {
-		if _, err := applyEdits([]byte("S: a\r\n\r\n"), []Edit{e}); err == nil {
+		if _, err := editBytes([]byte("S: a\r\n\r\n"), []Edit{e}); err == nil {
 			t.Errorf("edit %+v accepted", e)
 		}
 	}
@@ -202,7 +240,7 @@ func TestEditsRefuseInjection(t *testing.T) {
 // after a long one is still removed.
 func TestEditsLongHeader(t *testing.T) {
 	pad := "X-Pad: " + strings.Repeat("p", 2<<20) + "\r\n"
-	got, err := applyEdits([]byte(pad+"X-Spam-Flag: NO\r\nSubject: a\r\n\r\nb\r\n"), []Edit{Remove("X-Spam-Flag"), SubjectPrefix("[S] ")})
+	got, err := editBytes([]byte(pad+"X-Spam-Flag: NO\r\nSubject: a\r\n\r\nb\r\n"), []Edit{Remove("X-Spam-Flag"), SubjectPrefix("[S] ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +251,7 @@ func TestEditsLongHeader(t *testing.T) {
 
 func TestEditsRefuseInvalidPrefix(t *testing.T) {
 	for _, p := range []string{"[S]\r\nBcc: victim@example.com ", "[S]\n", "\x00"} {
-		if _, err := applyEdits([]byte("Subject: a\r\n\r\n"), []Edit{SubjectPrefix(p)}); err == nil {
+		if _, err := editBytes([]byte("Subject: a\r\n\r\n"), []Edit{SubjectPrefix(p)}); err == nil {
 			t.Errorf("prefix %q accepted", p)
 		}
 	}
@@ -238,19 +276,122 @@ func TestFieldsMatchStrictParser(t *testing.T) {
 			raw, _ := it.Raw()
 			strict = append(strict, fld{strings.ToLower(it.Key()), string(raw)})
 		}
-		msg := []byte(hdr + "\r\nbody\r\n")
-		header := msg[:headerLength(msg)]
-		for pos := 0; pos < len(header); {
-			elem := nextElement(header[pos:])
-			pos += len(elem)
-			name, ok := fieldName(elem)
-			if !ok {
-				t.Errorf("%q: %q is not a field", hdr, elem)
+		sc := newElementScanner(strings.NewReader(hdr + "\r\nbody\r\n"))
+		for {
+			head, ok, err := sc.next()
+			if err != nil {
+				t.Fatalf("%q: next: %v", hdr, err)
 			}
-			lines = append(lines, fld{strings.ToLower(string(name)), string(elem)})
+			if !ok {
+				break
+			}
+			// The chain decides on head alone: it must name the same
+			// field as the whole element.
+			headName, headIsField := fieldName(head)
+			headName = bytes.Clone(headName) // head is valid until finish
+			var elem bytes.Buffer
+			if err := sc.finish(&elem, 0); err != nil {
+				t.Fatalf("%q: finish: %v", hdr, err)
+			}
+			name, ok := fieldName(elem.Bytes())
+			if !ok {
+				t.Errorf("%q: %q is not a field", hdr, elem.Bytes())
+			}
+			if headIsField != ok || !bytes.Equal(headName, name) {
+				t.Errorf("%q: head says %q (%v), element %q (%v)", hdr, headName, headIsField, name, ok)
+			}
+			lines = append(lines, fld{strings.ToLower(string(name)), elem.String()})
+		}
+		if sc.pos != int64(len(hdr)) {
+			t.Errorf("%q: header ends at %d, want %d", hdr, sc.pos, len(hdr))
 		}
 		if fmt.Sprint(strict) != fmt.Sprint(lines) {
 			t.Errorf("fields differ\nstrict %q\nlines  %q", strict, lines)
 		}
+	}
+}
+
+// TestEditsStreamFromSpool: a message held in a spool file, with a 2 MiB
+// header and a forged field after it, is edited by streaming: the new
+// header goes to a spool file as well, the body is shared with the
+// original, and far less memory is allocated than the header's size. An
+// edit that only adds fields makes no buffer at all: the result is the
+// added fields in front of the original.
+func TestEditsStreamFromSpool(t *testing.T) {
+	sp, err := spool.New(spool.Options{Memory: 0, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	pad := "X-Pad: " + strings.Repeat("p", 2<<20) + "\r\n"
+	header := pad + "X-Spam-Flag: NO\r\nSubject: a\r\n"
+	msg := header + "\r\nbody\r\n"
+	in := sp.NewBuffer(int64(len(msg)))
+	defer in.Close()
+	if _, err := io.WriteString(in, msg); err != nil || in.InMemory() {
+		t.Fatalf("spooling the message: %v, in memory %v", err, in.InMemory())
+	}
+	m := NewMessageAt(in, in.Size(), Meta{})
+
+	var bufs []*spool.Buffer
+	newBuffer := func() buffer {
+		b := sp.NewBuffer(0)
+		bufs = append(bufs, b)
+		return b
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := applyEdits(m, []Edit{Remove("X-Spam-Flag"), SubjectPrefix("[S] ")}, newBuffer)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, b := range bufs {
+			b.Close()
+		}
+	}()
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("editing a %d-octet header allocated %d octets", len(header), alloc)
+	}
+	got, err := out.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := pad + "Subject: [S] a\r\n\r\nbody\r\n"; string(got) != want {
+		t.Fatalf("edited message: %d octets ending %q", len(got), got[max(0, len(got)-60):])
+	}
+	if len(bufs) != 1 || bufs[0].InMemory() {
+		t.Fatalf("%d buffers made, want one, spooled to a file", len(bufs))
+	}
+	if st := sp.Stats(); st.MemoryUsed != 0 || st.FilesOpen != 2 {
+		t.Errorf("spool %+v, want two files and no memory", st)
+	}
+	last := out.parts[len(out.parts)-1]
+	if last.r != io.ReaderAt(in) || last.off != int64(len(header)) || last.n != int64(len("\r\nbody\r\n")) {
+		t.Errorf("the body is not read from the original: last part %+v", last)
+	}
+
+	before2 := sp.Stats()
+	added, err := applyEdits(m, []Edit{Add("X-New", "1")}, func() buffer {
+		t.Error("an edit that only adds fields made a buffer")
+		return &memBuffer{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const field = "X-New: 1\r\n"
+	if added.Size() != int64(len(field))+m.Size() {
+		t.Errorf("Size = %d, want %d + %d", added.Size(), len(field), m.Size())
+	}
+	if len(added.parts) != 2 || added.parts[1].r != io.ReaderAt(in) || added.parts[1].off != 0 || added.parts[1].n != in.Size() {
+		t.Errorf("the result does not share the original: parts %+v", added.parts)
+	}
+	if st := sp.Stats(); st != before2 {
+		t.Errorf("spool %+v after adding a field, was %+v", st, before2)
+	}
+	got, err = added.Bytes()
+	if err != nil || string(got) != field+msg {
+		t.Errorf("added field: %d octets starting %.40q, %v", len(got), got, err)
 	}
 }

@@ -17,6 +17,11 @@ type PluginInfo struct {
 	// New returns a pointer to a new, unconfigured plugin, into which its
 	// YAML block is decoded. It must have no side effects.
 	New func() Plugin
+	// MaxConcurrent is the default of the filter's max_concurrent key:
+	// how many messages it checks at once over all sessions, the rest
+	// waiting (within the filter's timeout) for a turn. Set it to what the
+	// daemon behind the plugin serves at once; 0 means no limit.
+	MaxConcurrent int
 }
 
 var (

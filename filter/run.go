@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"go.uber.org/zap"
@@ -12,31 +13,47 @@ import (
 // Run passes a message through the chain. Adjacent judges run
 // concurrently, but their verdicts and failures are applied in
 // configuration order, so the first filter that rejects or replaces
-// decides. Modifiers run one at a time.
-func (ch *Chain) Run(ctx context.Context, m *Message) Result {
-	cur := m.Bytes()
+// decides. Modifiers run one at a time. The Result must be closed once
+// its message has been delivered.
+func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
+	r := &Result{ch: ch}
+	cur := m
 	changed := false
 	for i := 0; i < len(ch.stages); {
 		if st := ch.stages[i]; st.modifier != nil {
-			out, err := st.modify(ctx, NewMessage(cur, m.Meta))
 			i++
+			out := r.newBuffer(cur.Size())
+			w := &sealedWriter{w: out}
+			modified, err := st.modify(ctx, cur, w)
+			w.seal()
+			if err == nil && modified {
+				if berr := bufferErr(out); berr != nil {
+					err = fmt.Errorf("storing the output: %w", berr)
+				}
+			}
+			if err != nil || !modified {
+				r.discard(out)
+			}
 			if err != nil {
-				res, stop := st.failed(err, m.Meta)
-				if stop {
+				edit, res := r.settle(st, err, cur)
+				if res != nil {
 					return res
 				}
-				marked, merr := applyEdits(cur, []Edit{unscannedEdit(st, err)})
+				if edit == (Edit{}) {
+					continue // too large, and oversize: pass delivers it unmarked
+				}
+				marked, merr := applyEdits(cur, []Edit{edit}, r.newHeaderBuffer)
 				if merr != nil {
 					// on_error: pass promises a marked message; unmarked,
 					// it would look scanned.
 					st.log.Error("unscanned mark cannot be added; message not delivered", zap.Error(merr), zap.Int("msg", m.Meta.Number))
-					return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}
+					return r.end(Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason})
 				}
 				cur, changed = marked, true
 				continue
 			}
-			if out != nil {
-				cur, changed = out, true
+			if modified {
+				cur, changed = NewMessageAt(out, out.Size(), m.Meta), true
 			}
 			continue
 		}
@@ -47,7 +64,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 		}
 		run := ch.stages[i:j]
 		i = j
-		verdicts, errs := judgeAll(ctx, run, NewMessage(cur, m.Meta))
+		verdicts, errs := judgeAll(ctx, run, cur)
 
 		var edits []Edit
 		var owners []*stage // owners[i] made edits[i]
@@ -60,11 +77,13 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 		accepted := false
 		for k, st := range run {
 			if errs[k] != nil {
-				res, stop := st.failed(errs[k], m.Meta)
-				if stop {
+				edit, res := r.settle(st, errs[k], cur)
+				if res != nil {
 					return res
 				}
-				addEdits(st, unscannedEdit(st, errs[k]))
+				if edit != (Edit{}) {
+					addEdits(st, edit)
+				}
 				continue
 			}
 			v := verdicts[k]
@@ -76,11 +95,11 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 			case Continue, Accept:
 				addEdits(st, v.Edits...)
 			case Replace:
-				return Result{Outcome: Deliver, Message: v.Replacement, Changed: true, Filter: st.name, Reason: v.Reason}
+				return r.end(Result{Outcome: Deliver, Message: NewMessage(v.Replacement, m.Meta), Changed: true, Filter: st.name, Reason: v.Reason})
 			case Reject:
-				return Result{Outcome: Refuse, Filter: st.name, Reason: v.Reason}
+				return r.end(Result{Outcome: Refuse, Filter: st.name, Reason: v.Reason})
 			default:
-				return st.misbehaved(fmt.Errorf("unknown action %v", v.Action), m.Meta)
+				return r.end(st.misbehaved(fmt.Errorf("unknown action %v", v.Action), m.Meta))
 			}
 			if v.Action == Accept {
 				accepted = true
@@ -88,17 +107,18 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 			}
 		}
 		if len(edits) > 0 {
-			out, err := applyEdits(cur, edits)
+			out, err := applyEdits(cur, edits, r.newHeaderBuffer)
 			if err != nil {
 				// An invalid edit (CR or LF in a value) is a bug of the
 				// plugin that made it; the message of the whole run is
-				// then neither checked nor intact.
-				blamed := run[0]
+				// then neither checked nor intact. A failure to read or
+				// spool the message is no plugin's fault.
 				var ee *editError
-				if errors.As(err, &ee) {
-					blamed = owners[ee.index]
+				if !errors.As(err, &ee) {
+					ch.log.Error("header edits failed", zap.Error(err), zap.Int("msg", m.Meta.Number))
+					return r.end(Result{Outcome: TempFail, Filter: run[0].name, Reason: tempfailReason})
 				}
-				return blamed.misbehaved(err, m.Meta)
+				return r.end(owners[ee.index].misbehaved(err, m.Meta))
 			}
 			cur, changed = out, true
 		}
@@ -106,7 +126,27 @@ func (ch *Chain) Run(ctx context.Context, m *Message) Result {
 			break
 		}
 	}
-	return Result{Outcome: Deliver, Message: cur, Changed: changed}
+	return r.end(Result{Outcome: Deliver, Message: cur, Changed: changed})
+}
+
+// settle decides what a filter's failure does to the message: an edit
+// marking it (the zero Edit for none), or the final Result.
+func (r *Result) settle(st *stage, err error, m *Message) (Edit, *Result) {
+	if errors.Is(err, ErrTooLarge) {
+		st.log.Info("message too large for the filter", zap.Error(err), zap.Int64("size", m.Size()),
+			zap.Stringer("oversize", r.ch.oversize), zap.Int("msg", m.Meta.Number))
+		switch r.ch.oversize {
+		case OversizeReject:
+			return Edit{}, r.end(Result{Outcome: Refuse, Filter: st.name, Reason: "message too large to be checked"})
+		case OversizePass:
+			return Edit{}, nil
+		}
+		return Add(UnscannedField, fmt.Sprintf("%s: too large (%d octets)", st.name, m.Size())), nil
+	}
+	if res, stop := st.failed(err, m.Meta); stop {
+		return Edit{}, r.end(res)
+	}
+	return unscannedEdit(st, err), nil
 }
 
 func judgeAll(ctx context.Context, run []*stage, m *Message) ([]Verdict, []error) {
@@ -128,8 +168,8 @@ func (st *stage) judgeOne(ctx context.Context, m *Message) (Verdict, error) {
 	return call(ctx, st, func(ctx context.Context) (Verdict, error) { return st.judge.Judge(ctx, m) })
 }
 
-func (st *stage) modify(ctx context.Context, m *Message) ([]byte, error) {
-	return call(ctx, st, func(ctx context.Context) ([]byte, error) { return st.modifier.Modify(ctx, m) })
+func (st *stage) modify(ctx context.Context, m *Message, out io.Writer) (bool, error) {
+	return call(ctx, st, func(ctx context.Context) (bool, error) { return st.modifier.Modify(ctx, m, out) })
 }
 
 // call runs f under the filter's timeout. A plugin that ignores its context
@@ -138,6 +178,16 @@ func (st *stage) modify(ctx context.Context, m *Message) ([]byte, error) {
 func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, st.timeout)
 	defer cancel()
+	var zero T
+	// The wait for a slot counts against the timeout: a daemon that is
+	// already as busy as it may be makes this filter fail like a slow one.
+	if st.slots != nil {
+		select {
+		case st.slots <- struct{}{}:
+		case <-ctx.Done():
+			return zero, fmt.Errorf("%w: no free slot within %v (max_concurrent %d): %w", errAbandoned, st.timeout, cap(st.slots), ctx.Err())
+		}
+	}
 	type result struct {
 		v   T
 		err error
@@ -146,6 +196,11 @@ func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, err
 	go func() {
 		var r result
 		defer func() {
+			// An abandoned call keeps its slot until it really ends, so
+			// that hung scans still count against the daemon's capacity.
+			if st.slots != nil {
+				<-st.slots
+			}
 			if p := recover(); p != nil {
 				st.log.Error("filter panicked", zap.Any("panic", p), zap.Stack("stack"))
 				r.err = fmt.Errorf("filter panicked: %v", p)
@@ -158,9 +213,37 @@ func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, err
 	case r := <-done:
 		return r.v, r.err
 	case <-ctx.Done():
-		var zero T
 		return zero, fmt.Errorf("%w (%v): %w", errAbandoned, st.timeout, ctx.Err())
 	}
+}
+
+// sealedWriter is a modifier's out. A modifier abandoned at its timeout
+// runs on in the background; once its call is over the run owns the
+// buffer again, to read, discard or close it, so a late write must fail
+// rather than race with that (and write into memory given back to the
+// spool).
+type sealedWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	sealed bool
+}
+
+var errSealed = errors.New("filter: output written after the filter's call ended")
+
+func (s *sealedWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sealed {
+		return 0, errSealed
+	}
+	return s.w.Write(p)
+}
+
+// seal makes later writes fail; it waits for a write under way.
+func (s *sealedWriter) seal() {
+	s.mu.Lock()
+	s.sealed = true
+	s.mu.Unlock()
 }
 
 // failed applies the filter's on_error policy to err: it returns the final

@@ -3,6 +3,7 @@ package filter
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -11,8 +12,8 @@ import (
 
 type failingModifier struct{}
 
-func (failingModifier) Modify(context.Context, *Message) ([]byte, error) {
-	return nil, errors.New("exit status 3")
+func (failingModifier) Modify(context.Context, *Message, io.Writer) (bool, error) {
+	return false, errors.New("exit status 3")
 }
 
 // TestUnmarkableFailureIsTempFail: a failed modifier with on_error: pass
@@ -26,7 +27,38 @@ func TestUnmarkableFailureIsTempFail(t *testing.T) {
 		timeout: time.Second, onError: OnErrorPass, log: log,
 	}}}
 	res := ch.Run(context.Background(), NewMessage([]byte("Subject: a\r\n\r\nbody\r\n"), Meta{Number: 1}))
+	defer res.Close()
 	if res.Outcome != TempFail {
-		t.Fatalf("Run = %v %q, want tempfail", res.Outcome, res.Message)
+		t.Fatalf("Run = %v, want tempfail", res.Outcome)
+	}
+}
+
+type slotsJudge struct{}
+
+func (slotsJudge) Judge(context.Context, *Message) (Verdict, error) { return Verdict{}, nil }
+
+func init() {
+	Register(PluginInfo{Type: "testslots", New: func() Plugin { return new(slotsJudge) }, MaxConcurrent: 3})
+}
+
+// TestMaxConcurrentDefault: PluginInfo.MaxConcurrent is the default of
+// max_concurrent, which overrides it, down to 0 for no limit.
+func TestMaxConcurrentDefault(t *testing.T) {
+	for _, tc := range []struct {
+		doc   string
+		slots int // 0: no limit
+	}{
+		{"- {type: testslots}", 3},
+		{"- {type: testslots, max_concurrent: 5}", 5},
+		{"- {type: testslots, max_concurrent: 0}", 0},
+	} {
+		ch, err := BuildYAML([]byte(tc.doc), zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.doc, err)
+		}
+		st := ch.stages[0]
+		if (st.slots == nil) != (tc.slots == 0) || cap(st.slots) != tc.slots {
+			t.Errorf("%s: %d slots (nil %v), want %d", tc.doc, cap(st.slots), st.slots == nil, tc.slots)
+		}
 	}
 }

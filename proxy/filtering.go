@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
@@ -36,42 +39,28 @@ const (
 // Stats counts what the filter chain did, for logs and metrics.
 type Stats struct {
 	Scanned    atomic.Int64 // messages that went through the chain
-	Skipped    atomic.Int64 // messages over max_size, delivered unscanned
+	Oversize   atomic.Int64 // messages over max_size, handled by the oversize policy
 	TempFailed atomic.Int64 // answered -ERR [SYS/TEMP] (or dropped after a keepalive)
-	Refused    atomic.Int64 // answered -ERR by a verdict or on_error: reject
+	Refused    atomic.Int64 // answered -ERR by a verdict, on_error: reject or oversize: reject
 	Replaced   atomic.Int64 // delivered as a replacement (virus notice)
 	KeptAlive  atomic.Int64 // scans slow enough to start the keepalive
 }
 
 // filtered passes a message being received through the chain and delivers
-// all of it (topLines < 0, RETR) or its header and topLines body lines (TOP).
+// all of it (topLines < 0, RETR) or its header and topLines body lines
+// (TOP). Whether it is too large to be checked is decided on the bytes
+// that arrive, never on the size the upstream claims, which only sizes
+// the buffer (Exchange, for one, lists estimates).
 func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
-	max := s.g.opts.MaxSize
-	if m.Size > max {
-		s.skipped(msg, m.Size)
-		return unscanned(m, topLines, m.Size), nil
-	}
 	return s.scan(ctx, msg, m, topLines)
 }
 
-func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message {
-	if topLines < 0 {
-		return &pop3server.Message{Size: size, Body: body}
-	}
-	// Read the whole message so that the connection stays in step.
-	return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(drainOnClose{body}, topLines)}
-}
-
-func (s *session) skipped(msg int, size int64) {
-	s.g.stats.Skipped.Add(1)
-	s.log.Info("message over max_size delivered unscanned", zap.Int("msg", msg), zap.Int64("size", size),
-		zap.Int64("max_size", s.g.opts.MaxSize))
-}
-
-// outcome is what the scan goroutine hands back: the chain's result, or a
-// message to stream unscanned, or an upstream failure.
+// outcome is what the scan goroutine hands back: the chain's result with
+// the buffer it read, or a message to stream unscanned, or a refusal or
+// upstream failure.
 type outcome struct {
-	res       filter.Result
+	res       *filter.Result
+	buf       *spool.Buffer
 	unscanned *pop3server.Message
 	err       error
 }
@@ -102,30 +91,98 @@ func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLin
 	}
 }
 
-// download buffers the message and filters it. One that turns out larger
-// than MaxSize (the upstream announced no size, or a wrong one) is handed
-// back to stream, the buffered part first.
+// download spools the message and filters it. One larger than MaxSize is
+// handled by the oversize policy instead.
 func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, downloaded chan<- struct{}) outcome {
 	max := s.g.opts.MaxSize
-	var buf bytes.Buffer
-	if m.Size > 0 {
-		buf.Grow(int(m.Size))
+	hint := int64(0)
+	if m.Size > 0 && m.Size <= max {
+		hint = m.Size
 	}
-	n, err := io.Copy(&buf, io.LimitReader(m, max+1))
+	buf := s.g.spool.NewBuffer(hint)
+	n, err := buf.ReadFrom(io.LimitReader(m, max+1))
+	if err == nil {
+		err = buf.Err()
+	}
 	if err != nil {
+		buf.Close()
 		m.Close()
 		close(downloaded)
+		if errors.Is(err, spool.ErrWrite) {
+			s.log.Error("message cannot be spooled", zap.Int("msg", msg), zap.Error(err))
+			return outcome{err: &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}}
+		}
 		return outcome{err: relayError(err)}
 	}
 	if n > max {
-		s.skipped(msg, n)
-		return outcome{unscanned: unscanned(readCloser{io.MultiReader(&buf, m), m}, topLines, -1)}
+		return s.oversize(msg, m, buf, topLines, downloaded)
 	}
 	m.Close()
 	close(downloaded)
 	s.g.stats.Scanned.Add(1)
 	meta := filter.Meta{User: s.user, Upstream: s.client.Addr(), Number: msg}
-	return outcome{res: s.g.opts.Chain.Run(ctx, filter.NewMessage(buf.Bytes(), meta))}
+	return outcome{res: s.g.opts.Chain.Run(ctx, filter.NewMessageAt(buf, n, meta)), buf: buf}
+}
+
+// tempfailText is the client's answer when the proxy itself cannot handle
+// a message for now.
+const tempfailText = "message cannot be checked right now, try again later"
+
+// oversize applies the oversize policy to a message that went past
+// MaxSize: buf holds its first MaxSize+1 bytes, m the rest.
+func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int, downloaded chan<- struct{}) outcome {
+	s.g.stats.Oversize.Add(1)
+	max := s.g.opts.MaxSize
+	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
+		zap.Int64("max_size", max), zap.Stringer("oversize", s.g.opts.Oversize))
+	if s.g.opts.Oversize == filter.OversizeReject {
+		buf.Close()
+		// The rest must be read, or the connection is out of step.
+		_, err := io.Copy(io.Discard, m)
+		m.Close()
+		close(downloaded)
+		if err != nil {
+			return outcome{err: relayError(err)}
+		}
+		s.g.stats.Refused.Add(1)
+		return outcome{err: &pop3server.Error{Message: "message too large to be checked (over max_size)",
+			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}}
+	}
+	var prefix []byte
+	if s.g.opts.Oversize == filter.OversizeTag {
+		size := "over max_size"
+		if m.Size > max {
+			size = strconv.FormatInt(m.Size, 10) + " octets"
+		}
+		prefix = []byte(fmt.Sprintf("%s: too large (%s, max_size %d)\r\n", filter.UnscannedField, size, max))
+	}
+	body := readCloser{
+		Reader: io.MultiReader(bytes.NewReader(prefix), buf.Open(), m),
+		Closer: closers{m, buf, closeFunc(func() error { close(downloaded); return nil })},
+	}
+	return outcome{unscanned: unscanned(body, topLines, -1)}
+}
+
+// unscanned delivers a message that is not filtered.
+func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message {
+	if topLines < 0 {
+		return &pop3server.Message{Size: size, Body: body}
+	}
+	// Read the whole message so that the connection stays in step.
+	return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(drainOnClose{body}, topLines)}
+}
+
+// release frees what an outcome holds, for one nobody delivers.
+func (o outcome) release() {
+	if o.res != nil {
+		o.res.Close()
+	}
+	if o.buf != nil {
+		o.buf.Close()
+	}
+	if o.unscanned != nil {
+		o.unscanned.Body.Close()
+	}
 }
 
 // deliver turns an outcome into the RETR or TOP answer.
@@ -136,26 +193,31 @@ func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message
 	case o.unscanned != nil:
 		return o.unscanned, nil
 	}
-	return s.result(msg, o.res, topLines)
+	return s.result(msg, o.res, o.buf, topLines)
 }
 
-func (s *session) result(msg int, res filter.Result, topLines int) (*pop3server.Message, error) {
+// result turns the chain's decision into the RETR or TOP answer. The
+// buffers are released when the client has the message, or at once.
+func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLines int) (*pop3server.Message, error) {
+	release := closers{res, buf}
 	switch res.Outcome {
 	case filter.Deliver:
 		if res.Filter != "" {
 			s.g.stats.Replaced.Add(1)
 		}
-		body := io.NopCloser(bytes.NewReader(res.Message))
+		body := readCloser{res.Message.Open(), release}
 		if topLines >= 0 {
 			return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(body, topLines)}, nil
 		}
-		// The octet count of what is sent, not the upstream's
-		// (docs/clients.md, Thunderbird).
-		return &pop3server.Message{Size: int64(len(res.Message)), Body: body}, nil
+		// The size of what is sent, not the upstream's (docs/clients.md,
+		// Thunderbird).
+		return &pop3server.Message{Size: res.Message.Size(), Body: body}, nil
 	case filter.Refuse:
+		release.Close()
 		s.g.stats.Refused.Add(1)
 		return nil, &pop3server.Error{Message: res.Reason, Err: errors.New("refused by filter " + res.Filter)}
 	default:
+		release.Close()
 		s.g.stats.TempFailed.Add(1)
 		return nil, &pop3server.Error{Code: "SYS/TEMP", Message: res.Reason, Err: errors.New("filter " + res.Filter + " failed")}
 	}
@@ -177,6 +239,7 @@ type slowScan struct {
 	pending    []byte
 	rest       io.Reader
 	restCloser io.Closer
+	received   bool // the outcome has been taken from outcomes
 }
 
 func (b *slowScan) Read(p []byte) (int, error) {
@@ -188,6 +251,7 @@ func (b *slowScan) Read(p []byte) (int, error) {
 		select {
 		case o := <-b.outcomes:
 			ticker.Stop()
+			b.received = true
 			m, err := b.s.deliver(b.msg, o, b.topLines)
 			if err != nil {
 				b.s.log.Warn("message not delivered after keepalive; connection dropped so the client retries",
@@ -217,6 +281,10 @@ func (b *slowScan) Close() error {
 	if b.restCloser != nil {
 		return b.restCloser.Close()
 	}
+	if !b.received {
+		// The client left first; what the scan holds is freed when it ends.
+		go func() { o := <-b.outcomes; o.release() }()
+	}
 	return nil
 }
 
@@ -225,6 +293,23 @@ type readCloser struct {
 	io.Reader
 	io.Closer
 }
+
+// closers closes each of its elements, in order.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var first error
+	for _, c := range cs {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+type closeFunc func() error
+
+func (f closeFunc) Close() error { return f() }
 
 // drainOnClose reads its body to the end before closing it, for upstream
 // responses of which only a part is sent on.

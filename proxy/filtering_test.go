@@ -10,6 +10,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/upstream"
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
@@ -38,7 +39,11 @@ func (f *fakeAV) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	if f.Mode == "fail" {
 		return filter.Verdict{}, errors.New("clamd at 10.9.8.7 unreachable")
 	}
-	if !strings.Contains(string(m.Bytes()), "VIRUS") {
+	b, err := m.Bytes()
+	if err != nil {
+		return filter.Verdict{}, err
+	}
+	if !strings.Contains(string(b), "VIRUS") {
 		return filter.Verdict{Edits: []filter.Edit{filter.Add("X-Virus-Scanned", "clean")}}, nil
 	}
 	switch f.Mode {
@@ -58,12 +63,19 @@ func init() {
 // startFiltering serves a gateway with a chain built from YAML.
 func startFiltering(t *testing.T, chainYAML string, maxSize int64, keepalive time.Duration) string {
 	t.Helper()
+	return startFilteringWith(t, chainYAML, proxy.Options{MaxSize: maxSize, ScanKeepalive: keepalive})
+}
+
+// startFilteringWith is startFiltering with more options.
+func startFilteringWith(t *testing.T, chainYAML string, opts proxy.Options) string {
+	t.Helper()
 	avCalls.Store(0)
-	chain := filtertest.MustChain(t, chainYAML)
-	return serve(t, proxy.Options{
-		Upstream: upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second},
-		Chain:    chain, MaxSize: maxSize, ScanKeepalive: keepalive,
-	})
+	opts.Chain = filtertest.MustChain(t, chainYAML)
+	opts.Upstream = upstream.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second}
+	if opts.ScanKeepalive == 0 {
+		opts.ScanKeepalive = time.Minute
+	}
+	return serve(t, opts)
 }
 
 const (
@@ -87,53 +99,78 @@ func TestRetrFiltered(t *testing.T) {
 	up.Wait(t)
 }
 
-// Messages over max_size stream through byte for byte, unscanned.
-func TestOversizeUnscanned(t *testing.T) {
-	up := pop3test.NewServer(t, loginScript+"C: RETR 2\n"+infectedMsg+"C: QUIT\nS: +OK\n")
-	c := login(t, startFiltering(t, "- type: fakeav\n", 10, time.Minute), up.Addr())
-	c.Cmd("RETR 2", "+OK 50 octets")
-	if got := string(c.Multi()); got != "Subject: bad\r\n\r\nVIRUS line\r\nmore\r\n" {
-		t.Errorf("oversize RETR = %q", got)
+// TestOversize checks the oversize policy for messages over max_size: tag
+// (the default) streams them byte for byte behind one header field that
+// says why they are unscanned, pass without it, reject answers -ERR and
+// leaves them on the server, the session going on. The filter never sees
+// them, and RETR and TOP are alike.
+func TestOversize(t *testing.T) {
+	const body = "Subject: bad\r\n\r\nVIRUS line\r\nmore\r\n"
+	for _, tc := range []struct {
+		policy filter.Oversize
+		status string
+		want   string // "" for a refusal
+	}{
+		{filter.OversizeTag, "+OK message follows", "X-Pop3proxy-Unscanned: too large (50 octets, max_size 10)\r\n" + body},
+		{filter.OversizePass, "+OK message follows", body},
+		{filter.OversizeReject, "-ERR message too large to be checked*", ""},
+	} {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			up := pop3test.NewServer(t, loginScript+"C: RETR 2\n"+infectedMsg+
+				"C: TOP 2 99999999\nS: +OK\nS: Subject: bad\nS:\nS: VIRUS line\nS: more\nS: .\n"+
+				"C: NOOP\nS: +OK\nC: QUIT\nS: +OK\n")
+			c := login(t, startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 10, Oversize: tc.policy}), up.Addr())
+			c.Cmd("RETR 2", tc.status)
+			if tc.want != "" {
+				if got := string(c.Multi()); got != tc.want {
+					t.Errorf("RETR = %q, want %q", got, tc.want)
+				}
+			}
+			c.Cmd("TOP 2 0", strings.Replace(tc.status, "message follows", "*", 1))
+			if tc.want != "" {
+				// TOP's answer states no size.
+				hdr, _, _ := strings.Cut(strings.Replace(tc.want, "50 octets", "over max_size", 1), "\r\n\r\n")
+				if got := string(c.Multi()); got != hdr+"\r\n\r\n" {
+					t.Errorf("TOP 2 0 = %q, want the header of %q", got, tc.want)
+				}
+			}
+			c.Cmd("NOOP", "+OK*") // the upstream connection is in step
+			if n := avCalls.Load(); n != 0 {
+				t.Errorf("filter called %d times for a message over max_size", n)
+			}
+			c.Cmd("QUIT", "+OK*")
+			up.Wait(t)
+		})
 	}
-	if n := avCalls.Load(); n != 0 {
-		t.Errorf("filter called %d times for a message over max_size", n)
-	}
-	c.Cmd("QUIT", "+OK*")
-	up.Wait(t)
 }
 
-// TOP is no way around the filters (fetchmail's TOP n 99999999): the whole
-// message is fetched with TOP, filtered as RETR would be, and cut.
-func TestTopFilteredLikeRetr(t *testing.T) {
+// TestOversizeDecidedOnBytes checks that the size the upstream states is
+// never what decides: a message claimed small but larger than max_size is
+// oversize, one claimed huge but small is scanned.
+func TestOversizeDecidedOnBytes(t *testing.T) {
 	up := pop3test.NewServer(t, loginScript+`
-C: LIST 2
-S: +OK 2 50
-C: TOP 2 99999999
-S: +OK
-S: Subject: bad
+C: RETR 1
+S: +OK 5 octets
+S: Subject: claims 5
 S:
-S: VIRUS line
-S: more
+S: VIRUS padded past max_size
 S: .
-C: LIST 2
-S: +OK 2 50
-C: TOP 2 99999999
-S: +OK
-S: Subject: bad
+C: RETR 2
+S: +OK 999999999 octets
+S: Subject: tiny
 S:
-S: VIRUS line
-S: more
+S: VIRUS
 S: .
 C: QUIT
 S: +OK`)
-	c := login(t, startFiltering(t, "- type: fakeav\n", 1<<20, time.Minute), up.Addr())
-	c.Cmd("TOP 2 99999999", "+OK*")
-	if got := string(c.Multi()); strings.Contains(got, "VIRUS") || !strings.HasPrefix(got, "Subject: virus removed") {
-		t.Errorf("TOP 2 99999999 delivered %q", got)
+	c := login(t, startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 30}), up.Addr())
+	c.Cmd("RETR 1", "+OK*")
+	if got := string(c.Multi()); !strings.HasPrefix(got, "X-Pop3proxy-Unscanned: too large (over max_size, max_size 30)\r\nSubject: claims 5\r\n") {
+		t.Errorf("message larger than claimed: %q", got)
 	}
-	c.Cmd("TOP 2 1", "+OK*")
-	if got := string(c.Multi()); got != "Subject: virus removed\r\n\r\nThe message was removed.\r\n" {
-		t.Errorf("TOP 2 1 = %q", got)
+	c.Cmd("RETR 2", "+OK*")
+	if got := string(c.Multi()); !strings.HasPrefix(got, "Subject: virus removed") {
+		t.Errorf("message claimed huge was not scanned: %q", got)
 	}
 	c.Cmd("QUIT", "+OK*")
 	up.Wait(t)
@@ -229,4 +266,50 @@ S: +OK`)
 	}
 	c.Cmd("QUIT", "+OK*")
 	up.Wait(t)
+}
+
+// TestSpooledMessages checks that with no memory budget every message goes
+// through a spool file and still arrives exactly, edited; and that the
+// spool is empty again once the client has it, also when the client
+// leaves in the middle of a keepalive.
+func TestSpooledMessages(t *testing.T) {
+	sp, err := spool.New(spool.Options{Memory: 0, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	up := pop3test.NewServer(t, loginScript+"C: RETR 1\n"+cleanMsg+"C: TOP 1 99999999\n"+
+		"S: +OK\nS: Subject: hello\nS: \nS: ..dotted\nS: clean body\nS: .\nC: QUIT\nS: +OK\n")
+	c := login(t, startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 1 << 20, Spool: sp}), up.Addr())
+	c.Cmd("RETR 1", "+OK 63 octets")
+	if got := string(c.Multi()); got != "X-Virus-Scanned: clean\r\nSubject: hello\r\n\r\n.dotted\r\nclean body\r\n" {
+		t.Errorf("spooled RETR = %q", got)
+	}
+	c.Cmd("TOP 1 0", "+OK*")
+	if got := string(c.Multi()); got != "X-Virus-Scanned: clean\r\nSubject: hello\r\n\r\n" {
+		t.Errorf("spooled TOP = %q", got)
+	}
+	c.Cmd("QUIT", "+OK*")
+	up.Wait(t)
+	if st := sp.Stats(); st.Spilled < 2 || st.FilesOpen != 0 || st.MemoryUsed != 0 {
+		t.Errorf("spool after delivery: %+v, want files used and all closed", st)
+	}
+
+	// A client that disconnects while its scan is kept alive.
+	release := make(chan struct{})
+	avRelease.Store(&release)
+	defer avRelease.Store(nil)
+	up = pop3test.NewServer(t, loginScript+"C: RETR 1\n"+cleanMsg)
+	c = login(t, startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 1 << 20, Spool: sp, ScanKeepalive: 100 * time.Millisecond}), up.Addr())
+	c.Cmd("RETR 1", "+OK message follows")
+	c.Expect("X-Pop3proxy-Scan: slow scan, kept alive")
+	c.Conn.Close()
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for sp.Stats().FilesOpen != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("spool files still open after the client left: %+v", sp.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

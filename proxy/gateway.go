@@ -8,7 +8,7 @@
 //     forced shutdown or killed proxy closes the upstream without QUIT.
 //   - Unfiltered messages stream byte for byte, dot-stuffing undone and
 //     redone on the fly, so memory use does not grow with message size; a
-//     filter chain buffers only messages up to MaxSize.
+//     filter chain spools only messages up to MaxSize.
 //   - Credentials are relayed, never logged; CR, LF and NUL in them are
 //     refused before anything reaches the upstream.
 //   - Only allow-listed destinations are dialled (an address pattern
@@ -51,6 +51,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
@@ -76,9 +77,14 @@ type Options struct {
 	// Chain filters retrieved messages of at most MaxSize octets; nil or
 	// empty relays them unfiltered.
 	Chain *filter.Chain
-	// MaxSize is the largest message filtered; larger ones stream through
-	// unscanned. Required when Chain has filters.
+	// MaxSize is the largest message filtered; what happens to larger ones
+	// is Oversize's choice. Required when Chain has filters.
 	MaxSize int64
+	// Oversize is the policy for messages over MaxSize (tag by default).
+	Oversize filter.Oversize
+	// Spool holds messages while the chain decides. Nil holds them in
+	// memory without a budget.
+	Spool *spool.Spool
 	// ScanKeepalive is how long a client waits in silence for a scan before
 	// the keepalive starts (DefaultScanKeepalive when zero).
 	ScanKeepalive time.Duration
@@ -88,6 +94,7 @@ type Options struct {
 type Gateway struct {
 	opts  Options
 	stats Stats
+	spool *spool.Spool
 }
 
 // Stats returns the gateway's filter counters.
@@ -113,7 +120,11 @@ func New(opts Options) *Gateway {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Gateway{opts: opts}
+	g := &Gateway{opts: opts, spool: opts.Spool}
+	if g.spool == nil {
+		g.spool, _ = spool.New(spool.Options{Memory: -1}) // cannot fail without a directory
+	}
+	return g
 }
 
 // route parses a login and applies the allow list, and DenyPrivate to an

@@ -73,22 +73,14 @@ func (s *session) Retr(ctx context.Context, msg int) (*pop3server.Message, error
 }
 
 // Top must not bypass the filters: fetchmail reads messages with
-// "TOP n 99999999" (docs/clients.md, fetchmail). With a chain, a message
-// up to MaxSize is fetched whole with TOP (which, unlike RETR, neither
-// marks it seen upstream nor counts as retrieved for EXPIRE 0), filtered
-// as by RETR and cut to the lines asked for.
+// "TOP n 99999999" (docs/clients.md, fetchmail). With a chain the whole
+// message is fetched with TOP (which, unlike RETR, neither marks it seen
+// upstream nor counts as retrieved for EXPIRE 0), handled exactly as RETR
+// would handle it (the same edits, notice, refusal and oversize policy)
+// and cut to the lines asked for. Whether it is too large is decided on
+// the bytes that arrive, not on what LIST claims.
 func (s *session) Top(ctx context.Context, msg, lines int) (*pop3server.Message, error) {
 	if s.g.opts.Chain.Len() == 0 {
-		return s.relayTop(msg, lines)
-	}
-	list, err := s.client.List(msg)
-	if err != nil {
-		return nil, relayError(err)
-	}
-	if len(list) != 1 || list[0].Size > s.g.opts.MaxSize {
-		if len(list) == 1 {
-			s.skipped(msg, list[0].Size)
-		}
 		return s.relayTop(msg, lines)
 	}
 	m, err := s.client.Top(msg, wholeMessage)

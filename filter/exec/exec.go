@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -23,10 +24,17 @@ import (
 )
 
 func init() {
-	filter.Register(filter.PluginInfo{Type: "exec", New: func() filter.Plugin { return new(Filter) }})
+	filter.Register(filter.PluginInfo{Type: "exec", New: func() filter.Plugin { return new(Filter) }, MaxConcurrent: DefaultMaxConcurrent})
 }
 
 const (
+	// DefaultMaxConcurrent is max_concurrent's default. Each message
+	// costs a process, with whatever memory and CPU the program takes, and
+	// nothing else bounds how many sessions fork at once; four keep a
+	// small server responsive while messages wait their turn (within the
+	// timeout). A program that serves more, or fewer, is configured so.
+	DefaultMaxConcurrent = 4
+
 	// DefaultMaxOutput is max_output's default: well above the proxy's
 	// max_size, so that only a runaway program hits it.
 	DefaultMaxOutput = 64 << 20
@@ -54,6 +62,7 @@ const (
 //	  command: ["/usr/local/bin/myfilter", "--flag"]
 //	  timeout: 30s          # the chain's key: the program is killed then
 //	  max_output: 64MiB     # bound on stdout (the default)
+//	  max_concurrent: 4     # the chain's key: programs running at once (the default)
 //	  env: {MYFILTER_CONF: /etc/myfilter.conf}
 //
 // command[0] is an absolute path or a name looked up in PATH at start. The
@@ -69,10 +78,12 @@ const (
 //	POP3PROXY_UPSTREAM        the upstream server, host:port
 //	POP3PROXY_MESSAGE_NUMBER  the message number in the POP3 session
 //
-// Exit status 0 delivers stdout as written, except that a bare LF becomes
-// CRLF. Everything else is an error, to which on_error applies: a non-zero
-// exit or a signal, the timeout, empty output, output that does not start
-// with a header field or exceeds max_output, and output pipes a leftover
+// Exit status 0 with stdout identical to the message leaves the message
+// as it was, byte for byte. Other stdout after exit status 0 is delivered
+// as written, except that a bare LF becomes CRLF. Everything else is an
+// error, to which on_error applies: a non-zero exit or a signal, the
+// timeout, empty output, changed output that does not start with a header
+// field, output that exceeds max_output, and output pipes a leftover
 // process kept open after the program exited. The first 4 KiB of stderr
 // go to the log, never to the client.
 type Filter struct {
@@ -162,7 +173,9 @@ func checkEnv(name, value string) error {
 	return nil
 }
 
-func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) {
+// Modify runs the program with the message on stdin and its stdout going
+// to out (see output for how).
+func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (bool, error) {
 	cmd := osexec.CommandContext(ctx, e.path, e.Command[1:]...)
 	cmd.Env = append(slices.Clip(e.env),
 		"POP3PROXY_FILTER="+e.name,
@@ -172,10 +185,8 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 	)
 	// os/exec ignores EPIPE on stdin: a program that does not read it
 	// all is judged by its exit status.
-	cmd.Stdin = bytes.NewReader(m.Bytes())
-	stdout := &outputBuffer{max: int(e.MaxOutput)}
-	// Most filters write about what they read.
-	stdout.b.Grow(min(m.Len()+4096, stdout.max))
+	cmd.Stdin = m.Open()
+	stdout := newOutput(m, out, int64(e.MaxOutput))
 	stderr := &stderrLog{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// The timeout must kill a shell script's children too: a survivor
@@ -206,34 +217,42 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message) ([]byte, error) 
 	}
 	switch {
 	case stdout.over:
-		return nil, fail(fmt.Errorf("output exceeds max_output (%d bytes)", e.MaxOutput))
+		return false, fail(fmt.Errorf("output exceeds max_output (%d bytes)", e.MaxOutput))
+	case stdout.err != nil:
+		// Reading the message or storing the output failed, which made
+		// the program fail too; this is the cause.
+		return false, fail(stdout.err)
 	case err != nil && ctx.Err() != nil:
-		return nil, fail(fmt.Errorf("killed after %v: %w", elapsed.Round(time.Millisecond), context.Cause(ctx)))
+		return false, fail(fmt.Errorf("killed after %v: %w", elapsed.Round(time.Millisecond), context.Cause(ctx)))
 	case errors.Is(err, osexec.ErrWaitDelay):
-		return nil, fail(fmt.Errorf("exited, but a process it started still held its output open %v later; the output may be incomplete", execWaitDelay))
+		return false, fail(fmt.Errorf("exited, but a process it started still held its output open %v later; the output may be incomplete", execWaitDelay))
 	case err != nil:
-		return nil, fail(err)
+		return false, fail(err)
 	}
 
-	out := stdout.b.Bytes()
-	if len(out) == 0 {
-		return nil, fail(errors.New("exit status 0 but no message on stdout"))
-	}
-	out = toCRLF(out)
-	if !startsWithField(out) {
-		line, _, _ := bytes.Cut(out, []byte("\r\n"))
-		return nil, fail(fmt.Errorf("output does not start with a header field: %.60q", line))
+	// Unchanged is decided on the raw output, before anything else: a
+	// program that passes the message through (cat) must not fail on a
+	// message without a header, nor rewrite its bare LFs.
+	changed := !stdout.unchanged()
+	if changed {
+		if stdout.n == 0 {
+			return false, fail(errors.New("exit status 0 but no message on stdout"))
+		}
+		if !startsWithField(stdout.first) {
+			return false, fail(fmt.Errorf("output does not start with a header field: %.60q", bytes.TrimSuffix(stdout.first, []byte("\r"))))
+		}
+		if err := stdout.finish(); err != nil {
+			return false, fail(err)
+		}
 	}
 	if len(stderr.b) > 0 {
 		e.log.Info("exec program wrote to stderr", zap.Int("msg", m.Meta.Number), zap.ByteString("stderr", stderr.b),
 			zap.Int("stderr_dropped", stderr.dropped))
 	}
 	e.log.Debug("exec program done", zap.Int("msg", m.Meta.Number), zap.Duration("took", elapsed),
-		zap.Int("in", m.Len()), zap.Int("out", len(out)))
-	if bytes.Equal(out, m.Bytes()) {
-		return nil, nil
-	}
-	return out, nil
+		zap.Int64("in", m.Size()), zap.Int64("out", stdout.n), zap.Bool("changed", changed),
+		zap.Int64("bare_lf", stdout.bareLF))
+	return changed, nil
 }
 
 func killGroup(pid int) error {
@@ -248,33 +267,12 @@ func killGroup(pid int) error {
 // refuses them in user names already.
 func envValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
-// toCRLF turns every LF not preceded by CR into CRLF; a bare CR stays.
-func toCRLF(b []byte) []byte {
-	bare := 0
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
-			bare++
-		}
-	}
-	if bare == 0 {
-		return b
-	}
-	out := make([]byte, 0, len(b)+bare)
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
-			out = append(out, '\r')
-		}
-		out = append(out, c)
-	}
-	return out
-}
-
-// startsWithField reports whether the first line is a header field (white
-// space before the colon allowed, RFC 5322 §4.5). Every message starts so
-// (RFC 5322 §3.6), and the proxy relies on it: the slow-scan keepalive
-// sends header lines first (docs/clients.md, Outlook).
-func startsWithField(b []byte) bool {
-	line, _, _ := bytes.Cut(b, []byte("\r\n"))
+// startsWithField reports whether line, the first line of the output
+// without its LF, is a header field (white space before the colon
+// allowed, RFC 5322 §4.5). Every message starts so (RFC 5322 §3.6), and
+// the proxy relies on it: the slow-scan keepalive sends header lines first
+// (docs/clients.md, Outlook).
+func startsWithField(line []byte) bool {
 	name, _, ok := bytes.Cut(line, []byte(":"))
 	if !ok {
 		return false
@@ -283,23 +281,161 @@ func startsWithField(b []byte) bool {
 	return len(name) > 0 && filter.CheckFieldName(string(name)) == nil
 }
 
-// outputBuffer collects stdout up to max bytes. Past that it fails the
-// write, so os/exec closes the pipe and a runaway program dies of SIGPIPE
-// instead of running until the timeout.
-type outputBuffer struct {
-	b    bytes.Buffer
-	max  int
-	over bool
+// maxFirstLine is how much of the output's first line is kept for
+// startsWithField: a line may have 998 octets (RFC 5322 §2.1.1), a field
+// name fewer.
+const maxFirstLine = 1000
+
+// output is the program's stdout. Whether the program changed the message
+// is decided on the raw bytes, so that a program that passes a message
+// through leaves it exactly as it was, bare LFs and all; only changed
+// output has bare LFs made CRLF. Neither side is held in memory to
+// compare them: each write is compared with the message at the same
+// offset (a second reader over it, beside the program's stdin), and
+// nothing goes to out while they are equal. At the first difference, the
+// equal part is copied to out from the message (it is the same bytes),
+// and from then on output streams to out as it comes. So an unchanged
+// message costs no spool space, and a changed one never more than its
+// size in flight: out is the chain's spooled writer.
+type output struct {
+	in  *filter.Message
+	out io.Writer
+	max int64 // max_output, on the raw bytes
+
+	n      int64 // raw bytes received
+	same   bool  // the raw bytes so far are the message's first n
+	over   bool  // max_output was exceeded
+	err    error // reading the message or writing to out failed
+	lastCR bool  // the last raw byte converted was CR
+	bareLF int64 // LFs made CRLF
+
+	first     []byte // the start of the first line, for startsWithField
+	firstDone bool
+
+	scratch []byte // the message's bytes to compare
+	conv    []byte // converted output
 }
 
-var errExecOutputTooLarge = errors.New("output exceeds max_output")
+func newOutput(in *filter.Message, out io.Writer, max int64) *output {
+	return &output{in: in, out: out, max: max, same: true, scratch: make([]byte, 32<<10)}
+}
 
-func (o *outputBuffer) Write(p []byte) (int, error) {
-	if o.b.Len()+len(p) > o.max {
-		o.over = true
-		return 0, errExecOutputTooLarge
+var errOutputTooLarge = errors.New("output exceeds max_output")
+
+// Write fails past max_output, so that os/exec closes the pipe and a
+// runaway program dies of SIGPIPE instead of running until the timeout;
+// and when the output cannot be stored, for the same reason.
+func (o *output) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
 	}
-	return o.b.Write(p)
+	if o.n+int64(len(p)) > o.max {
+		o.over = true
+		return 0, errOutputTooLarge
+	}
+	if !o.firstDone {
+		line := p
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			line, o.firstDone = p[:i], true
+		}
+		o.first = append(o.first, line[:min(len(line), maxFirstLine-len(o.first))]...)
+		o.firstDone = o.firstDone || len(o.first) == maxFirstLine
+	}
+	if o.same {
+		eq, err := o.matches(p)
+		if err != nil {
+			o.err = err
+			return 0, err
+		}
+		if eq {
+			o.n += int64(len(p))
+			return len(p), nil
+		}
+		if err := o.diverge(); err != nil {
+			return 0, err
+		}
+	}
+	if err := o.convert(p); err != nil {
+		return 0, err
+	}
+	o.n += int64(len(p))
+	return len(p), nil
+}
+
+// matches reports whether p is the message's next bytes.
+func (o *output) matches(p []byte) (bool, error) {
+	if o.n+int64(len(p)) > o.in.Size() {
+		return false, nil
+	}
+	for off := 0; off < len(p); {
+		k := min(len(p)-off, len(o.scratch))
+		if _, err := o.in.ReadAt(o.scratch[:k], o.n+int64(off)); err != nil {
+			return false, fmt.Errorf("reading the message to compare the output with: %w", err)
+		}
+		if !bytes.Equal(o.scratch[:k], p[off:off+k]) {
+			return false, nil
+		}
+		off += k
+	}
+	return true, nil
+}
+
+// diverge writes to out the output received so far, which equals the
+// message's first n bytes.
+func (o *output) diverge() error {
+	o.same = false
+	for off := int64(0); off < o.n; {
+		k := int(min(o.n-off, int64(len(o.scratch))))
+		if _, err := o.in.ReadAt(o.scratch[:k], off); err != nil {
+			o.err = fmt.Errorf("reading the message to copy the output from: %w", err)
+			return o.err
+		}
+		if err := o.convert(o.scratch[:k]); err != nil {
+			return err
+		}
+		off += int64(k)
+	}
+	return nil
+}
+
+// convert writes p to out with every LF not preceded by CR made CRLF; a
+// bare CR stays.
+func (o *output) convert(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	b := p
+	if bytes.IndexByte(p, '\n') >= 0 {
+		o.conv = o.conv[:0]
+		prevCR := o.lastCR
+		for _, c := range p {
+			if c == '\n' && !prevCR {
+				o.conv = append(o.conv, '\r')
+				o.bareLF++
+			}
+			o.conv = append(o.conv, c)
+			prevCR = c == '\r'
+		}
+		b = o.conv
+	}
+	o.lastCR = p[len(p)-1] == '\r'
+	if _, err := o.out.Write(b); err != nil {
+		o.err = fmt.Errorf("storing the output: %w", err)
+		return o.err
+	}
+	return nil
+}
+
+// unchanged reports whether the output was the message, byte for byte.
+func (o *output) unchanged() bool { return o.same && o.n == o.in.Size() }
+
+// finish writes what is still held back: output that was a shorter
+// prefix of the message.
+func (o *output) finish() error {
+	if o.same {
+		return o.diverge()
+	}
+	return nil
 }
 
 type stderrLog struct {

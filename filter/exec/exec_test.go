@@ -6,9 +6,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,38 +51,153 @@ func execPlugin(t *testing.T, e *execfilter.Filter) *execfilter.Filter {
 	return e
 }
 
-func execRun(t *testing.T, e *execfilter.Filter, msg string, timeout time.Duration) ([]byte, error, time.Duration) {
+// execResult is what Modify did with a message.
+type execResult struct {
+	changed bool
+	out     string // what Modify wrote to its out
+	err     error
+	took    time.Duration
+}
+
+func execRun(t *testing.T, e *execfilter.Filter, msg string, timeout time.Duration) execResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	var out bytes.Buffer
 	start := time.Now()
-	out, err := e.Modify(ctx, filter.NewMessage([]byte(msg), execMeta))
-	return out, err, time.Since(start)
+	changed, err := e.Modify(ctx, filter.NewMessage([]byte(msg), execMeta), &out)
+	return execResult{changed, out.String(), err, time.Since(start)}
+}
+
+// execChanged runs e on msg and fails the test unless it succeeded with
+// a changed message, which it returns.
+func execChanged(t *testing.T, e *execfilter.Filter, msg string) string {
+	t.Helper()
+	r := execRun(t, e, msg, 10*time.Second)
+	if r.err != nil || !r.changed {
+		t.Fatalf("Modify = changed %v, %v, out %q; want a changed message", r.changed, r.err, r.out)
+	}
+	return r.out
+}
+
+// execUnchanged runs e on msg and fails the test unless it succeeded
+// without a change, having written nothing.
+func execUnchanged(t *testing.T, e *execfilter.Filter, msg string) {
+	t.Helper()
+	r := execRun(t, e, msg, 10*time.Second)
+	if r.err != nil || r.changed || r.out != "" {
+		t.Fatalf("Modify = changed %v, %v, out %q; want no change and nothing written", r.changed, r.err, r.out)
+	}
 }
 
 func TestExecOutput(t *testing.T) {
 	for _, tc := range []struct {
 		name, script, want string
 	}{
-		// nil output: no change, so the chain keeps the original bytes.
-		{"identity is no change", "exec cat", ""},
 		{"sed adds a header line", "exec sed '1i\\\nX-Filtered: yes'", "X-Filtered: yes\r\n" + execMsg},
 		{"LF output becomes CRLF", `printf 'Subject: lf\n\nline 1\nline 2\n'`, "Subject: lf\r\n\r\nline 1\r\nline 2\r\n"},
 		{"CRLF and bare CR are kept", `printf 'Subject: x\r\n\r\na\rb\r\nc\n'`, "Subject: x\r\n\r\na\rb\r\nc\r\n"},
 		{"no final newline is kept", `printf 'Subject: x\n\nlast'`, "Subject: x\r\n\r\nlast"},
+		{"header added with an LF", `printf 'X-Added: yes\n'; exec cat`, "X-Added: yes\r\n" + execMsg},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
-			out, err, _ := execRun(t, e, execMsg, 10*time.Second)
-			if err != nil {
-				t.Fatalf("Modify: %v", err)
-			}
-			if string(out) != tc.want {
-				t.Fatalf("Modify = %q, want %q", out, tc.want)
+			if out := execChanged(t, e, execMsg); out != tc.want {
+				t.Fatalf("Modify wrote %q, want %q", out, tc.want)
 			}
 		})
 	}
 }
+
+// TestExecUnchangedIsDecidedFirst: output identical to the input is no
+// change, whatever the input is: the header check and the LF conversion
+// apply to changed output only.
+func TestExecUnchangedIsDecidedFirst(t *testing.T) {
+	cat := execPlugin(t, &execfilter.Filter{Command: execScript(t, "exec cat")})
+	for _, tc := range []struct{ name, msg string }{
+		{"a message", execMsg},
+		{"no header", "just a body line\r\n"},
+		{"starts with an empty line", "\r\nbody\r\n"},
+		{"an mbox From line", "From a@example.com Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n\r\nb\r\n"},
+		{"bare LFs", "Subject: lf\n\nline 1\nline 2\r\nend\n"},
+		{"bare LFs, no header", "body\nonly\n"},
+		{"empty", ""},
+		// Larger than a pipe's buffer and the comparison's chunks.
+		{"1 MiB with bare LFs", "Subject: big\n\n" + strings.Repeat(strings.Repeat("y", 99)+"\n", 1<<20/100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) { execUnchanged(t, cat, tc.msg) })
+	}
+	// Through the chain, the message delivered is the original.
+	ch := filtertest.MustChain(t, "- {type: exec, command: ["+strings.Join(execScript(t, "exec cat"), ", ")+"]}")
+	in := "no header\nbare LF\n"
+	res, got := filtertest.Run(t, ch, []byte(in), execMeta)
+	if res.Outcome != filter.Deliver || res.Changed || string(got) != in {
+		t.Fatalf("Run = %v changed %v %q, want the original", res.Outcome, res.Changed, got)
+	}
+}
+
+// TestExecOneByteIsAChange: output that differs from the input in one
+// byte, anywhere, or by one byte more or less, is a change, delivered in
+// full.
+func TestExecOneByteIsAChange(t *testing.T) {
+	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("z", 98)+"\r\n", 1<<20/100)
+	for _, tc := range []struct {
+		name, msg, script, want string
+	}{
+		{"one byte in the body", execMsg, "exec sed 's/body line/body lime/'", strings.Replace(execMsg, "body line", "body lime", 1)},
+		{"one byte more", execMsg, "cat; printf x", execMsg + "x"},
+		{"one byte less", execMsg, fmt.Sprintf("exec head -c %d", len(execMsg)-1), execMsg[:len(execMsg)-1]},
+		{"the last byte of 1 MiB", big, "exec sed '$ s/z\r$/Z\r/'", big[:len(big)-3] + "Z\r\n"},
+		{"one byte less of 1 MiB", big, fmt.Sprintf("exec head -c %d", len(big)-1), big[:len(big)-1]},
+		// The equal part is converted too, once the output differs.
+		{"bare LFs, then a change", "Subject: a\n\nb\n", "cat; printf 'c\\n'", "Subject: a\r\n\r\nb\r\nc\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
+			if out := execChanged(t, e, tc.msg); out != tc.want {
+				t.Fatalf("Modify wrote %d octets, want %d; they differ at %d", len(out), len(tc.want), firstDiff(out, tc.want))
+			}
+		})
+	}
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestExecStreams: neither the message nor the output is held whole in
+// memory, whether the program changes the message or not.
+func TestExecStreams(t *testing.T) {
+	const size = 8 << 20
+	msg := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("s", 98)+"\r\n", size/100)
+	for _, script := range []string{"exec cat", "echo 'X-Big: yes'; exec cat"} {
+		e := execPlugin(t, &execfilter.Filter{Command: execScript(t, script)})
+		m := filter.NewMessage([]byte(msg), execMeta)
+		var out countingWriter
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		changed, err := e.Modify(context.Background(), m, &out)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatalf("%s: %v", script, err)
+		}
+		if want := script != "exec cat"; changed != want || want && out.n != int64(len("X-Big: yes\r\n")+len(msg)) {
+			t.Fatalf("%s: changed %v, %d octets written", script, changed, out.n)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 2<<20 {
+			t.Errorf("%s: %d octets allocated for a message of %d", script, alloc, len(msg))
+		}
+	}
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // TestExecRunsAnExecutable: the program is executed directly, found in PATH,
 // with its arguments.
@@ -92,12 +209,8 @@ func TestExecRunsAnExecutable(t *testing.T) {
 	}
 	t.Setenv("PATH", dir+string(filepath.ListSeparator)+os.Getenv("PATH"))
 	e := execPlugin(t, &execfilter.Filter{Command: []string{"tagger", "one", "two words"}})
-	out, err, _ := execRun(t, e, execMsg, 10*time.Second)
-	if err != nil {
-		t.Fatalf("Modify: %v", err)
-	}
-	if want := "X-Tag: one two words\r\n" + execMsg; string(out) != want {
-		t.Fatalf("Modify = %q, want %q", out, want)
+	if out, want := execChanged(t, e, execMsg), "X-Tag: one two words\r\n"+execMsg; out != want {
+		t.Fatalf("Modify wrote %q, want %q", out, want)
 	}
 }
 
@@ -110,14 +223,11 @@ test -n "$PATH" || echo "X-Path: missing"
 exec cat`),
 		Env: map[string]string{"EXTRA": "from config", "LANG": "en_US.UTF-8"},
 	})
-	out, err, _ := execRun(t, e, execMsg, 10*time.Second)
-	if err != nil {
-		t.Fatalf("Modify: %v", err)
-	}
+	out := execChanged(t, e, execMsg)
 	want := "X-User: alice\r\nX-Upstream: pop.example.com:995\r\nX-Number: 7\r\nX-Filter: myfilter\r\n" +
 		"X-Lang: en_US.UTF-8\r\nX-Extra: from config\r\nX-Secret: unset\r\n" + execMsg
-	if string(out) != want {
-		t.Fatalf("Modify = %q, want %q", out, want)
+	if out != want {
+		t.Fatalf("Modify wrote %q, want %q", out, want)
 	}
 }
 
@@ -136,13 +246,13 @@ func TestExecFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
-			out, err, _ := execRun(t, e, execMsg, 10*time.Second)
-			if err == nil {
-				t.Fatalf("Modify = %q, want an error", out)
+			r := execRun(t, e, execMsg, 10*time.Second)
+			if r.err == nil {
+				t.Fatalf("Modify = changed %v, %q, want an error", r.changed, r.out)
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
+				if !strings.Contains(r.err.Error(), w) {
+					t.Errorf("error %q lacks %q", r.err, w)
 				}
 			}
 		})
@@ -153,7 +263,7 @@ func TestExecFailures(t *testing.T) {
 // error (and the log).
 func TestExecStderrIsBounded(t *testing.T) {
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "i=0; while [ $i -lt 2000 ]; do echo 'noise noise noise' >&2; i=$((i+1)); done; exit 1")})
-	_, err, _ := execRun(t, e, execMsg, 10*time.Second)
+	err := execRun(t, e, execMsg, 10*time.Second).err
 	if err == nil || !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("Modify error = %v", err)
 	}
@@ -242,7 +352,8 @@ func TestExecTimeoutKillsTheGroup(t *testing.T) {
 	leader, child := pids[0], pids[1]
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t,
 		"echo $$ > "+leader+"; sleep 10 & echo $! > "+child+"; wait")})
-	_, err, took := execRun(t, e, execMsg, 300*time.Millisecond)
+	r := execRun(t, e, execMsg, 300*time.Millisecond)
+	err, took := r.err, r.took
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Modify error = %v, want a deadline error", err)
 	}
@@ -263,7 +374,8 @@ func TestExecTimeoutKillsTheGroup(t *testing.T) {
 func TestExecBackgroundChildHoldingStdout(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "cat; sleep 10 & echo $! > "+child)})
-	_, err, took := execRun(t, e, execMsg, 10*time.Second)
+	r := execRun(t, e, execMsg, 10*time.Second)
+	err, took := r.err, r.took
 	if err == nil || !strings.Contains(err.Error(), "still held its output open") {
 		t.Fatalf("Modify error = %v", err)
 	}
@@ -279,12 +391,12 @@ func TestExecLeftoversAreKilled(t *testing.T) {
 	child := execPIDFiles(t, "child")[0]
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t,
 		"sleep 10 </dev/null >/dev/null 2>&1 & echo $! > "+child+"; echo 'X-Bg: 1'; exec cat")})
-	out, err, took := execRun(t, e, execMsg, 10*time.Second)
-	if err != nil || string(out) != "X-Bg: 1\r\n"+execMsg {
-		t.Fatalf("Modify = %q, %v", out, err)
+	r := execRun(t, e, execMsg, 10*time.Second)
+	if r.err != nil || !r.changed || r.out != "X-Bg: 1\r\n"+execMsg {
+		t.Fatalf("Modify = changed %v, %q, %v", r.changed, r.out, r.err)
 	}
-	if took > 5*time.Second {
-		t.Fatalf("Modify took %v", took)
+	if r.took > 5*time.Second {
+		t.Fatalf("Modify took %v", r.took)
 	}
 	execWaitDead(t, execReadPIDs(t, child))
 }
@@ -301,18 +413,18 @@ func TestExecProgramIgnoresStdin(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script)})
-			out, err, took := execRun(t, e, big, 10*time.Second)
-			if took > 5*time.Second {
-				t.Fatalf("Modify took %v", took)
+			r := execRun(t, e, big, 10*time.Second)
+			if r.took > 5*time.Second {
+				t.Fatalf("Modify took %v", r.took)
 			}
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("Modify error = %v, want %q", err, tc.wantErr)
+				if r.err == nil || !strings.Contains(r.err.Error(), tc.wantErr) {
+					t.Fatalf("Modify error = %v, want %q", r.err, tc.wantErr)
 				}
 				return
 			}
-			if err != nil || string(out) != tc.want {
-				t.Fatalf("Modify = %q, %v", out, err)
+			if r.err != nil || !r.changed || r.out != tc.want {
+				t.Fatalf("Modify = changed %v, %q, %v", r.changed, r.out, r.err)
 			}
 		})
 	}
@@ -325,20 +437,20 @@ func TestExecMaxOutput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := execPlugin(t, &execfilter.Filter{Command: execScript(t, tc.script), MaxOutput: 1024})
-			_, err, took := execRun(t, e, execMsg, 10*time.Second)
-			if err == nil || !strings.Contains(err.Error(), "exceeds max_output (1024 bytes)") {
-				t.Fatalf("Modify error = %v", err)
+			r := execRun(t, e, execMsg, 10*time.Second)
+			if r.err == nil || !strings.Contains(r.err.Error(), "exceeds max_output (1024 bytes)") {
+				t.Fatalf("Modify error = %v", r.err)
 			}
 			// The program dies of SIGPIPE instead of running on.
-			if took > 5*time.Second {
-				t.Fatalf("Modify took %v", took)
+			if r.took > 5*time.Second {
+				t.Fatalf("Modify took %v", r.took)
 			}
 		})
 	}
 	// Exactly max_output is allowed.
 	e := execPlugin(t, &execfilter.Filter{Command: execScript(t, "echo 'X-A: b'; exec cat"), MaxOutput: yamlconf.ByteSize(len("X-A: b\n") + len(execMsg))})
-	if out, err, _ := execRun(t, e, execMsg, 10*time.Second); err != nil || string(out) != "X-A: b\r\n"+execMsg {
-		t.Fatalf("Modify at max_output = %q, %v", out, err)
+	if r := execRun(t, e, execMsg, 10*time.Second); r.err != nil || !r.changed || r.out != "X-A: b\r\n"+execMsg {
+		t.Fatalf("Modify at max_output = changed %v, %q, %v", r.changed, r.out, r.err)
 	}
 }
 
@@ -396,9 +508,9 @@ func TestExecInTheChain(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
-			res := ch.Run(context.Background(), filter.NewMessage([]byte(execMsg), execMeta))
-			if res.Outcome != tc.outcome || !bytes.HasPrefix(res.Message, []byte(tc.prefix)) {
-				t.Fatalf("Run = %v %q", res.Outcome, res.Message)
+			res, got := filtertest.Run(t, ch, []byte(execMsg), execMeta)
+			if res.Outcome != tc.outcome || !bytes.HasPrefix(got, []byte(tc.prefix)) {
+				t.Fatalf("Run = %v %q", res.Outcome, got)
 			}
 		})
 	}

@@ -1,5 +1,6 @@
 // Package filtertest builds filter chains for tests, from a "filters:"
-// YAML list as the proxy does, logging to the test's log.
+// YAML list as the proxy does, logging to the test's log, and runs
+// messages through them.
 package filtertest
 
 import (
@@ -29,4 +30,24 @@ func MustChain(t testing.TB, doc string) *filter.Chain {
 		t.Fatalf("building the filter chain: %v", err)
 	}
 	return ch
+}
+
+// Run passes msg through ch under the test's context and returns the
+// result with the bytes of the delivered message (nil unless the outcome
+// is Deliver). The Result is closed before Run returns, so its Message
+// must not be read: use the bytes; Outcome, Changed, Filter and Reason
+// stay valid. Call it from the test's goroutine: a failure to read the
+// message ends the test.
+func Run(t testing.TB, ch *filter.Chain, msg []byte, meta filter.Meta) (*filter.Result, []byte) {
+	t.Helper()
+	res := ch.Run(t.Context(), filter.NewMessage(msg, meta))
+	defer res.Close()
+	if res.Outcome != filter.Deliver {
+		return res, nil
+	}
+	b, err := res.Message.Bytes()
+	if err != nil {
+		t.Fatalf("reading the delivered message: %v", err)
+	}
+	return res, b
 }

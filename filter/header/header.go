@@ -12,7 +12,9 @@ import (
 )
 
 func init() {
-	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Filter) }})
+	// No limit on concurrent calls: the filter does no I/O and returns
+	// at once, so there is no daemon to protect.
+	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Filter) }, MaxConcurrent: 0})
 }
 
 // headerMaxLine is RFC 5322 §2.1.1's hard limit on a line, CRLF excluded.

@@ -55,11 +55,11 @@ func TestHeaderEdits(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
-			res := ch.Run(context.Background(), filter.NewMessage([]byte(headerMsg), filter.Meta{Number: 1}))
+			res, msg := filtertest.Run(t, ch, []byte(headerMsg), filter.Meta{Number: 1})
 			if res.Outcome != filter.Deliver || !res.Changed {
 				t.Fatalf("Run = %v changed=%v, want a changed delivery", res.Outcome, res.Changed)
 			}
-			got := string(res.Message)
+			got := string(msg)
 			if tc.fold {
 				if !strings.Contains(got, "\r\n\tword") {
 					t.Errorf("long field not folded: %q", got)
@@ -67,7 +67,7 @@ func TestHeaderEdits(t *testing.T) {
 				got = strings.Replace(got, "\r\n\t", " ", 1)
 			}
 			if got != tc.want {
-				t.Errorf("message\n got %q\nwant %q", res.Message, tc.want)
+				t.Errorf("message\n got %q\nwant %q", msg, tc.want)
 			}
 		})
 	}

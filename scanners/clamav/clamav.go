@@ -27,8 +27,19 @@ import (
 )
 
 func init() {
-	filter.Register(filter.PluginInfo{Type: "clamav", New: func() filter.Plugin { return new(Filter) }})
+	filter.Register(filter.PluginInfo{
+		Type: "clamav",
+		New:  func() filter.Plugin { return new(Filter) },
+		// clamd's MaxThreads (docs/scanners.md, clamd limits): more
+		// scans at once only wait in clamd's queue, each holding a
+		// connection and, past MaxQueue, being refused.
+		MaxConcurrent: DefaultMaxConcurrent,
+	})
 }
+
+// DefaultMaxConcurrent is max_concurrent's default: clamd's built-in
+// MaxThreads (docs/scanners.md, clamd limits).
+const DefaultMaxConcurrent = 10
 
 // The values of the action key.
 const (
@@ -86,7 +97,21 @@ const maxNoticeField = 200
 //	  action: replace          # replace | reject | tag
 //	  quarantine_dir: ""       # when set, the original infected message is kept here
 //	  quarantine_max_bytes: 1GiB  # the most quarantine_dir may hold
-//	  max_stream: 25MiB        # clamd's StreamMaxLength; larger messages are an error
+//	  max_stream: 25MiB        # clamd's StreamMaxLength; larger messages fall under the oversize policy
+//	  max_concurrent: 10       # clamd's MaxThreads; more scans wait for a turn
+//
+// max_concurrent (a key of every filter, see filter.PluginInfo) is how
+// many messages the filter sends to clamd at once, over all sessions; the
+// others wait for a turn within timeout. The default, 10, is clamd's
+// built-in MaxThreads (Debian sets 12); set it to the MaxThreads of your
+// clamd.conf, less what other clients of that clamd use (docs/scanners.md,
+// clamd limits). 0 means no limit.
+//
+// A message larger than max_stream, or than clamd's StreamMaxLength, is
+// not scanned: Judge returns an error wrapping filter.ErrTooLarge, and the
+// chain's oversize policy (tag, pass or reject) decides, not on_error,
+// because no retry can scan it. The proxy refuses to start with a max_size
+// above max_stream (filter.StreamLimiter).
 type Filter struct {
 	// Address is clamd's socket, unix:///path or tcp://host:port. Required.
 	Address string `yaml:"address"`
@@ -114,12 +139,13 @@ type Filter struct {
 	// refuses, so removed files count at once, without a restart. Default
 	// 1GiB; 0 is refused: to keep no originals, leave quarantine_dir empty.
 	QuarantineMaxBytes *yamlconf.ByteSize `yaml:"quarantine_max_bytes"`
-	// MaxStream is the largest message sent to clamd; a larger one is an
-	// error (ErrTooLarge), never clean. It should equal clamd's
+	// MaxStreamSize (key max_stream) is the largest message sent to
+	// clamd; a larger one is an error wrapping ErrTooLarge (and so
+	// filter.ErrTooLarge), never clean. It should equal clamd's
 	// StreamMaxLength, and clamd's MaxFileSize should be at least as large:
 	// clamd answers "stream: OK" without scanning a stream above
 	// MaxFileSize (docs/scanners.md, clamd limits). Default 25MiB.
-	MaxStream yamlconf.ByteSize `yaml:"max_stream"`
+	MaxStreamSize yamlconf.ByteSize `yaml:"max_stream"`
 
 	log    *zap.Logger
 	client clamdClient
@@ -152,10 +178,10 @@ func (c *Filter) Provision(env filter.Env) error {
 		problems = append(problems, fmt.Sprintf("action %q is not one of %s, %s, %s", c.Action, ActionReplace, ActionReject, ActionTag))
 	}
 	switch {
-	case c.MaxStream == 0:
-		c.MaxStream = DefaultMaxStream
-	case c.MaxStream < 0:
-		problems = append(problems, fmt.Sprintf("max_stream %d is negative", c.MaxStream))
+	case c.MaxStreamSize == 0:
+		c.MaxStreamSize = DefaultMaxStream
+	case c.MaxStreamSize < 0:
+		problems = append(problems, fmt.Sprintf("max_stream %d is negative", c.MaxStreamSize))
 	}
 	switch {
 	case c.QuarantineMaxBytes == nil:
@@ -178,10 +204,19 @@ func (c *Filter) Provision(env filter.Env) error {
 		c.log.Warn("quarantine_dir already holds quarantine_max_bytes: infected messages will be left on the server until you raise quarantine_max_bytes or remove files",
 			zap.String("dir", c.QuarantineDir), zap.Int64("stored", c.stored), zap.Int64("quarantine_max_bytes", limit))
 	}
-	c.client = clamdClient{network: network, address: address, maxStream: int64(c.MaxStream)}
+	c.client = clamdClient{network: network, address: address, maxStream: int64(c.MaxStreamSize)}
 	c.storing = make(chan struct{}, 1)
 	c.full = new(refusalLog)
 	return nil
+}
+
+// MaxStream implements filter.StreamLimiter: a message larger than
+// max_stream is never scanned, so max_size must not exceed it.
+func (c *Filter) MaxStream() (int64, string) {
+	if c.MaxStreamSize == 0 {
+		return int64(DefaultMaxStream), "max_stream"
+	}
+	return int64(c.MaxStreamSize), "max_stream"
 }
 
 // dirBytes returns the total size of the regular files in dir.
@@ -244,13 +279,13 @@ func ownFieldsRemoved() []filter.Edit {
 
 func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	start := time.Now()
-	virus, err := c.client.scan(ctx, m.Bytes())
+	virus, err := c.client.scan(ctx, m.Open(), m.Size())
 	took := time.Since(start)
 	if err != nil {
 		return filter.Verdict{}, err
 	}
 	if virus == "" {
-		c.log.Debug("clean", zap.Int("msg", m.Meta.Number), zap.Int("size", m.Len()), zap.Duration("took", took))
+		c.log.Debug("clean", zap.Int("msg", m.Meta.Number), zap.Int64("size", m.Size()), zap.Duration("took", took))
 		return filter.Verdict{
 			Action: filter.Continue,
 			Edits:  append(ownFieldsRemoved(), filter.Add(ScannedField, CleanValue)),
@@ -261,12 +296,12 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	var kept string
 	var qerr error
 	if c.QuarantineDir != "" && c.Action != ActionTag {
-		kept, qerr = c.quarantine(ctx, m.Bytes(), time.Now())
+		kept, qerr = c.quarantine(ctx, m, time.Now())
 	}
 	fields := []zap.Field{
 		zap.String("virus", virus), zap.String("action", c.Action),
 		zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
-		zap.Int("size", m.Len()), zap.Duration("took", took),
+		zap.Int64("size", m.Size()), zap.Duration("took", took),
 	}
 	if kept != "" {
 		fields = append(fields, zap.String("quarantine", kept))
@@ -279,7 +314,7 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 			// administrator.
 			if n, ok := c.full.note(time.Now()); ok {
 				c.log.Error("quarantine full: infected messages are left on the server until you raise quarantine_max_bytes or remove files from quarantine_dir",
-					zap.String("dir", c.QuarantineDir), zap.Int64("stored", full.stored), zap.Int("size", full.size),
+					zap.String("dir", c.QuarantineDir), zap.Int64("stored", full.stored), zap.Int64("size", full.size),
 					zap.Int64("quarantine_max_bytes", full.limit), zap.Int("refused", n))
 			}
 		} else {
@@ -313,8 +348,8 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 // client shows can carry a virus (EICAR is printable text), and what
 // replaces an infected message must be clean.
 func (c *Filter) notice(ctx context.Context, m *filter.Message, virus, kept string, now time.Time) []byte {
-	full := virusNotice(m.Bytes(), virus, kept, now)
-	found, err := c.client.scan(ctx, full)
+	full := virusNotice(m.Open(), virus, kept, now)
+	found, err := c.client.scan(ctx, bytes.NewReader(full), int64(len(full)))
 	if err == nil && found == "" {
 		return full
 	}
@@ -330,17 +365,17 @@ func (c *Filter) notice(ctx context.Context, m *filter.Message, virus, kept stri
 // quarantineFullError is a message refused because storing it would take
 // QuarantineDir over QuarantineMaxBytes.
 type quarantineFullError struct {
-	stored, limit int64
-	size          int
+	stored, limit, size int64
 }
 
 func (e *quarantineFullError) Error() string {
 	return fmt.Sprintf("quarantine_dir holds %d bytes; storing %d more would pass quarantine_max_bytes (%d)", e.stored, e.size, e.limit)
 }
 
-// quarantine stores msg in QuarantineDir and returns the file's name. No
-// partial message ever has a final name.
-func (c *Filter) quarantine(ctx context.Context, msg []byte, now time.Time) (string, error) {
+// quarantine stores m in QuarantineDir and returns the file's name. No
+// partial message ever has a final name. m is read twice, for its hash
+// and for the copy, and never held in memory.
+func (c *Filter) quarantine(ctx context.Context, m *filter.Message, now time.Time) (string, error) {
 	select {
 	case c.storing <- struct{}{}:
 	case <-ctx.Done():
@@ -348,8 +383,11 @@ func (c *Filter) quarantine(ctx context.Context, msg []byte, now time.Time) (str
 	}
 	defer func() { <-c.storing }()
 
-	sum := sha256.Sum256(msg)
-	id := hex.EncodeToString(sum[:8])
+	h := sha256.New()
+	if _, err := io.Copy(h, m.Open()); err != nil {
+		return "", fmt.Errorf("reading the message: %w", err)
+	}
+	id := hex.EncodeToString(h.Sum(nil)[:8])
 	suffix := "-" + id + ".eml"
 	if entries, err := os.ReadDir(c.QuarantineDir); err == nil {
 		for _, e := range entries {
@@ -358,14 +396,14 @@ func (c *Filter) quarantine(ctx context.Context, msg []byte, now time.Time) (str
 			}
 		}
 	}
-	limit := int64(*c.QuarantineMaxBytes)
-	if c.stored+int64(len(msg)) > limit {
+	limit, size := int64(*c.QuarantineMaxBytes), m.Size()
+	if c.stored+size > limit {
 		// Files the administrator removed make room without a restart.
 		if measured, err := dirBytes(c.QuarantineDir); err == nil {
 			c.stored = measured
 		}
-		if c.stored+int64(len(msg)) > limit {
-			return "", &quarantineFullError{stored: c.stored, limit: limit, size: len(msg)}
+		if c.stored+size > limit {
+			return "", &quarantineFullError{stored: c.stored, limit: limit, size: size}
 		}
 	}
 	name := now.UTC().Format("20060102T150405Z") + suffix
@@ -375,7 +413,10 @@ func (c *Filter) quarantine(ctx context.Context, msg []byte, now time.Time) (str
 		return "", err
 	}
 	tmp := f.Name()
-	_, err = f.Write(msg)
+	n, err := io.Copy(f, m.Open())
+	if err == nil && n != size {
+		err = fmt.Errorf("copied %d of %d bytes", n, size)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -389,7 +430,7 @@ func (c *Filter) quarantine(ctx context.Context, msg []byte, now time.Time) (str
 		os.Remove(tmp)
 		return "", err
 	}
-	c.stored += int64(len(msg))
+	c.stored += size
 	if d, err := os.Open(c.QuarantineDir); err == nil {
 		if err := d.Sync(); err != nil {
 			c.log.Warn("quarantine: syncing the directory failed; the file may not survive a crash", zap.String("file", name), zap.Error(err))
@@ -434,10 +475,10 @@ const (
 )
 
 // virusNotice builds the message delivered instead of an infected one,
-// with the original's noticeFields that safeNoticeField accepts. kept is
-// the quarantine file's name or ""; the path would show the proxy's file
-// system layout.
-func virusNotice(orig []byte, virus, kept string, now time.Time) []byte {
+// with the noticeFields of orig's header that safeNoticeField accepts; it
+// reads at most maxHeader bytes of orig. kept is the quarantine file's
+// name or ""; the path would show the proxy's file system layout.
+func virusNotice(orig io.Reader, virus, kept string, now time.Time) []byte {
 	fields, ok := headerFields(orig)
 	if !ok {
 		return buildNotice(nil, noticeHeaderUnread, virus, kept, now)
@@ -555,15 +596,16 @@ type headerField struct {
 	raw  []byte
 }
 
-func headerFields(msg []byte) ([]headerField, bool) {
-	src := bytes.NewReader(msg)
-	br := bufio.NewReader(io.LimitReader(src, maxHeader))
+// headerFields reads the header of msg, at most maxHeader bytes of it.
+func headerFields(msg io.Reader) ([]headerField, bool) {
+	src := &io.LimitedReader{R: msg, N: maxHeader}
+	br := bufio.NewReader(src)
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, false
 	}
 	// ReadHeader takes a header cut off by the limit for a whole one.
-	if len(msg)-src.Len()-br.Buffered() >= maxHeader {
+	if maxHeader-src.N-int64(br.Buffered()) >= maxHeader {
 		return nil, false
 	}
 	var fields []headerField
@@ -598,6 +640,7 @@ func prefixSubject(raw []byte) []byte {
 }
 
 var (
-	_ filter.Judge       = (*Filter)(nil)
-	_ filter.Provisioner = (*Filter)(nil)
+	_ filter.Judge         = (*Filter)(nil)
+	_ filter.Provisioner   = (*Filter)(nil)
+	_ filter.StreamLimiter = (*Filter)(nil)
 )

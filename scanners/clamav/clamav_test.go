@@ -161,6 +161,29 @@ func clamNew(t *testing.T, cfg clamav.Filter) (*clamav.Filter, *observer.Observe
 
 var clamMeta = filter.Meta{User: "alice", Upstream: "pop.example.net:995", Number: 3}
 
+// clamRun passes msg through ch and returns the result, closed when the
+// test ends, and the delivered bytes (nil without a message).
+func clamRun(t *testing.T, ch *filter.Chain, msg []byte) (*filter.Result, []byte) {
+	t.Helper()
+	return clamRunMessage(t, ch, filter.NewMessage(msg, clamMeta))
+}
+
+func clamRunMessage(t *testing.T, ch *filter.Chain, m *filter.Message) (*filter.Result, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res := ch.Run(ctx, m)
+	t.Cleanup(func() { res.Close() })
+	if res.Message == nil {
+		return res, nil
+	}
+	out, err := res.Message.Bytes()
+	if err != nil {
+		t.Fatalf("reading the delivered message: %v", err)
+	}
+	return res, out
+}
+
 func clamJudge(t *testing.T, p *clamav.Filter, msg []byte, timeout time.Duration) (filter.Verdict, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -231,8 +254,11 @@ func TestClamAVProvisionErrors(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
 		dir := t.TempDir()
 		p, _ := clamNew(t, clamav.Filter{Address: "unix:///run/clamav/clamd.ctl", QuarantineDir: dir})
-		if p.Action != clamav.ActionReplace || p.MaxStream != 25<<20 {
-			t.Errorf("defaults: action %q, max_stream %d", p.Action, p.MaxStream)
+		if p.Action != clamav.ActionReplace || p.MaxStreamSize != 25<<20 {
+			t.Errorf("defaults: action %q, max_stream %d", p.Action, p.MaxStreamSize)
+		}
+		if limit, key := p.MaxStream(); limit != 25<<20 || key != "max_stream" {
+			t.Errorf("MaxStream() = %d, %q; want 25MiB, max_stream", limit, key)
 		}
 		if left, _ := os.ReadDir(dir); len(left) != 0 {
 			t.Errorf("the writability probe left %v", left)
@@ -259,9 +285,9 @@ func TestClamAVConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := ch.Run(context.Background(), filter.NewMessage([]byte("Subject: hi\r\n\r\nhello\r\n"), clamMeta))
-	if res.Outcome != filter.Deliver || !bytes.HasPrefix(res.Message, []byte("X-Virus-Scanned: clean (ClamAV via pop3proxy)\r\nSubject: hi\r\n")) {
-		t.Errorf("clean message through the chain: %v %q", res.Outcome, res.Message)
+	res, out := clamRun(t, ch, []byte("Subject: hi\r\n\r\nhello\r\n"))
+	if res.Outcome != filter.Deliver || !bytes.HasPrefix(out, []byte("X-Virus-Scanned: clean (ClamAV via pop3proxy)\r\nSubject: hi\r\n")) {
+		t.Errorf("clean message through the chain: %v %q", res.Outcome, out)
 	}
 	if _, err := build("- type: clamav\n  address: tcp://127.0.0.1:3310\n  adress: x\n"); err == nil || !strings.Contains(err.Error(), "adress") {
 		t.Errorf("misspelt key: %v", err)
@@ -537,21 +563,21 @@ func TestClamAVLogsHits(t *testing.T) {
 // keep the rest of the message byte for byte; replace delivers the notice.
 func TestClamAVChain(t *testing.T) {
 	addr := clamInfected(t, "Eicar-Test-Signature")
-	run := func(action string) filter.Result {
+	run := func(action string) (*filter.Result, []byte) {
 		block := fmt.Sprintf("- type: clamav\n  address: %s\n  action: %s\n  timeout: 5s\n", addr, action)
 		ch := filtertest.MustChain(t, block)
-		return ch.Run(context.Background(), filter.NewMessage([]byte(clamOriginal), clamMeta))
+		return clamRun(t, ch, []byte(clamOriginal))
 	}
-	res := run("tag")
+	res, out := run("tag")
 	want := "X-Virus-Status: Infected\r\nX-Virus-Name: Eicar-Test-Signature\r\n" +
 		strings.NewReplacer("X-Virus-Scanned: clean (forged)\r\n", "", "X-Virus-Status: Clean\r\n", "", "X-Virus-Name: none\r\n", "").Replace(clamOriginal)
-	if res.Outcome != filter.Deliver || string(res.Message) != want {
-		t.Errorf("tag: %v\n%s\nwant\n%s", res.Outcome, res.Message, want)
+	if res.Outcome != filter.Deliver || string(out) != want {
+		t.Errorf("tag: %v\n%s\nwant\n%s", res.Outcome, out, want)
 	}
-	if res = run("replace"); res.Outcome != filter.Deliver || !bytes.HasPrefix(res.Message, []byte("X-Virus-Status: Infected\r\n")) || bytes.Contains(res.Message, []byte("PAYLOAD")) {
-		t.Errorf("replace: %v\n%s", res.Outcome, res.Message)
+	if res, out = run("replace"); res.Outcome != filter.Deliver || !bytes.HasPrefix(out, []byte("X-Virus-Status: Infected\r\n")) || bytes.Contains(out, []byte("PAYLOAD")) {
+		t.Errorf("replace: %v\n%s", res.Outcome, out)
 	}
-	if res = run("reject"); res.Outcome != filter.Refuse || res.Reason != "virus Eicar-Test-Signature" {
+	if res, _ = run("reject"); res.Outcome != filter.Refuse || res.Reason != "virus Eicar-Test-Signature" {
 		t.Errorf("reject: %v %q", res.Outcome, res.Reason)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/filter"
 )
 
 const (
@@ -35,7 +37,25 @@ const clamdCommand = "zINSTREAM\x00"
 
 // ErrTooLarge means a message was not scanned because it is larger than
 // max_stream or than clamd's StreamMaxLength. It is an error, never clean.
-var ErrTooLarge = errors.New("message too large for clamd")
+// It wraps filter.ErrTooLarge: no retry can make the message smaller, so
+// the chain applies its oversize policy, not on_error.
+var ErrTooLarge error = &wrappingError{text: "message too large for clamd", wrapped: filter.ErrTooLarge}
+
+// wrappingError is a sentinel error that is also another one.
+type wrappingError struct {
+	text    string
+	wrapped error
+}
+
+func (e *wrappingError) Error() string { return e.text }
+func (e *wrappingError) Unwrap() error { return e.wrapped }
+
+// messageReadError is a failure to read the message being sent (a spool
+// file's I/O error), not a failure of clamd.
+type messageReadError struct{ err error }
+
+func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
+func (e *messageReadError) Unwrap() error { return e.err }
 
 // errClamdNoReply is what clamd does when the stream ends without the
 // zero-length chunk (docs/scanners.md, clamd replies).
@@ -49,11 +69,14 @@ type clamdClient struct {
 	maxStream int64
 }
 
-// scan sends msg to clamd and returns the virus name, "" for clean. Every
-// failure is an error, never clean (docs/scanners.md, clamd replies).
-func (c *clamdClient) scan(ctx context.Context, msg []byte) (string, error) {
-	if int64(len(msg)) > c.maxStream {
-		return "", fmt.Errorf("%w: %d bytes, max_stream is %d", ErrTooLarge, len(msg), c.maxStream)
+// scan sends the size bytes of msg to clamd and returns the virus name,
+// "" for clean. Every failure is an error, never clean (docs/scanners.md,
+// clamd replies).
+func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (string, error) {
+	// Nothing is sent that clamd would refuse or pass unscanned
+	// (docs/scanners.md, clamd limits).
+	if size > c.maxStream {
+		return "", fmt.Errorf("%w: %d bytes, max_stream is %d", ErrTooLarge, size, c.maxStream)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -72,7 +95,13 @@ func (c *clamdClient) scan(ctx context.Context, msg []byte) (string, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	werr := writeClamdStream(conn, msg)
+	werr := writeClamdStream(conn, msg, size)
+	var merr *messageReadError
+	if errors.As(werr, &merr) {
+		// The stream ends without its zero-length chunk, so clamd scans
+		// nothing and will not answer (docs/scanners.md, clamd replies).
+		return "", fmt.Errorf("clamd %s: %w", c.where(), werr)
+	}
 	// After a failed write the reply, which says why, is still there to
 	// read (docs/scanners.md, clamd replies).
 	reply, rerr := readClamdReply(conn)
@@ -108,18 +137,30 @@ func (c *clamdClient) fail(ctx context.Context, op string, err error) error {
 
 func (c *clamdClient) where() string { return c.network + ":" + c.address }
 
-// writeClamdStream writes the command, msg in length-prefixed chunks and the
-// zero-length chunk (docs/scanners.md, Commands and framing). The command
-// goes out with the first chunk, the terminator with the last.
-func writeClamdStream(w io.Writer, msg []byte) error {
-	buf := make([]byte, 0, len(clamdCommand)+4+min(len(msg), clamdChunk)+4)
+// writeClamdStream writes the command, the size bytes of msg in
+// length-prefixed chunks and the zero-length chunk (docs/scanners.md,
+// Commands and framing). The command goes out with the first chunk, the
+// terminator with the last, and each chunk is read straight into the
+// buffer it is sent from, so a message of any size costs one chunk of
+// memory. A failure to read msg is a *messageReadError, returned before the
+// terminator is sent.
+func writeClamdStream(w io.Writer, msg io.Reader, size int64) error {
+	first := int(min(size, clamdChunk))
+	buf := make([]byte, 0, len(clamdCommand)+4+first+4)
 	buf = append(buf, clamdCommand...)
-	for len(msg) > 0 {
-		n := min(len(msg), clamdChunk)
+	for left := size; left > 0; {
+		n := int(min(left, clamdChunk))
 		buf = binary.BigEndian.AppendUint32(buf, uint32(n))
-		buf = append(buf, msg[:n]...)
-		msg = msg[n:]
-		if len(msg) == 0 {
+		start := len(buf)
+		buf = buf[:start+n]
+		if _, err := io.ReadFull(msg, buf[start:]); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return &messageReadError{fmt.Errorf("%d of %d bytes: %w", size-left, size, err)}
+		}
+		left -= int64(n)
+		if left == 0 {
 			break
 		}
 		if _, err := w.Write(buf); err != nil {

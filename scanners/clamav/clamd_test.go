@@ -114,8 +114,8 @@ func TestClamdEarlyReply(t *testing.T) {
 			for range 20 {
 				v, err := clamJudge(t, p, make([]byte, 8<<20), 10*time.Second)
 				clamAssertError(t, v, err, "size limit exceeded")
-				if !errors.Is(err, clamav.ErrTooLarge) {
-					t.Errorf("error %v does not wrap ErrTooLarge", err)
+				if !errors.Is(err, clamav.ErrTooLarge) || !errors.Is(err, filter.ErrTooLarge) {
+					t.Errorf("error %v does not wrap clamav.ErrTooLarge and filter.ErrTooLarge", err)
 				}
 				if s := err.Error(); strings.Contains(s, "broken pipe") || strings.Contains(s, "reset by peer") {
 					t.Errorf("error reports the write failure: %v", err)
@@ -136,11 +136,11 @@ func TestClamdMaxStream(t *testing.T) {
 		conns.Add(1)
 		clamReplying(t, "stream: OK\x00", nil)(c)
 	})
-	p, _ := clamNew(t, clamav.Filter{Address: addr, MaxStream: 1000})
+	p, _ := clamNew(t, clamav.Filter{Address: addr, MaxStreamSize: 1000})
 	v, err := clamJudge(t, p, make([]byte, 1001), 5*time.Second)
 	clamAssertError(t, v, err, "too large for clamd")
-	if !errors.Is(err, clamav.ErrTooLarge) {
-		t.Errorf("error %v does not wrap ErrTooLarge", err)
+	if !errors.Is(err, clamav.ErrTooLarge) || !errors.Is(err, filter.ErrTooLarge) {
+		t.Errorf("error %v does not wrap clamav.ErrTooLarge and filter.ErrTooLarge", err)
 	}
 	if conns.Load() != 0 {
 		t.Errorf("connected to clamd for a message over max_stream")
@@ -175,7 +175,7 @@ func TestClamdHang(t *testing.T) {
 			addr := clamFake(t, "tcp", func(c net.Conn) { tc.serve(c, done) })
 			// Runs before clamFake's cleanup, which waits for the fake.
 			t.Cleanup(func() { close(done) })
-			p, _ := clamNew(t, clamav.Filter{Address: addr, MaxStream: 32 << 20})
+			p, _ := clamNew(t, clamav.Filter{Address: addr, MaxStreamSize: 32 << 20})
 			start := time.Now()
 			v, err := clamJudge(t, p, make([]byte, tc.size), 200*time.Millisecond)
 			took := time.Since(start)

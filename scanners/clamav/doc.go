@@ -4,9 +4,16 @@
 // keys.
 //
 // A clamd that gives no answer (unreachable, timed out, a reply the plugin
-// does not understand, a message over max_stream) is an error, never a
-// clean verdict; the chain applies on_error. A virus that cannot be
-// quarantined fails closed (filter.ErrFailClosed).
+// does not understand) is an error, never a clean verdict; the chain
+// applies on_error. A message over max_stream, or one clamd refuses as
+// over its StreamMaxLength, is an error wrapping filter.ErrTooLarge, for
+// which the chain applies its oversize policy instead: retrying cannot
+// make it smaller. A virus that cannot be quarantined fails closed
+// (filter.ErrFailClosed).
+//
+// Messages are streamed from filter.Message.Open to clamd, to the
+// quarantine and, for the notice, only their header: none is held in
+// memory whole.
 //
 // # Why the clamd client is our own
 //

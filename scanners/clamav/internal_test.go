@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/pop3proxy/pop3proxy/filter"
 )
 
 func TestParseClamdReply(t *testing.T) {
@@ -46,6 +49,8 @@ func TestParseClamdReply(t *testing.T) {
 			t.Errorf("%q: got (%q, nil), want an error", tc.reply, virus)
 		case !tc.ok && errors.Is(err, ErrTooLarge) != tc.tooLarge:
 			t.Errorf("%q: error %v; wraps ErrTooLarge: %v, want %v", tc.reply, err, !tc.tooLarge, tc.tooLarge)
+		case !tc.ok && errors.Is(err, filter.ErrTooLarge) != tc.tooLarge:
+			t.Errorf("%q: error %v; wraps filter.ErrTooLarge: %v, want %v", tc.reply, err, !tc.tooLarge, tc.tooLarge)
 		}
 	}
 }
@@ -73,7 +78,7 @@ func TestWriteClamdStream(t *testing.T) {
 		{"abc", "zINSTREAM\x00\x00\x00\x00\x03abc\x00\x00\x00\x00"},
 	} {
 		var b bytes.Buffer
-		if err := writeClamdStream(&b, []byte(tc.msg)); err != nil {
+		if err := writeClamdStream(&b, strings.NewReader(tc.msg), int64(len(tc.msg))); err != nil {
 			t.Fatal(err)
 		}
 		if b.String() != tc.want {
@@ -82,7 +87,7 @@ func TestWriteClamdStream(t *testing.T) {
 	}
 	msg := bytes.Repeat([]byte("0123456789abcdef"), (2*clamdChunk+5)/16+1)[:2*clamdChunk+5]
 	var b bytes.Buffer
-	if err := writeClamdStream(&b, msg); err != nil {
+	if err := writeClamdStream(&b, bytes.NewReader(msg), int64(len(msg))); err != nil {
 		t.Fatal(err)
 	}
 	want := []byte("zINSTREAM\x00")
@@ -113,7 +118,7 @@ const clamavTestOriginal = "Received: from mx.example.com by pop.example.net; Su
 
 func TestClamavNotice(t *testing.T) {
 	now := time.Date(2026, 11, 22, 10, 5, 0, 0, time.UTC)
-	notice := virusNotice([]byte(clamavTestOriginal), "Eicar-Test-Signature", "20261122T100500Z-0123456789abcdef.eml", now)
+	notice := virusNotice(strings.NewReader(clamavTestOriginal), "Eicar-Test-Signature", "20261122T100500Z-0123456789abcdef.eml", now)
 	t.Logf("notice:\n%s", notice)
 	s := string(notice)
 	for _, want := range []string{
@@ -141,7 +146,7 @@ func TestClamavNotice(t *testing.T) {
 	clamavCheckNotice(t, notice)
 
 	// Not kept; missing fields get placeholders.
-	notice = virusNotice([]byte("To: alice@example.net\r\n\r\nbody\r\n"), "V", "", now)
+	notice = virusNotice(strings.NewReader("To: alice@example.net\r\n\r\nbody\r\n"), "V", "", now)
 	s = string(notice)
 	for _, want := range []string{"From: pop3proxy virus filter <postmaster@pop3proxy.invalid>\r\n",
 		"Date: Sun, 22 Nov 2026 10:05:00 +0000\r\n", "Subject: [VIRUS REMOVED]\r\n", "To: alice@example.net\r\n",
@@ -153,7 +158,7 @@ func TestClamavNotice(t *testing.T) {
 	clamavCheckNotice(t, notice)
 
 	// A header that does not parse (an mbox From_ line).
-	notice = virusNotice([]byte("From mallory Sun Nov 22 10:00:00 2026\r\nSubject: x\r\n\r\nbody\r\n"), "V", "", now)
+	notice = virusNotice(strings.NewReader("From mallory Sun Nov 22 10:00:00 2026\r\nSubject: x\r\n\r\nbody\r\n"), "V", "", now)
 	if !strings.Contains(string(notice), "Subject: [VIRUS REMOVED] (original header unreadable)\r\n") {
 		t.Errorf("notice for an unreadable header:\n%s", notice)
 	}
@@ -161,7 +166,7 @@ func TestClamavNotice(t *testing.T) {
 
 	// A header longer than maxHeader is not trusted either.
 	huge := "Subject: big\r\nX-Pad: " + strings.Repeat("p", maxHeader) + "\r\n\r\nbody\r\n"
-	if notice = virusNotice([]byte(huge), "V", "", now); !strings.Contains(string(notice), "(original header unreadable)") {
+	if notice = virusNotice(strings.NewReader(huge), "V", "", now); !strings.Contains(string(notice), "(original header unreadable)") {
 		t.Errorf("header over the limit was read")
 	}
 	clamavCheckNotice(t, notice)
@@ -250,7 +255,7 @@ func TestClamavNoticeUnsafeFields(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			notice := virusNotice([]byte(tc.header+"\r\nbody\r\n"), "V", "", now)
+			notice := virusNotice(strings.NewReader(tc.header+"\r\nbody\r\n"), "V", "", now)
 			t.Logf("notice:\n%s", notice)
 			for _, want := range tc.want {
 				if !bytes.Contains(notice, []byte(want)) {
@@ -284,5 +289,49 @@ func TestQuarantineRefusalLog(t *testing.T) {
 		if count != step.count || log != step.log {
 			t.Errorf("refusal at %v: (%d, %v), want (%d, %v)", step.at, count, log, step.count, step.log)
 		}
+	}
+}
+
+// endlessReader yields its byte forever.
+type endlessReader byte
+
+func (e endlessReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(e)
+	}
+	return len(p), nil
+}
+
+// countingReader counts what is read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestClamavNoticeReadsOnlyTheHeader: the notice reads at most maxHeader
+// bytes of the original, however long its body or its header.
+func TestClamavNoticeReadsOnlyTheHeader(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 5, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name, start, want string
+	}{
+		{"endless body", "Subject: short\r\n\r\n", "Subject: [VIRUS REMOVED] short\r\n"},
+		{"endless header", "Subject: short\r\nX-Pad: ", "(original header unreadable)"},
+	} {
+		src := &countingReader{r: io.MultiReader(strings.NewReader(tc.start), endlessReader('x'))}
+		notice := virusNotice(src, "V", "", now)
+		if src.n > maxHeader {
+			t.Errorf("%s: read %d bytes of the original, more than maxHeader (%d)", tc.name, src.n, maxHeader)
+		}
+		if !bytes.Contains(notice, []byte(tc.want)) {
+			t.Errorf("%s: notice lacks %q:\n%s", tc.name, tc.want, notice)
+		}
+		clamavCheckNotice(t, notice)
 	}
 }

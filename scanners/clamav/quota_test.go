@@ -1,7 +1,6 @@
 package clamav_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -88,9 +87,9 @@ func TestClamAVQuarantineLimit(t *testing.T) {
 
 	// Through the chain, on_error: pass does not deliver it.
 	ch := filtertest.MustChain(t, fmt.Sprintf("- {type: clamav, address: %s, on_error: pass, quarantine_dir: %q, quarantine_max_bytes: %d}\n", addr, dir, 2*size))
-	res := ch.Run(context.Background(), filter.NewMessage(clamNth(9), clamMeta))
+	res, out := clamRun(t, ch, clamNth(9))
 	if res.Outcome != filter.TempFail || res.Message != nil {
-		t.Errorf("chain with on_error: pass over the limit: %v %q", res.Outcome, res.Message)
+		t.Errorf("chain with on_error: pass over the limit: %v %q", res.Outcome, out)
 	}
 
 	// Files the administrator removes make room again.

@@ -91,8 +91,8 @@ func TestClamAVRealClamd(t *testing.T) {
 			big := clamPadded(1<<20 + 100<<10)
 			v, err := clamJudge(t, p, big, 30*time.Second)
 			clamAssertError(t, v, err, "size limit exceeded")
-			if !errors.Is(err, clamav.ErrTooLarge) {
-				t.Errorf("over StreamMaxLength: %v does not wrap ErrTooLarge", err)
+			if !errors.Is(err, clamav.ErrTooLarge) || !errors.Is(err, filter.ErrTooLarge) {
+				t.Errorf("over StreamMaxLength: %v does not wrap clamav.ErrTooLarge and filter.ErrTooLarge", err)
 			}
 		})
 	}

@@ -4,8 +4,9 @@
 //   - StartClamd / StartClamdWith: clamd (Debian package clamav-daemon)
 //     with one signature, matching EICAR, on a unix socket and a loopback
 //     TCP port (docs/scanners.md, A clamd for tests).
-//   - StartSpamd: spamd (Debian package spamd) on a loopback port, local
-//     tests only (docs/scanners.md, spamd sizes and rules).
+//   - StartSpamd / StartSpamdWith: spamd (Debian package spamd) on a
+//     loopback port, local tests only (docs/scanners.md, spamd sizes and
+//     rules), with one child unless SpamdOptions.MaxChildren says more.
 //   - EICAR and GTUBE: the 68-byte anti-virus and anti-spam test strings,
 //     assembled at run time so that no file of the repository contains
 //     them and no scanner flags the source tree. Do not write them into

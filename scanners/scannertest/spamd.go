@@ -39,13 +39,41 @@ type Spamd struct {
 	launch testinfra.Launch
 }
 
-// StartSpamd starts spamd and waits until it answers PING. It runs with
-// local tests only (-L), no per-user configuration (-x), one child, the
-// *.pre plugin lists of /etc/spamassassin and spamdSiteConfig; as root,
-// as nobody (-u), which spamd would otherwise do with a warning.
+// SpamdOptions configures StartSpamdWith.
+type SpamdOptions struct {
+	// MaxChildren is spamd's --max-children: how many messages it checks
+	// at once; further connections wait in its listen queue. Default 1,
+	// which starts fastest and is enough for one message at a time;
+	// SpamdDefaultMaxChildren is what an installed spamd runs with.
+	// Children beyond the first are forked as connections arrive, as
+	// spamd does with its default --min-children of 1.
+	MaxChildren int
+}
+
+// SpamdDefaultMaxChildren is spamd's own default --max-children.
+const SpamdDefaultMaxChildren = 5
+
+// StartSpamd runs spamd with the default SpamdOptions.
 func StartSpamd(t testing.TB) *Spamd {
 	t.Helper()
+	return StartSpamdWith(t, SpamdOptions{})
+}
+
+// StartSpamdWith starts spamd and waits until it answers PING. It runs
+// with local tests only (-L), no per-user configuration (-x), one child to
+// start with and at most opt.MaxChildren, the *.pre plugin lists of
+// /etc/spamassassin and spamdSiteConfig; as root, as nobody (-u), which
+// spamd would otherwise do with a warning.
+func StartSpamdWith(t testing.TB, opt SpamdOptions) *Spamd {
+	t.Helper()
 	bin := testinfra.NeedBinary(t, "spamd")
+	children := opt.MaxChildren
+	switch {
+	case children == 0:
+		children = 1
+	case children < 0:
+		t.Fatalf("scannertest: MaxChildren %d is negative", children)
+	}
 
 	// Not t.TempDir: its parent is private to this user, and spamd's
 	// children run as nobody and read the site configuration.
@@ -64,7 +92,7 @@ func StartSpamd(t testing.TB) *Spamd {
 			s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 			args := []string{
 				"-L", "-x",
-				"--max-children=1", "--min-children=1",
+				"--max-children=" + strconv.Itoa(children), "--min-children=1",
 				"--listen=" + s.Addr,
 				"--pidfile=" + filepath.Join(dir, "spamd.pid"),
 				"--syslog=" + filepath.Join(dir, "spamd.log"),

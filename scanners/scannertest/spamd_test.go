@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -161,4 +162,33 @@ func liveProcessesInGroup(t *testing.T, pgid int) int {
 		}
 	}
 	return n
+}
+
+// TestStartSpamdWithMaxChildren: spamd serves MaxChildren connections at
+// once and no more. Requests that announce a body and send none each hold
+// a child; with one child left PING is answered, with none it waits.
+func TestStartSpamdWithMaxChildren(t *testing.T) {
+	const n = SpamdDefaultMaxChildren
+	s := StartSpamdWith(t, SpamdOptions{MaxChildren: n})
+	hold := func() {
+		c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write([]byte("SYMBOLS SPAMC/1.5\r\nContent-length: 100\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n - 1 {
+		hold()
+	}
+	// spamd forks the children it lacks as connections arrive.
+	if err := PingSpamd(s.Addr, 10*time.Second); err != nil {
+		t.Fatalf("PING with %d of %d children busy: %v", n-1, n, err)
+	}
+	hold()
+	if err := PingSpamd(s.Addr, time.Second); err == nil {
+		t.Fatalf("PING answered with all %d children busy: --max-children is not %d", n, n)
+	}
 }

@@ -128,6 +128,27 @@ func TestSpamAssassinRealSpamd(t *testing.T) {
 		}
 	})
 
+	// A message the proxy keeps in a spool file is checked as it is.
+	t.Run("spooled", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		spam := saHam("spooled", "Hi Bob,\r\n\r\n"+string(scannertest.GTUBE())+"\r\n")
+		v, err := sa.Judge(ctx, saSpooledBytes(t, spam))
+		if err != nil {
+			t.Fatalf("Judge: %v\nspamd log:\n%s", err, sd.LogTail(10))
+		}
+		if status, _ := saField(v, "X-Spam-Status"); !strings.HasPrefix(status, "Yes, score=10") || !strings.Contains(status, "GTUBE") {
+			t.Errorf("spooled GTUBE: X-Spam-Status %q", status)
+		}
+		v, err = sa.Judge(ctx, saSpooledBytes(t, saHam("spooled", saHamBody)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := saField(v, "X-Spam-Status"); !strings.HasPrefix(status, "No, ") {
+			t.Errorf("spooled ham: X-Spam-Status %q", status)
+		}
+	})
+
 	// Judge is called concurrently by sessions; spamd (one child here)
 	// queues the connections.
 	t.Run("concurrent", func(t *testing.T) {

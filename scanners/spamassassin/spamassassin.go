@@ -19,8 +19,16 @@ func init() {
 	filter.Register(filter.PluginInfo{
 		Type: "spamassassin",
 		New:  func() filter.Plugin { return new(Filter) },
+		// spamd's --max-children: its children each check one message at
+		// a time, and further connections wait unserved in its listen
+		// queue.
+		MaxConcurrent: DefaultMaxConcurrent,
 	})
 }
+
+// DefaultMaxConcurrent is max_concurrent's default: spamd's default
+// --max-children.
+const DefaultMaxConcurrent = 5
 
 const (
 	// DefaultAddress is where spamd listens by default.
@@ -57,12 +65,22 @@ const (
 //	    subject_prefix: ""             # e.g. "[SPAM] "
 //	    max_size: 500KiB
 //	    user: ""
+//	    max_concurrent: 5              # spamd's --max-children
 //
 // Every message checked gets X-Spam-Status (and X-Spam-Level from 1 point
 // on, and X-Spam-Flag: YES for spam) in SpamAssassin's format; incoming
 // fields of these names are removed. A message over max_size is marked
 // "X-Spam-Status: skipped (message larger than N bytes)"; on_error does not
 // apply.
+//
+// max_concurrent (a key of every filter, see filter.PluginInfo) is how
+// many messages the filter sends to spamd at once, over all sessions; the
+// others wait for a turn within timeout. The default, 5, is spamd's
+// default --max-children; set it to spamd's --max-children, less what
+// other clients of that spamd use. 0 means no limit.
+//
+// The message is streamed to spamd from filter.Message.Open, never held
+// in memory whole.
 type Filter struct {
 	// Address of spamd: tcp://host:port or unix:///path; default
 	// DefaultAddress.
@@ -182,9 +200,9 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		filter.Remove(spamStatusField),
 		filter.Remove(spamLevelField),
 	}
-	if int64(m.Len()) > int64(s.MaxSize) {
+	if m.Size() > int64(s.MaxSize) {
 		s.log.Info("message not checked for spam: larger than max_size",
-			zap.Int("size", m.Len()), zap.Int64("max_size", int64(s.MaxSize)),
+			zap.Int64("size", m.Size()), zap.Int64("max_size", int64(s.MaxSize)),
 			zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
 			zap.Int("msg", m.Meta.Number))
 		return filter.Verdict{Action: filter.Continue, Edits: append(edits,
@@ -192,7 +210,7 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	}
 
 	start := time.Now()
-	res, err := s.client.symbols(ctx, m.Bytes())
+	res, err := s.client.symbols(ctx, m.Open(), m.Size())
 	took := time.Since(start)
 	if err != nil {
 		return filter.Verdict{}, err
@@ -217,7 +235,7 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		zap.String("score", score), zap.String("required", required),
 		zap.Strings("tests", res.Symbols),
 		zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
-		zap.Int("msg", m.Meta.Number), zap.Int("size", m.Len()), zap.Duration("took", took),
+		zap.Int("msg", m.Meta.Number), zap.Int64("size", m.Size()), zap.Duration("took", took),
 	}
 	if !res.Spam {
 		s.log.Debug("ham", fields...)

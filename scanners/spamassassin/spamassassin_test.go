@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -131,8 +132,39 @@ func newSA(t *testing.T, sa *Filter) *Filter {
 	return sa
 }
 
+var saMeta = filter.Meta{User: "alice", Upstream: "pop.example.com:995", Number: 3}
+
 func saMessage(b []byte) *filter.Message {
-	return filter.NewMessage(b, filter.Meta{User: "alice", Upstream: "pop.example.com:995", Number: 3})
+	return filter.NewMessage(b, saMeta)
+}
+
+// saSpooled returns what write writes as a Message read from a spool
+// file, as the proxy holds messages beyond its memory budget: the spool
+// has no memory at all.
+func saSpooled(t *testing.T, write func(w io.Writer) error) *filter.Message {
+	t.Helper()
+	sp, err := spool.New(spool.Options{Memory: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	buf := sp.NewBuffer(0)
+	t.Cleanup(func() { buf.Close() })
+	if err := write(buf); err != nil {
+		t.Fatalf("spooling the message: %v", err)
+	}
+	if buf.InMemory() {
+		t.Fatal("the message is in memory, not in a spool file")
+	}
+	return filter.NewMessageAt(buf, buf.Size(), saMeta)
+}
+
+func saSpooledBytes(t *testing.T, b []byte) *filter.Message {
+	t.Helper()
+	return saSpooled(t, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
 }
 
 // saField returns the value of the first AddField edit for name.
@@ -260,30 +292,43 @@ func TestSpamAssassinJudgeWithoutProvision(t *testing.T) {
 // protocol version, "Content-length" with a lower-case l, the User header,
 // CRLF everywhere, the message unchanged (bare LF, NUL, 8-bit, a lone dot
 // and no final CRLF included) and the half-close, over TCP and unix
-// sockets.
+// sockets, for messages in memory and in a spool file, small and larger
+// than the send buffer.
 func TestSpamdRequestFraming(t *testing.T) {
-	msg := []byte("Subject: x\r\nX-Odd: bare\nlf\r\n\r\n\x00\xff\xfe body\r\n.\r\n..\r\nno final newline")
+	small := []byte("Subject: x\r\nX-Odd: bare\nlf\r\n\r\n\x00\xff\xfe body\r\n.\r\n..\r\nno final newline")
+	large := append(bytes.Repeat([]byte("0123456789abcdef\r\n"), (3*spamdSendBuffer)/18), small...)
 	for _, network := range []string{"tcp", "unix"} {
 		for _, user := range []string{"", "alice@example.com"} {
-			t.Run(network+"/user="+user, func(t *testing.T) {
-				f, reqs := saReplyingFake(t, network, saHamReply)
-				sa := newSA(t, &Filter{Address: f.addr, User: user})
-				if _, err := sa.Judge(context.Background(), saMessage(msg)); err != nil {
-					t.Fatalf("Judge: %v", err)
-				}
-				req := <-reqs
-				if !req.ClosedEOF {
-					t.Fatalf("write side not closed: read ended with %v", req.ReadErr)
-				}
-				want := "SYMBOLS SPAMC/1.5\r\nContent-length: " + strconv.Itoa(len(msg)) + "\r\n"
-				if user != "" {
-					want += "User: " + user + "\r\n"
-				}
-				want += "\r\n" + string(msg)
-				if string(req.Raw) != want {
-					t.Fatalf("request\n got %q\nwant %q", req.Raw, want)
-				}
-			})
+			for _, tc := range []struct {
+				name    string
+				msg     []byte
+				spooled bool
+			}{{"small", small, false}, {"small spooled", small, true}, {"large spooled", large, true}} {
+				t.Run(network+"/user="+user+"/"+tc.name, func(t *testing.T) {
+					msg := tc.msg
+					m := saMessage(msg)
+					if tc.spooled {
+						m = saSpooledBytes(t, msg)
+					}
+					f, reqs := saReplyingFake(t, network, saHamReply)
+					sa := newSA(t, &Filter{Address: f.addr, User: user})
+					if _, err := sa.Judge(context.Background(), m); err != nil {
+						t.Fatalf("Judge: %v", err)
+					}
+					req := <-reqs
+					if !req.ClosedEOF {
+						t.Fatalf("write side not closed: read ended with %v", req.ReadErr)
+					}
+					want := "SYMBOLS SPAMC/1.5\r\nContent-length: " + strconv.Itoa(len(msg)) + "\r\n"
+					if user != "" {
+						want += "User: " + user + "\r\n"
+					}
+					want += "\r\n" + string(msg)
+					if string(req.Raw) != want {
+						t.Fatalf("request\n got %q\nwant %q", req.Raw, want)
+					}
+				})
+			}
 		}
 	}
 }

@@ -70,11 +70,11 @@ type spamdResult struct {
 
 // spamdRequest returns the request head: "Content-length" with a lower-case
 // l, and CRLF line endings (docs/scanners.md, spamd requests).
-func spamdRequest(verb string, msgLen int, user string) []byte {
+func spamdRequest(verb string, msgLen int64, user string) []byte {
 	b := make([]byte, 0, 64+len(user))
 	b = append(b, verb...)
 	b = append(b, " SPAMC/1.5\r\nContent-length: "...)
-	b = strconv.AppendInt(b, int64(msgLen), 10)
+	b = strconv.AppendInt(b, msgLen, 10)
 	b = append(b, "\r\n"...)
 	if user != "" {
 		b = append(b, "User: "...)
@@ -84,10 +84,15 @@ func spamdRequest(verb string, msgLen int, user string) []byte {
 	return append(b, "\r\n"...)
 }
 
-// symbols checks msg, byte for byte, with SYMBOLS, which returns the
-// verdict and the rules that hit without rewriting the message
-// (docs/scanners.md, spamd replies); CHECK lacks the rule names.
-func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, error) {
+// spamdSendBuffer holds the request head and the start of the message,
+// so that a small message goes out in one write.
+const spamdSendBuffer = 32 << 10
+
+// symbols checks the size bytes of msg, byte for byte, with SYMBOLS, which
+// returns the verdict and the rules that hit without rewriting the message
+// (docs/scanners.md, spamd replies); CHECK lacks the rule names. msg is
+// streamed, never held whole.
+func (c *spamdClient) symbols(ctx context.Context, msg io.Reader, size int64) (spamdResult, error) {
 	if err := ctx.Err(); err != nil {
 		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
 	}
@@ -109,8 +114,13 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 	}
 
 	// Half-close as well (docs/scanners.md, spamd requests).
-	bufs := net.Buffers{spamdRequest("SYMBOLS", len(msg), c.user), msg}
-	_, werr := bufs.WriteTo(conn)
+	werr := writeSpamdRequest(conn, spamdRequest("SYMBOLS", size, c.user), msg, size)
+	var merr *messageReadError
+	if errors.As(werr, &merr) {
+		// spamd got fewer bytes than Content-length announced: no reply
+		// can be about this message.
+		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, werr)
+	}
 	var cwerr error
 	if werr == nil {
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
@@ -142,6 +152,47 @@ func (c *spamdClient) symbols(ctx context.Context, msg []byte) (spamdResult, err
 		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
 	}
 	return res, nil
+}
+
+// messageReadError is a failure to read the message being sent (a spool
+// file's I/O error), not a failure of spamd.
+type messageReadError struct{ err error }
+
+func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
+func (e *messageReadError) Unwrap() error { return e.err }
+
+// writeSpamdRequest writes head and then exactly size bytes of msg. A
+// failure to read msg is a *messageReadError.
+func writeSpamdRequest(w io.Writer, head []byte, msg io.Reader, size int64) error {
+	bw := bufio.NewWriterSize(w, spamdSendBuffer)
+	bw.Write(head)
+	src := &readErrorReader{r: io.LimitReader(msg, size)}
+	n, err := io.Copy(bw, src)
+	if src.err != nil {
+		return &messageReadError{fmt.Errorf("%d of %d bytes: %w", n, size, src.err)}
+	}
+	if err == nil && n < size {
+		return &messageReadError{fmt.Errorf("%d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)}
+	}
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// readErrorReader remembers a read error, which io.Copy does not tell
+// apart from a write error.
+type readErrorReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrorReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 // fail wraps the context's error when it caused err, so that the chain

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 )
@@ -76,7 +77,13 @@ func newLogger(c LogConfig) (*zap.Logger, error) {
 
 // run serves until a drain (SIGTERM, SIGINT or SHUTDOWN) has finished.
 func run(cfg *Config, log *zap.Logger) error {
-	backend, err := newGateway(cfg, log)
+	sp, err := spool.New(spool.Options{Memory: int64(cfg.Limits.BufferMemory), Dir: cfg.SpoolDir})
+	if err != nil {
+		return fmt.Errorf("spool_dir: %w", err)
+	}
+	defer sp.Close()
+	log.Info("message spool", zap.String("dir", sp.Dir()), zap.Int64("buffer_memory", int64(cfg.Limits.BufferMemory)))
+	backend, err := newGateway(cfg, sp, log)
 	if err != nil {
 		return err
 	}
@@ -161,7 +168,7 @@ func drain(srv *pop3server.Server, log *zap.Logger, why string, timeout time.Dur
 func logStats(log *zap.Logger, st *proxy.Stats) {
 	log.Info("filter statistics",
 		zap.Int64("scanned", st.Scanned.Load()),
-		zap.Int64("skipped_over_max_size", st.Skipped.Load()),
+		zap.Int64("over_max_size", st.Oversize.Load()),
 		zap.Int64("replaced", st.Replaced.Load()),
 		zap.Int64("refused", st.Refused.Load()),
 		zap.Int64("tempfailed", st.TempFailed.Load()),

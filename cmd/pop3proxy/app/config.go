@@ -28,6 +28,11 @@ type Config struct {
 	ProxyProtocol  ProxyProtocolConfig `yaml:"proxy_protocol"`
 	TLS            TLSConfig           `yaml:"tls"`
 	MaxSize        yamlconf.ByteSize   `yaml:"max_size"`
+	// Oversize is tag, pass or reject: what happens to a message too large
+	// to be checked (filter.ParseOversize).
+	Oversize string `yaml:"oversize"`
+	// SpoolDir holds messages that do not fit in limits.buffer_memory.
+	SpoolDir string `yaml:"spool_dir"`
 	// ScanKeepalive is how long a client waits in silence for a scan
 	// before the proxy answers "+OK" and keeps it alive.
 	ScanKeepalive yamlconf.Duration `yaml:"scan_keepalive"`
@@ -105,6 +110,9 @@ type LimitsConfig struct {
 	FailedLoginDelay    yamlconf.Duration `yaml:"failed_login_delay"`
 	MaxFailedLoginDelay yamlconf.Duration `yaml:"max_failed_login_delay"`
 	HandshakeTimeout    yamlconf.Duration `yaml:"handshake_timeout"`
+	// BufferMemory bounds the message bytes held in memory by all sessions
+	// together while the filter chain decides; the rest goes to spool_dir.
+	BufferMemory yamlconf.ByteSize `yaml:"buffer_memory"`
 }
 
 // ServerConfig is what the client-facing server says about itself.
@@ -127,6 +135,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:1110",
 		MaxSize:       10 << 20,
+		Oversize:      "tag",
 		ScanKeepalive: yamlconf.Duration(proxy.DefaultScanKeepalive),
 		ProxyProtocol: ProxyProtocolConfig{
 			Trusted:       []string{"127.0.0.1/32", "::1/128"},
@@ -156,6 +165,7 @@ func DefaultConfig() Config {
 			FailedLoginDelay:    yamlconf.Duration(time.Second),
 			MaxFailedLoginDelay: yamlconf.Duration(30 * time.Second),
 			HandshakeTimeout:    yamlconf.Duration(10 * time.Second),
+			BufferMemory:        256 << 20,
 		},
 		Server: ServerConfig{Greeting: "pop3proxy ready"},
 		Log:    LogConfig{Level: "info", Format: "console"},

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,5 +310,39 @@ func TestPrivateAllowEntriesReported(t *testing.T) {
 	}
 	if _, err := ParseConfig([]byte(base + `["127.0.0.1:21110"]` + "\n  allow_private: true\n")); err != nil {
 		t.Errorf("allow_private: true: %v", err)
+	}
+}
+
+// TestMaxSizeAboveMaxStream checks that -check refuses a max_size that a
+// clamav filter cannot scan, naming both keys, since such messages would
+// be neither streamed as oversize nor ever scanned.
+func TestMaxSizeAboveMaxStream(t *testing.T) {
+	doc := "max_size: %s\nfilters:\n  - type: clamav\n    address: tcp://127.0.0.1:3310\n    max_stream: 5MiB\n"
+	_, err := ParseConfig([]byte(fmt.Sprintf(doc, "10MiB")))
+	if err == nil || !strings.Contains(err.Error(), "filters[0].max_stream") || !strings.Contains(err.Error(), "max_size") {
+		t.Fatalf("err = %v, want filters[0].max_stream named with max_size", err)
+	}
+	if _, err := ParseConfig([]byte(fmt.Sprintf(doc, "5MiB"))); err != nil {
+		t.Fatalf("max_size equal to max_stream: %v", err)
+	}
+}
+
+func TestOversizeAndSpoolKeys(t *testing.T) {
+	cfg, err := ParseConfig([]byte("oversize: reject\nspool_dir: /var/spool/pop3proxy\nlimits:\n  buffer_memory: 64MiB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Oversize != "reject" || cfg.SpoolDir != "/var/spool/pop3proxy" || cfg.Limits.BufferMemory != 64<<20 {
+		t.Errorf("decoded %q %q %d", cfg.Oversize, cfg.SpoolDir, cfg.Limits.BufferMemory)
+	}
+	for doc, want := range map[string]string{
+		"oversize: drop\n":                 `oversize: "drop" is not one of tag, pass, reject`,
+		"spool_dir: relative/dir\n":        "spool_dir: must be an absolute path",
+		"spool_dir: /etc/hostname\n":       "spool_dir: /etc/hostname is not a directory",
+		"limits:\n  buffer_memory: lots\n": "limits.buffer_memory",
+	} {
+		if _, err := ParseConfig([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", doc, err, want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/go-multierror"
@@ -50,6 +51,16 @@ func (c *Config) validate() []error {
 	positive(bad, "proxy_protocol.header_timeout", c.ProxyProtocol.HeaderTimeout)
 	if c.MaxSize <= 0 {
 		bad("max_size", "must be greater than 0")
+	}
+	if _, err := filter.ParseOversize(c.Oversize); err != nil {
+		bad("oversize", "%v", err)
+	}
+	if c.SpoolDir != "" {
+		if !filepath.IsAbs(c.SpoolDir) {
+			bad("spool_dir", "must be an absolute path")
+		} else if st, err := os.Stat(c.SpoolDir); err == nil && !st.IsDir() {
+			bad("spool_dir", "%s is not a directory", c.SpoolDir)
+		}
 	}
 
 	u := c.Upstream
@@ -144,6 +155,7 @@ func (c *Config) validate() []error {
 			errs = append(errs, err)
 		}
 	} else {
+		errs = append(errs, chain.CheckMaxSize(int64(c.MaxSize))...)
 		chain.Close()
 	}
 

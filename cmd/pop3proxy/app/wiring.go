@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 	"github.com/pop3proxy/pop3proxy/upstream"
@@ -118,8 +119,9 @@ func openListeners(cfg *Config, log *zap.Logger) (_ []servedListener, err error)
 	return out, nil
 }
 
-// newGateway builds the relaying backend with its filter chain.
-func newGateway(cfg *Config, log *zap.Logger) (*proxy.Gateway, error) {
+// newGateway builds the relaying backend with its filter chain; sp holds
+// the messages the chain looks at.
+func newGateway(cfg *Config, sp *spool.Spool, log *zap.Logger) (*proxy.Gateway, error) {
 	u := cfg.Upstream
 	allow, err := upstream.NewAllowList(u.Allow)
 	if err != nil {
@@ -155,6 +157,9 @@ func newGateway(cfg *Config, log *zap.Logger) (*proxy.Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	oversize, _ := filter.ParseOversize(cfg.Oversize) // validated when the config was loaded
+	chain.SetOversize(oversize)
+	chain.SetSpool(sp)
 	for _, name := range chain.Names() {
 		log.Info("filter enabled", zap.String("filter", name))
 	}
@@ -170,6 +175,8 @@ func newGateway(cfg *Config, log *zap.Logger) (*proxy.Gateway, error) {
 		Logger:        log,
 		Chain:         chain,
 		MaxSize:       int64(cfg.MaxSize),
+		Oversize:      oversize,
+		Spool:         sp,
 		ScanKeepalive: cfg.ScanKeepalive.D(),
 	}), nil
 }

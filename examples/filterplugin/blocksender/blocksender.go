@@ -83,7 +83,8 @@ func (b *BlockSender) Provision(env filter.Env) error {
 // it cannot parse is let through, as the chain does with header edits, so
 // that no message is stuck on the server because of its header.
 func (b *BlockSender) Judge(_ context.Context, m *filter.Message) (filter.Verdict, error) {
-	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(m.Reader(), maxHeader)))
+	// The message may be large and held in a file: read only the start.
+	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(m.Open(), maxHeader)))
 	if err != nil {
 		b.log.Info("header does not parse, sender not checked", zap.Int("msg", m.Meta.Number), zap.Error(err))
 		return filter.Verdict{}, nil

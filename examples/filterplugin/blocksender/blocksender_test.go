@@ -1,7 +1,6 @@
 package blocksender_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -49,7 +48,7 @@ func TestBlockSender(t *testing.T) {
 				t.Fatalf("Build: %v", err)
 			}
 			in := msg(tc.from)
-			res := ch.Run(context.Background(), filter.NewMessage([]byte(in), filter.Meta{User: "alice", Number: 1}))
+			res, got := filtertest.Run(t, ch, []byte(in), filter.Meta{User: "alice", Number: 1})
 			if res.Outcome != tc.outcome {
 				t.Fatalf("outcome %v, want %v", res.Outcome, tc.outcome)
 			}
@@ -63,8 +62,8 @@ func TestBlockSender(t *testing.T) {
 			if tc.tagged != "" {
 				want = "X-Blocked-Sender: " + tc.tagged + "\r\n" + in
 			}
-			if string(res.Message) != want {
-				t.Errorf("message\n got %q\nwant %q", res.Message, want)
+			if string(got) != want {
+				t.Errorf("message\n got %q\nwant %q", got, want)
 			}
 		})
 	}
@@ -77,9 +76,9 @@ func TestBlockSenderUnparsableHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := "From MAILER-DAEMON Mon Jan  1 00:00:00 2024\r\nFrom: bob@spam.example\r\n\r\nbody\r\n"
-	res := ch.Run(context.Background(), filter.NewMessage([]byte(in), filter.Meta{}))
-	if res.Outcome != filter.Deliver || string(res.Message) != in {
-		t.Fatalf("Run = %v %q", res.Outcome, res.Message)
+	res, got := filtertest.Run(t, ch, []byte(in), filter.Meta{})
+	if res.Outcome != filter.Deliver || res.Changed || string(got) != in {
+		t.Fatalf("Run = %v changed %v %q", res.Outcome, res.Changed, got)
 	}
 }
 

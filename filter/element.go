@@ -1,0 +1,104 @@
+package filter
+
+import (
+	"bufio"
+	"io"
+)
+
+// headPeek is how much of an element the scanner shows before deciding
+// what to do with it: enough for any field name (RFC 5322 §2.1.1 limits a
+// line to 998 octets) and for a Subject prefix check.
+const headPeek = 1024
+
+// elementScanner walks the header section of a message one element at a
+// time (a line and its continuation lines, RFC 5322 §2.2.3) in constant
+// memory, whatever the header's size. pos ends at the empty line that
+// ends the header, or at the end of the message.
+type elementScanner struct {
+	br   *bufio.Reader
+	pos  int64
+	end  bool
+	rerr error
+}
+
+func newElementScanner(r io.Reader) *elementScanner {
+	return &elementScanner{br: bufio.NewReaderSize(r, 16<<10)}
+}
+
+// next reports whether another element starts, and returns its first
+// bytes (at most headPeek), valid until finish.
+func (s *elementScanner) next() ([]byte, bool, error) {
+	if s.end {
+		return nil, false, nil
+	}
+	head, err := s.br.Peek(headPeek)
+	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+		s.rerr = err
+		return nil, false, err
+	}
+	if len(head) == 0 || head[0] == '\n' || (head[0] == '\r' && len(head) > 1 && head[1] == '\n') {
+		s.end = true
+		return nil, false, nil
+	}
+	return head, true, nil
+}
+
+// finish writes the current element to w, or drops it when w is nil,
+// after skipping its first skip bytes (which the caller wrote itself).
+func (s *elementScanner) finish(w io.Writer, skip int) error {
+	// Skipped bytes that end a line (a prefixed Subject's first line)
+	// leave the reader at the start of the next line, which belongs to
+	// this element only if it is a continuation line.
+	lineDone := false
+	if skip > 0 {
+		skipped, err := s.br.Peek(skip)
+		if err != nil {
+			return s.fail(err)
+		}
+		lineDone = skipped[len(skipped)-1] == '\n'
+		n, err := s.br.Discard(skip)
+		s.pos += int64(n)
+		if err != nil {
+			return s.fail(err)
+		}
+	}
+	for {
+		if !lineDone {
+			line, err := s.br.ReadSlice('\n')
+			s.pos += int64(len(line))
+			if w != nil && len(line) > 0 {
+				if _, werr := w.Write(line); werr != nil {
+					return werr
+				}
+			}
+			switch {
+			case err == bufio.ErrBufferFull:
+				continue // the rest of a long line
+			case err == io.EOF:
+				s.end = true
+				return nil
+			case err != nil:
+				return s.fail(err)
+			}
+		}
+		lineDone = false
+		next, err := s.br.Peek(1)
+		if err == io.EOF {
+			s.end = true
+			return nil
+		}
+		if err != nil {
+			return s.fail(err)
+		}
+		if next[0] != ' ' && next[0] != '\t' {
+			return nil
+		}
+	}
+}
+
+func (s *elementScanner) fail(err error) error {
+	s.rerr = err
+	return err
+}
+
+func (s *elementScanner) err() error { return s.rerr }

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package spool
+
+func (s *Spool) createFile() (*spoolFile, error) { return s.createNamed() }

@@ -2,7 +2,10 @@
 # test.sh: the project's test command, for developers and CI (.ci/run).
 #
 #   ./test.sh                              everything: gofmt check, go vet ./...,
-#                                          go test -race -count=1 -timeout 20m ./...
+#                                          go build and go vet ./... for windows/amd64,
+#                                          darwin/arm64 and linux/arm64,
+#                                          go test -race -count=1 -timeout 20m ./...,
+#                                          and the tests of docker/composetest
 #   ./test.sh -run TestDovecot ./upstream/...   go test flags and packages
 #   ./test.sh -v -run Curl                 flags only: the packages default to ./...
 #
@@ -12,7 +15,7 @@
 # module.
 #
 # Integration tests run real programs (Dovecot, clamd, spamd, HAProxy,
-# curl, fetchmail, mpop, getmail, python3). Run as root, this script installs the missing ones with
+# curl, fetchmail, mpop, getmail, python3, buildah, systemd-analyze). Run as root, this script installs the missing ones with
 # apt-get on Debian, without starting their system services. Otherwise
 # those tests are skipped with a warning; with CI=true or
 # POP3PROXY_INTEGRATION=require they fail instead (see
@@ -34,6 +37,16 @@ NEEDED=(
 	"clamd:clamav-daemon"
 	"spamd:spamd"
 	"haproxy:haproxy"
+	"rspamd:rspamd"
+	# The container and service files (docker/, dist/): buildah builds
+	# the image, busybox (static) and git go into the test's stand-in
+	# base image, spamc is spamd's health check, systemd-analyze checks
+	# the unit. Nothing of these is started.
+	"buildah:buildah"
+	"busybox:busybox-static"
+	"git:git"
+	"spamc:spamc"
+	"systemd-analyze:systemd"
 )
 # System services those packages may start on install, as
 # "program:service". After this script installs the program, the service is
@@ -45,6 +58,7 @@ SERVICES=(
 	"clamd:clamav-freshclam" # would try to download signatures
 	"spamd:spamd"
 	"haproxy:haproxy"
+	"rspamd:rspamd"
 )
 
 say() { printf '%s\n' "test.sh: $*" >&2; }
@@ -56,6 +70,12 @@ loud() {
 
 # have PROGRAM: installed? Daemons live in sbin, often not in a user's PATH.
 have() {
+	if [[ $1 == busybox ]]; then
+		# Only the static build runs in an empty image
+		# (docker/image_test.go); ldd fails on a static program.
+		command -v busybox >/dev/null 2>&1 && ! ldd "$(command -v busybox)" >/dev/null 2>&1
+		return
+	fi
 	command -v "$1" >/dev/null 2>&1 && return 0
 	local d
 	for d in /usr/local/sbin /usr/sbin /sbin; do
@@ -171,16 +191,58 @@ fi
 say "go vet ./..."
 go vet ./...
 
-# Package arguments given? Otherwise test the whole module.
-packages=(./...)
-for arg in "$@"; do
-	case $arg in
-	./* | ../* | . | .. | github.com/*) packages=() ;;
-	esac
+# The other platforms pop3proxy is built for must build and pass go vet
+# too (build tags keep Unix-only code, tests included, off Windows).
+CROSS=(windows/amd64 darwin/arm64 linux/arm64)
+for target in "${CROSS[@]}"; do
+	say "go build ./... and go vet ./... for $target"
+	GOOS=${target%/*} GOARCH=${target#*/} go build ./...
+	GOOS=${target%/*} GOARCH=${target#*/} go vet ./...
 done
 
-say "go test ${race[*]} -count=1 -timeout 20m $* ${packages[*]}"
-go test "${race[@]}" -count=1 -timeout 20m "$@" "${packages[@]}"
+# Package arguments given? Otherwise test the whole module.
+# docker/composetest is a module of its own (compose-go stays out of
+# pop3proxy's go.mod): its tests run with the whole module (no package
+# arguments, or ./...) or when it is named (./docker/composetest).
+packages=(./...)
+args=()
+compose=all
+named=()
+for arg in "$@"; do
+	case $arg in
+	./docker/composetest | ./docker/composetest/...)
+		compose=named
+		continue
+		;;
+	./* | ../* | . | .. | github.com/*)
+		packages=()
+		named+=("$arg")
+		;;
+	esac
+	args+=("$arg")
+done
+# Packages named, but not ./...: those only.
+if [[ $compose == all && ${#named[@]} -gt 0 && " ${named[*]} " != *" ./... "* ]]; then
+	compose=no
+fi
+
+# Only the compose module named: the main module's tests are not run.
+if [[ $compose != named || ${#named[@]} -gt 0 ]]; then
+	say "go test ${race[*]} -count=1 -timeout 20m ${args[*]-} ${packages[*]-}"
+	go test "${race[@]}" -count=1 -timeout 20m "${args[@]+"${args[@]}"}" "${packages[@]+"${packages[@]}"}"
+fi
+if [[ $compose != no ]]; then
+	flags=()
+	for arg in "${args[@]+"${args[@]}"}"; do
+		[[ " ${named[*]-} " == *" $arg "* ]] || flags+=("$arg")
+	done
+	say "go vet and go test ${flags[*]-} in docker/composetest (a module of its own)"
+	(
+		cd docker/composetest
+		go vet ./...
+		go test -count=1 -timeout 5m "${flags[@]+"${flags[@]}"}" ./...
+	)
+fi
 
 # A full run also lets every fuzzer explore beyond its seed corpus for a
 # little while (the seeds already ran as tests above). POP3PROXY_FUZZTIME
@@ -197,7 +259,9 @@ if (($# == 0)) && [[ $fuzztime != 0 ]]; then
 		pkg=${entry%%:*}
 		name=${entry#*:}
 		# go test -fuzz with a pattern that matches nothing passes quietly.
-		if ! go test -list "^${name}\$" "$pkg" | grep -qx "$name"; then
+		# grep reads all of the list (no -q): with pipefail, an early exit
+		# could fail go test with SIGPIPE.
+		if ! go test -list "^${name}\$" "$pkg" | grep -x "$name" >/dev/null; then
 			say "fuzz target $name not found in $pkg (update FUZZERS in test.sh)"
 			exit 1
 		fi

@@ -43,12 +43,15 @@ func message(size int) []byte {
 
 // startProxy serves the gateway in-process on a loopback port, with the
 // filter chain of filtersYAML ("" for none).
-func startProxy(b *testing.B, filtersYAML string) string {
+func startProxy(b *testing.B, filtersYAML string, options ...func(*proxy.Options)) string {
 	b.Helper()
 	opts := proxy.Options{
 		Separators: "%",
 		Upstream:   upstream.Options{DialTimeout: 5 * time.Second, Timeout: 30 * time.Second},
 		MaxSize:    20 << 20,
+	}
+	for _, o := range options {
+		o(&opts)
 	}
 	if filtersYAML != "" {
 		chain, err := filter.BuildYAML([]byte(filtersYAML), zap.NewNop())
@@ -66,7 +69,9 @@ func startProxy(b *testing.B, filtersYAML string) string {
 	}
 	srv, err := pop3server.NewServer(pop3server.Options{
 		Backend: proxy.New(opts),
-		Logger:  zap.NewNop(),
+		// Load rows open more sessions from one address than the default allows.
+		MaxConnectionsPerIP: -1,
+		Logger:              zap.NewNop(),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -45,6 +45,7 @@ type stage struct {
 	slots    chan struct{} // one per running call; nil for no limit
 	path     string        // in the configuration: "filters[1]"
 	log      *zap.Logger
+	obs      FilterObserver // nil: nobody is told
 }
 
 // Chain runs the configured filters over messages. It is safe for

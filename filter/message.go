@@ -29,6 +29,9 @@ type part struct {
 
 // Meta says where a message comes from.
 type Meta struct {
+	// Conn is the client connection's id, the conn field of the proxy's
+	// logs; 0 when unknown.
+	Conn     uint64
 	User     string // the user name at the upstream server
 	Upstream string // the upstream server's host:port
 	Number   int    // the message number in the session

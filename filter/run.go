@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -46,7 +47,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 				if merr != nil {
 					// on_error: pass promises a marked message; unmarked,
 					// it would look scanned.
-					st.log.Error("unscanned mark cannot be added; message not delivered", zap.Error(merr), zap.Int("msg", m.Meta.Number))
+					st.log.Error("unscanned mark cannot be added; message not delivered", append(m.Meta.LogFields(), zap.Error(merr))...)
 					return r.end(Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason})
 				}
 				cur, changed = marked, true
@@ -88,8 +89,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 			}
 			v := verdicts[k]
 			if v.Action != Continue {
-				st.log.Info("verdict", zap.Stringer("action", v.Action), zap.String("reason", v.Reason),
-					zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream))
+				st.log.Info("verdict", append(m.Meta.LogFields(), zap.Stringer("action", v.Action), zap.String("reason", v.Reason))...)
 			}
 			switch v.Action {
 			case Continue, Accept:
@@ -115,7 +115,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 				// spool the message is no plugin's fault.
 				var ee *editError
 				if !errors.As(err, &ee) {
-					ch.log.Error("header edits failed", zap.Error(err), zap.Int("msg", m.Meta.Number))
+					ch.log.Error("header edits failed", append(m.Meta.LogFields(), zap.Error(err))...)
 					return r.end(Result{Outcome: TempFail, Filter: run[0].name, Reason: tempfailReason})
 				}
 				return r.end(owners[ee.index].misbehaved(err, m.Meta))
@@ -133,8 +133,8 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 // marking it (the zero Edit for none), or the final Result.
 func (r *Result) settle(st *stage, err error, m *Message) (Edit, *Result) {
 	if errors.Is(err, ErrTooLarge) {
-		st.log.Info("message too large for the filter", zap.Error(err), zap.Int64("size", m.Size()),
-			zap.Stringer("oversize", r.ch.oversize), zap.Int("msg", m.Meta.Number))
+		st.log.Info("message too large for the filter", append(m.Meta.LogFields(), zap.Error(err), zap.Int64("size", m.Size()),
+			zap.Stringer("oversize", r.ch.oversize))...)
 		switch r.ch.oversize {
 		case OversizeReject:
 			return Edit{}, r.end(Result{Outcome: Refuse, Filter: st.name, Reason: "message too large to be checked"})
@@ -165,11 +165,21 @@ func judgeAll(ctx context.Context, run []*stage, m *Message) ([]Verdict, []error
 }
 
 func (st *stage) judgeOne(ctx context.Context, m *Message) (Verdict, error) {
-	return call(ctx, st, func(ctx context.Context) (Verdict, error) { return st.judge.Judge(ctx, m) })
+	start := time.Now()
+	v, err := call(ctx, st, func(ctx context.Context) (Verdict, error) { return st.judge.Judge(ctx, m) })
+	st.observe(ctx, start, v.Action, err)
+	return v, err
 }
 
 func (st *stage) modify(ctx context.Context, m *Message, out io.Writer) (bool, error) {
-	return call(ctx, st, func(ctx context.Context) (bool, error) { return st.modifier.Modify(ctx, m, out) })
+	start := time.Now()
+	modified, err := call(ctx, st, func(ctx context.Context) (bool, error) { return st.modifier.Modify(ctx, m, out) })
+	action := Continue
+	if modified {
+		action = Replace
+	}
+	st.observe(ctx, start, action, err)
+	return modified, err
 }
 
 // call runs f under the filter's timeout. A plugin that ignores its context
@@ -249,8 +259,7 @@ func (s *sealedWriter) seal() {
 // failed applies the filter's on_error policy to err: it returns the final
 // result and true, or false when the message is to be delivered marked.
 func (st *stage) failed(err error, meta Meta) (Result, bool) {
-	st.log.Warn("filter failed", zap.Error(err), zap.String("on_error", st.onErrorName()),
-		zap.Int("msg", meta.Number), zap.String("user", meta.User), zap.String("upstream", meta.Upstream))
+	st.log.Warn("filter failed", append(meta.LogFields(), zap.Error(err), zap.Stringer("on_error", st.onError))...)
 	switch {
 	case errors.Is(err, ErrFailClosed):
 		return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}, true
@@ -267,22 +276,18 @@ func (st *stage) failed(err error, meta Meta) (Result, bool) {
 // edit). No on_error policy may deliver past it: the message might be
 // neither checked nor intact.
 func (st *stage) misbehaved(err error, meta Meta) Result {
-	st.log.Error("filter misbehaved", zap.Error(err), zap.Int("msg", meta.Number))
+	st.log.Error("filter misbehaved", append(meta.LogFields(), zap.Error(err))...)
 	return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}
 }
 
 const tempfailReason = "message cannot be checked right now, try again later"
-
-func (st *stage) onErrorName() string {
-	return [...]string{"tempfail", "pass", "reject"}[st.onError]
-}
 
 // unscannedEdit marks a message one filter failed on (on_error: pass). The
 // value says which filter and whether it timed out, never the error text,
 // which may name internal hosts.
 func unscannedEdit(st *stage, err error) Edit {
 	why := "failed"
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errAbandoned) {
+	if timedOut(err) {
 		why = "timed out"
 	}
 	return Add(UnscannedField, st.name+" "+why)

@@ -63,6 +63,8 @@ type outcome struct {
 	buf       *spool.Buffer
 	unscanned *pop3server.Message
 	err       error
+	oversize  bool // over MaxSize: unscanned, or err for oversize: reject
+	tempfail  bool // err is a temporary failure of the proxy's own
 }
 
 // scan downloads the message and runs the chain in a goroutine, so that the
@@ -100,6 +102,7 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 		hint = m.Size
 	}
 	buf := s.g.spool.NewBuffer(hint)
+	start := time.Now()
 	n, err := buf.ReadFrom(io.LimitReader(m, max+1))
 	if err == nil {
 		err = buf.Err()
@@ -110,7 +113,7 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 		close(downloaded)
 		if errors.Is(err, spool.ErrWrite) {
 			s.log.Error("message cannot be spooled", zap.Int("msg", msg), zap.Error(err))
-			return outcome{err: &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}}
+			return outcome{err: &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}, tempfail: true}
 		}
 		return outcome{err: relayError(err)}
 	}
@@ -119,8 +122,11 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 	}
 	m.Close()
 	close(downloaded)
+	if o := s.g.opts.Observer; o != nil {
+		o.Downloaded(time.Since(start))
+	}
 	s.g.stats.Scanned.Add(1)
-	meta := filter.Meta{User: s.user, Upstream: s.client.Addr(), Number: msg}
+	meta := filter.Meta{Conn: s.conn, User: s.user, Upstream: s.client.Addr(), Number: msg}
 	return outcome{res: s.g.opts.Chain.Run(ctx, filter.NewMessageAt(buf, n, meta)), buf: buf}
 }
 
@@ -132,6 +138,9 @@ const tempfailText = "message cannot be checked right now, try again later"
 // MaxSize: buf holds its first MaxSize+1 bytes, m the rest.
 func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int, downloaded chan<- struct{}) outcome {
 	s.g.stats.Oversize.Add(1)
+	if o := s.g.opts.Observer; o != nil {
+		o.Oversize()
+	}
 	max := s.g.opts.MaxSize
 	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
 		zap.Int64("max_size", max), zap.Stringer("oversize", s.g.opts.Oversize))
@@ -146,7 +155,7 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 		}
 		s.g.stats.Refused.Add(1)
 		return outcome{err: &pop3server.Error{Message: "message too large to be checked (over max_size)",
-			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}}
+			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}, oversize: true}
 	}
 	var prefix []byte
 	if s.g.opts.Oversize == filter.OversizeTag {
@@ -160,7 +169,7 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 		Reader: io.MultiReader(bytes.NewReader(prefix), buf.Open(), m),
 		Closer: closers{m, buf, closeFunc(func() error { close(downloaded); return nil })},
 	}
-	return outcome{unscanned: unscanned(body, topLines, -1)}
+	return outcome{unscanned: unscanned(body, topLines, -1), oversize: true}
 }
 
 // unscanned delivers a message that is not filtered.
@@ -188,6 +197,12 @@ func (o outcome) release() {
 // deliver turns an outcome into the RETR or TOP answer.
 func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message, error) {
 	switch {
+	case o.oversize:
+		s.tally.oversize++
+	case o.tempfail:
+		s.tempFailed()
+	}
+	switch {
 	case o.err != nil:
 		return nil, o.err
 	case o.unscanned != nil:
@@ -204,6 +219,9 @@ func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLine
 	case filter.Deliver:
 		if res.Filter != "" {
 			s.g.stats.Replaced.Add(1)
+			s.tally.replaced++
+		} else {
+			s.tally.delivered++
 		}
 		body := readCloser{res.Message.Open(), release}
 		if topLines >= 0 {
@@ -215,10 +233,11 @@ func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLine
 	case filter.Refuse:
 		release.Close()
 		s.g.stats.Refused.Add(1)
+		s.tally.refused++
 		return nil, &pop3server.Error{Message: res.Reason, Err: errors.New("refused by filter " + res.Filter)}
 	default:
 		release.Close()
-		s.g.stats.TempFailed.Add(1)
+		s.tempFailed()
 		return nil, &pop3server.Error{Code: "SYS/TEMP", Message: res.Reason, Err: errors.New("filter " + res.Filter + " failed")}
 	}
 }
@@ -321,4 +340,14 @@ func (d drainOnClose) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// tempFailed counts a message answered -ERR [SYS/TEMP] because it could
+// not be checked now. It runs in the connection's goroutine.
+func (s *session) tempFailed() {
+	s.g.stats.TempFailed.Add(1)
+	s.tally.tempfail++
+	if o := s.g.opts.Observer; o != nil {
+		o.TempFailed()
+	}
 }

@@ -88,17 +88,24 @@ type Options struct {
 	// ScanKeepalive is how long a client waits in silence for a scan before
 	// the keepalive starts (DefaultScanKeepalive when zero).
 	ScanKeepalive time.Duration
+	// Stats, if set, receives the filter counters, so that Gateways that
+	// replace one another (on a configuration reload) add up in one
+	// place; nil gives the Gateway counters of its own.
+	Stats *Stats
+	// Observer, if set, is told of messages sent, downloads, oversize
+	// messages, temporary failures and upstream failures, for metrics.
+	Observer Observer
 }
 
 // Gateway is the relaying pop3server.Backend.
 type Gateway struct {
 	opts  Options
-	stats Stats
+	stats *Stats
 	spool *spool.Spool
 }
 
 // Stats returns the gateway's filter counters.
-func (g *Gateway) Stats() *Stats { return &g.stats }
+func (g *Gateway) Stats() *Stats { return g.stats }
 
 func (g *Gateway) keepalive() time.Duration {
 	if g.opts.ScanKeepalive > 0 {
@@ -120,7 +127,10 @@ func New(opts Options) *Gateway {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	g := &Gateway{opts: opts, spool: opts.Spool}
+	g := &Gateway{opts: opts, stats: opts.Stats, spool: opts.Spool}
+	if g.stats == nil {
+		g.stats = new(Stats)
+	}
 	if g.spool == nil {
 		g.spool, _ = spool.New(spool.Options{Memory: -1}) // cannot fail without a directory
 	}
@@ -135,10 +145,12 @@ func (g *Gateway) route(login string) (upstream.Route, error) {
 		return r, &pop3server.Error{Message: loginHint(err), Err: err}
 	}
 	if !g.opts.Allow.Allows(r.Addr()) {
+		g.upstreamFailed(StageConnect, ReasonDenied)
 		return r, notAllowed(fmt.Errorf("upstream %s not in upstream.allow", r.Addr()))
 	}
 	if ip, err := netip.ParseAddr(r.Host); err == nil && g.opts.Upstream.DenyPrivate {
 		if kind, private := upstream.PrivateAddr(ip); private {
+			g.upstreamFailed(StageConnect, ReasonDenied)
 			return r, notAllowed(fmt.Errorf("upstream %s: %w: %s is a %s address (upstream.allow_private)",
 				r.Addr(), upstream.ErrDestinationDenied, ip, kind))
 		}
@@ -197,6 +209,9 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 		opts.TLSConfig = &tls.Config{}
 	}
 	client, err := upstream.Dial(ctx, r.Addr(), r.Host, opts)
+	if err != nil {
+		g.upstreamFailed(StageConnect, connectReason(err))
+	}
 	if errors.Is(err, upstream.ErrDestinationDenied) {
 		log.Warn("destination refused: it resolves to an address upstream.allow_private does not allow", zap.Error(err))
 		return nil, notAllowed(err)
@@ -207,11 +222,13 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 	}
 	if err := client.Login(r.User, password); err != nil {
 		client.Abort()
+		g.upstreamFailed(StageLogin, loginReason(err))
 		log.Info("upstream login failed", zap.Error(err))
 		return nil, loginError(err)
 	}
-	log.Info("logged in")
-	return &session{g: g, client: client, user: r.User, log: log}, nil
+	// The server logs the login; this adds the upstream's side.
+	log.Debug("logged in")
+	return &session{g: g, client: client, user: r.User, conn: c.ID, log: log}, nil
 }
 
 // dialError maps a failed connection attempt. A certificate problem needs an

@@ -18,8 +18,10 @@ type session struct {
 	g      *Gateway
 	client *upstream.Client
 	user   string // at the upstream
+	conn   uint64 // the client connection's id
 	log    *zap.Logger
 	quit   bool
+	tally  tally
 }
 
 var (
@@ -27,6 +29,7 @@ var (
 	_ pop3server.UIDLSession       = (*session)(nil)
 	_ pop3server.TopSession        = (*session)(nil)
 	_ pop3server.CapabilitySession = (*session)(nil)
+	_ pop3server.Summarizer        = (*session)(nil)
 )
 
 func (s *session) Stat(context.Context) (int, int64, error) {
@@ -62,6 +65,11 @@ func convert(list []upstream.MessageInfo) []pop3server.MessageInfo {
 }
 
 func (s *session) Retr(ctx context.Context, msg int) (*pop3server.Message, error) {
+	m, err := s.retr(ctx, msg)
+	return s.counted(m, false), err
+}
+
+func (s *session) retr(ctx context.Context, msg int) (*pop3server.Message, error) {
 	m, err := s.client.Retr(msg)
 	if err != nil {
 		return nil, relayError(err)
@@ -80,6 +88,11 @@ func (s *session) Retr(ctx context.Context, msg int) (*pop3server.Message, error
 // and cut to the lines asked for. Whether it is too large is decided on
 // the bytes that arrive, not on what LIST claims.
 func (s *session) Top(ctx context.Context, msg, lines int) (*pop3server.Message, error) {
+	m, err := s.top(ctx, msg, lines)
+	return s.counted(m, true), err
+}
+
+func (s *session) top(ctx context.Context, msg, lines int) (*pop3server.Message, error) {
 	if s.g.opts.Chain.Len() == 0 {
 		return s.relayTop(msg, lines)
 	}
@@ -103,6 +116,7 @@ func (s *session) Dele(_ context.Context, msg int) error {
 	if err := s.client.Dele(msg); err != nil {
 		return relayError(err)
 	}
+	s.tally.deleted++
 	return nil
 }
 
@@ -110,6 +124,7 @@ func (s *session) Rset(context.Context) error {
 	if err := s.client.Rset(); err != nil {
 		return relayError(err)
 	}
+	s.tally.deleted = 0
 	return nil
 }
 
@@ -126,7 +141,8 @@ func (s *session) Update(context.Context) error {
 	s.quit = true
 	err := s.client.Quit()
 	if err == nil {
-		s.log.Info("session committed")
+		// The connection's last line says so (Summary).
+		s.tally.committed = true
 		return nil
 	}
 	s.log.Warn("upstream QUIT failed", zap.Error(err))

@@ -106,7 +106,8 @@ func (c *Client) Login(user, pass string) error {
 	if _, err := c.do(respSingle, "PASS", "PASS", pass); err != nil {
 		return err
 	}
-	c.log.Debug("upstream login", zap.String("user", user))
+	// The caller's logger names the user already.
+	c.log.Debug("upstream login")
 	return c.capa()
 }
 

@@ -157,12 +157,16 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 		if cerr == nil && !time.Now().Before(deadline) {
 			cerr = context.DeadlineExceeded
 		}
-		if cerr != nil && !errors.Is(err, cerr) {
+		switch {
+		case cerr == nil || errors.Is(err, cerr):
+		case cerr == context.DeadlineExceeded:
+			// Whichever step was cut short (the socket may have been
+			// closed under it), the server was too slow.
+			err = tag(cerr, &relabelled{text: fmt.Sprintf("upstream %s: no greeting within %v (dial_timeout)", addr, opt.DialTimeout), err: err})
+		default:
 			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
-		if !errors.Is(err, ErrConnection) {
-			err = fmt.Errorf("%w (%w)", err, ErrConnection)
-		}
+		err = tag(ErrConnection, err)
 		c.log.Debug("upstream dial failed", zap.Error(err))
 		return nil, err
 	}
@@ -191,13 +195,13 @@ func (c *Client) connect(ctx context.Context, implicit bool, stls stlsPolicy, cf
 	}
 	if _, ok := c.HasCapability("STLS"); !ok {
 		if stls == stlsRequired {
-			return fmt.Errorf("upstream %s: %w: server does not offer STLS", c.addr, ErrTLS)
+			return fmt.Errorf("upstream %s: %w", c.addr, tag(ErrTLS, errors.New("server does not offer STLS")))
 		}
 		return nil // TLSAuto: plain text, the capabilities are known
 	}
 	if _, err := c.do(respSingle, "STLS", "STLS"); err != nil {
 		// Plain text injected after the +OK fails here (errUnsolicited).
-		return fmt.Errorf("%w (%w)", err, ErrTLS)
+		return tag(ErrTLS, err)
 	}
 	if err := c.handshake(ctx, cfg); err != nil {
 		return err
@@ -217,7 +221,7 @@ func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 		return c.fail("TLS handshake", err)
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return c.fail("TLS handshake", fmt.Errorf("%w: %w", ErrTLS, err))
+		return c.fail("TLS handshake", tag(ErrTLS, err))
 	}
 	c.tls = tc
 	c.g.Conn = tc

@@ -3,8 +3,9 @@ package upstream
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"unicode/utf8"
 )
@@ -44,13 +45,52 @@ var (
 
 // connError makes err wrap ErrConnection, keeping the original in the chain.
 func connError(err error) error {
-	if errors.Is(err, ErrConnection) {
-		return err
-	}
 	if err == nil {
 		return ErrConnection
 	}
-	return fmt.Errorf("%w: %w", ErrConnection, err)
+	return tag(ErrConnection, netCause(err))
+}
+
+// tagged is err that also matches sentinel (errors.Is) without spelling it
+// out: the message already names the upstream and the step that failed, so
+// "upstream connection failed" in the middle of it would only repeat that.
+type tagged struct {
+	sentinel error
+	err      error
+}
+
+func (e *tagged) Error() string   { return e.err.Error() }
+func (e *tagged) Unwrap() []error { return []error{e.sentinel, e.err} }
+
+func tag(sentinel, err error) error {
+	if errors.Is(err, sentinel) {
+		return err
+	}
+	return &tagged{sentinel: sentinel, err: err}
+}
+
+// relabelled is err with a shorter text; err stays in the chain.
+type relabelled struct {
+	text string
+	err  error
+}
+
+func (e *relabelled) Error() string { return e.text }
+func (e *relabelled) Unwrap() error { return e.err }
+
+// netCause drops what a *net.OpError puts before its cause ("dial tcp
+// 192.0.2.1:110: connect: ", "read tcp a->b: "): the message names the
+// upstream and the step already.
+func netCause(err error) error {
+	op, ok := err.(*net.OpError)
+	if !ok || op.Err == nil {
+		return err
+	}
+	cause := op.Err
+	if se, ok := cause.(*os.SyscallError); ok && se.Err != nil {
+		cause = se.Err
+	}
+	return &relabelled{text: cause.Error(), err: err}
 }
 
 // unexpectedEOF turns io.EOF inside a response into io.ErrUnexpectedEOF.

@@ -60,11 +60,12 @@ func (b *syncBuffer) String() string {
 
 // proxyProcess is a running pop3proxy.
 type proxyProcess struct {
-	Addr string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
-	err  error
+	Addr       string
+	configPath string
+	cmd        *exec.Cmd
+	logs       *syncBuffer
+	done       chan struct{}
+	err        error
 }
 
 // startProxy runs pop3proxy with the given configuration body; "listen" is
@@ -76,14 +77,9 @@ func startProxy(t *testing.T, config string) *proxyProcess {
 
 func startProxyBin(t *testing.T, bin, config string) *proxyProcess {
 	t.Helper()
-	addr := testinfra.FreeAddr(t)
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	body := fmt.Sprintf("listen: %q\nlog:\n  level: debug\n%s", addr, config)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := &proxyProcess{Addr: addr, logs: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "-config", path)
+	p := &proxyProcess{Addr: testinfra.FreeAddr(t), configPath: filepath.Join(t.TempDir(), "config.yaml"), logs: &syncBuffer{}, done: make(chan struct{})}
+	p.writeConfig(t, config)
+	p.cmd = exec.Command(bin, "-config", p.configPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -96,6 +92,7 @@ func startProxyBin(t *testing.T, bin, config string) *proxyProcess {
 			t.Logf("pop3proxy output:\n%s", p.logs.String())
 		}
 	})
+	addr := p.Addr
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -116,6 +113,31 @@ func startProxyBin(t *testing.T, bin, config string) *proxyProcess {
 			t.Fatalf("pop3proxy did not serve on %s in time\n%s", addr, p.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writeConfig writes the configuration file: config with "listen" at
+// p.Addr and debug logging added, as startProxy does.
+func (p *proxyProcess) writeConfig(t *testing.T, config string) {
+	t.Helper()
+	body := fmt.Sprintf("listen: %q\nlog:\n  level: debug\n%s", p.Addr, config)
+	if err := os.WriteFile(p.configPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLog waits up to 10 s for the n-th occurrence of text in the log.
+func (p *proxyProcess) waitLog(t *testing.T, text string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(p.logs.String(), text) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %q (occurrence %d) in the log", text, n)
+		}
+		if !p.running() {
+			t.Fatalf("pop3proxy exited (%v) while waiting for %q in the log", p.err, text)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 )
@@ -54,18 +53,18 @@ type mailFile struct {
 var _ pop3server.Mailbox = (*mailbox)(nil)
 
 // openMailbox locks the Maildir and lists it. The lock is an exclusive
-// flock on a file in the Maildir, so a second session gets
+// lock on a file in the Maildir (lockFile), so a second session gets
 // pop3server.ErrInUse ([IN-USE], RFC 2449 §8.1.2), whether it is served by this
-// process or by another instance of it: flock locks belong to an open file,
+// process or by another instance of it: the lock belongs to an open file,
 // not to a process.
 func openMailbox(dir string) (*mailbox, error) {
 	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(lock); err != nil {
 		lock.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLocked) {
 			return nil, pop3server.ErrInUse
 		}
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
@@ -260,7 +259,7 @@ func (mb *mailbox) Close() error {
 	if mb.lock == nil {
 		return nil
 	}
-	err := mb.lock.Close() // closing the file releases the flock
+	err := mb.lock.Close() // closing the file releases the lock
 	mb.lock = nil
 	return err
 }

@@ -207,8 +207,8 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (
 
 	fail := func(err error) error {
 		if len(stderr.b) > execErrorStderr {
-			e.log.Warn("exec program stderr", zap.Int("msg", m.Meta.Number), zap.ByteString("stderr", stderr.b),
-				zap.Int("stderr_dropped", stderr.dropped))
+			e.log.Warn("exec program stderr", append(m.Meta.LogFields(), zap.ByteString("stderr", stderr.b),
+				zap.Int("stderr_dropped", stderr.dropped))...)
 		}
 		if s := stderr.snippet(); s != "" {
 			return fmt.Errorf("%s: %w; stderr: %q", e.path, err, s)

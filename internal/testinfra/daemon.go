@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -50,15 +49,15 @@ func (d *Daemon) State() *os.ProcessState { return d.cmd.ProcessState }
 func (d *Daemon) Stop(timeout time.Duration) error {
 	d.once.Do(func() {
 		pid := d.cmd.Process.Pid
-		syscall.Kill(pid, syscall.SIGTERM)
+		terminate(d.cmd.Process)
 		select {
 		case <-d.exited:
 		case <-time.After(timeout):
 			d.stopErr = fmt.Errorf("%s did not exit within %v of SIGTERM; killed", d.cmd.Path, timeout)
-			syscall.Kill(-pid, syscall.SIGKILL)
+			killGroup(pid)
 			<-d.exited
 		}
-		syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: nothing left
+		killGroup(pid) // ESRCH: nothing left
 	})
 	return d.stopErr
 }

@@ -26,6 +26,10 @@ var debianPackage = map[string]string{
 	"getmail": "getmail6",
 	"clamd":   "clamav-daemon",
 	"python3": "python3",
+	// The image test copies busybox into a scratch image: it must be
+	// the static build.
+	"busybox":         "busybox-static",
+	"systemd-analyze": "systemd",
 }
 
 // sbinDirs are searched after PATH: daemons live in /usr/sbin, which is

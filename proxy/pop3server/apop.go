@@ -23,16 +23,16 @@ const (
 
 // apopTimestamp returns "<pid.counter.clock@hostname>". RFC 1939 §7 wants
 // a new one per greeting; the counter ensures it when the clock stands still.
-func (s *Server) apopTimestamp() string {
-	b := make([]byte, 0, s.cfg.maxTimestampLen())
+func (s *Server) apopTimestamp(cfg *config) string {
+	b := make([]byte, 0, cfg.maxTimestampLen())
 	b = append(b, '<')
-	b = append(b, s.cfg.pid...)
+	b = append(b, cfg.pid...)
 	b = append(b, '.')
 	b = strconv.AppendUint(b, s.apopCounter.Add(1), 10)
 	b = append(b, '.')
 	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
 	b = append(b, '@')
-	b = append(b, s.cfg.Hostname...)
+	b = append(b, cfg.Hostname...)
 	b = append(b, '>')
 	return string(b)
 }

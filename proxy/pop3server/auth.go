@@ -75,10 +75,13 @@ func (c *conn) handleAuth(arg string) error {
 
 	var user, pass string
 	var err error
+	var mechanism LoginMechanism
 	switch mech {
 	case "PLAIN":
+		mechanism = LoginPlain
 		user, pass, err = c.saslPlain(ir, hasIR)
 	case "LOGIN":
+		mechanism = LoginLogin
 		user, pass, err = c.saslLogin(ir, hasIR)
 	default:
 		return badCommand(errAuthMechanism)
@@ -87,7 +90,7 @@ func (c *conn) handleAuth(arg string) error {
 		return err
 	}
 	sess, err := c.cfg.Backend.Login(c.ctx, &c.info, user, pass)
-	return c.finishLogin(user, "AUTH "+mech, sess, err)
+	return c.finishLogin(user, "AUTH "+mech, mechanism, sess, err)
 }
 
 // knownMechanisms are SASL mechanisms clients offer, from the IANA
@@ -131,7 +134,7 @@ func (c *conn) saslPlain(ir []byte, hasIR bool) (user, pass string, err error) {
 	if authzid != "" && authzid != authcid {
 		return "", "", badCommand(errAuthzid)
 	}
-	if err := c.checkUser(authcid, "AUTH PLAIN"); err != nil {
+	if err := c.checkUser(authcid, "AUTH PLAIN", LoginPlain); err != nil {
 		return "", "", err
 	}
 	return authcid, passwd, nil
@@ -150,7 +153,7 @@ func (c *conn) saslLogin(ir []byte, hasIR bool) (user, pass string, err error) {
 	if !validCredential(user) {
 		return "", "", badCommand(errAuthMalformed)
 	}
-	if err := c.checkUser(user, "AUTH LOGIN"); err != nil {
+	if err := c.checkUser(user, "AUTH LOGIN", LoginLogin); err != nil {
 		return "", "", err
 	}
 	secret, err := c.saslStep(loginPassChallenge)
@@ -174,7 +177,7 @@ func (c *conn) saslStep(challenge string) ([]byte, error) {
 	case errors.Is(err, errLineTooLong):
 		return nil, badCommand(errLineTooLongRsp)
 	case c.out.err != nil:
-		c.quit = "write failed: " + c.out.err.Error()
+		c.quit = endWith(SessionDisconnect, "write failed: "+c.out.err.Error())
 		return nil, errNoResponse
 	default:
 		c.quit = c.readFailure(err)

@@ -64,7 +64,7 @@ func (c *conn) handleUser(arg string) error {
 		return badCommand(errSyntax)
 	}
 	c.user = ""
-	if err := c.checkUser(name, "USER"); err != nil {
+	if err := c.checkUser(name, "USER", LoginUser); err != nil {
 		return err
 	}
 	c.user = name
@@ -72,13 +72,14 @@ func (c *conn) handleUser(arg string) error {
 	return nil
 }
 
-func (c *conn) checkUser(name, step string) error {
+func (c *conn) checkUser(name, step string, mech LoginMechanism) error {
 	uc := c.cfg.users
 	if uc == nil {
 		return nil
 	}
 	if err := uc.CheckUser(c.ctx, &c.info, name); err != nil {
 		c.log.Info("login failed", zap.String("user", name), zap.String("step", step))
+		c.observeLogin(mech, loginResult(err))
 		return badCommand(err)
 	}
 	return nil
@@ -103,7 +104,7 @@ func (c *conn) handlePass(arg string) error {
 	user := c.user
 	c.user = ""
 	sess, err := c.cfg.Backend.Login(c.ctx, &c.info, user, arg)
-	return c.finishLogin(user, "PASS", sess, err)
+	return c.finishLogin(user, "PASS", LoginUser, sess, err)
 }
 
 func (c *conn) handleAPOP(arg string) error {
@@ -122,7 +123,7 @@ func (c *conn) handleAPOP(arg string) error {
 	}
 	c.user = ""
 	sess, err := c.cfg.apop.LoginAPOP(c.ctx, &c.info, f[0], c.timestamp, strings.ToLower(f[1]))
-	return c.finishLogin(f[0], "APOP", sess, err)
+	return c.finishLogin(f[0], "APOP", LoginAPOP, sess, err)
 }
 
 func isMD5Hex(s string) bool {
@@ -139,10 +140,11 @@ func isMD5Hex(s string) bool {
 }
 
 // finishLogin ends PASS, APOP and AUTH alike.
-func (c *conn) finishLogin(user, method string, sess Session, err error) error {
+func (c *conn) finishLogin(user, method string, mech LoginMechanism, sess Session, err error) error {
 	if err == nil && sess == nil {
 		err = errors.New("backend returned neither a session nor an error")
 	}
+	c.observeLogin(mech, loginResult(err))
 	if err != nil {
 		if sess != nil {
 			c.protect("Session.Close", func() { sess.Close() })
@@ -186,11 +188,11 @@ func (c *conn) handleQuit(arg string) error {
 	}
 	if c.state == stateAuthorization {
 		c.writeLine("+OK POP3 server signing off")
-		c.quit = "QUIT"
+		c.quit = endWith(SessionQuit, "QUIT")
 		return nil
 	}
 	c.setState(stateUpdate)
-	c.quit = "QUIT"
+	c.quit = endWith(SessionQuit, "QUIT")
 	err := c.session.Update(c.ctx)
 	// RFC 1939 §6: release the maildrop, then reply, or a client that
 	// logs in again at once finds it locked ([IN-USE]).
@@ -214,7 +216,7 @@ func (c *conn) handleShutdown(arg string) error {
 	}
 	c.log.Warn("SHUTDOWN command accepted")
 	c.writeLine("+OK shutting down")
-	c.quit = "SHUTDOWN"
+	c.quit = endWith(SessionShutdown, "SHUTDOWN")
 	if f := c.cfg.OnShutdown; f != nil {
 		go protect(c.log, "OnShutdown", f)
 	}

@@ -193,12 +193,12 @@ func (c *conn) sendMessage(m *Message, err error) error {
 		n, rerr := m.Body.Read(buf)
 		if n > 0 {
 			if _, werr := c.dot.Write(buf[:n]); werr != nil {
-				c.quit = "write failed: " + werr.Error()
+				c.quit = endWith(SessionDisconnect, "write failed: "+werr.Error())
 				return nil
 			}
 			if m.Progressive {
 				if werr := c.bw.Flush(); werr != nil {
-					c.quit = "write failed: " + werr.Error()
+					c.quit = endWith(SessionDisconnect, "write failed: "+werr.Error())
 					return nil
 				}
 			}
@@ -209,12 +209,12 @@ func (c *conn) sendMessage(m *Message, err error) error {
 		if rerr != nil {
 			c.log.Error("reading message failed, response left unterminated",
 				zap.String("command", c.verb), zap.Error(rerr))
-			c.quit = "message read failed"
+			c.quit = endWith(SessionError, "message read failed")
 			return nil
 		}
 	}
 	if err := c.dot.Close(); err != nil {
-		c.quit = "write failed: " + err.Error()
+		c.quit = endWith(SessionDisconnect, "write failed: "+err.Error())
 		return nil
 	}
 	c.inMultiline = false

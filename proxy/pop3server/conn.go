@@ -85,18 +85,21 @@ type conn struct {
 	tlsExempt    bool
 	verb         string // for logs
 	inMultiline  bool   // data lines have been written; no -ERR may follow
-	quit         string // when set, close after this command for this reason
+	quit         ending // when its reason is set, close after this command
+	started      time.Time
+	summary      Summarizer // the session's, kept for the last log line
 }
 
 // newConn prepares a connection in the accept loop. Everything that may
 // block, even RemoteAddr (a PROXY protocol listener reads the header
 // there), waits for serve, in the connection's own goroutine.
-func newConn(s *Server, nc net.Conn, implicitTLS bool) *conn {
+func newConn(s *Server, cfg *config, nc net.Conn, implicitTLS bool) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	drainCtx, drainCancel := context.WithCancel(ctx)
+	now := time.Now()
 	return &conn{
 		srv:          s,
-		cfg:          s.cfg,
+		cfg:          cfg,
 		nc:           nc,
 		rw:           nc,
 		implicitTLS:  implicitTLS,
@@ -104,9 +107,10 @@ func newConn(s *Server, nc net.Conn, implicitTLS bool) *conn {
 		cancel:       cancel,
 		drainCtx:     drainCtx,
 		drainCancel:  drainCancel,
-		out:          &connWriter{nc: nc, timeout: s.cfg.WriteTimeout},
+		out:          &connWriter{nc: nc, timeout: cfg.WriteTimeout},
 		busy:         true,
-		authDeadline: time.Now().Add(s.cfg.AuthTimeout),
+		authDeadline: now.Add(cfg.AuthTimeout),
+		started:      now,
 	}
 }
 
@@ -118,7 +122,7 @@ func (c *conn) init() {
 		LocalAddr:  c.nc.LocalAddr(),
 	}
 	c.key = clientKey(clientIP(c.info.RemoteAddr))
-	c.log = s.log.With(zap.Uint64("conn", c.info.ID), zap.String("remote", addrString(c.info.RemoteAddr)))
+	c.log = c.cfg.Logger.With(zap.Uint64("conn", c.info.ID), zap.String("remote", addrString(c.info.RemoteAddr)))
 	c.info.Logger = c.log
 	c.lr = newLineReader(c.nc, c.cfg.MaxLineLength)
 	c.bw = bufio.NewWriterSize(c.out, authWriteBufferSize)
@@ -138,6 +142,9 @@ func addrString(a net.Addr) string {
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.cancel()
+	c.observeStart()
+	result := SessionRefused
+	defer func() { c.observeEnd(result) }()
 	p, hasPreamble := c.nc.(PreambleConn)
 	if !hasPreamble {
 		c.init()
@@ -146,21 +153,37 @@ func (c *conn) serve() {
 		c.refuse(limitConns, errTooManyConns)
 		return
 	}
-	defer c.srv.limiter.release()
+	holdsSlot := true
+	defer func() {
+		if holdsSlot {
+			c.srv.limiter.release()
+		}
+	}()
 	if hasPreamble {
 		if err := p.ReadPreamble(); err != nil {
-			c.srv.log.Info("connection closed before the greeting", zap.String("peer", addrString(c.nc.RemoteAddr())), zap.Error(err))
+			c.cfg.Logger.Info("connection closed before the greeting", zap.String("peer", addrString(c.nc.RemoteAddr())), zap.Error(err))
 			c.nc.Close()
 			return
 		}
 		c.init()
 	}
 	if !c.srv.limiter.acquireIP(c.key) {
+		// Free the slot before the client sees the connection close: a
+		// client that then connects again must not find it still taken.
+		c.srv.limiter.release()
+		holdsSlot = false
 		c.refuse(limitConnsPerIP, errTooManyConnsFromIP)
 		return
 	}
 	defer c.srv.limiter.releaseIP(c.key)
 	if c.implicitTLS {
+		result = SessionTLSFailed
+		if c.cfg.tls == nil {
+			// Reconfigure removed TLSConfig while this listener ran.
+			c.log.Warn("connection closed: TLS listener without a TLS configuration")
+			c.nc.Close()
+			return
+		}
 		if err := c.handshake(); err != nil {
 			// Port scanners and health checks: debug is enough.
 			c.log.Debug("TLS handshake failed", zap.Error(err))
@@ -168,8 +191,9 @@ func (c *conn) serve() {
 			return
 		}
 	}
-	reason := c.run()
-	c.teardown(reason)
+	end := c.run()
+	result = end.result
+	c.teardown(end.reason)
 }
 
 // refuse closes a connection over a limit, answering e where the client
@@ -185,7 +209,7 @@ func (c *conn) refuse(limit string, e *Error) {
 	}
 	if log == nil {
 		// Before the preamble: RemoteAddr may not be known yet.
-		log = c.srv.log
+		log = c.cfg.Logger
 	}
 	c.srv.limitLog.hit(log, limit, key, msg)
 	if !c.implicitTLS && c.log != nil {
@@ -195,7 +219,7 @@ func (c *conn) refuse(limit string, e *Error) {
 	c.nc.Close()
 }
 
-func (c *conn) run() string {
+func (c *conn) run() ending {
 	c.log.Info("connect", zap.Bool("tls", c.info.TLS != nil))
 	if f := c.cfg.TLSExempt; f != nil && c.info.TLS == nil {
 		c.protect("TLSExempt", func() { c.tlsExempt = f(&c.info) })
@@ -208,14 +232,14 @@ func (c *conn) run() string {
 		if err != nil {
 			c.writeError(err)
 			c.bw.Flush()
-			return "refused by OnConnect"
+			return endWith(SessionRefused, "refused by OnConnect")
 		}
 	}
 
 	c.scratch = append(c.scratch[:0], "+OK "...)
 	c.scratch = append(c.scratch, c.cfg.Greeting...)
 	if c.cfg.apop != nil {
-		c.timestamp = c.srv.apopTimestamp()
+		c.timestamp = c.srv.apopTimestamp(c.cfg)
 		c.scratch = append(c.scratch, ' ')
 		c.scratch = append(c.scratch, c.timestamp...)
 	}
@@ -232,16 +256,16 @@ func (c *conn) run() string {
 			c.log.Debug("line too long")
 			c.writeError(badCommand(errLineTooLongRsp))
 		case c.out.err != nil:
-			return "write failed: " + c.out.err.Error()
+			return c.writeFailure()
 		default:
 			return c.readFailure(err)
 		}
-		if c.quit != "" {
+		if c.quit.reason != "" {
 			c.bw.Flush()
 			return c.quit
 		}
 		if c.out.err != nil {
-			return "write failed: " + c.out.err.Error()
+			return c.writeFailure()
 		}
 	}
 }
@@ -286,24 +310,28 @@ func (c *conn) readCommand() ([]byte, error) {
 
 // readFailure names why a read ended the connection. Nothing is sent:
 // RFC 1939 §3 autologout is silent, and otherwise no client is left.
-func (c *conn) readFailure(err error) string {
+func (c *conn) readFailure(err error) ending {
 	switch {
 	case errors.Is(err, io.EOF):
-		return "client closed the connection"
+		return endWith(SessionDisconnect, "client closed the connection")
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		switch {
 		case c.state != stateAuthorization:
 		case c.srv.draining.Load():
-			return "server shutting down"
+			return endWith(SessionShutdown, "server shutting down")
 		case !time.Now().Before(c.authDeadline):
-			return "login timeout"
+			return endWith(SessionTimeout, "login timeout")
 		}
-		return "idle timeout"
+		return endWith(SessionTimeout, "idle timeout")
 	case errors.Is(err, net.ErrClosed):
-		return "closed by server"
+		return endWith(SessionShutdown, "closed by server")
 	default:
-		return "read failed: " + err.Error()
+		return endWith(SessionDisconnect, "read failed: "+err.Error())
 	}
+}
+
+func (c *conn) writeFailure() ending {
+	return endWith(SessionDisconnect, "write failed: "+c.out.err.Error())
 }
 
 // handle runs one command. A panic ends the connection, not the process.
@@ -317,7 +345,7 @@ func (c *conn) handle(line []byte) {
 			if !c.inMultiline {
 				c.writeError(errInternal)
 			}
-			c.quit = "panic"
+			c.quit = endWith(SessionError, "panic")
 		}
 	}()
 
@@ -408,6 +436,7 @@ func (c *conn) enterTransaction(sess Session) {
 	c.session = sess
 	c.state = stateTransaction
 	c.mu.Unlock()
+	c.summary, _ = sess.(Summarizer)
 
 	c.bw.Flush()
 	bw := writerPool.Get().(*bufio.Writer)
@@ -437,7 +466,7 @@ func (c *conn) teardown(reason string) {
 	// from a truncation.
 	c.rw.Close()
 	c.closeSession()
-	c.log.Info("disconnect", zap.String("reason", reason))
+	c.logEnd(reason)
 	if f := c.cfg.OnDisconnect; f != nil {
 		c.protect("OnDisconnect", func() { f(&c.info) })
 	}
@@ -450,6 +479,16 @@ func (c *conn) teardown(reason string) {
 		copyPool.Put(c.copyBuf)
 		c.copyBuf = nil
 	}
+}
+
+// logEnd writes the connection's last line: the session's summary, if it
+// gives one, or "disconnect".
+func (c *conn) logEnd(reason string) {
+	msg, fields := "disconnect", []zap.Field(nil)
+	if s := c.summary; s != nil {
+		c.protect("Session.Summary", func() { msg, fields = s.Summary() })
+	}
+	c.log.Info(msg, append(fields, zap.String("reason", reason), zap.Duration("duration", time.Since(c.started)))...)
 }
 
 func (c *conn) closeSession() {

@@ -38,4 +38,8 @@
 //   - SASL PLAIN and LOGIN are terminated by the server and mapped onto
 //     Backend.Login, so every backend gets AUTH. A bare AUTH lists the
 //     mechanisms as Dovecot does (docs/clients.md, Outlook).
+//   - Server.Reconfigure changes the options, backend included, for the
+//     connections accepted afterwards only: a connection keeps the options
+//     it was accepted with until it ends, and Options.OnRelease says when
+//     the last such connection has ended.
 package pop3server

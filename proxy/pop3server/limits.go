@@ -111,6 +111,14 @@ type connLimiter struct {
 	perIP map[netip.Prefix]int // only keys with open connections
 }
 
+// setLimits changes the limits for the next acquire; slots already taken
+// are kept, even over a lowered limit.
+func (l *connLimiter) setLimits(max, maxPerIP int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.max, l.maxPerIP = max, maxPerIP
+}
+
 // acquire takes a slot of the total, or reports false.
 func (l *connLimiter) acquire() bool {
 	l.mu.Lock()
@@ -161,10 +169,11 @@ func (l *connLimiter) releaseIP(key netip.Prefix) {
 // login: the client may be guessing passwords of other accounts, and a
 // login to an account of its own must not restart its delay. Entries are
 // kept in order of their last failure, so expired ones are pruned from the
-// front and, when the table is full, the one idle longest is evicted.
+// front and, when the table is full, the one idle longest is evicted. It
+// counts; each connection turns a count into a delay with its own
+// options (failedLoginDelay), so the counts outlive Server.Reconfigure.
 type failureTable struct {
-	base, max time.Duration
-	now       func() time.Time
+	now func() time.Time
 
 	mu      sync.Mutex
 	entries map[netip.Prefix]*list.Element // of *failureEntry
@@ -177,11 +186,12 @@ type failureEntry struct {
 	last  time.Time
 }
 
-func newFailureTable(base, max time.Duration) *failureTable {
-	return &failureTable{base: base, max: max, now: time.Now, entries: make(map[netip.Prefix]*list.Element)}
+func newFailureTable() *failureTable {
+	return &failureTable{now: time.Now, entries: make(map[netip.Prefix]*list.Element)}
 }
 
-func (t *failureTable) fail(key netip.Prefix) time.Duration {
+// fail records a failed login of key and returns how many it has had.
+func (t *failureTable) fail(key netip.Prefix) int {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -201,7 +211,7 @@ func (t *failureTable) fail(key netip.Prefix) time.Duration {
 	}
 	e.count++
 	e.last = now
-	return t.delay(e.count)
+	return e.count
 }
 
 func (t *failureTable) pruneLocked(now time.Time) {
@@ -221,12 +231,14 @@ func (t *failureTable) len() int {
 	return t.order.Len()
 }
 
-func (t *failureTable) delay(n int) time.Duration {
-	d := t.base
-	for i := 1; i < n && d < t.max; i++ {
+// failedLoginDelay is the delay after the n-th failure: base, doubling
+// per further failure up to max.
+func failedLoginDelay(n int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < n && d < max; i++ {
 		d *= 2
 	}
-	return min(d, t.max)
+	return min(d, max)
 }
 
 // limitLog logs the first hit per limit and client IP at once; later ones
@@ -253,6 +265,13 @@ type limitState struct {
 
 func newLimitLog(log *zap.Logger) *limitLog {
 	return &limitLog{log: log, now: time.Now, keys: make(map[limitKey]*limitState)}
+}
+
+// setLogger changes the logger of the summaries.
+func (l *limitLog) setLogger(log *zap.Logger) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log = log
 }
 
 // hit records that a client with key ip (see clientKey) hit limit and,
@@ -282,10 +301,11 @@ func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Prefix, msg strin
 	if now.Sub(l.lastSweep) >= limitLogInterval {
 		summaries = l.sweepLocked(now)
 	}
+	summaryLog := l.log
 	l.mu.Unlock()
 
 	for _, f := range summaries {
-		l.log.Warn("limit hit again", f...)
+		summaryLog.Warn("limit hit again", f...)
 	}
 	if logNow {
 		fields = append(fields, zap.String("limit", limit))
@@ -322,18 +342,19 @@ func (l *limitLog) sweepLocked(now time.Time) (summaries [][]zap.Field) {
 // command anyway, and an answer at the deadline, before the delay, would
 // let a client guess faster by sending each password just before it.
 func (c *conn) loginFailed() bool {
-	t := c.srv.failures
-	if t == nil {
-		return true
+	base, maxDelay := c.cfg.FailedLoginDelay, c.cfg.MaxFailedLoginDelay
+	if base <= 0 {
+		return true // no delay configured
 	}
-	var d time.Duration
+	n := 0
 	if c.key.IsValid() {
-		d = t.fail(c.key)
+		n = c.srv.failures.fail(c.key)
 	} else {
 		c.failedLogins++
-		d = t.delay(c.failedLogins)
+		n = c.failedLogins
 	}
-	if d >= t.max {
+	d := failedLoginDelay(n, base, maxDelay)
+	if d >= maxDelay {
 		c.srv.limitLog.hit(c.log, limitFailedLoginCap, c.key, "failed-login delay at its maximum",
 			zap.Duration("delay", d))
 	}
@@ -346,7 +367,7 @@ func (c *conn) loginFailed() bool {
 	select {
 	case <-timer.C:
 		if !answer {
-			c.quit = "login timeout"
+			c.quit = endWith(SessionTimeout, "login timeout")
 		}
 		return answer
 	case <-c.drainCtx.Done():

@@ -174,6 +174,19 @@ type Options struct {
 	// MaxFailedLoginDelay caps the doubling and must not be below
 	// FailedLoginDelay.
 	MaxFailedLoginDelay time.Duration
+
+	// Observer, if set, is told of every connection's start and end and of
+	// every login, for metrics. A connection reports to the Observer of
+	// the options it was accepted with.
+	Observer Observer
+
+	// OnRelease, if set, is called once when Server.Reconfigure has
+	// replaced these options and the last connection accepted with them
+	// has ended, so that what only they use (a Backend's resources) can be
+	// freed without cutting off a connection. It runs in the goroutine of
+	// that connection, or of Reconfigure if none was left, before Shutdown
+	// can return. Options that are never replaced are never released.
+	OnRelease func()
 }
 
 // config is Options with defaults applied.
@@ -184,6 +197,17 @@ type config struct {
 	users    UserChecker
 	pid      string
 	tls      *tls.Config // clone of TLSConfig, nil without TLS
+
+	// Guarded by Server.mu.
+	conns    int  // connections accepted with this config, not yet ended
+	replaced bool // by Server.Reconfigure
+}
+
+// release runs OnRelease; a panic in it must not end the process.
+func (c *config) release() {
+	if f := c.OnRelease; f != nil {
+		protect(c.Logger, "OnRelease", f)
+	}
 }
 
 func newConfig(opts Options) (*config, error) {

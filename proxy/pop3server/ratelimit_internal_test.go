@@ -21,31 +21,37 @@ func ipN(n int) netip.Prefix {
 	return clientKey(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}))
 }
 
+// delayAfter is the failed-login delay of the n-th failure with the
+// default options.
+func delayAfter(n int) time.Duration {
+	return failedLoginDelay(n, DefaultFailedLoginDelay, DefaultMaxFailedLoginDelay)
+}
+
 func TestFailureTableExpiry(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	ft := newFailureTable(time.Second, 30*time.Second)
+	ft := newFailureTable()
 	ft.now = clk.now
 	a, b := ipN(1), ipN(2)
 	for i, want := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
-		if got := ft.fail(a); got != want*time.Second {
+		if got := delayAfter(ft.fail(a)); got != want*time.Second {
 			t.Errorf("failure %d: delay %v, want %v", i+1, got, want*time.Second)
 		}
 		clk.advance(time.Minute)
 	}
 	// 15 minutes without failures from a: forgotten; b is unaffected.
 	clk.advance(failureMemory - time.Minute)
-	if got := ft.fail(b); got != time.Second {
+	if got := delayAfter(ft.fail(b)); got != time.Second {
 		t.Errorf("first failure of b: delay %v", got)
 	}
 	if ft.len() != 1 {
 		t.Errorf("table holds %d addresses after a's entry expired, want 1", ft.len())
 	}
-	if got := ft.fail(a); got != time.Second {
+	if got := delayAfter(ft.fail(a)); got != time.Second {
 		t.Errorf("a after 15 quiet minutes: delay %v, want 1s", got)
 	}
 	// Just under 15 minutes is not enough.
 	clk.advance(failureMemory - time.Second)
-	if got := ft.fail(a); got != 2*time.Second {
+	if got := delayAfter(ft.fail(a)); got != 2*time.Second {
 		t.Errorf("a after 14:59: delay %v, want 2s", got)
 	}
 }
@@ -54,7 +60,7 @@ func TestFailureTableExpiry(t *testing.T) {
 // maxTrackedIPs addresses and drops the one idle longest first.
 func TestFailureTableBounded(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e9, 0)}
-	ft := newFailureTable(time.Second, 30*time.Second)
+	ft := newFailureTable()
 	ft.now = clk.now
 	ft.fail(ipN(0))
 	ft.fail(ipN(0)) // ip 0 is at 2 failures
@@ -67,10 +73,10 @@ func TestFailureTableBounded(t *testing.T) {
 	if n := ft.len(); n != maxTrackedIPs {
 		t.Fatalf("table holds %d addresses, want %d", n, maxTrackedIPs)
 	}
-	if got := ft.fail(ipN(0)); got != 8*time.Second {
+	if got := delayAfter(ft.fail(ipN(0))); got != 8*time.Second {
 		t.Errorf("ip 0 (recent) lost its history: delay %v, want 8s", got)
 	}
-	if got := ft.fail(ipN(1)); got != time.Second {
+	if got := delayAfter(ft.fail(ipN(1))); got != time.Second {
 		t.Errorf("ip 1 (oldest) still known: delay %v, want 1s", got)
 	}
 }

@@ -54,8 +54,8 @@ func (c *conn) writeErrorOr(err error, fallback *Error) {
 	}
 	c.scratch = appendErrorLine(c.scratch[:0], e)
 	c.bw.Write(c.scratch)
-	if e.Disconnect && c.quit == "" {
-		c.quit = "error: " + e.Message
+	if e.Disconnect && c.quit.reason == "" {
+		c.quit = endWith(disconnectResult(e), "error: "+e.Message)
 	}
 }
 
@@ -123,4 +123,15 @@ func validRespCode(code string) bool {
 		}
 	}
 	return true
+}
+
+// disconnectResult tells the Observer why an Error closed the connection.
+func disconnectResult(e *Error) SessionResult {
+	switch e {
+	case errTooManyBad:
+		return SessionBadCommands
+	case errShuttingDown:
+		return SessionShutdown
+	}
+	return SessionError
 }

@@ -18,19 +18,17 @@ var ErrServerClosed = errors.New("pop3server: server closed")
 
 // Server is a POP3 server. Its methods are safe for concurrent use.
 type Server struct {
-	cfg *config
-	log *zap.Logger
-
 	lastConnID  atomic.Uint64
 	apopCounter atomic.Uint64
 	draining    atomic.Bool
 
 	limiter  connLimiter
-	failures *failureTable // nil without failed-login delay
+	failures *failureTable
 	limitLog *limitLog
 
 	mu        sync.Mutex
-	closing   bool // no new listeners or connections
+	cfg       *config // for connections accepted from now on
+	closing   bool    // no new listeners or connections
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	wg        sync.WaitGroup // one per tracked connection
@@ -44,20 +42,60 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg,
-		log: cfg.Logger,
 		limiter: connLimiter{
 			max:      cfg.MaxConnections,
 			maxPerIP: cfg.MaxConnectionsPerIP,
 			perIP:    make(map[netip.Prefix]int),
 		},
+		failures:  newFailureTable(),
 		limitLog:  newLimitLog(cfg.Logger),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
-	if cfg.FailedLoginDelay > 0 {
-		s.failures = newFailureTable(cfg.FailedLoginDelay, cfg.MaxFailedLoginDelay)
-	}
 	return s, nil
+}
+
+// Reconfigure checks opts like NewServer and, if they are valid, makes
+// them the options of every connection accepted from now on; invalid
+// options change nothing. A connection keeps the options it was accepted
+// with until it ends: its Backend (and so its session), timeouts, limits
+// per connection, TLS configuration and callbacks. The server-wide state
+// carries over: open connections keep counting against MaxConnections and
+// MaxConnectionsPerIP, which apply with their new values to the next
+// connection, and failed logins remembered for the delay are not
+// forgotten. Listeners keep running; a ServeTLS listener whose connections
+// find no TLSConfig in the new options closes them at once, so remove such
+// listeners when removing TLSConfig. The replaced options' OnRelease runs
+// when the last connection accepted with them has ended (at once if there
+// is none). Reconfigure returns ErrServerClosed after Shutdown or Close.
+func (s *Server) Reconfigure(opts Options) error {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	old := s.cfg
+	s.cfg = cfg
+	old.replaced = true
+	released := old.conns == 0
+	s.limiter.setLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP)
+	s.limitLog.setLogger(cfg.Logger)
+	s.mu.Unlock()
+	if released {
+		old.release()
+	}
+	return nil
+}
+
+// config returns the options for the next connection.
+func (s *Server) config() *config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
 }
 
 // PreambleConn is a connection that starts with something the server must
@@ -104,15 +142,15 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			// Out of file descriptors and similar: retry as net/http does.
 			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed, retrying", zap.Error(err), zap.Duration("delay", backoff))
+				s.config().Logger.Warn("accept failed, retrying", zap.Error(err), zap.Duration("delay", backoff))
 				time.Sleep(backoff)
 				continue
 			}
 			return err
 		}
 		backoff = 0
-		c := newConn(s, nc, implicitTLS)
-		if !s.track(c) {
+		c := s.track(nc, implicitTLS)
+		if c == nil {
 			nc.Close()
 			return ErrServerClosed
 		}
@@ -194,22 +232,35 @@ func (s *Server) closeConns() {
 	}
 }
 
-// track registers c unless the server is closing. Adding to wg only under
-// s.mu while not closing orders every Add before Shutdown's Wait.
-func (s *Server) track(c *conn) bool {
+// track makes and registers the connection for nc, or returns nil if the
+// server is closing. Adding to wg only under s.mu while not closing orders
+// every Add before Shutdown's Wait. The connection takes its options under
+// s.mu too, so that Reconfigure never counts a configuration as unused
+// while a connection is about to start with it.
+func (s *Server) track(nc net.Conn, implicitTLS bool) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return nil
 	}
+	c := newConn(s, s.cfg, nc, implicitTLS)
+	s.cfg.conns++
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return c
 }
 
+// untrack releases the connection's options if it was their last user,
+// before wg.Done, so that once Shutdown has seen every connection end, every
+// OnRelease has run.
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	c.cfg.conns--
+	released := c.cfg.replaced && c.cfg.conns == 0
 	s.mu.Unlock()
+	if released {
+		c.cfg.release()
+	}
 	s.wg.Done()
 }

@@ -45,7 +45,7 @@ func (c *config) checkTLS(fail func(format string, args ...any)) {
 // a response. ln must be a plain listener, not one from tls.NewListener.
 // ServeTLS fails at once without Options.TLSConfig.
 func (s *Server) ServeTLS(ln net.Listener) error {
-	if s.cfg.tls == nil {
+	if s.config().tls == nil {
 		return errNoTLSConfig
 	}
 	return s.serve(ln, true)
@@ -93,19 +93,19 @@ func (c *conn) handleStls(arg string) error {
 	}
 	c.writeLine("+OK Begin TLS negotiation")
 	if err := c.bw.Flush(); err != nil {
-		c.quit = "write failed: " + err.Error()
+		c.quit = endWith(SessionDisconnect, "write failed: "+err.Error())
 		return nil
 	}
 	// A client must wait for the "+OK" (RFC 2595 §4), so bytes already
 	// here are an injection attempt (CVE-2011-0411) or a broken client.
 	if n := c.lr.buffered(); n > 0 {
 		c.log.Warn("data pipelined after STLS, closing", zap.Int("bytes", n))
-		c.quit = "data pipelined after STLS"
+		c.quit = endWith(SessionTLSFailed, "data pipelined after STLS")
 		return nil
 	}
 	if err := c.handshake(); err != nil {
 		c.log.Debug("TLS handshake failed", zap.Error(err))
-		c.quit = "TLS handshake failed"
+		c.quit = endWith(SessionTLSFailed, "TLS handshake failed")
 		return nil
 	}
 	// RFC 2595 §4: the client forgets what it learnt before TLS, and the

@@ -210,6 +210,14 @@ func (c *Filter) Provision(env filter.Env) error {
 	return nil
 }
 
+// Ping implements filter.Pinger: clamd answers zPING with PONG.
+func (c *Filter) Ping(ctx context.Context) error {
+	if err := c.client.ping(ctx); err != nil {
+		return &filter.PingError{Daemon: "clamd", Address: c.Address, Err: err}
+	}
+	return nil
+}
+
 // MaxStream implements filter.StreamLimiter: a message larger than
 // max_stream is never scanned, so max_size must not exceed it.
 func (c *Filter) MaxStream() (int64, string) {
@@ -285,7 +293,9 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		return filter.Verdict{}, err
 	}
 	if virus == "" {
-		c.log.Debug("clean", zap.Int("msg", m.Meta.Number), zap.Int64("size", m.Size()), zap.Duration("took", took))
+		if ce := c.log.Check(zap.DebugLevel, "clean"); ce != nil {
+			ce.Write(append(m.Meta.LogFields(), zap.Int64("size", m.Size()), zap.Duration("took", took))...)
+		}
 		return filter.Verdict{
 			Action: filter.Continue,
 			Edits:  append(ownFieldsRemoved(), filter.Add(ScannedField, CleanValue)),
@@ -298,11 +308,10 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	if c.QuarantineDir != "" && c.Action != ActionTag {
 		kept, qerr = c.quarantine(ctx, m, time.Now())
 	}
-	fields := []zap.Field{
+	fields := append(m.Meta.LogFields(),
 		zap.String("virus", virus), zap.String("action", c.Action),
-		zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
 		zap.Int64("size", m.Size()), zap.Duration("took", took),
-	}
+	)
 	if kept != "" {
 		fields = append(fields, zap.String("quarantine", kept))
 	}
@@ -353,7 +362,7 @@ func (c *Filter) notice(ctx context.Context, m *filter.Message, virus, kept stri
 	if err == nil && found == "" {
 		return full
 	}
-	fields := []zap.Field{zap.String("virus", virus), zap.Int("msg", m.Meta.Number), zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream)}
+	fields := append(m.Meta.LogFields(), zap.String("virus", virus))
 	if err != nil {
 		c.log.Warn("the notice could not be scanned; delivering a minimal notice without the original's header fields", append(fields, zap.Error(err))...)
 	} else {
@@ -433,7 +442,7 @@ func (c *Filter) quarantine(ctx context.Context, m *filter.Message, now time.Tim
 	c.stored += size
 	if d, err := os.Open(c.QuarantineDir); err == nil {
 		if err := d.Sync(); err != nil {
-			c.log.Warn("quarantine: syncing the directory failed; the file may not survive a crash", zap.String("file", name), zap.Error(err))
+			c.log.Warn("quarantine: syncing the directory failed; the file may not survive a crash", append(m.Meta.LogFields(), zap.String("file", name), zap.Error(err))...)
 		}
 		d.Close()
 	}
@@ -643,4 +652,5 @@ var (
 	_ filter.Judge         = (*Filter)(nil)
 	_ filter.Provisioner   = (*Filter)(nil)
 	_ filter.StreamLimiter = (*Filter)(nil)
+	_ filter.Pinger        = (*Filter)(nil)
 )

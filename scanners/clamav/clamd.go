@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
 )
 
 const (
@@ -132,7 +133,7 @@ func (c *clamdClient) fail(ctx context.Context, op string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("clamd %s: %s: %w", c.where(), op, context.DeadlineExceeded)
 	}
-	return fmt.Errorf("clamd %s: %s: %w", c.where(), op, err)
+	return fmt.Errorf("clamd %s: %s: %w", c.where(), op, sockaddr.Cause(err))
 }
 
 func (c *clamdClient) where() string { return c.network + ":" + c.address }
@@ -240,4 +241,51 @@ func clamdSafeName(name string) string {
 		return s
 	}
 	return "unknown"
+}
+
+// clamdPingCommand and its reply (docs/scanners.md, Commands and framing).
+const (
+	clamdPingCommand = "zPING\x00"
+	clamdPong        = "PONG"
+)
+
+// ping sends zPING and expects PONG, within ctx (or the fallback timeout).
+func (c *clamdClient) ping(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, c.network, c.address)
+	if err != nil {
+		return c.pingFail(ctx, err)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := io.WriteString(conn, clamdPingCommand); err != nil {
+		return c.pingFail(ctx, err)
+	}
+	reply, err := readClamdReply(conn)
+	if err != nil {
+		return c.pingFail(ctx, err)
+	}
+	if reply != clamdPong {
+		return fmt.Errorf("answered %q instead of %s", reply, clamdPong)
+	}
+	return nil
+}
+
+// pingFail prefers the context's reason, as fail does.
+func (c *clamdClient) pingFail(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return sockaddr.Cause(err)
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -142,7 +141,7 @@ func TestStartClamd(t *testing.T) {
 	if pid == 0 {
 		return
 	}
-	if err := syscall.Kill(pid, 0); err == nil {
+	if alive(pid) {
 		t.Errorf("clamd (pid %d) still runs after its test ended", pid)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {

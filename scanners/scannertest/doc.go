@@ -7,6 +7,9 @@
 //   - StartSpamd / StartSpamdWith: spamd (Debian package spamd) on a
 //     loopback port, local tests only (docs/scanners.md, spamd sizes and
 //     rules), with one child unless SpamdOptions.MaxChildren says more.
+//   - StartRspamd / StartRspamdWith: rspamd (Debian package rspamd) from
+//     Debian's configuration with local overrides, on loopback ports, with
+//     a DNS resolver of its own (docs/scanners.md, rspamd).
 //   - EICAR and GTUBE: the 68-byte anti-virus and anti-spam test strings,
 //     assembled at run time so that no file of the repository contains
 //     them and no scanner flags the source tree. Do not write them into

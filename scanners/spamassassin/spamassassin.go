@@ -201,10 +201,8 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 		filter.Remove(spamLevelField),
 	}
 	if m.Size() > int64(s.MaxSize) {
-		s.log.Info("message not checked for spam: larger than max_size",
-			zap.Int64("size", m.Size()), zap.Int64("max_size", int64(s.MaxSize)),
-			zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
-			zap.Int("msg", m.Meta.Number))
+		s.log.Info("message not checked for spam: larger than max_size", append(m.Meta.LogFields(),
+			zap.Int64("size", m.Size()), zap.Int64("max_size", int64(s.MaxSize)))...)
 		return filter.Verdict{Action: filter.Continue, Edits: append(edits,
 			filter.Add(spamStatusField, fmt.Sprintf("skipped (message larger than %d bytes)", int64(s.MaxSize))))}, nil
 	}
@@ -217,7 +215,7 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	}
 	if len(res.Dropped) > 0 {
 		s.log.Warn("spamd listed rule names that are not valid; left out of X-Spam-Status",
-			zap.Strings("dropped", res.Dropped), zap.Int("msg", m.Meta.Number))
+			append(m.Meta.LogFields(), zap.Strings("dropped", res.Dropped))...)
 	}
 
 	score, required := spamScore(res.Score), spamScore(res.Threshold)
@@ -231,21 +229,23 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	edits = append(edits, filter.Add(spamStatusField, spamStatus(res, score, required)))
 
 	v := filter.Verdict{Action: filter.Continue, Edits: edits}
-	fields := []zap.Field{
-		zap.String("score", score), zap.String("required", required),
-		zap.Strings("tests", res.Symbols),
-		zap.String("user", m.Meta.User), zap.String("upstream", m.Meta.Upstream),
-		zap.Int("msg", m.Meta.Number), zap.Int64("size", m.Size()), zap.Duration("took", took),
+	fields := func() []zap.Field {
+		return append(m.Meta.LogFields(),
+			zap.String("score", score), zap.String("required", required),
+			zap.Strings("tests", res.Symbols),
+			zap.Int64("size", m.Size()), zap.Duration("took", took))
 	}
 	if !res.Spam {
-		s.log.Debug("ham", fields...)
+		if ce := s.log.Check(zap.DebugLevel, "ham"); ce != nil {
+			ce.Write(fields()...)
+		}
 		return v, nil
 	}
 	if s.prefix != "" {
 		v.Edits = append(v.Edits, filter.SubjectPrefix(s.prefix))
 	}
 	v.Reason = "spam score " + score + "/" + required
-	s.log.Info("spam", fields...)
+	s.log.Info("spam", fields()...)
 	return v, nil
 }
 
@@ -281,7 +281,19 @@ func spamStatus(res spamdResult, score, required string) string {
 	return yesno + ", score=" + score + " required=" + required + " tests=" + tests + " version=pop3proxy"
 }
 
+// Ping implements filter.Pinger: spamd answers PING with PONG.
+func (s *Filter) Ping(ctx context.Context) error {
+	if s.client == nil {
+		return errors.New("spamassassin filter used without Provision")
+	}
+	if err := s.client.ping(ctx); err != nil {
+		return &filter.PingError{Daemon: "spamd", Address: s.client.url(), Err: err}
+	}
+	return nil
+}
+
 var (
 	_ filter.Judge       = (*Filter)(nil)
 	_ filter.Provisioner = (*Filter)(nil)
+	_ filter.Pinger      = (*Filter)(nil)
 )

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
 )
 
 const (
@@ -205,9 +207,9 @@ func (c *spamdClient) fail(ctx context.Context, op string, err error) error {
 		cerr = context.DeadlineExceeded
 	}
 	if cerr != nil {
-		return fmt.Errorf("spamd %s: %s: %w (%v)", c.address, op, cerr, err)
+		return fmt.Errorf("spamd %s: %s: %w (%v)", c.address, op, cerr, sockaddr.Cause(err))
 	}
-	return fmt.Errorf("spamd %s: %s: %w", c.address, op, err)
+	return fmt.Errorf("spamd %s: %s: %w", c.address, op, sockaddr.Cause(err))
 }
 
 // spamdReply is a parsed reply with status 0.
@@ -448,4 +450,53 @@ func (c *spamdCapReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n -= int64(n)
 	return n, err
+}
+
+// url is the address in the configuration's form, for messages.
+func (c *spamdClient) url() string { return c.network + "://" + c.address }
+
+// ping sends PING and expects "SPAMD/<version> 0 PONG" (docs/scanners.md,
+// spamd replies), within ctx (or the fallback timeout).
+func (c *spamdClient) ping(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, spamdFallbackTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, c.network, c.address)
+	if err != nil {
+		return c.pingFail(ctx, err)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := io.WriteString(conn, "PING SPAMC/1.5\r\n\r\n"); err != nil {
+		return c.pingFail(ctx, err)
+	}
+	line, err := readSpamdLine(bufio.NewReader(io.LimitReader(conn, 512)))
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errSpamdNoReply
+		}
+		return c.pingFail(ctx, err)
+	}
+	f := strings.Fields(line)
+	if len(f) != 3 || !strings.HasPrefix(f[0], "SPAMD/") || f[1] != "0" || f[2] != "PONG" {
+		return fmt.Errorf("answered %s instead of PONG", spamdQuote(line))
+	}
+	return nil
+}
+
+// pingFail prefers the context's reason for a failed ping.
+func (c *spamdClient) pingFail(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return sockaddr.Cause(err)
 }

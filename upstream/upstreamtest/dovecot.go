@@ -43,6 +43,10 @@ type DovecotOptions struct {
 	// after Dovecot has waited about 10 s for the lock (a fixed timeout;
 	// mail_max_lock_timeout does not shorten it).
 	LockSession bool
+	// MaxUserIPConnections raises Dovecot's limit of sessions per user and
+	// client address (mail_max_userip_connections, 10 by default), for
+	// load tests that open more.
+	MaxUserIPConnections int
 }
 
 // Dovecot is a running Dovecot POP3 server, stopped when its test ends.
@@ -218,6 +222,7 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 			conf := dovecotConfig(configParams{
 				dir: dir, baseDir: baseDir, passwd: passwdPath, logPath: d.logPath,
 				plainPort: ports[0], tlsPort: tlsPort, pki: pki, id: id, lockSession: opt.LockSession,
+				maxUserIP: opt.MaxUserIPConnections,
 			})
 			return exec.Command(bin, "-F", "-c", confPath), os.WriteFile(confPath, []byte(conf), 0o644)
 		},
@@ -291,6 +296,7 @@ type configParams struct {
 	pki                           testinfra.PKI
 	id                            identity
 	lockSession                   bool
+	maxUserIP                     int
 }
 
 // dovecotConfig is a complete configuration: Dovecot reads nothing from
@@ -320,6 +326,9 @@ func dovecotConfig(p configParams) string {
 	w("pop3_uidl_format = %%08Xu%%08Xv")
 	if p.lockSession {
 		w("pop3_lock_session = yes")
+	}
+	if p.maxUserIP > 0 {
+		w("protocol pop3 {\n  mail_max_userip_connections = %d\n}", p.maxUserIP)
 	}
 	// fsync only slows tests down.
 	w("mail_fsync = never")

@@ -1,5 +1,5 @@
 // Package app is the pop3proxy program: flags, configuration, logging,
-// listener, signals and drain. It lives in a package, not in main, so that a
+// listeners, signals, reload and drain. It lives in a package, not in main, so that a
 // build with extra filter plugins is one file (see examples/filterplugin):
 //
 //	import (
@@ -19,23 +19,45 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
 )
 
 // Main runs pop3proxy with the command line arguments and exits.
 func Main() {
-	configPath := flag.String("config", "config.yaml", "path of the YAML configuration file")
-	check := flag.Bool("check", false, "validate the configuration and exit")
+	configPath := flag.String("config", "config.yaml", "path of the YAML configuration `FILE`")
+	check := flag.Bool("check", false, "validate the configuration file and exit")
+	version := flag.Bool("version", false, "print the version and exit")
+	probeURL := flag.String("probe", "", probeUsage)          // probe.go
+	serviceAction := flag.String("service", "", serviceUsage) // service*.go
+	flag.Usage = func() { printUsage(flag.CommandLine) }
 	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pop3proxy: unexpected argument %q\n\n", flag.Arg(0))
+		flag.Usage()
+		os.Exit(2)
+	}
+	if *version {
+		fmt.Println(versionLine(debug.ReadBuildInfo()))
+		return
+	}
+	if *probeURL != "" {
+		os.Exit(runProbe(*probeURL, os.Stdout, os.Stderr))
+	}
+	if *serviceAction != "" {
+		if err := serviceCommand(*serviceAction, *configPath, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "pop3proxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	cfg, err := LoadConfig(*configPath)
 	if err != nil {
@@ -43,23 +65,80 @@ func Main() {
 		os.Exit(2)
 	}
 	if *check {
+		// metrics.go: a scanner that does not answer is a problem too.
+		if err := checkScanners(cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "pop3proxy: config %s: %v\n", *configPath, err)
+			os.Exit(1)
+		}
 		fmt.Println("configuration ok")
 		return
 	}
-	log, err := newLogger(cfg.Log)
+	// Before the logger: a Windows service's log goes to a file.
+	asService, err := startedAsService(*configPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pop3proxy:", err)
 		os.Exit(2)
 	}
-	defer log.Sync() //nolint:errcheck // nothing useful to do on exit
+	logs, err := newLogging(cfg.Log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pop3proxy:", err)
+		os.Exit(2)
+	}
+	defer logs.log.Sync() //nolint:errcheck // nothing useful to do on exit
 
-	if err := run(cfg, log); err != nil {
-		log.Error("stopped", zap.Error(err))
+	serve := func(stop, reload <-chan struct{}) error { return run(*configPath, cfg, logs, stop, reload) }
+	if asService {
+		err = runService(serve) // Stop and Shutdown close stop, ParamChange reloads
+	} else {
+		err = serve(nil, nil)
+	}
+	if err != nil {
+		logs.log.Error("stopped", zap.Error(err))
 		os.Exit(1)
 	}
 }
 
-func newLogger(c LogConfig) (*zap.Logger, error) {
+// usageText goes before the flags in -help.
+const usageText = `pop3proxy is a filtering POP3 proxy. Mail clients log in to it as
+user%%host:port; it logs in to that server with the same password and
+passes every retrieved message through the configured filters (ClamAV,
+SpamAssassin, rspamd, header rewriting, external programs).
+
+Usage:
+  pop3proxy [-config FILE]          serve
+  pop3proxy -check [-config FILE]   validate the configuration and exit
+  pop3proxy -version                print the version and exit
+
+Flags:
+`
+
+// usageTail goes after the flags in -help.
+const usageTail = `
+Signals: SIGTERM or SIGINT drains (logged-in sessions may finish, a second
+signal ends them); SIGHUP reloads the configuration file.
+
+The configuration is YAML. Every key is optional: an empty file means all
+defaults (listen on 127.0.0.1:1110). config.yaml.example lists every key
+with comments; README.md, "Configuration", has the table of keys and
+defaults, and "Reloading the configuration" what a reload changes. Both
+come with the source: https://github.com/pop3proxy/pop3proxy
+`
+
+// printUsage writes the -help text to the flag set's output.
+func printUsage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, usageText)
+	fs.PrintDefaults()
+	fmt.Fprint(w, usageTail)
+}
+
+// logging is the process's one logger and the level a reload changes.
+type logging struct {
+	log   *zap.Logger
+	level zap.AtomicLevel
+}
+
+func newLogging(c LogConfig) (*logging, error) {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
 		return nil, err
@@ -72,68 +151,134 @@ func newLogger(c LogConfig) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(level)
 	zc.Sampling = nil
-	return zc.Build()
+	zc.DisableCaller = !c.Caller
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	log, err := zc.Build()
+	if err != nil {
+		return nil, err
+	}
+	return &logging{log: log, level: zc.Level}, nil
 }
 
-// run serves until a drain (SIGTERM, SIGINT or SHUTDOWN) has finished.
-func run(cfg *Config, log *zap.Logger) error {
-	sp, err := spool.New(spool.Options{Memory: int64(cfg.Limits.BufferMemory), Dir: cfg.SpoolDir})
-	if err != nil {
-		return fmt.Errorf("spool_dir: %w", err)
-	}
-	defer sp.Close()
-	log.Info("message spool", zap.String("dir", sp.Dir()), zap.Int64("buffer_memory", int64(cfg.Limits.BufferMemory)))
-	backend, err := newGateway(cfg, sp, log)
-	if err != nil {
-		return err
+// run serves cfg, read from configPath, until a drain has finished. A
+// drain starts on SIGTERM or SIGINT, on the SHUTDOWN command, or when stop
+// is closed (a Windows service's Stop; nil: never). A reload, on SIGHUP or
+// a value on reload (nil: none but SIGHUP), re-reads configPath (see
+// instance.reload); it never stops the proxy.
+func run(configPath string, cfg *Config, logs *logging, stop, reload <-chan struct{}) error {
+	log := logs.log
+	inst := &instance{
+		configPath: configPath,
+		logs:       logs,
+		log:        log,
+		stats:      new(proxy.Stats),
+		cfg:        cfg,
+		serveErr:   make(chan error, 1),
+		live:       make(map[*generation]struct{}),
 	}
 	drainRequested := make(chan string, 1)
-	requestDrain := func(why string) {
+	inst.requestDrain = func(why string) {
 		select {
 		case drainRequested <- why:
 		default:
 		}
 	}
-	opts, err := serverOptions(cfg, log)
-	if err != nil {
-		return err
-	}
-	opts.Backend = backend
-	opts.OnShutdown = func() { requestDrain("SHUTDOWN command") }
-	srv, err := pop3server.NewServer(opts)
-	if err != nil {
-		return err
-	}
-	listeners, err := openListeners(cfg, log)
-	if err != nil {
-		return err
-	}
-
+	// Caught from the start, so that a signal during startup waits for
+	// the proxy to serve instead of ending it.
 	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(signals, stopSignals...)
 	defer signal.Stop(signals)
-
-	var wg sync.WaitGroup
-	serveErr := make(chan error, len(listeners))
-	for _, l := range listeners {
-		serve := srv.Serve
-		if l.tls {
-			serve = srv.ServeTLS
-		}
-		wg.Go(func() { serveErr <- serve(l.ln) })
+	reloadSignal := make(chan os.Signal, 1)
+	if len(reloadSignals) > 0 { // none would mean all signals
+		signal.Notify(reloadSignal, reloadSignals...)
+		defer signal.Stop(reloadSignal)
 	}
+
+	// metrics.go: /metrics, /healthz, /readyz and the scanner checks.
+	obs, err := startObservability(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
+	inst.obs = obs
+
+	sp, err := newSharedSpool(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("message spool", zap.String("dir", sp.sp.Dir()), zap.Int64("buffer_memory", sp.memory))
+	gen, err := inst.newGeneration(cfg, sp)
+	if err != nil {
+		sp.closeUnused()
+		return err
+	}
+	inst.gen = gen
+	defer inst.closeAll()
+	for _, name := range gen.chain.Names() {
+		log.Info("filter enabled", zap.String("filter", name))
+	}
+	obs.useChain(gen.chain)
+	if cfg.denyPrivate() {
+		log.Info("destinations on loopback, link-local and private addresses are refused (upstream.allow_private)")
+	}
+	opts, certs, err := inst.serverOptions(cfg, gen)
+	if err != nil {
+		return err
+	}
+	if certs != nil {
+		log.Info("TLS certificate loaded", certs.loadedFields()...)
+	}
+	if inst.srv, err = pop3server.NewServer(opts); err != nil {
+		return err
+	}
+	if inst.listeners, err = openListeners(cfg, log); err != nil {
+		return err
+	}
+
+	for _, l := range inst.listeners {
+		inst.serve(l)
+		logListening(log, l)
+	}
+	obs.setServing(true)
 
 	var why string
-	select {
-	case sig := <-signals:
-		why = sig.String()
-	case why = <-drainRequested:
-	case err := <-serveErr:
-		srv.Close()
-		return fmt.Errorf("serving: %w", err)
+serving:
+	for {
+		select {
+		case sig := <-signals:
+			why = sig.String()
+			break serving
+		case <-stop:
+			why = "stop requested"
+			break serving
+		case why = <-drainRequested:
+			break serving
+		case sig := <-reloadSignal:
+			inst.reload(sig.String())
+		case <-reload:
+			inst.reload("reload requested")
+		case err := <-inst.serveErr:
+			inst.srv.Close()
+			return fmt.Errorf("serving: %w", err)
+		}
 	}
-	defer logStats(log, backend.Stats())
-	return drain(srv, log, why, cfg.Shutdown.DrainTimeout.D(), signals, &wg)
+	obs.setServing(false)
+	defer logStats(log, inst.stats)
+	// A reload signal during the drain is logged and otherwise ignored:
+	// its default action would end the process.
+	drained := make(chan struct{})
+	defer close(drained)
+	go func() {
+		for {
+			select {
+			case sig := <-reloadSignal:
+				log.Warn("reload ignored: draining", zap.String("signal", sig.String()))
+			case <-drained:
+				return
+			}
+		}
+	}()
+	return drain(inst.srv, log, why, inst.cfg.Shutdown.DrainTimeout.D(), signals, &inst.wg)
 }
 
 // drain stops accepting, lets logged-in sessions finish until they QUIT,

@@ -62,9 +62,10 @@ func statFile(path string) fileStamp {
 	return fileStamp{fi}
 }
 
-// newCertReloader loads the certificate and key at once. Its error, for a
-// startup error message, names the file that is missing, unreadable or not
-// a usable certificate or key.
+// newCertReloader loads the certificate and key at once; the caller logs
+// that (loadedFields), at start and in the summary of a reload. Its error,
+// for a startup error message, names the file that is missing, unreadable
+// or not a usable certificate or key.
 func newCertReloader(certFile, keyFile string, log *zap.Logger) (*certReloader, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -76,8 +77,14 @@ func newCertReloader(certFile, keyFile string, log *zap.Logger) (*certReloader, 
 		return nil, err
 	}
 	r.cert, r.loaded, r.lastCheck = cert, stamp, r.now()
-	log.Info("TLS certificate loaded", certFields(certFile, cert)...)
 	return r, nil
+}
+
+// loadedFields describe the certificate in use.
+func (r *certReloader) loadedFields() []zap.Field {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return certFields(r.certFile, r.cert)
 }
 
 func (r *certReloader) stat() filePairStamp {

@@ -42,6 +42,8 @@ type Config struct {
 	Limits        LimitsConfig      `yaml:"limits"`
 	Server        ServerConfig      `yaml:"server"`
 	Log           LogConfig         `yaml:"log"`
+	// Metrics is the HTTP listener for /metrics, /healthz and /readyz.
+	Metrics MetricsConfig `yaml:"metrics"`
 }
 
 // ProxyProtocolConfig says whom the PROXY listeners trust.
@@ -124,6 +126,9 @@ type ServerConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// Caller adds the source position of each entry, for debugging the
+	// proxy; operators need the message and its fields.
+	Caller bool `yaml:"caller"`
 }
 
 // minIdleTimeout is RFC 1939 §3's floor for the autologout timer.
@@ -167,8 +172,9 @@ func DefaultConfig() Config {
 			HandshakeTimeout:    yamlconf.Duration(10 * time.Second),
 			BufferMemory:        256 << 20,
 		},
-		Server: ServerConfig{Greeting: "pop3proxy ready"},
-		Log:    LogConfig{Level: "info", Format: "console"},
+		Server:  ServerConfig{Greeting: "pop3proxy ready"},
+		Log:     LogConfig{Level: "info", Format: "console"},
+		Metrics: MetricsConfig{CheckInterval: yamlconf.Duration(defaultCheckInterval)},
 	}
 }
 
@@ -186,7 +192,9 @@ func LoadConfig(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// ParseConfig decodes and validates YAML configuration bytes.
+// ParseConfig decodes and validates YAML configuration bytes. Every key is
+// optional, so a document without any (an empty file, or one with only
+// comments) is all defaults.
 func ParseConfig(data []byte) (*Config, error) {
 	cfg := DefaultConfig()
 	var root yaml.Node
@@ -194,8 +202,10 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("not valid YAML: %s", yamlconf.CleanError(err))
 	}
 	var result *multierror.Error
-	for _, e := range yamlconf.DecodeStrict(&root, &cfg, "") {
-		result = multierror.Append(result, e)
+	if !emptyDocument(&root) {
+		for _, e := range yamlconf.DecodeStrict(&root, &cfg, "") {
+			result = multierror.Append(result, e)
+		}
 	}
 	for _, e := range cfg.validate() {
 		result = multierror.Append(result, e)
@@ -205,6 +215,13 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, result
 	}
 	return &cfg, nil
+}
+
+// emptyDocument reports whether root holds no value at all: yaml.v3 gives
+// no node for empty input, and a document without content for one that is
+// only comments.
+func emptyDocument(root *yaml.Node) bool {
+	return root.Kind == 0 || (root.Kind == yaml.DocumentNode && len(root.Content) == 0)
 }
 
 func formatErrors(errs []error) string {

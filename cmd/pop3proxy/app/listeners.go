@@ -34,36 +34,61 @@ const maxRefusedPeersLogged = 4096
 //
 // For implicit TLS behind a balancer (listen_proxy_tls), serve TLS on the
 // returned listener: the header comes first, then the handshake.
-func proxyProtocolListener(ln net.Listener, trusted []netip.Prefix, headerTimeout time.Duration, log *zap.Logger) (net.Listener, error) {
-	if len(trusted) == 0 {
-		return nil, errors.New("PROXY protocol listener: no trusted load balancer addresses")
-	}
-	if headerTimeout <= 0 {
-		return nil, fmt.Errorf("PROXY protocol listener: header timeout %v must be positive", headerTimeout)
-	}
+//
+// The trusted peers and the header timeout can be changed while the
+// listener runs (headerListener.update), so that a configuration reload
+// need not rebind it.
+func proxyProtocolListener(ln net.Listener, trusted []netip.Prefix, headerTimeout time.Duration, log *zap.Logger) (*headerListener, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	p := &peerPolicy{
-		trusted: append([]netip.Prefix(nil), trusted...),
 		log:     log.With(zap.String("listener", ln.Addr().String())),
 		refused: make(map[netip.Addr]struct{}),
 	}
-	return headerListener{&proxyproto.Listener{
-		Listener:          ln,
-		ConnPolicy:        p.decide,
-		ValidateHeader:    validateHeader,
-		ReadHeaderTimeout: headerTimeout,
-	}}, nil
+	if err := p.update(trusted, headerTimeout); err != nil {
+		return nil, err
+	}
+	return &headerListener{
+		Listener: &proxyproto.Listener{
+			Listener:       ln,
+			ConnPolicy:     p.decide,
+			ValidateHeader: validateHeader,
+		},
+		policy: p,
+	}, nil
 }
 
 // peerPolicy admits trusted load balancers only.
 type peerPolicy struct {
-	trusted []netip.Prefix
-	log     *zap.Logger
+	log *zap.Logger
 
-	mu      sync.Mutex
-	refused map[netip.Addr]struct{} // untrusted peers already logged
+	mu            sync.Mutex
+	trusted       []netip.Prefix
+	headerTimeout time.Duration
+	refused       map[netip.Addr]struct{} // untrusted peers already logged
+}
+
+// update sets whom the listener trusts and how long it waits for a header,
+// for connections accepted from now on.
+func (p *peerPolicy) update(trusted []netip.Prefix, headerTimeout time.Duration) error {
+	if len(trusted) == 0 {
+		return errors.New("PROXY protocol listener: no trusted load balancer addresses")
+	}
+	if headerTimeout <= 0 {
+		return fmt.Errorf("PROXY protocol listener: header timeout %v must be positive", headerTimeout)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.trusted = append([]netip.Prefix(nil), trusted...)
+	p.headerTimeout = headerTimeout
+	return nil
+}
+
+func (p *peerPolicy) timeout() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.headerTimeout
 }
 
 // decide requires a header from a trusted peer. Refusals wrap
@@ -72,14 +97,15 @@ type peerPolicy struct {
 func (p *peerPolicy) decide(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
 	ap, err := netip.ParseAddrPort(o.Upstream.String())
 	ip := ap.Addr().Unmap() // the zero Addr when unparsable
+	p.mu.Lock()
 	if err == nil {
 		for _, pre := range p.trusted {
 			if pre.Contains(ip) {
+				p.mu.Unlock()
 				return proxyproto.REQUIRE, nil
 			}
 		}
 	}
-	p.mu.Lock()
 	_, seen := p.refused[ip]
 	if !seen {
 		if len(p.refused) >= maxRefusedPeersLogged {
@@ -110,11 +136,23 @@ func validateHeader(h *proxyproto.Header) error {
 
 // headerListener hands out connections whose header the POP3 server reads
 // through pop3server.PreambleConn.
-type headerListener struct{ *proxyproto.Listener }
+type headerListener struct {
+	*proxyproto.Listener
+	policy *peerPolicy
+}
 
-func (l headerListener) Accept() (net.Conn, error) {
+// update changes the trusted peers and the header timeout for the
+// connections accepted from now on.
+func (l *headerListener) update(trusted []netip.Prefix, headerTimeout time.Duration) error {
+	return l.policy.update(trusted, headerTimeout)
+}
+
+func (l *headerListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if pc, ok := c.(*proxyproto.Conn); ok {
+		// Set before anyone reads the connection: the header is read
+		// in the connection's own goroutine, later.
+		proxyproto.SetReadHeaderTimeout(l.policy.timeout())(pc)
 		return headerConn{pc}, nil
 	}
 	return c, err
@@ -145,4 +183,34 @@ type balancerAddr struct{ net.Addr }
 func (c headerConn) ReadPreamble() error {
 	_, err := c.Conn.Read(nil)
 	return err
+}
+
+// bindError is a listener that could not be opened, said in the terms of
+// the configuration: the key, the address, and what to do about it.
+type bindError struct {
+	key, addr string
+	problem   string // "permission denied"
+	hint      string // what to do
+	err       error
+}
+
+func (e *bindError) Error() string {
+	return e.key + " " + e.addr + ": " + e.problem + ": " + e.hint
+}
+
+func (e *bindError) Unwrap() error { return e.err }
+
+// listenError explains why key's address could not be bound, when the
+// operating system's reason has a known remedy.
+func listenError(key, addr string, err error) error {
+	port := -1
+	if _, p, splitErr := net.SplitHostPort(addr); splitErr == nil {
+		if n, lookupErr := net.LookupPort("tcp", p); lookupErr == nil {
+			port = n
+		}
+	}
+	if problem, hint := bindProblem(err, key, port); problem != "" {
+		return &bindError{key: key, addr: addr, problem: problem, hint: hint, err: err}
+	}
+	return fmt.Errorf("%s %s: %w", key, addr, err)
 }

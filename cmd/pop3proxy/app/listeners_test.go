@@ -341,7 +341,7 @@ func TestProxyListenerClientAddress(t *testing.T) {
 	if !cfg.TLS.requireTLS() {
 		t.Fatal("tls.require: auto with a certificate does not require TLS")
 	}
-	opts, err := serverOptions(cfg, zaptest.NewLogger(t))
+	opts, _, err := serverOptions(cfg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,5 +7,6 @@ import (
 	_ "github.com/pop3proxy/pop3proxy/filter/exec"
 	_ "github.com/pop3proxy/pop3proxy/filter/header"
 	_ "github.com/pop3proxy/pop3proxy/scanners/clamav"
+	_ "github.com/pop3proxy/pop3proxy/scanners/rspamd"
 	_ "github.com/pop3proxy/pop3proxy/scanners/spamassassin"
 )

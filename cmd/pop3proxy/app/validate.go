@@ -207,6 +207,7 @@ func (c *Config) validate() []error {
 	default:
 		bad("log.format", "%q is not one of console, json", c.Log.Format)
 	}
+	c.validateMetrics(bad)
 	return errs
 }
 

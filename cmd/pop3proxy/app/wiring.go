@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -15,9 +16,10 @@ import (
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
-// serverOptions maps the configuration onto the POP3 server's options;
-// the caller adds the backend and what SHUTDOWN does.
-func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
+// serverOptions maps the configuration onto the POP3 server's options,
+// with the certificate (nil without tls.cert) loaded from the files; the
+// caller adds the backend and what SHUTDOWN does.
+func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, *certReloader, error) {
 	l := cfg.Limits
 	opts := pop3server.Options{
 		Logger:              log,
@@ -42,10 +44,12 @@ func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 	if opts.FailedLoginDelay == 0 {
 		opts.FailedLoginDelay = -1 // the framework reads 0 as "default"
 	}
+	var certs *certReloader
 	if cfg.TLS.Cert != "" {
-		certs, err := newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, log)
+		var err error
+		certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, log)
 		if err != nil {
-			return opts, err
+			return opts, nil, err
 		}
 		opts.TLSConfig = certs.tlsConfig()
 		opts.RequireTLS = cfg.TLS.requireTLS()
@@ -55,7 +59,7 @@ func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, error) {
 			opts.TLSExempt = func(c *pop3server.ConnInfo) bool { return isLoopbackAddr(c.RemoteAddr) }
 		}
 	}
-	return opts, nil
+	return opts, certs, nil
 }
 
 // isLoopbackAddr reports whether a client connects from this host. A load
@@ -68,68 +72,110 @@ func isLoopbackAddr(a net.Addr) bool {
 	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
-// servedListener is a listener and how the server speaks on it.
-type servedListener struct {
-	ln  net.Listener
-	tls bool // implicit TLS
+// listenSpec is one configured listener: its key, address and how the
+// server speaks on it.
+type listenSpec struct {
+	key, addr       string
+	proxyProto, tls bool // PROXY header first; implicit TLS
 }
 
-// openListeners opens every configured listener; on error, the ones
-// already open are closed.
-func openListeners(cfg *Config, log *zap.Logger) (_ []servedListener, err error) {
-	var out []servedListener
-	defer func() {
-		if err != nil {
-			for _, l := range out {
-				l.ln.Close()
-			}
-		}
-	}()
-	trusted := make([]netip.Prefix, 0, len(cfg.ProxyProtocol.Trusted))
-	for _, s := range cfg.ProxyProtocol.Trusted {
-		p, _ := parsePrefix(s) // validated when the config was loaded
-		trusted = append(trusted, p)
-	}
-	for _, spec := range []struct {
-		key, addr       string
-		proxyProto, tls bool
-	}{
+// sameSocket reports whether a listener opened for s can go on serving o:
+// the same address, spoken to the same way.
+func (s listenSpec) sameSocket(o listenSpec) bool {
+	return s.addr == o.addr && s.proxyProto == o.proxyProto && s.tls == o.tls
+}
+
+// listenSpecs returns the listeners cfg sets, in a fixed order.
+func listenSpecs(cfg *Config) []listenSpec {
+	var out []listenSpec
+	for _, s := range []listenSpec{
 		{"listen", cfg.Listen, false, false},
 		{"listen_tls", cfg.ListenTLS, false, true},
 		{"listen_proxy", cfg.ListenProxy, true, false},
 		{"listen_proxy_tls", cfg.ListenProxyTLS, true, true},
 	} {
-		if spec.addr == "" {
-			continue
+		if s.addr != "" {
+			out = append(out, s)
 		}
-		ln, err := net.Listen("tcp", spec.addr)
+	}
+	return out
+}
+
+// trustedPrefixes is proxy_protocol.trusted, parsed.
+func trustedPrefixes(cfg *Config) []netip.Prefix {
+	trusted := make([]netip.Prefix, 0, len(cfg.ProxyProtocol.Trusted))
+	for _, s := range cfg.ProxyProtocol.Trusted {
+		p, _ := parsePrefix(s) // validated when the config was loaded
+		trusted = append(trusted, p)
+	}
+	return trusted
+}
+
+// servedListener is an open listener and how the server speaks on it.
+type servedListener struct {
+	listenSpec
+	ln     net.Listener
+	header *headerListener // the PROXY layer of ln; nil on direct listeners
+	// closed is set before a reload closes ln, so that the error its
+	// Serve returns is not taken for a failure.
+	closed atomic.Bool
+}
+
+// openListener opens the listener of spec; its error names the key and
+// says what to do.
+func openListener(spec listenSpec, cfg *Config, log *zap.Logger) (*servedListener, error) {
+	ln, err := net.Listen("tcp", spec.addr)
+	if err != nil {
+		return nil, listenError(spec.key, spec.addr, err)
+	}
+	l := &servedListener{listenSpec: spec, ln: ln}
+	if spec.proxyProto {
+		// The PROXY header comes first, before any TLS.
+		h, err := proxyProtocolListener(ln, trustedPrefixes(cfg), cfg.ProxyProtocol.HeaderTimeout.D(), log)
 		if err != nil {
-			return out, fmt.Errorf("%s: %w", spec.key, err)
+			ln.Close()
+			return nil, fmt.Errorf("%s: %w", spec.key, err)
 		}
-		if spec.proxyProto {
-			// The PROXY header comes first, before any TLS.
-			if ln, err = proxyProtocolListener(ln, trusted, cfg.ProxyProtocol.HeaderTimeout.D(), log); err != nil {
-				return out, fmt.Errorf("%s: %w", spec.key, err)
+		l.ln, l.header = h, h
+	}
+	return l, nil
+}
+
+// logListening says that l accepts connections.
+func logListening(log *zap.Logger, l *servedListener) {
+	log.Info("listening", zap.String("listener", l.key), zap.String("addr", l.ln.Addr().String()),
+		zap.Bool("tls", l.tls), zap.Bool("proxy_protocol", l.proxyProto))
+}
+
+// openListeners opens every configured listener; on error, the ones
+// already open are closed.
+func openListeners(cfg *Config, log *zap.Logger) ([]*servedListener, error) {
+	var out []*servedListener
+	for _, spec := range listenSpecs(cfg) {
+		l, err := openListener(spec, cfg, log)
+		if err != nil {
+			for _, o := range out {
+				o.ln.Close()
 			}
+			return nil, err
 		}
-		out = append(out, servedListener{ln: ln, tls: spec.tls})
-		log.Info("listening", zap.String("listener", spec.key), zap.String("addr", ln.Addr().String()),
-			zap.Bool("tls", spec.tls), zap.Bool("proxy_protocol", spec.proxyProto))
+		out = append(out, l)
 	}
 	return out, nil
 }
 
-// newGateway builds the relaying backend with its filter chain; sp holds
-// the messages the chain looks at.
-func newGateway(cfg *Config, sp *spool.Spool, log *zap.Logger) (*proxy.Gateway, error) {
+// newGateway builds the relaying backend with a new filter chain; sp holds
+// the messages the chain looks at, and stats counts what it does. The
+// caller closes the returned chain once no session uses the gateway.
+func newGateway(cfg *Config, sp *spool.Spool, stats *proxy.Stats, obs *observability, log *zap.Logger) (*proxy.Gateway, *filter.Chain, error) {
 	u := cfg.Upstream
 	allow, err := upstream.NewAllowList(u.Allow)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mode, err := upstream.ParseTLSMode(u.TLS)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts := upstream.Options{
 		DialTimeout:        u.DialTimeout.D(),
@@ -145,27 +191,22 @@ func newGateway(cfg *Config, sp *spool.Spool, log *zap.Logger) (*proxy.Gateway, 
 	if u.CAFile != "" {
 		pool, err := loadCAFile(u.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("upstream.ca_file: %w", err)
+			return nil, nil, fmt.Errorf("upstream.ca_file: %w", err)
 		}
 		opts.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	overrides, err := destinationOverrides(u.Destinations)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	chain, err := filter.Build(cfg.Filters, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	oversize, _ := filter.ParseOversize(cfg.Oversize) // validated when the config was loaded
 	chain.SetOversize(oversize)
 	chain.SetSpool(sp)
-	for _, name := range chain.Names() {
-		log.Info("filter enabled", zap.String("filter", name))
-	}
-	if opts.DenyPrivate {
-		log.Info("destinations on loopback, link-local and private addresses are refused (upstream.allow_private)")
-	}
+	chain.SetObserver(obs.filterObserver())
 	return proxy.New(proxy.Options{
 		Separators:    u.Separators,
 		Default:       u.Default,
@@ -178,7 +219,9 @@ func newGateway(cfg *Config, sp *spool.Spool, log *zap.Logger) (*proxy.Gateway, 
 		Oversize:      oversize,
 		Spool:         sp,
 		ScanKeepalive: cfg.ScanKeepalive.D(),
-	}), nil
+		Stats:         stats,
+		Observer:      obs.relayObserver(),
+	}), chain, nil
 }
 
 // destinationOverrides maps upstream.destinations.

@@ -252,6 +252,7 @@ FUZZERS=(
 	"./proxy/pop3server/:FuzzDotWriter"
 	"./upstream/:FuzzParseLogin"
 	"./upstream/:FuzzDotReader"
+	"./upstream/:FuzzStuffedReader"
 )
 fuzztime=${POP3PROXY_FUZZTIME:-10s}
 if (($# == 0)) && [[ $fuzztime != 0 ]]; then

@@ -43,6 +43,7 @@ type stage struct {
 	timeout  time.Duration
 	onError  OnError
 	slots    chan struct{} // one per running call; nil for no limit
+	inline   bool          // PluginInfo.Inline: called directly
 	path     string        // in the configuration: "filters[1]"
 	log      *zap.Logger
 	obs      FilterObserver // nil: nobody is told
@@ -200,6 +201,7 @@ func buildStage(node *yaml.Node, path string, names map[string]bool, log *zap.Lo
 		errs = append(errs, yamlconf.NewFieldError(yamlconf.JoinPath(path, "on_error"), node.Line, "%q is not one of tempfail, pass, reject", sp.OnError))
 	}
 
+	st.inline = info.Inline
 	limit := info.MaxConcurrent
 	if sp.MaxConcurrent != nil {
 		limit = *sp.MaxConcurrent

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -673,5 +675,40 @@ func TestAbandonedJudgeReadsAfterClose(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the late judge did not read")
+	}
+}
+
+// inlineCounter records the goroutine each call runs in.
+type inlineCounter struct{}
+
+var inlineGoroutine atomic.Int64
+
+func (inlineCounter) Judge(context.Context, *filter.Message) (filter.Verdict, error) {
+	inlineGoroutine.Store(goid())
+	return filter.Verdict{}, nil
+}
+
+func goid() int64 {
+	var buf [64]byte
+	s := strings.TrimPrefix(string(buf[:runtime.Stack(buf[:], false)]), "goroutine ")
+	n, _ := strconv.ParseInt(s[:strings.IndexByte(s, ' ')], 10, 64)
+	return n
+}
+
+func init() {
+	filter.Register(filter.PluginInfo{Type: "testinline", New: func() filter.Plugin { return new(inlineCounter) }, Inline: true})
+}
+
+// TestInlinePluginRunsInTheCaller checks that a plugin registered Inline
+// is called in the goroutine that runs the chain: no goroutine, no timer.
+func TestInlinePluginRunsInTheCaller(t *testing.T) {
+	ch := filtertest.MustChain(t, "- type: testinline\n")
+	res := ch.Run(context.Background(), filter.NewMessage([]byte("Subject: a\r\n\r\nb\r\n"), filter.Meta{}))
+	defer res.Close()
+	if res.Outcome != filter.Deliver {
+		t.Fatalf("outcome %v", res.Outcome)
+	}
+	if got, want := inlineGoroutine.Load(), goid(); got != want {
+		t.Errorf("inline plugin ran in goroutine %d, the chain's caller is %d", got, want)
 	}
 }

@@ -22,6 +22,11 @@ type PluginInfo struct {
 	// waiting (within the filter's timeout) for a turn. Set it to what the
 	// daemon behind the plugin serves at once; 0 means no limit.
 	MaxConcurrent int
+	// Inline says the plugin does no I/O and returns promptly (the header
+	// plugin): the chain calls it directly, without the goroutine and timer
+	// that bound a call to a scanner. Its timeout and max_concurrent keys
+	// then do nothing.
+	Inline bool
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,10 +53,78 @@ type Stats struct {
 // that arrive, never on the size the upstream claims, which only sizes
 // the buffer (Exchange, for one, lists estimates).
 func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
+	if topLines < 0 && m.Size > s.g.opts.MaxSize && s.g.opts.Oversize != filter.OversizeReject && s.g.sizesTrusted(s.client.Addr()) {
+		return s.oversizeAhead(msg, m), nil
+	}
 	return s.scan(ctx, msg, m, topLines)
 }
 
-// outcome is what the scan goroutine hands back: the chain's result with
+// oversizeAhead streams a RETR answer the upstream says is over MaxSize
+// without holding its first MaxSize bytes first: holding them cost about
+// a fifth of a large message's relay time (the client's side of the proxy
+// sat idle meanwhile). The decision still rests on the bytes: if the
+// message ends up no larger than MaxSize after all, it should have been
+// scanned, so the answer ends without its terminating dot (the client
+// keeps nothing and retries), and this upstream's sizes are not trusted
+// again for a day.
+func (s *session) oversizeAhead(msg int, m *upstream.Message) *pop3server.Message {
+	s.noteOversize()
+	max := s.g.opts.MaxSize
+	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
+		zap.Int64("max_size", max), zap.Stringer("oversize", s.g.opts.Oversize))
+	check := &atLeast{r: m, min: max + 1, onShort: func(n int64) error {
+		s.g.distrustSizes(s.client.Addr())
+		s.log.Warn("message claimed over max_size but was not; answer left unterminated so the client retries, and this upstream's sizes are no longer trusted",
+			zap.Int("msg", msg), zap.Int64("claimed_size", m.Size), zap.Int64("size", n))
+		return fmt.Errorf("message %d: claimed %d octets, sent %d", msg, m.Size, n)
+	}}
+	return &pop3server.Message{Size: -1, Body: readCloser{
+		Reader: io.MultiReader(bytes.NewReader(s.oversizeMark(m.Size)), check),
+		Closer: m,
+	}}
+}
+
+// noteOversize counts a message over MaxSize.
+func (s *session) noteOversize() {
+	s.g.stats.Oversize.Add(1)
+	s.tally.oversize++
+	if o := s.g.opts.Observer; o != nil {
+		o.Oversize()
+	}
+}
+
+// oversizeMark is the field that marks a message over MaxSize (oversize:
+// tag), or nothing.
+func (s *session) oversizeMark(claimed int64) []byte {
+	if s.g.opts.Oversize != filter.OversizeTag {
+		return nil
+	}
+	max := s.g.opts.MaxSize
+	size := "over max_size"
+	if claimed > max {
+		size = strconv.FormatInt(claimed, 10) + " octets"
+	}
+	return []byte(fmt.Sprintf("%s: too large (%s, max_size %d)\r\n", filter.UnscannedField, size, max))
+}
+
+// atLeast passes r through and fails at its end if it yielded fewer than
+// min bytes.
+type atLeast struct {
+	r       io.Reader
+	min, n  int64
+	onShort func(n int64) error
+}
+
+func (a *atLeast) Read(p []byte) (int, error) {
+	k, err := a.r.Read(p)
+	a.n += int64(k)
+	if err == io.EOF && a.n < a.min {
+		return k, a.onShort(a.n)
+	}
+	return k, err
+}
+
+// outcome is what a download and scan come to: the chain's result with
 // the buffer it read, or a message to stream unscanned, or a refusal or
 // upstream failure.
 type outcome struct {
@@ -63,39 +132,102 @@ type outcome struct {
 	buf       *spool.Buffer
 	unscanned *pop3server.Message
 	err       error
-	oversize  bool // over MaxSize: unscanned, or err for oversize: reject
 	tempfail  bool // err is a temporary failure of the proxy's own
 }
 
-// scan downloads the message and runs the chain in a goroutine, so that the
-// keepalive clock covers a slow download as well as a slow scan: if neither
-// ends within the interval, the client gets a slowScan. Until the download
-// has finished, the goroutine alone uses the upstream connection.
+// scan downloads the message and runs the chain in the session's own
+// goroutine; a keepalive timer covers a slow download and a slow scan. A
+// goroutine and a channel per message cost a third of the CPU of a
+// header-only chain (scheduler and futex work, measured with perf), so the
+// work stays here and only the timer's rare firing runs elsewhere.
 func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
-	scanCtx, cancel := context.WithCancel(ctx)
-	outcomes := make(chan outcome, 1)
-	downloaded := make(chan struct{})
-	go func() { outcomes <- s.download(scanCtx, msg, m, topLines, downloaded) }()
-
-	timer := time.NewTimer(s.g.keepalive())
-	defer timer.Stop()
-	select {
-	case o := <-outcomes:
-		cancel()
-		return s.deliver(msg, o, topLines)
-	case <-timer.C:
-		s.g.stats.KeptAlive.Add(1)
-		s.log.Info("slow download or scan, keeping the client alive", zap.Int("msg", msg))
-		return &pop3server.Message{Size: -1, Progressive: true, Body: &slowScan{
-			s: s, msg: msg, outcomes: outcomes, downloaded: downloaded, cancel: cancel, topLines: topLines,
-			pending: []byte(keepaliveField),
-		}}, nil
+	ka := s.startKeepalive(ctx, msg)
+	o := s.download(ctx, msg, m, topLines, ka)
+	if ka.stop() && o.err != nil {
+		s.log.Warn("message not delivered after keepalive; connection dropped so the client retries",
+			zap.Int("msg", msg), zap.Error(o.err))
 	}
+	return s.deliver(msg, o, topLines)
+}
+
+// keepalive keeps a client waiting for a slow download or scan: after
+// scan_keepalive the client gets "+OK" and a header field, then a folded
+// continuation line every interval (whole lines: docs/clients.md,
+// Outlook), so whatever the verdict it has the start of a valid header
+// (RFC 5322 §2.2.3). Once the upstream connection is free, each tick also
+// sends NOOP there, as upstreams drop silent sessions (docs/clients.md,
+// Upstream servers).
+type keepalive struct {
+	s   *session
+	in  *pop3server.Interim // nil: nobody to keep waiting
+	msg int
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	ticks   int
+	free    bool // the session goroutine no longer uses the upstream connection
+	stopped bool
+}
+
+func (s *session) startKeepalive(ctx context.Context, msg int) *keepalive {
+	ka := &keepalive{s: s, in: pop3server.InterimFrom(ctx), msg: msg}
+	if ka.in != nil {
+		ka.mu.Lock() // tick reads timer
+		ka.timer = time.AfterFunc(s.g.keepalive(), ka.tick)
+		ka.mu.Unlock()
+	}
+	return ka
+}
+
+func (ka *keepalive) tick() {
+	ka.mu.Lock()
+	defer ka.mu.Unlock()
+	if ka.stopped {
+		return
+	}
+	p := keepaliveTick
+	switch {
+	case ka.ticks == 0:
+		p = keepaliveField
+		ka.s.g.stats.KeptAlive.Add(1)
+		ka.s.log.Info("slow download or scan, keeping the client alive", zap.Int("msg", ka.msg))
+	case ka.free:
+		// The upstream has been silent for a whole interval by now.
+		if err := ka.s.client.Noop(); err != nil {
+			ka.s.log.Warn("upstream NOOP during slow scan failed", zap.Error(err))
+		}
+	}
+	ka.ticks++
+	if err := ka.in.Send([]byte(p)); err != nil {
+		return // the client is gone, or the answer has begun anyway
+	}
+	ka.timer.Reset(ka.s.g.keepalive())
+}
+
+// upstreamFree allows NOOPs: the session goroutine will not use the
+// upstream connection again before stop.
+func (ka *keepalive) upstreamFree() {
+	ka.mu.Lock()
+	ka.free = true
+	ka.mu.Unlock()
+}
+
+// stop ends the keepalive, waiting for a tick in progress, and reports
+// whether it had begun the answer.
+func (ka *keepalive) stop() bool {
+	if ka.timer == nil {
+		return false
+	}
+	ka.mu.Lock()
+	defer ka.mu.Unlock()
+	ka.stopped = true
+	ka.timer.Stop()
+	return ka.ticks > 0
 }
 
 // download spools the message and filters it. One larger than MaxSize is
 // handled by the oversize policy instead.
-func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, downloaded chan<- struct{}) outcome {
+func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, ka *keepalive) outcome {
 	max := s.g.opts.MaxSize
 	hint := int64(0)
 	if m.Size > 0 && m.Size <= max {
@@ -110,7 +242,6 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 	if err != nil {
 		buf.Close()
 		m.Close()
-		close(downloaded)
 		if errors.Is(err, spool.ErrWrite) {
 			s.log.Error("message cannot be spooled", zap.Int("msg", msg), zap.Error(err))
 			return outcome{err: &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}, tempfail: true}
@@ -118,10 +249,10 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 		return outcome{err: relayError(err)}
 	}
 	if n > max {
-		return s.oversize(msg, m, buf, topLines, downloaded)
+		return s.oversize(msg, m, buf, topLines)
 	}
 	m.Close()
-	close(downloaded)
+	ka.upstreamFree()
 	if o := s.g.opts.Observer; o != nil {
 		o.Downloaded(time.Since(start))
 	}
@@ -136,11 +267,8 @@ const tempfailText = "message cannot be checked right now, try again later"
 
 // oversize applies the oversize policy to a message that went past
 // MaxSize: buf holds its first MaxSize+1 bytes, m the rest.
-func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int, downloaded chan<- struct{}) outcome {
-	s.g.stats.Oversize.Add(1)
-	if o := s.g.opts.Observer; o != nil {
-		o.Oversize()
-	}
+func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int) outcome {
+	s.noteOversize()
 	max := s.g.opts.MaxSize
 	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
 		zap.Int64("max_size", max), zap.Stringer("oversize", s.g.opts.Oversize))
@@ -149,27 +277,18 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 		// The rest must be read, or the connection is out of step.
 		_, err := io.Copy(io.Discard, m)
 		m.Close()
-		close(downloaded)
 		if err != nil {
 			return outcome{err: relayError(err)}
 		}
 		s.g.stats.Refused.Add(1)
 		return outcome{err: &pop3server.Error{Message: "message too large to be checked (over max_size)",
-			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}, oversize: true}
-	}
-	var prefix []byte
-	if s.g.opts.Oversize == filter.OversizeTag {
-		size := "over max_size"
-		if m.Size > max {
-			size = strconv.FormatInt(m.Size, 10) + " octets"
-		}
-		prefix = []byte(fmt.Sprintf("%s: too large (%s, max_size %d)\r\n", filter.UnscannedField, size, max))
+			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}}
 	}
 	body := readCloser{
-		Reader: io.MultiReader(bytes.NewReader(prefix), buf.Open(), m),
-		Closer: closers{m, buf, closeFunc(func() error { close(downloaded); return nil })},
+		Reader: io.MultiReader(bytes.NewReader(s.oversizeMark(m.Size)), buf.Open(), m),
+		Closer: closers{m, buf},
 	}
-	return outcome{unscanned: unscanned(body, topLines, -1), oversize: true}
+	return outcome{unscanned: unscanned(body, topLines, -1)}
 }
 
 // unscanned delivers a message that is not filtered.
@@ -181,25 +300,9 @@ func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message
 	return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(drainOnClose{body}, topLines)}
 }
 
-// release frees what an outcome holds, for one nobody delivers.
-func (o outcome) release() {
-	if o.res != nil {
-		o.res.Close()
-	}
-	if o.buf != nil {
-		o.buf.Close()
-	}
-	if o.unscanned != nil {
-		o.unscanned.Body.Close()
-	}
-}
-
 // deliver turns an outcome into the RETR or TOP answer.
 func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message, error) {
-	switch {
-	case o.oversize:
-		s.tally.oversize++
-	case o.tempfail:
+	if o.tempfail {
 		s.tempFailed()
 	}
 	switch {
@@ -242,71 +345,6 @@ func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLine
 	}
 }
 
-// slowScan is the body of a RETR or TOP answered before its scan finished:
-// the keepalive field, a continuation line (and a NOOP upstream, as
-// upstreams drop idle sessions: docs/clients.md, Upstream servers) every
-// interval, then the filtered message. If the chain refuses or fails it,
-// Read returns an error, so the server closes the connection before the
-// terminating dot and the message stays on the server.
-type slowScan struct {
-	s          *session
-	msg        int
-	outcomes   <-chan outcome
-	downloaded <-chan struct{} // closed once the upstream connection is free
-	cancel     context.CancelFunc
-	topLines   int
-	pending    []byte
-	rest       io.Reader
-	restCloser io.Closer
-	received   bool // the outcome has been taken from outcomes
-}
-
-func (b *slowScan) Read(p []byte) (int, error) {
-	for len(b.pending) == 0 {
-		if b.rest != nil {
-			return b.rest.Read(p)
-		}
-		ticker := time.NewTimer(b.s.g.keepalive())
-		select {
-		case o := <-b.outcomes:
-			ticker.Stop()
-			b.received = true
-			m, err := b.s.deliver(b.msg, o, b.topLines)
-			if err != nil {
-				b.s.log.Warn("message not delivered after keepalive; connection dropped so the client retries",
-					zap.Int("msg", b.msg), zap.Error(err))
-				return 0, err
-			}
-			b.rest, b.restCloser = m.Body, m.Body
-		case <-ticker.C:
-			// No NOOP while the download still uses the connection.
-			select {
-			case <-b.downloaded:
-				if err := b.s.client.Noop(); err != nil {
-					b.s.log.Warn("upstream NOOP during slow scan failed", zap.Error(err))
-				}
-			default:
-			}
-			b.pending = []byte(keepaliveTick)
-		}
-	}
-	n := copy(p, b.pending)
-	b.pending = b.pending[n:]
-	return n, nil
-}
-
-func (b *slowScan) Close() error {
-	b.cancel()
-	if b.restCloser != nil {
-		return b.restCloser.Close()
-	}
-	if !b.received {
-		// The client left first; what the scan holds is freed when it ends.
-		go func() { o := <-b.outcomes; o.release() }()
-	}
-	return nil
-}
-
 // readCloser joins a reader with the closer of what it reads from.
 type readCloser struct {
 	io.Reader
@@ -325,10 +363,6 @@ func (cs closers) Close() error {
 	}
 	return first
 }
-
-type closeFunc func() error
-
-func (f closeFunc) Close() error { return f() }
 
 // drainOnClose reads its body to the end before closing it, for upstream
 // responses of which only a part is sent on.

@@ -80,7 +80,7 @@ func startFilteringWith(t *testing.T, chainYAML string, opts proxy.Options) stri
 
 const (
 	cleanMsg    = "S: +OK 40 octets\nS: Subject: hello\nS: \nS: ..dotted\nS: clean body\nS: .\n"
-	infectedMsg = "S: +OK 50 octets\nS: Subject: bad\nS: \nS: VIRUS line\nS: more\nS: .\n"
+	infectedMsg = "S: +OK 34 octets\nS: Subject: bad\nS: \nS: VIRUS line\nS: more\nS: .\n"
 )
 
 func TestRetrFiltered(t *testing.T) {
@@ -111,7 +111,7 @@ func TestOversize(t *testing.T) {
 		status string
 		want   string // "" for a refusal
 	}{
-		{filter.OversizeTag, "+OK message follows", "X-Pop3proxy-Unscanned: too large (50 octets, max_size 10)\r\n" + body},
+		{filter.OversizeTag, "+OK message follows", "X-Pop3proxy-Unscanned: too large (34 octets, max_size 10)\r\n" + body},
 		{filter.OversizePass, "+OK message follows", body},
 		{filter.OversizeReject, "-ERR message too large to be checked*", ""},
 	} {
@@ -129,7 +129,7 @@ func TestOversize(t *testing.T) {
 			c.Cmd("TOP 2 0", strings.Replace(tc.status, "message follows", "*", 1))
 			if tc.want != "" {
 				// TOP's answer states no size.
-				hdr, _, _ := strings.Cut(strings.Replace(tc.want, "50 octets", "over max_size", 1), "\r\n\r\n")
+				hdr, _, _ := strings.Cut(strings.Replace(tc.want, "34 octets", "over max_size", 1), "\r\n\r\n")
 				if got := string(c.Multi()); got != hdr+"\r\n\r\n" {
 					t.Errorf("TOP 2 0 = %q, want the header of %q", got, tc.want)
 				}
@@ -144,9 +144,12 @@ func TestOversize(t *testing.T) {
 	}
 }
 
-// TestOversizeDecidedOnBytes checks that the size the upstream states is
-// never what decides: a message claimed small but larger than max_size is
-// oversize, one claimed huge but small is scanned.
+// TestOversizeDecidedOnBytes checks that the size the upstream states
+// never decides whether a message is scanned. One claimed small but larger
+// than max_size is oversize. One claimed huge is streamed at once, but when
+// it turns out small the answer is cut before its terminating dot (the
+// client keeps none of it, unscanned), and from then on that upstream's
+// sizes are not trusted: the retry is scanned.
 func TestOversizeDecidedOnBytes(t *testing.T) {
 	up := pop3test.NewServer(t, loginScript+`
 C: RETR 1
@@ -161,16 +164,36 @@ S: Subject: tiny
 S:
 S: VIRUS
 S: .
+S!next
+`+loginScript+`
+C: RETR 2
+S: +OK 999999999 octets
+S: Subject: tiny
+S:
+S: VIRUS
+S: .
 C: QUIT
 S: +OK`)
-	c := login(t, startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 30}), up.Addr())
+	gw := startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 30})
+	c := login(t, gw, up.Addr())
 	c.Cmd("RETR 1", "+OK*")
 	if got := string(c.Multi()); !strings.HasPrefix(got, "X-Pop3proxy-Unscanned: too large (over max_size, max_size 30)\r\nSubject: claims 5\r\n") {
 		t.Errorf("message larger than claimed: %q", got)
 	}
 	c.Cmd("RETR 2", "+OK*")
+	for {
+		line, err := c.ReadLine()
+		if err != nil {
+			break
+		}
+		if line == "." {
+			t.Fatal("a message claimed over max_size but smaller was delivered complete, unscanned")
+		}
+	}
+	c = login(t, gw, up.Addr())
+	c.Cmd("RETR 2", "+OK*")
 	if got := string(c.Multi()); !strings.HasPrefix(got, "Subject: virus removed") {
-		t.Errorf("message claimed huge was not scanned: %q", got)
+		t.Errorf("retry of a message claimed huge was not scanned: %q", got)
 	}
 	c.Cmd("QUIT", "+OK*")
 	up.Wait(t)

@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -102,7 +103,31 @@ type Gateway struct {
 	opts  Options
 	stats *Stats
 	spool *spool.Spool
+
+	// untrusted maps an upstream's host:port to when it was found to
+	// claim a size over MaxSize for a smaller message.
+	untrusted sync.Map
 }
+
+// distrustFor is how long an upstream that misstated a size is not
+// believed again.
+const distrustFor = 24 * time.Hour
+
+// sizesTrusted reports whether addr's claimed sizes may choose how a
+// message is relayed (never whether it is scanned).
+func (g *Gateway) sizesTrusted(addr string) bool {
+	v, ok := g.untrusted.Load(addr)
+	if !ok {
+		return true
+	}
+	if time.Since(v.(time.Time)) > distrustFor {
+		g.untrusted.Delete(addr)
+		return true
+	}
+	return false
+}
+
+func (g *Gateway) distrustSizes(addr string) { g.untrusted.Store(addr, time.Now()) }
 
 // Stats returns the gateway's filter counters.
 func (g *Gateway) Stats() *Stats { return g.stats }

@@ -70,12 +70,19 @@ func (s *session) Retr(ctx context.Context, msg int) (*pop3server.Message, error
 }
 
 func (s *session) retr(ctx context.Context, msg int) (*pop3server.Message, error) {
+	if s.g.opts.Chain.Len() == 0 {
+		// Untouched, so passed on dot-stuffed as it came: unstuffing and
+		// stuffing every line again took the pass-through row of bench/
+		// from 0.93 to 0.86 of a splice relay.
+		m, err := s.client.RetrStuffed(msg)
+		if err != nil {
+			return nil, relayError(err)
+		}
+		return &pop3server.Message{Size: m.Size, Body: m, Stuffed: true}, nil
+	}
 	m, err := s.client.Retr(msg)
 	if err != nil {
 		return nil, relayError(err)
-	}
-	if s.g.opts.Chain.Len() == 0 {
-		return &pop3server.Message{Size: m.Size, Body: m}, nil
 	}
 	return s.filtered(ctx, msg, m, -1)
 }

@@ -150,7 +150,18 @@ func (c *Client) Retr(msg int) (*Message, error) {
 	if msg < 1 {
 		return nil, fmt.Errorf("upstream %s: RETR: %w: message number %d", c.addr, ErrBadArgument, msg)
 	}
-	return c.stream("RETR " + strconv.Itoa(msg))
+	return c.stream("RETR "+strconv.Itoa(msg), false)
+}
+
+// RetrStuffed is Retr for a body that is passed on untouched: the Message
+// yields the bytes as the server sent them, dot-stuffing included (every
+// line that starts with "." has one more), without the terminating line.
+// Relaying them saves unstuffing and stuffing each line again.
+func (c *Client) RetrStuffed(msg int) (*Message, error) {
+	if msg < 1 {
+		return nil, fmt.Errorf("upstream %s: RETR: %w: message number %d", c.addr, ErrBadArgument, msg)
+	}
+	return c.stream("RETR "+strconv.Itoa(msg), true)
 }
 
 // Top starts retrieving the header and the first lines lines of the body
@@ -159,7 +170,7 @@ func (c *Client) Top(msg, lines int) (*Message, error) {
 	if msg < 1 || lines < 0 {
 		return nil, fmt.Errorf("upstream %s: TOP: %w: message %d, lines %d", c.addr, ErrBadArgument, msg, lines)
 	}
-	return c.stream("TOP " + strconv.Itoa(msg) + " " + strconv.Itoa(lines))
+	return c.stream("TOP "+strconv.Itoa(msg)+" "+strconv.Itoa(lines), false)
 }
 
 // Dele marks message msg deleted (RFC 1939 §5); only Quit commits that.

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 )
 
@@ -55,4 +56,87 @@ func (d *dotReader) Read(p []byte) (n int, err error) {
 		d.pend = piece
 	}
 	return n, nil
+}
+
+// stuffedReader reads the body of a multi-line response as the server
+// sent it, dot-stuffing included, up to the terminating line, which it
+// consumes but does not return. It reads the buffer in whole stretches
+// between line starts that hold a ".", not line by line: relaying a
+// message untouched needs neither unstuffing nor stuffing again. The
+// terminator is what dotReader takes for one, "." alone on a line ended
+// by CRLF or LF, so both readers end a body at the same byte.
+type stuffedReader struct {
+	br        *bufio.Reader
+	lineStart bool  // the next byte starts a line
+	err       error // sticky
+}
+
+func (r *stuffedReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && r.err == nil {
+		if r.br.Buffered() == 0 {
+			if n > 0 {
+				break // give what there is before waiting
+			}
+			if _, err := r.br.Peek(1); err != nil {
+				r.err = unexpectedEOF(err)
+				break
+			}
+		}
+		b, _ := r.br.Peek(r.br.Buffered())
+		if r.lineStart && b[0] == '.' {
+			if !r.dotLine(b, n > 0) {
+				break
+			}
+			if r.err != nil {
+				break
+			}
+			p[n] = '.'
+			n++
+			r.br.Discard(1)
+			r.lineStart = false
+			continue
+		}
+		// Up to the next line start with a ".", which dotLine decides.
+		if i := bytes.Index(b, []byte("\n.")); i >= 0 {
+			b = b[:i+1]
+		}
+		k := copy(p[n:], b)
+		r.br.Discard(k)
+		n += k
+		r.lineStart = p[n-1] == '\n'
+	}
+	if n > 0 {
+		return n, nil
+	}
+	return 0, r.err
+}
+
+// dotLine looks at a line that starts with "." (b, the buffered bytes):
+// ".\r\n" or ".\n" end the body (r.err becomes io.EOF and the terminator is
+// consumed), anything else is a stuffed line. It waits for the bytes that
+// decide unless the caller has something to return first (ready), and
+// then reports false.
+func (r *stuffedReader) dotLine(b []byte, ready bool) bool {
+	if len(b) < 3 {
+		if ready {
+			return false
+		}
+		var err error
+		if b, err = r.br.Peek(3); err != nil && len(b) < 2 {
+			r.err = unexpectedEOF(err)
+			return true
+		}
+	}
+	switch {
+	case b[1] == '\n':
+		r.br.Discard(2)
+		r.err = io.EOF
+	case len(b) >= 3 && b[1] == '\r' && b[2] == '\n':
+		r.br.Discard(3)
+		r.err = io.EOF
+	case len(b) < 3 && b[1] == '\r':
+		r.err = io.ErrUnexpectedEOF
+	}
+	return true
 }

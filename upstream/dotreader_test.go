@@ -221,3 +221,47 @@ func TestDotReaderAllocs(t *testing.T) {
 		t.Errorf("%v allocations per 1 MiB message, want 0", allocs)
 	}
 }
+
+// FuzzStuffedReader checks the reader that keeps the dot-stuffing against
+// dotReader: on any input both end at the same byte, with the same
+// outcome, and unstuffing what stuffedReader returns gives exactly what
+// dotReader returns.
+func FuzzStuffedReader(f *testing.F) {
+	for _, tt := range dotCases {
+		f.Add([]byte(tt.wire))
+	}
+	f.Add([]byte("..\r\n.\r\r\n.\n"))
+	f.Add([]byte(".\r"))
+	f.Add([]byte("a\n.b\r\n..\r\n.\r\nrest"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, wrap := range []func(io.Reader) io.Reader{iotest.OneByteReader, iotest.HalfReader, func(r io.Reader) io.Reader { return r }} {
+			dsrc, ssrc := bytes.NewReader(data), bytes.NewReader(data)
+			dbr := bufio.NewReaderSize(wrap(dsrc), 16)
+			want, werr := io.ReadAll(&dotReader{br: dbr})
+			sbr := bufio.NewReaderSize(wrap(ssrc), 16)
+			stuffed, serr := io.ReadAll(&stuffedReader{br: sbr, lineStart: true})
+			if (werr == nil) != (serr == nil) {
+				t.Fatalf("%q: dotReader err %v, stuffedReader err %v", data, werr, serr)
+			}
+			if werr != nil {
+				continue
+			}
+			if got, _ := unstuffRef(append(slices.Clip(stuffed), terminatorFor(stuffed)...)); !bytes.Equal(got, want) {
+				t.Fatalf("%q: stuffedReader gave %q, unstuffed %q; dotReader gave %q", data, stuffed, got, want)
+			}
+			// Read ahead differs; what is left unread must not.
+			if dr, sr := dsrc.Len()+dbr.Buffered(), ssrc.Len()+sbr.Buffered(); dr != sr {
+				t.Fatalf("%q: after the body dotReader left %d bytes, stuffedReader %d", data, dr, sr)
+			}
+		}
+	})
+}
+
+// terminatorFor is the terminating line that makes stuffed a response for
+// unstuffRef.
+func terminatorFor(stuffed []byte) []byte {
+	if len(stuffed) == 0 || stuffed[len(stuffed)-1] == '\n' {
+		return []byte(".\r\n")
+	}
+	return []byte("\r\n.\r\n")
+}

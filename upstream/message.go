@@ -17,9 +17,13 @@ type Message struct {
 	// -1. It is the server's claim: the body ends at the terminating line.
 	Size int64
 
+	// Stuffed says the body keeps the server's dot-stuffing (RetrStuffed).
+	Stuffed bool
+
 	c   *Client
 	op  string
 	dr  dotReader
+	sr  stuffedReader
 	err error // sticky result
 }
 
@@ -30,7 +34,13 @@ func (m *Message) Read(p []byte) (int, error) {
 	if m.err != nil {
 		return 0, m.err
 	}
-	n, err := m.dr.Read(p)
+	var n int
+	var err error
+	if m.Stuffed {
+		n, err = m.sr.Read(p)
+	} else {
+		n, err = m.dr.Read(p)
+	}
 	switch {
 	case err == nil:
 		return n, nil
@@ -57,12 +67,13 @@ func (m *Message) Close() error {
 }
 
 // stream sends RETR or TOP and reads the status line itself.
-func (c *Client) stream(op string) (*Message, error) {
+func (c *Client) stream(op string, stuffed bool) (*Message, error) {
 	status, err := c.begin(op, respStream)
 	if err != nil {
 		return nil, err
 	}
-	m := &Message{Size: parseOctets(status), c: c, op: op, dr: dotReader{br: c.br}}
+	m := &Message{Size: parseOctets(status), Stuffed: stuffed, c: c, op: op,
+		dr: dotReader{br: c.br}, sr: stuffedReader{br: c.br, lineStart: true}}
 	c.msg = m
 	return m, nil
 }

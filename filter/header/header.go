@@ -12,9 +12,9 @@ import (
 )
 
 func init() {
-	// No limit on concurrent calls: the filter does no I/O and returns
-	// at once, so there is no daemon to protect.
-	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Filter) }, MaxConcurrent: 0})
+	// The filter does no I/O and returns at once: no daemon to protect,
+	// nothing that could hang, so the chain calls it directly.
+	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Filter) }, Inline: true})
 }
 
 // headerMaxLine is RFC 5322 §2.1.1's hard limit on a line, CRLF excluded.

@@ -79,6 +79,10 @@ type Message struct {
 	// Body is the message with CRLF line endings and without dot-stuffing.
 	// The server closes it exactly once, even on error.
 	Body io.ReadCloser
+	// Stuffed says Body is dot-stuffed already (RFC 1939 §3), as relayed
+	// from another server, and holds no terminating line: the server sends
+	// it as it is, adds a CRLF if it lacks a final one, and terminates it.
+	Stuffed bool
 	// Progressive makes the server flush each piece Body yields at once,
 	// so a body that trickles out (a keepalive during a slow scan) is seen.
 	Progressive bool

@@ -1,6 +1,7 @@
 package pop3server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -131,7 +132,7 @@ func (c *conn) handleRetr(arg string) error {
 	if err != nil {
 		return err
 	}
-	return c.sendMessage(c.session.Retr(c.ctx, n))
+	return c.sendMessage(c.withInterim(func(ctx context.Context) (*Message, error) { return c.session.Retr(ctx, n) }))
 }
 
 // handleTop answers TOP (RFC 1939 §7).
@@ -155,13 +156,14 @@ func (c *conn) handleTop(arg string) error {
 	if !ok {
 		return badCommand(errSyntax)
 	}
-	return c.sendMessage(ts.Top(c.ctx, n, lines))
+	return c.sendMessage(c.withInterim(func(ctx context.Context) (*Message, error) { return ts.Top(ctx, n, lines) }))
 }
 
 // sendMessage writes a RETR or TOP response and closes the body exactly
-// once. After "+OK" an error can no longer be reported, so a failing body
-// ends the connection without the terminator.
-func (c *conn) sendMessage(m *Message, err error) error {
+// once. After "+OK" (begun: sent by the call's Interim) an error can no
+// longer be reported, so a failing call or body ends the connection
+// without the terminator.
+func (c *conn) sendMessage(m *Message, err error, begun bool) error {
 	if m != nil && m.Body != nil {
 		body := m.Body
 		defer func() {
@@ -170,6 +172,12 @@ func (c *conn) sendMessage(m *Message, err error) error {
 			}
 		}()
 	}
+	if begun && (err != nil || m == nil || m.Body == nil) {
+		c.log.Warn("message failed after its answer had begun; connection closed so that the client keeps none of it",
+			zap.String("command", c.verb), zap.Error(err))
+		c.quit = endWith(SessionError, "message failed after its answer began")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -177,18 +185,24 @@ func (c *conn) sendMessage(m *Message, err error) error {
 		return errNoMessage
 	}
 
-	if m.Size >= 0 {
+	switch {
+	case begun:
+		// The status line and the first bytes are out; c.dot goes on.
+	case m.Size >= 0:
 		c.scratch = append(c.scratch[:0], "+OK "...)
 		c.scratch = strconv.AppendInt(c.scratch, m.Size, 10)
 		c.scratch = append(c.scratch, " octets\r\n"...)
 		c.bw.Write(c.scratch)
-	} else {
+		c.inMultiline = true
+		c.dot.reset(c.bw)
+	default:
 		c.writeLine("+OK message follows")
+		c.inMultiline = true
+		c.dot.reset(c.bw)
 	}
-	c.inMultiline = true
+	c.dot.stuffed = m.Stuffed
 
 	buf := c.copyBuffer()
-	c.dot.reset(c.bw)
 	for {
 		n, rerr := m.Body.Read(buf)
 		if n > 0 {

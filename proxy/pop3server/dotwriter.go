@@ -20,6 +20,7 @@ var (
 // Everything else passes through byte for byte.
 type dotWriter struct {
 	w         io.Writer
+	stuffed   bool    // the data is stuffed already (Message.Stuffed)
 	lineStart bool    // the next byte starts a line
 	n         int64   // bytes of data written
 	tail      [2]byte // last two bytes of data
@@ -42,6 +43,9 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	written := 0
+	if d.stuffed {
+		return d.pass(p)
+	}
 	if d.lineStart && p[0] == '.' {
 		if _, err := d.w.Write(stuffedDot); err != nil {
 			return 0, err
@@ -78,6 +82,18 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 		d.tail = [2]byte{d.tail[1], p[0]}
 	}
 	return len(p), nil
+}
+
+// pass writes stuffed data as it is.
+func (d *dotWriter) pass(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	d.n += int64(n)
+	if n >= 2 {
+		d.tail = [2]byte{p[n-2], p[n-1]}
+	} else if n == 1 {
+		d.tail = [2]byte{d.tail[1], p[0]}
+	}
+	return n, err
 }
 
 // Close terminates the response, not the underlying writer.

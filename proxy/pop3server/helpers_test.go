@@ -241,12 +241,14 @@ type fakeSession struct {
 	mb    *testMailbox
 	inner pop3server.Session
 
-	noopErr   error
-	updateErr error
-	noopPanic bool
-	noopHook  func(ctx context.Context) // runs inside Noop
-	retrBody  io.ReadCloser             // replaces the body of RETR
-	slowClose time.Duration             // Close sleeps this long before counting
+	noopErr     error
+	updateErr   error
+	noopPanic   bool
+	noopHook    func(ctx context.Context)       // runs inside Noop
+	retrBody    io.ReadCloser                   // replaces the body of RETR
+	retrStuffed bool                            // retrBody is dot-stuffed already
+	retrHook    func(ctx context.Context) error // runs inside Retr first; an error fails it
+	slowClose   time.Duration                   // Close sleeps this long before counting
 
 	updates atomic.Int32
 	closes  atomic.Int32
@@ -265,8 +267,13 @@ func (s *fakeSession) Uidl(ctx context.Context, msg int) ([]pop3server.MessageIn
 	return s.inner.(pop3server.UIDLSession).Uidl(ctx, msg)
 }
 func (s *fakeSession) Retr(ctx context.Context, msg int) (*pop3server.Message, error) {
+	if s.retrHook != nil {
+		if err := s.retrHook(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if s.retrBody != nil {
-		return &pop3server.Message{Size: -1, Body: s.retrBody}, nil
+		return &pop3server.Message{Size: -1, Body: s.retrBody, Stuffed: s.retrStuffed}, nil
 	}
 	return s.inner.Retr(ctx, msg)
 }

@@ -15,7 +15,7 @@
 # module.
 #
 # Integration tests run real programs (Dovecot, clamd, spamd, HAProxy,
-# curl, fetchmail, mpop, getmail, python3, buildah, systemd-analyze). Run as root, this script installs the missing ones with
+# Redis, curl, fetchmail, mpop, getmail, python3, buildah, systemd-analyze). Run as root, this script installs the missing ones with
 # apt-get on Debian, without starting their system services. Otherwise
 # those tests are skipped with a warning; with CI=true or
 # POP3PROXY_INTEGRATION=require they fail instead (see
@@ -38,6 +38,7 @@ NEEDED=(
 	"spamd:spamd"
 	"haproxy:haproxy"
 	"rspamd:rspamd"
+	"redis-server:redis-server" # the verdict cache's shared backend
 	# The container and service files (docker/, dist/): buildah builds
 	# the image, busybox (static) and git go into the test's stand-in
 	# base image, spamc is spamd's health check, systemd-analyze checks
@@ -59,6 +60,7 @@ SERVICES=(
 	"spamd:spamd"
 	"haproxy:haproxy"
 	"rspamd:rspamd"
+	"redis-server:redis-server"
 )
 
 say() { printf '%s\n' "test.sh: $*" >&2; }
@@ -250,6 +252,7 @@ fi
 FUZZERS=(
 	"./proxy/pop3server/:FuzzCommand"
 	"./proxy/pop3server/:FuzzDotWriter"
+	"./proxy/pop3server/:FuzzTokenSASL"
 	"./upstream/:FuzzParseLogin"
 	"./upstream/:FuzzDotReader"
 	"./upstream/:FuzzStuffedReader"

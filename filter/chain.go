@@ -52,10 +52,11 @@ type stage struct {
 // Chain runs the configured filters over messages. It is safe for
 // concurrent use by many sessions.
 type Chain struct {
-	stages   []*stage
-	log      *zap.Logger
-	spool    *spool.Spool
-	oversize Oversize
+	stages      []*stage
+	log         *zap.Logger
+	spool       *spool.Spool
+	oversize    Oversize
+	fingerprint string
 }
 
 // Oversize is what happens to a message too large to be checked: over
@@ -117,7 +118,7 @@ func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	ch := &Chain{log: log}
+	ch := &Chain{log: log, fingerprint: fingerprintOf(nodes)}
 	var errs *multierror.Error
 	names := map[string]bool{}
 	for i := range nodes {
@@ -341,9 +342,17 @@ type Result struct {
 	Changed bool     // whether Message differs from the original
 	Filter  string   // the filter that decided a TempFail, Refuse or replacement
 	Reason  string   // short and client-safe
+	// Decision is what Replay needs to give this Result again for the
+	// same message bytes, or nil when the run cannot be replayed: a
+	// TempFail, a filter that failed or timed out (whatever on_error then
+	// did), a message too large for a scanner, a modifier that rewrote it.
+	Decision *Decision
+	// Replayed says the Result came from Replay, not from the plugins.
+	Replayed bool
 
 	ch   *Chain
 	bufs []*spool.Buffer // made by this run; Message may read them
+	rec  *recorder       // Run's, until end
 }
 
 // Close releases what the run spooled. Message must not be read after it.
@@ -355,10 +364,15 @@ func (r *Result) Close() error {
 	return nil
 }
 
-// end fills r with the final decision, keeping the buffers it made.
+// end fills r with the final decision, keeping the buffers it made and
+// the Decision recorded so far (Replay's).
 func (r *Result) end(res Result) *Result {
-	res.ch, res.bufs = r.ch, r.bufs
+	res.ch, res.bufs, res.rec = r.ch, r.bufs, r.rec
 	*r = res
+	if r.rec != nil {
+		r.Decision = r.rec.decision(r)
+		r.rec = nil
+	}
 	return r
 }
 

@@ -17,7 +17,7 @@ import (
 // decides. Modifiers run one at a time. The Result must be closed once
 // its message has been delivered.
 func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
-	r := &Result{ch: ch}
+	r := &Result{ch: ch, rec: &recorder{}}
 	cur := m
 	changed := false
 	for i := 0; i < len(ch.stages); {
@@ -55,6 +55,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 			}
 			if modified {
 				cur, changed = NewMessageAt(out, out.Size(), m.Meta), true
+				r.rec.unusable = true // what a program wrote is no edit to replay
 			}
 			continue
 		}
@@ -121,6 +122,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 				return r.end(owners[ee.index].misbehaved(err, m.Meta))
 			}
 			cur, changed = out, true
+			r.rec.batch(edits)
 		}
 		if accepted {
 			break
@@ -132,6 +134,7 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 // settle decides what a filter's failure does to the message: an edit
 // marking it (the zero Edit for none), or the final Result.
 func (r *Result) settle(st *stage, err error, m *Message) (Edit, *Result) {
+	r.rec.unusable = true
 	if errors.Is(err, ErrTooLarge) {
 		st.log.Info("message too large for the filter", append(m.Meta.LogFields(), zap.Error(err), zap.Int64("size", m.Size()),
 			zap.Stringer("oversize", r.ch.oversize))...)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,13 @@ type Stats struct {
 	Refused    atomic.Int64 // answered -ERR by a verdict, on_error: reject or oversize: reject
 	Replaced   atomic.Int64 // delivered as a replacement (virus notice)
 	KeptAlive  atomic.Int64 // scans slow enough to start the keepalive
+	// Replayed counts messages delivered with a decision made before (by
+	// the verdict cache, a scan-ahead or another session's scan of the
+	// same bytes), without a scan.
+	Replayed atomic.Int64
+	// Prefetched counts messages downloaded and checked ahead of the
+	// client (scan-ahead).
+	Prefetched atomic.Int64
 }
 
 // filtered passes a message being received through the chain and delivers
@@ -52,11 +60,15 @@ type Stats struct {
 // (TOP). Whether it is too large to be checked is decided on the bytes
 // that arrive, never on the size the upstream claims, which only sizes
 // the buffer (Exchange, for one, lists estimates).
-func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
+//
+// hold is the session's hold on the upstream connection: released as soon
+// as the message is downloaded, or when a body still reading from the
+// upstream is closed.
+func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, topLines int, hold *upHold) (*pop3server.Message, error) {
 	if topLines < 0 && m.Size > s.g.opts.MaxSize && s.g.opts.Oversize != filter.OversizeReject && s.g.sizesTrusted(s.client.Addr()) {
-		return s.oversizeAhead(msg, m), nil
+		return s.oversizeAhead(msg, m, hold), nil
 	}
-	return s.scan(ctx, msg, m, topLines)
+	return s.scan(ctx, msg, m, topLines, hold)
 }
 
 // oversizeAhead streams a RETR answer the upstream says is over MaxSize
@@ -67,7 +79,7 @@ func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, to
 // scanned, so the answer ends without its terminating dot (the client
 // keeps nothing and retries), and this upstream's sizes are not trusted
 // again for a day.
-func (s *session) oversizeAhead(msg int, m *upstream.Message) *pop3server.Message {
+func (s *session) oversizeAhead(msg int, m *upstream.Message, hold *upHold) *pop3server.Message {
 	s.noteOversize()
 	max := s.g.opts.MaxSize
 	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
@@ -80,7 +92,7 @@ func (s *session) oversizeAhead(msg int, m *upstream.Message) *pop3server.Messag
 	}}
 	return &pop3server.Message{Size: -1, Body: readCloser{
 		Reader: io.MultiReader(bytes.NewReader(s.oversizeMark(m.Size)), check),
-		Closer: m,
+		Closer: closers{m, hold},
 	}}
 }
 
@@ -140,9 +152,9 @@ type outcome struct {
 // goroutine and a channel per message cost a third of the CPU of a
 // header-only chain (scheduler and futex work, measured with perf), so the
 // work stays here and only the timer's rare firing runs elsewhere.
-func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int) (*pop3server.Message, error) {
+func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int, hold *upHold) (*pop3server.Message, error) {
 	ka := s.startKeepalive(ctx, msg)
-	o := s.download(ctx, msg, m, topLines, ka)
+	o := s.download(ctx, msg, m, topLines, ka, hold)
 	if ka.stop() && o.err != nil {
 		s.log.Warn("message not delivered after keepalive; connection dropped so the client retries",
 			zap.Int("msg", msg), zap.Error(o.err))
@@ -191,11 +203,13 @@ func (ka *keepalive) tick() {
 		p = keepaliveField
 		ka.s.g.stats.KeptAlive.Add(1)
 		ka.s.log.Info("slow download or scan, keeping the client alive", zap.Int("msg", ka.msg))
-	case ka.free:
-		// The upstream has been silent for a whole interval by now.
+	case ka.free && ka.s.up.tryLock():
+		// The upstream has been silent for a whole interval by now (a
+		// scan-ahead download holding it is traffic enough).
 		if err := ka.s.client.Noop(); err != nil {
 			ka.s.log.Warn("upstream NOOP during slow scan failed", zap.Error(err))
 		}
+		ka.s.up.unlock()
 	}
 	ka.ticks++
 	if err := ka.in.Send([]byte(p)); err != nil {
@@ -226,8 +240,10 @@ func (ka *keepalive) stop() bool {
 }
 
 // download spools the message and filters it. One larger than MaxSize is
-// handled by the oversize policy instead.
-func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, ka *keepalive) outcome {
+// handled by the oversize policy instead. Once the message is in, the
+// upstream is free again: scan-ahead downloads queued now come before the
+// client's next command, and the keepalive may send NOOP.
+func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, ka *keepalive, hold *upHold) outcome {
 	max := s.g.opts.MaxSize
 	hint := int64(0)
 	if m.Size > 0 && m.Size <= max {
@@ -235,13 +251,19 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 	}
 	buf := s.g.spool.NewBuffer(hint)
 	start := time.Now()
-	n, err := buf.ReadFrom(io.LimitReader(m, max+1))
+	var src io.Reader = io.LimitReader(m, max+1)
+	h := sha256.New()
+	if s.speedups() {
+		src = hashingReader{src, h}
+	}
+	n, err := buf.ReadFrom(src)
 	if err == nil {
 		err = buf.Err()
 	}
 	if err != nil {
 		buf.Close()
 		m.Close()
+		hold.Close()
 		if errors.Is(err, spool.ErrWrite) {
 			s.log.Error("message cannot be spooled", zap.Int("msg", msg), zap.Error(err))
 			return outcome{err: &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}, tempfail: true}
@@ -249,16 +271,27 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 		return outcome{err: relayError(err)}
 	}
 	if n > max {
-		return s.oversize(msg, m, buf, topLines)
+		return s.oversize(msg, m, buf, topLines, hold)
 	}
 	m.Close()
+	var ahead *prefetch
+	if s.speedups() {
+		ahead = s.takeAhead(msg)
+		if topLines < 0 || topLines >= wholeMessage {
+			s.scheduleAhead(msg)
+		}
+	}
+	hold.Close()
 	ka.upstreamFree()
 	if o := s.g.opts.Observer; o != nil {
 		o.Downloaded(time.Since(start))
 	}
-	s.g.stats.Scanned.Add(1)
-	meta := filter.Meta{Conn: s.conn, User: s.user, Upstream: s.client.Addr(), Number: msg}
-	return outcome{res: s.g.opts.Chain.Run(ctx, filter.NewMessageAt(buf, n, meta)), buf: buf}
+	fm := filter.NewMessageAt(buf, n, s.meta(msg))
+	if !s.speedups() {
+		s.g.stats.Scanned.Add(1)
+		return outcome{res: s.g.opts.Chain.Run(ctx, fm), buf: buf}
+	}
+	return outcome{res: s.decide(ctx, fm, digestOf(h), ahead), buf: buf}
 }
 
 // tempfailText is the client's answer when the proxy itself cannot handle
@@ -267,7 +300,7 @@ const tempfailText = "message cannot be checked right now, try again later"
 
 // oversize applies the oversize policy to a message that went past
 // MaxSize: buf holds its first MaxSize+1 bytes, m the rest.
-func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int) outcome {
+func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int, hold *upHold) outcome {
 	s.noteOversize()
 	max := s.g.opts.MaxSize
 	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
@@ -277,6 +310,7 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 		// The rest must be read, or the connection is out of step.
 		_, err := io.Copy(io.Discard, m)
 		m.Close()
+		hold.Close()
 		if err != nil {
 			return outcome{err: relayError(err)}
 		}
@@ -286,7 +320,7 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 	}
 	body := readCloser{
 		Reader: io.MultiReader(bytes.NewReader(s.oversizeMark(m.Size)), buf.Open(), m),
-		Closer: closers{m, buf},
+		Closer: closers{m, buf, hold},
 	}
 	return outcome{unscanned: unscanned(body, topLines, -1)}
 }
@@ -318,6 +352,17 @@ func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message
 // buffers are released when the client has the message, or at once.
 func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLines int) (*pop3server.Message, error) {
 	release := closers{res, buf}
+	if res.Replayed {
+		s.g.stats.Replayed.Add(1)
+		s.tally.replayed++
+		if o, ok := s.g.opts.Observer.(SpeedObserver); ok {
+			o.Replayed()
+		}
+		if res.Outcome != filter.Deliver || res.Filter != "" {
+			s.log.Info("cached verdict", zap.Int("msg", msg), zap.Stringer("outcome", res.Outcome),
+				zap.String("filter", res.Filter), zap.String("reason", res.Reason))
+		}
+	}
 	switch res.Outcome {
 	case filter.Deliver:
 		if res.Filter != "" {

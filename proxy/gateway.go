@@ -54,6 +54,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+	"github.com/pop3proxy/pop3proxy/proxy/verdictcache"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
@@ -96,6 +97,15 @@ type Options struct {
 	// Observer, if set, is told of messages sent, downloads, oversize
 	// messages, temporary failures and upstream failures, for metrics.
 	Observer Observer
+
+	// Cache, if set, keeps the chain's decisions, so that a message seen
+	// before is delivered with the same decision without a scan (package
+	// verdictcache). It needs the upstream's UIDL; the session fetches
+	// the UIDL and LIST listings once.
+	Cache *verdictcache.Cache
+	// ScanAhead is how many messages ahead of the client are fetched
+	// (with TOP) and scanned while the client reads; 0 is off.
+	ScanAhead int
 }
 
 // Gateway is the relaying pop3server.Backend.
@@ -107,6 +117,9 @@ type Gateway struct {
 	// untrusted maps an upstream's host:port to when it was found to
 	// claim a size over MaxSize for a smaller message.
 	untrusted sync.Map
+
+	flightsMu sync.Mutex
+	flights   map[string]*flight // scans under way, by cache key and digest
 }
 
 // distrustFor is how long an upstream that misstated a size is not
@@ -218,8 +231,26 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 	if strings.ContainsAny(password, "\r\n\x00") {
 		return nil, &pop3server.Error{Code: "AUTH", Message: "password contains characters that cannot be relayed"}
 	}
+	client, log, err := g.dial(ctx, c, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := client.Login(r.User, password); err != nil {
+		client.Abort()
+		g.upstreamFailed(StageLogin, loginReason(err))
+		log.Info("upstream login failed", zap.Error(err))
+		return nil, loginError(err)
+	}
+	// The server logs the login; this adds the upstream's side.
+	log.Debug("logged in")
+	return newSession(g, client, r.User, c.ID, log), nil
+}
+
+// dial connects to r's upstream for a login: Login's, or LoginToken's
+// (oauth.go). log names the user and the upstream.
+func (g *Gateway) dial(ctx context.Context, c *pop3server.ConnInfo, r upstream.Route) (_ *upstream.Client, log *zap.Logger, _ error) {
 	userLog := c.Logger.With(zap.String("user", r.User))
-	log := userLog.With(zap.String("upstream", r.Addr()))
+	log = userLog.With(zap.String("upstream", r.Addr()))
 
 	opts := g.opts.Upstream
 	if o, ok := g.opts.Overrides.Lookup(r.Addr()); ok {
@@ -239,21 +270,13 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 	}
 	if errors.Is(err, upstream.ErrDestinationDenied) {
 		log.Warn("destination refused: it resolves to an address upstream.allow_private does not allow", zap.Error(err))
-		return nil, notAllowed(err)
+		return nil, log, notAllowed(err)
 	}
 	if err != nil {
 		log.Warn("upstream unreachable", zap.Error(err))
-		return nil, dialError(err)
+		return nil, log, dialError(err)
 	}
-	if err := client.Login(r.User, password); err != nil {
-		client.Abort()
-		g.upstreamFailed(StageLogin, loginReason(err))
-		log.Info("upstream login failed", zap.Error(err))
-		return nil, loginError(err)
-	}
-	// The server logs the login; this adds the upstream's side.
-	log.Debug("logged in")
-	return &session{g: g, client: client, user: r.User, conn: c.ID, log: log}, nil
+	return client, log, nil
 }
 
 // dialError maps a failed connection attempt. A certificate problem needs an

@@ -40,13 +40,26 @@ type Observer interface {
 	UpstreamFailed(stage UpstreamStage, reason UpstreamReason)
 }
 
+// SpeedObserver is an optional add-on of an Observer, told what the
+// verdict cache and scan-ahead save. Its methods are called like
+// Observer's.
+type SpeedObserver interface {
+	// Replayed: a RETR or TOP got a decision made before (the verdict
+	// cache, a scan-ahead, another session's scan of the same bytes)
+	// instead of a scan.
+	Replayed()
+	// ScannedAhead: a message was downloaded with TOP and checked ahead
+	// of the client (scan-ahead).
+	ScannedAhead()
+}
+
 // UpstreamStage is where an upstream connection failed.
 type UpstreamStage uint8
 
 const (
 	// StageConnect covers the allow checks, TCP, TLS and the greeting.
 	StageConnect UpstreamStage = iota
-	// StageLogin is USER and PASS.
+	// StageLogin is USER and PASS, or AUTH.
 	StageLogin
 	numUpstreamStages
 )
@@ -78,12 +91,13 @@ const (
 	ReasonInUse                             // [IN-USE]: the mailbox is locked
 	ReasonLoginDelay                        // [LOGIN-DELAY]: the client polls too often
 	ReasonUnavailable                       // [SYS/TEMP] or [SYS/PERM] at login
+	ReasonMechanism                         // the upstream does not offer the client's SASL mechanism (oauth.go)
 	numUpstreamReasons
 )
 
 var upstreamReasonNames = [numUpstreamReasons]string{
 	"denied", "refused", "dns", "timeout", "network", "tls", "certificate",
-	"rejected", "protocol", "auth", "in_use", "login_delay", "unavailable",
+	"rejected", "protocol", "auth", "in_use", "login_delay", "unavailable", "mechanism",
 }
 
 func (r UpstreamReason) String() string {
@@ -189,6 +203,7 @@ type tally struct {
 	refused   int   // answered -ERR by a filter or the oversize policy
 	tempfail  int   // answered -ERR [SYS/TEMP] (or dropped after a keepalive)
 	oversize  int   // over max_size: marked, passed or refused
+	replayed  int   // of those, decided before: no scan this time
 }
 
 // MarshalLogObject writes the chain's decisions, those that happened.
@@ -196,7 +211,7 @@ func (t *tally) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	for _, c := range []struct {
 		name string
 		n    int
-	}{{"delivered", t.delivered}, {"replaced", t.replaced}, {"refused", t.refused}, {"tempfailed", t.tempfail}, {"oversize", t.oversize}} {
+	}{{"delivered", t.delivered}, {"replaced", t.replaced}, {"refused", t.refused}, {"tempfailed", t.tempfail}, {"oversize", t.oversize}, {"replayed", t.replayed}} {
 		if c.n > 0 {
 			enc.AddInt(c.name, c.n)
 		}

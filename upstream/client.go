@@ -39,6 +39,7 @@ type Client struct {
 	greeting    string
 	caps        []string
 	msg         *Message // open RETR/TOP body
+	saslMech    string   // mechanism of an AUTH exchange awaiting AuthResponse
 
 	broken    atomic.Bool
 	closed    atomic.Bool
@@ -88,17 +89,22 @@ func (c *Client) HasCapability(name string) (args string, ok bool) {
 // Message closed before its end, Quit or Abort. Safe for concurrent use.
 func (c *Client) Broken() bool { return c.broken.Load() || c.closed.Load() }
 
-// Login authenticates with USER and PASS (RFC 1939 §7) and re-reads the
-// capabilities. An empty user name, or CR, LF or NUL in either argument,
-// gives ErrBadArgument before anything is written (see the package doc). A
-// -ERR is a *ServerError, e.g. Code "IN-USE" if the password is right but
-// the maildrop is locked (RFC 2449 §8.1.2).
+// Login authenticates with USER and PASS (RFC 1939 §7), or with AUTH PLAIN
+// (RFC 4616) when the server's CAPA lacks USER but offers SASL PLAIN, and
+// re-reads the capabilities. An empty user name, or CR, LF or NUL in either
+// argument, gives ErrBadArgument before anything is written (see the
+// package doc; RFC 4616 §2 forbids NUL in PLAIN as well). A -ERR is a
+// *ServerError, e.g. Code "IN-USE" if the password is right but the
+// maildrop is locked (RFC 2449 §8.1.2).
 func (c *Client) Login(user, pass string) error {
 	if user == "" || strings.ContainsAny(user, "\r\n\x00") {
 		return fmt.Errorf("upstream %s: USER: %w: user name empty or containing CR, LF or NUL", c.addr, ErrBadArgument)
 	}
 	if strings.ContainsAny(pass, "\r\n\x00") {
 		return fmt.Errorf("upstream %s: PASS: %w: password containing CR, LF or NUL", c.addr, ErrBadArgument)
+	}
+	if c.usePlain() {
+		return c.loginPlain(user, pass)
 	}
 	if _, err := c.do(respSingle, "USER", "USER", user); err != nil {
 		return err
@@ -236,6 +242,9 @@ func (c *Client) ready(op string) error {
 	if c.msg != nil {
 		return fmt.Errorf("upstream %s: %s: %w", c.addr, op, ErrMessageOpen)
 	}
+	if c.saslMech != "" {
+		return fmt.Errorf("upstream %s: %s: %w", c.addr, op, errSASLPending)
+	}
 	return nil
 }
 
@@ -243,6 +252,7 @@ func (c *Client) ready(op string) error {
 func (c *Client) fail(op string, err error) error {
 	c.broken.Store(true)
 	c.msg = nil
+	c.saslMech = ""
 	c.shut()
 	err = fmt.Errorf("upstream %s: %s: %w", c.addr, op, connError(err))
 	c.log.Debug("upstream connection broken", zap.Error(err))

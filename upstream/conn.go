@@ -16,6 +16,7 @@ const (
 	respSingle respKind = iota // one status line
 	respMulti                  // a status line and, after +OK, lines up to ".CRLF"
 	respStream                 // RETR and TOP: the status line, then framed by the caller
+	respSASL                   // AUTH and SASL responses: a status line or a "+ " challenge
 )
 
 // phase is where the guard is within the current response.
@@ -49,13 +50,14 @@ type guardConn struct {
 	respEnd     time.Time     // end of the current response's time; zero while dialling
 	max         int64         // Options.MaxResponseBytes, 0 for none
 
-	kind  respKind
-	limit int64 // cap on the current response while followed: max or less, 0 for none
-	ph    phase
-	n     int64 // bytes of the current response
-	line  [statusCap]byte
-	nline int  // bytes of the status line so far
-	isOK  bool // the status line was +OK
+	kind   respKind
+	limit  int64 // cap on the current response while followed: max or less, 0 for none
+	ph     phase
+	n      int64 // bytes of the current response
+	line   [statusCap]byte
+	nline  int  // bytes of the status line so far
+	isOK   bool // the status line was +OK
+	isCont bool // the status line was a "+ " challenge (respSASL)
 
 	violation error // framing failure found here
 	ioErr     error // error from the connection below
@@ -109,7 +111,7 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	if err := g.failed(); err != nil {
 		return 0, err
 	}
-	g.n, g.nline, g.isOK = 0, 0, false
+	g.n, g.nline, g.isOK, g.isCont = 0, 0, false, false
 	g.ph = phStatus
 	if g.fixed.IsZero() && g.respTimeout > 0 {
 		g.respEnd = time.Now().Add(g.respTimeout)
@@ -196,7 +198,7 @@ func (g *guardConn) follow(b []byte) error {
 			}
 			g.nline += copy(g.line[g.nline:], chunk)
 			if i < 0 {
-				if !statusPrefixOK(g.line[:g.nline]) {
+				if !statusPrefixOK(g.line[:g.nline], g.kind) {
 					return fmt.Errorf("malformed status line %q", g.line[:min(g.nline, 40)])
 				}
 				if g.nline >= statusCap {
@@ -209,7 +211,7 @@ func (g *guardConn) follow(b []byte) error {
 			case statusOK:
 				g.isOK = true
 				switch g.kind {
-				case respSingle:
+				case respSingle, respSASL:
 					g.ph = phIdle
 				case respMulti:
 					g.ph = phLineStart
@@ -218,6 +220,14 @@ func (g *guardConn) follow(b []byte) error {
 					return nil // the rest is the caller's to frame
 				}
 			case statusErr:
+				g.ph = phIdle
+			case statusCont:
+				if g.kind != respSASL {
+					return fmt.Errorf("malformed status line %q", g.status()[:min(len(g.status()), 40)])
+				}
+				// The challenge ends this response; the client's answer
+				// starts the next.
+				g.isCont = true
 				g.ph = phIdle
 			default:
 				return fmt.Errorf("malformed status line %q", g.status()[:min(len(g.status()), 40)])
@@ -260,24 +270,35 @@ const (
 	statusBad statusKind = iota
 	statusOK
 	statusErr
+	statusCont // a SASL challenge
 )
 
 // classify accepts exactly what RFC 1939 §3 allows: "+OK" or "-ERR", upper
-// case, alone or followed by a space and text. line has no line end.
+// case, alone or followed by a space and text; and the continuation of RFC
+// 5034 §4, "+" and a space and base64 ("+" alone from servers that drop
+// the space of an empty challenge), which only a SASL exchange accepts.
+// line has no line end.
 func classify(line []byte) statusKind {
 	switch {
 	case string(line) == "+OK" || bytes.HasPrefix(line, []byte("+OK ")):
 		return statusOK
 	case string(line) == "-ERR" || bytes.HasPrefix(line, []byte("-ERR ")):
 		return statusErr
+	case string(line) == "+" || bytes.HasPrefix(line, []byte("+ ")):
+		return statusCont
 	}
 	return statusBad
 }
 
 // statusPrefixOK reports whether an unfinished status line can still
-// become a valid one, so that garbage is refused before its line ends.
-func statusPrefixOK(b []byte) bool {
-	for _, want := range []string{"+OK ", "+OK\r", "-ERR ", "-ERR\r"} {
+// become a valid one for a response of kind, so that garbage is refused
+// before its line ends.
+func statusPrefixOK(b []byte, kind respKind) bool {
+	prefixes := []string{"+OK ", "+OK\r", "-ERR ", "-ERR\r"}
+	if kind == respSASL {
+		prefixes = append(prefixes, "+ ", "+\r")
+	}
+	for _, want := range prefixes {
 		n := min(len(b), len(want))
 		if string(b[:n]) == want[:n] {
 			return true

@@ -16,9 +16,11 @@
 //     connection.
 //   - It takes an empty status line for +OK and reports -ERR as a bare
 //     string. The guard accepts only "+OK" or "-ERR", alone or followed by
-//     a space, and keeps the line for ServerError.
+//     a space, and keeps the line for ServerError; in an AUTH exchange
+//     (Auth, AuthResponse) also a "+ " challenge (RFC 5034 §4), which
+//     go-pop3 cannot read at all.
 //   - Cmd writes arguments unchecked, so a CRLF in a password would inject a
-//     command. Login refuses CR, LF and NUL.
+//     command. Login refuses CR, LF and NUL; SASL data goes in base64.
 //   - Auth sends a needless NOOP after PASS; Login sends USER and PASS only.
 //   - It reads every line with bufio.ReadBytes, which grows without a
 //     limit. The guard refuses a status line (greeting included) over 1024

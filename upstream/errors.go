@@ -24,7 +24,8 @@ var (
 
 	// ErrBadArgument is returned when a command is refused before anything
 	// is written: CR, LF or NUL in a user name or password, an empty user
-	// name, or a message number below 1. The connection stays usable.
+	// name, a message number below 1, or an invalid SASL mechanism name or
+	// an empty initial response. The connection stays usable.
 	ErrBadArgument = errors.New("invalid argument")
 
 	// ErrMessageOpen is returned for a command issued while a RETR or TOP

@@ -68,7 +68,8 @@ func metricValue(scrape, series string) string {
 func TestMetricsAfterFetch(t *testing.T) {
 	d := mailbox(t)
 	metrics := testinfra.FreeAddr(t)
-	p := startProxy(t, relayConfig()+fmt.Sprintf("metrics:\n  listen: %q\nfilters:\n  - type: header\n    add: {X-Scanned-By: pop3proxy}\n", metrics))
+	// Without scan-ahead, which would check message 3 ahead of the TOP.
+	p := startProxy(t, relayConfig()+fmt.Sprintf("scan_ahead: 0\nmetrics:\n  listen: %q\nfilters:\n  - type: header\n    add: {X-Scanned-By: pop3proxy}\n", metrics))
 
 	c := loggedIn(t, "client", p, d)
 	for _, n := range []string{"1", "2"} {

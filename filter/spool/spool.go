@@ -131,6 +131,24 @@ func (s *Spool) NewBuffer(sizeHint int64) *Buffer {
 	return b
 }
 
+// ErrNoRoom is returned by a Buffer from TryBuffer that was written past
+// its reservation when the budget had no more room: such a Buffer never
+// goes to a file.
+var ErrNoRoom = errors.New("spool: no room in the memory budget")
+
+// TryBuffer returns a Buffer with size bytes of the memory budget taken at
+// once, or false when they do not fit now (or the budget is 0). It is for
+// work that is worth doing only in memory, such as scanning ahead of a
+// client: such a Buffer never goes to a file, and writing past the
+// reservation takes more of the budget or fails with ErrNoRoom.
+func (s *Spool) TryBuffer(size int64) (*Buffer, bool) {
+	n := (max(size, 1) + ChunkSize - 1) / ChunkSize * ChunkSize
+	if s.budget == 0 || !s.reserve(n) {
+		return nil, false
+	}
+	return &Buffer{sp: s, reserved: n, noSpill: true}, true
+}
+
 // Buffer is one message's bytes. Write and Close belong to one goroutine;
 // once writing is done, ReadAt, Size and Open may be called from many,
 // even while Close runs: a filter abandoned at its timeout may still be
@@ -146,6 +164,25 @@ type Buffer struct {
 	toFile bool  // spill at the next write
 	err    error // sticky write error
 	closed bool
+
+	reserved int64 // budget taken ahead (TryBuffer) and not yet in chunks
+	noSpill  bool  // ErrNoRoom instead of a file
+}
+
+// takeChunk accounts for one more chunk of memory: from the reservation,
+// or from the budget. false means it does not fit.
+func (b *Buffer) takeChunk() bool {
+	if b.reserved >= ChunkSize {
+		b.reserved -= ChunkSize
+		return true
+	}
+	return b.sp.reserve(ChunkSize)
+}
+
+// noRoom fails a Buffer that may not spill.
+func (b *Buffer) noRoom() error {
+	b.err = ErrNoRoom
+	return b.err
 }
 
 // ErrClosed is returned by a Buffer used after Close.
@@ -181,7 +218,10 @@ func (b *Buffer) Write(p []byte) (int, error) {
 	for written < len(p) {
 		off := int(b.size % ChunkSize)
 		if off == 0 {
-			if !b.sp.reserve(ChunkSize) {
+			if !b.takeChunk() {
+				if b.noSpill {
+					return written, b.noRoom()
+				}
 				if err := b.spill(); err != nil {
 					return written, err
 				}
@@ -210,7 +250,10 @@ func (b *Buffer) ReadFrom(r io.Reader) (int64, error) {
 		}
 		off := int(b.size % ChunkSize)
 		if off == 0 {
-			if b.toFile || !b.sp.reserve(ChunkSize) {
+			if b.toFile || !b.takeChunk() {
+				if b.noSpill {
+					return total, b.noRoom()
+				}
 				if err := b.spill(); err != nil {
 					return total, err
 				}
@@ -326,6 +369,8 @@ func (b *Buffer) Close() error {
 	}
 	b.closed = true
 	b.freeChunks()
+	b.sp.release(b.reserved)
+	b.reserved = 0
 	if b.file != nil {
 		return b.file.close()
 	}

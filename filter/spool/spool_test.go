@@ -2,6 +2,7 @@ package spool_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -266,5 +267,50 @@ func TestUnusableDirectory(t *testing.T) {
 	}
 	if _, err := spool.New(spool.Options{Dir: file + "/spool"}); err == nil {
 		t.Fatal("an unusable spool directory was accepted")
+	}
+}
+
+// TryBuffer takes its size from the budget at once, or refuses; it never
+// goes to a file, fails writes beyond what the budget has, and gives
+// everything back on Close.
+func TestTryBuffer(t *testing.T) {
+	s := newSpool(t, 4*spool.ChunkSize)
+	a, ok := s.TryBuffer(2*spool.ChunkSize + 1) // three chunks
+	if !ok {
+		t.Fatal("TryBuffer refused what fits")
+	}
+	if used := s.Stats().MemoryUsed; used != 3*spool.ChunkSize {
+		t.Errorf("reserved %d bytes, want 3 chunks", used)
+	}
+	if _, ok := s.TryBuffer(2 * spool.ChunkSize); ok {
+		t.Error("TryBuffer took more than the budget has")
+	}
+	data := randomBytes(3*spool.ChunkSize + 10) // the fourth chunk comes from the budget
+	if n, err := a.ReadFrom(bytes.NewReader(data)); err != nil || n != int64(len(data)) {
+		t.Fatalf("ReadFrom = %d, %v", n, err)
+	}
+	if !a.InMemory() || !bytes.Equal(readAll(t, a), data) {
+		t.Error("a TryBuffer is not in memory, or holds other bytes")
+	}
+	if _, err := a.Write(randomBytes(spool.ChunkSize)); !errors.Is(err, spool.ErrNoRoom) {
+		t.Errorf("writing past the budget: %v, want ErrNoRoom", err)
+	}
+	if st := s.Stats(); st.FilesOpen != 0 || st.Spilled != 0 {
+		t.Errorf("a TryBuffer went to a file: %+v", st)
+	}
+	a.Close()
+	if used := s.Stats().MemoryUsed; used != 0 {
+		t.Errorf("%d bytes still taken after Close", used)
+	}
+	b, ok := s.TryBuffer(10)
+	if !ok {
+		t.Fatal("TryBuffer refused after Close")
+	}
+	b.Close()
+	if used := s.Stats().MemoryUsed; used != 0 {
+		t.Errorf("%d bytes taken by an unused TryBuffer after Close", used)
+	}
+	if _, ok := newSpool(t, 0).TryBuffer(1); ok {
+		t.Error("TryBuffer with no memory budget")
 	}
 }

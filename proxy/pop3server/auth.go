@@ -10,8 +10,20 @@ import (
 	"go.uber.org/zap"
 )
 
-// saslMechanisms are announced by CAPA and listed by a bare AUTH.
-var saslMechanisms = []string{"PLAIN", "LOGIN"}
+// saslMechanisms are announced by CAPA and listed by a bare AUTH;
+// tokenMechanisms too when the backend is a TokenBackend.
+var (
+	saslMechanisms  = []string{"PLAIN", "LOGIN"}
+	tokenMechanisms = []string{"PLAIN", "LOGIN", MechanismXOAUTH2, MechanismOAUTHBEARER}
+)
+
+// mechanisms returns what CAPA and a bare AUTH offer.
+func (c *config) mechanisms() []string {
+	if c.tokens != nil {
+		return tokenMechanisms
+	}
+	return saslMechanisms
+}
 
 // Challenges of the LOGIN mechanism (draft-murchison-sasl-login §2):
 // base64 of "Username:" and "Password:", which clients expect verbatim.
@@ -49,7 +61,7 @@ func (c *conn) handleAuth(arg string) error {
 	case len(f) == 0:
 		// Mechanism discovery (docs/clients.md, Outlook).
 		c.writeLine("+OK")
-		for _, m := range saslMechanisms {
+		for _, m := range c.cfg.mechanisms() {
 			c.writeLine(m)
 		}
 		c.bw.Write(terminator)
@@ -59,6 +71,10 @@ func (c *conn) handleAuth(arg string) error {
 	}
 	mech := strings.ToUpper(f[0])
 	c.logMechanism(mech)
+	if lm, ok := c.tokenMechanism(mech); ok {
+		c.user = ""
+		return c.authToken(mech, lm, f[1:])
+	}
 	var ir []byte
 	hasIR := len(f) == 2
 	if hasIR {
@@ -171,7 +187,9 @@ func (c *conn) saslLogin(ir []byte, hasIR bool) (user, pass string, err error) {
 // base64, or "*" to cancel. The line is never logged.
 func (c *conn) saslStep(challenge string) ([]byte, error) {
 	c.writeLine(challenge)
+	c.lr.sasl = true
 	line, err := c.readCommand()
+	c.lr.sasl = false
 	switch {
 	case err == nil:
 	case errors.Is(err, errLineTooLong):

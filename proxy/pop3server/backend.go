@@ -12,9 +12,10 @@ import (
 // Backend authenticates clients and opens their maildrops. Package proxy
 // and examples/maildir implement it.
 type Backend interface {
-	// Login is called for USER/PASS and for AUTH PLAIN and LOGIN. On
-	// success the connection enters the TRANSACTION state with the returned
-	// Session. username and password never contain CR, LF or NUL.
+	// Login is called for USER/PASS and for AUTH PLAIN and LOGIN (OAuth 2.0
+	// tokens go to TokenBackend). On success the connection enters the
+	// TRANSACTION state with the returned Session. username and password
+	// never contain CR, LF or NUL.
 	Login(ctx context.Context, c *ConnInfo, username, password string) (Session, error)
 }
 

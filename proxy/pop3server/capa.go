@@ -20,7 +20,7 @@ func (c *conn) handleCapa(arg string) error {
 	// half-written list.
 	caps := make([]string, 0, 12)
 	if !c.plaintextRefused() {
-		caps = append(caps, "USER", "SASL "+strings.Join(saslMechanisms, " "))
+		caps = append(caps, "USER", "SASL "+strings.Join(c.cfg.mechanisms(), " "))
 	}
 	caps = append(caps, "RESP-CODES", "PIPELINING")
 	if c.state == stateAuthorization && c.cfg.tls != nil && c.info.TLS == nil {

@@ -124,7 +124,7 @@ func (c *conn) init() {
 	c.key = clientKey(clientIP(c.info.RemoteAddr))
 	c.log = c.cfg.Logger.With(zap.Uint64("conn", c.info.ID), zap.String("remote", addrString(c.info.RemoteAddr)))
 	c.info.Logger = c.log
-	c.lr = newLineReader(c.nc, c.cfg.MaxLineLength)
+	c.lr = newLineReader(c.nc, c.cfg.MaxLineLength, c.cfg.authLineLength())
 	c.bw = bufio.NewWriterSize(c.out, authWriteBufferSize)
 }
 
@@ -437,6 +437,7 @@ func (c *conn) enterTransaction(sess Session) {
 	c.state = stateTransaction
 	c.mu.Unlock()
 	c.summary, _ = sess.(Summarizer)
+	c.lr.authMax = 0 // AUTH is over
 
 	c.bw.Flush()
 	bw := writerPool.Get().(*bufio.Writer)

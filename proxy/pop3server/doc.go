@@ -38,6 +38,13 @@
 //   - SASL PLAIN and LOGIN are terminated by the server and mapped onto
 //     Backend.Login, so every backend gets AUTH. A bare AUTH lists the
 //     mechanisms as Dovecot does (docs/clients.md, Outlook).
+//   - OAuth 2.0 bearer tokens (SASL XOAUTH2 and OAUTHBEARER, RFC 7628) are
+//     offered only to a TokenBackend. The server parses and checks both
+//     message formats, in the initial response or after the empty
+//     challenge, on lines of up to Options.MaxAuthLineLength, and owns the
+//     wire of an error challenge (Challenge); the backend only decides. A
+//     malformed message, and a cancel at an error challenge, are failed
+//     logins with the failed-login delay. Tokens are never logged.
 //   - Server.Reconfigure changes the options, backend included, for the
 //     connections accepted afterwards only: a connection keeps the options
 //     it was accepted with until it ends, and Options.OnRelease says when

@@ -66,8 +66,17 @@ func FuzzCommand(f *testing.F) {
 	})
 }
 
-// fuzzBackend accepts any user with password "secret"; APOP always fails.
+// fuzzBackend accepts any user with password "secret" and the token
+// "good"; other tokens get an error challenge; APOP always fails.
 type fuzzBackend struct{}
+
+func (fuzzBackend) LoginToken(ctx context.Context, c *pop3server.ConnInfo, mech string, cred pop3server.TokenCredentials) (pop3server.Session, error) {
+	if cred.Token == "good" {
+		return newFakeSession(), nil
+	}
+	return nil, &pop3server.Challenge{Data: []byte(`{"status":"401"}`),
+		Answer: func(context.Context, []byte) error { return pop3server.ErrAuthFailed }}
+}
 
 func (fuzzBackend) Login(ctx context.Context, c *pop3server.ConnInfo, user, pass string) (pop3server.Session, error) {
 	if pass != "secret" {

@@ -21,10 +21,25 @@ const minReadBuffer = 4096
 type lineReader struct {
 	br  *bufio.Reader
 	max int // line limit in octets, line terminator included
+	// authMax, when above max, is the limit of an AUTH command line, and of
+	// any line while sasl is set (a SASL response): OAuth 2.0 tokens run to
+	// kilobytes. Such a line is assembled in a buffer of its own, so that
+	// br stays small on connections that never send one.
+	authMax int
+	sasl    bool
 }
 
-func newLineReader(r io.Reader, limit int) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, max(limit, minReadBuffer)), max: limit}
+func newLineReader(r io.Reader, limit, authLimit int) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, max(limit, minReadBuffer)), max: limit, authMax: authLimit}
+}
+
+// long reports whether line, a line or its first buffer-full, may be up
+// to authMax long.
+func (r *lineReader) long(line []byte) bool {
+	if r.authMax <= r.max {
+		return false
+	}
+	return r.sasl || len(line) >= len("AUTH ") && bytes.EqualFold(line[:len("AUTH ")], []byte("AUTH "))
 }
 
 // readLine returns the next line without its CRLF or bare LF. The slice is
@@ -33,17 +48,17 @@ func (r *lineReader) readLine() ([]byte, error) {
 	line, err := r.br.ReadSlice('\n')
 	switch {
 	case err == nil:
-		if len(line) > r.max {
+		if len(line) > r.max && (len(line) > r.authMax || !r.long(line)) {
 			return nil, errLineTooLong
 		}
 	case errors.Is(err, bufio.ErrBufferFull):
-		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = r.br.ReadSlice('\n')
+		if r.long(line) {
+			if line, err = r.readLong(line); err != nil {
+				return nil, err
+			}
+			break
 		}
-		if err != nil {
-			return nil, err
-		}
-		return nil, errLineTooLong
+		return nil, r.skip(err)
 	default:
 		return nil, err
 	}
@@ -52,6 +67,39 @@ func (r *lineReader) readLine() ([]byte, error) {
 		line = line[:n-1]
 	}
 	return line, nil
+}
+
+// readLong assembles a line of up to authMax octets that began with
+// first, a full buffer.
+func (r *lineReader) readLong(first []byte) ([]byte, error) {
+	if len(first) > r.authMax {
+		return nil, r.skip(bufio.ErrBufferFull)
+	}
+	buf := append(make([]byte, 0, min(2*len(first), r.authMax)), first...)
+	for {
+		piece, err := r.br.ReadSlice('\n')
+		if len(buf)+len(piece) > r.authMax {
+			return nil, r.skip(err)
+		}
+		buf = append(buf, piece...)
+		switch {
+		case err == nil:
+			return buf, nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return nil, err
+		}
+	}
+}
+
+// skip discards the rest of an overlong line; err is the last ReadSlice's.
+func (r *lineReader) skip(err error) error {
+	for errors.Is(err, bufio.ErrBufferFull) {
+		_, err = r.br.ReadSlice('\n')
+	}
+	if err != nil {
+		return err
+	}
+	return errLineTooLong
 }
 
 // lineBuffered reports whether the next readLine can return without

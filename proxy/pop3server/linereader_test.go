@@ -19,7 +19,7 @@ func TestLineReader(t *testing.T) {
 		if oneByte {
 			r = iotest.OneByteReader(r)
 		}
-		lr := newLineReader(r, 255)
+		lr := newLineReader(r, 255, 255)
 		var got []string
 		for {
 			line, err := lr.readLine()
@@ -68,7 +68,7 @@ func (r *endlessLine) Read(p []byte) (int, error) {
 // TestLineReaderMemory checks that skipping a 1 MB line does not buffer it.
 func TestLineReaderMemory(t *testing.T) {
 	const lineSize = 1 << 20
-	lr := newLineReader(&endlessLine{n: lineSize, tail: "\r\nNOOP\r\n"}, DefaultMaxLineLength)
+	lr := newLineReader(&endlessLine{n: lineSize, tail: "\r\nNOOP\r\n"}, DefaultMaxLineLength, DefaultMaxLineLength)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -84,7 +84,7 @@ func TestLineReaderMemory(t *testing.T) {
 }
 
 func TestLineBuffered(t *testing.T) {
-	lr := newLineReader(strings.NewReader("A\r\nB\nC"), 255)
+	lr := newLineReader(strings.NewReader("A\r\nB\nC"), 255, 255)
 	var got []bool
 	for i := 0; i < 2; i++ {
 		if _, err := lr.readLine(); err != nil {

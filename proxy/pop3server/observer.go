@@ -19,8 +19,9 @@ type Observer interface {
 	// the connection is closed, with why it ended.
 	SessionEnded(result SessionResult)
 	// Login is called for every login attempt that reached a decision: a
-	// password or APOP digest checked by the backend, or a user name
-	// refused by UserChecker.
+	// password, APOP digest or token checked by the backend, a user name
+	// refused by UserChecker, or a token login that failed before the
+	// backend saw it (malformed, or abandoned at the error challenge).
 	Login(mechanism LoginMechanism, result LoginResult)
 }
 
@@ -78,14 +79,16 @@ func SessionResults() []SessionResult {
 type LoginMechanism uint8
 
 const (
-	LoginUser  LoginMechanism = iota // USER and PASS
-	LoginAPOP                        // APOP
-	LoginPlain                       // AUTH PLAIN
-	LoginLogin                       // AUTH LOGIN
+	LoginUser        LoginMechanism = iota // USER and PASS
+	LoginAPOP                              // APOP
+	LoginPlain                             // AUTH PLAIN
+	LoginLogin                             // AUTH LOGIN
+	LoginXOAUTH2                           // AUTH XOAUTH2 (TokenBackend)
+	LoginOAUTHBEARER                       // AUTH OAUTHBEARER (TokenBackend)
 	numLoginMechanisms
 )
 
-var loginMechanismNames = [numLoginMechanisms]string{"user", "apop", "plain", "login"}
+var loginMechanismNames = [numLoginMechanisms]string{"user", "apop", "plain", "login", "xoauth2", "oauthbearer"}
 
 func (m LoginMechanism) String() string {
 	if m < numLoginMechanisms {

@@ -184,7 +184,7 @@ func TestObserverLabelValues(t *testing.T) {
 	for _, m := range pop3server.LoginMechanisms() {
 		names = append(names, m.String())
 	}
-	if want := []string{"user", "apop", "plain", "login"}; !slices.Equal(names, want) {
+	if want := []string{"user", "apop", "plain", "login", "xoauth2", "oauthbearer"}; !slices.Equal(names, want) {
 		t.Errorf("LoginMechanisms = %v, want %v", names, want)
 	}
 	names = nil

@@ -21,6 +21,11 @@ const (
 	DefaultIdleTimeout    = 10 * time.Minute
 	DefaultWriteTimeout   = 60 * time.Second
 
+	// DefaultMaxAuthLineLength leaves room for OAuth 2.0 tokens, which
+	// run to kilobytes (Microsoft's over 2 KB) and grow by a third in
+	// base64.
+	DefaultMaxAuthLineLength = 16384
+
 	DefaultHandshakeTimeout    = 10 * time.Second
 	DefaultMaxConnections      = 1000
 	DefaultMaxConnectionsPerIP = 20
@@ -75,9 +80,18 @@ type Options struct {
 	// only a CapabilitySession can give.
 	Expire string
 
-	// MaxLineLength limits every command line, AUTH exchanges included,
-	// counting CRLF; a longer one is refused and discarded unbuffered.
+	// MaxLineLength limits every command line, AUTH exchanges included
+	// (but see MaxAuthLineLength), counting CRLF; a longer one is refused
+	// and discarded unbuffered.
 	MaxLineLength int
+
+	// MaxAuthLineLength limits, for a TokenBackend, an AUTH command line
+	// and a SASL response line before login, which carry tokens (see
+	// DefaultMaxAuthLineLength); it is MaxLineLength for other backends
+	// and after login. Such a line is assembled outside the read buffer,
+	// so a connection costs more only while it sends one. It must not be
+	// below MaxLineLength.
+	MaxAuthLineLength int
 
 	// MaxBadCommands limits bad commands: unknown, malformed or
 	// out-of-state commands, overlong lines and failed logins. One more
@@ -195,6 +209,7 @@ type config struct {
 	prelogin []string
 	apop     APOPBackend
 	users    UserChecker
+	tokens   TokenBackend
 	pid      string
 	tls      *tls.Config // clone of TLSConfig, nil without TLS
 
@@ -222,6 +237,7 @@ func newConfig(opts Options) (*config, error) {
 	} else {
 		c.apop, _ = c.Backend.(APOPBackend)
 		c.users, _ = c.Backend.(UserChecker)
+		c.tokens, _ = c.Backend.(TokenBackend)
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -265,6 +281,12 @@ func newConfig(opts Options) (*config, error) {
 		fail("MaxLineLength %d is below the RFC 2449 minimum of %d", c.MaxLineLength, MinMaxLineLength)
 	}
 	switch {
+	case c.MaxAuthLineLength == 0:
+		c.MaxAuthLineLength = max(DefaultMaxAuthLineLength, c.MaxLineLength)
+	case c.MaxAuthLineLength < c.MaxLineLength:
+		fail("MaxAuthLineLength %d is below MaxLineLength %d", c.MaxAuthLineLength, c.MaxLineLength)
+	}
+	switch {
 	case c.MaxBadCommands == 0:
 		c.MaxBadCommands = DefaultMaxBadCommands
 	case c.MaxBadCommands < 0:
@@ -298,6 +320,15 @@ func newConfig(opts Options) (*config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// authLineLength is the line limit of AUTH and SASL responses before
+// login: only tokens need more than MaxLineLength.
+func (c *config) authLineLength() int {
+	if c.tokens == nil {
+		return c.MaxLineLength
+	}
+	return c.MaxAuthLineLength
 }
 
 func formatErrors(errs []error) string {

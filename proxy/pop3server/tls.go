@@ -67,7 +67,7 @@ func (c *conn) handshake() error {
 	state := tc.ConnectionState()
 	c.rw = tc
 	c.out.nc = tc
-	c.lr = newLineReader(tc, c.cfg.MaxLineLength)
+	c.lr = newLineReader(tc, c.cfg.MaxLineLength, c.cfg.authLineLength())
 	c.info.TLS = &state
 	if ce := c.log.Check(zap.DebugLevel, "TLS established"); ce != nil {
 		ce.Write(zap.String("version", tls.VersionName(state.Version)),

@@ -156,6 +156,45 @@ type Filter struct {
 	storing chan struct{}
 	stored  int64 // bytes in QuarantineDir; guarded by storing
 	full    *refusalLog
+
+	gen *generationMemo // made by Provision
+}
+
+// generationInterval is how long clamd's VERSION answer is reused: a
+// verdict cache asks for every message, clamd reloads its signatures at
+// most every few minutes (freshclam's checks).
+var generationInterval = 5 * time.Second
+
+// generationMemo is clamd's last VERSION answer (or failure) and when it
+// came. One question is asked at a time; the others wait for its answer.
+type generationMemo struct {
+	mu  sync.Mutex
+	at  time.Time
+	val string
+	err error
+}
+
+// Generation implements filter.Generational: clamd's VERSION answer
+// carries its signature database version (docs/scanners.md, Commands and
+// framing), so a cached verdict is not replayed after a signature update.
+// clamd is asked at most every 5 seconds.
+func (c *Filter) Generation(ctx context.Context) (string, error) {
+	if c.gen == nil {
+		return "", errors.New("clamav filter used before Provision")
+	}
+	c.gen.mu.Lock()
+	defer c.gen.mu.Unlock()
+	if !c.gen.at.IsZero() && time.Since(c.gen.at) < generationInterval {
+		return c.gen.val, c.gen.err
+	}
+	ctx, cancel := context.WithTimeout(ctx, filter.GenerationTimeout)
+	defer cancel()
+	v, err := c.client.version(ctx)
+	if err != nil {
+		err = &filter.PingError{Daemon: "clamd", Address: c.Address, Err: err}
+	}
+	c.gen.val, c.gen.err, c.gen.at = v, err, time.Now()
+	return v, err
 }
 
 // Provision checks the configuration. It does not contact clamd, which may
@@ -207,6 +246,7 @@ func (c *Filter) Provision(env filter.Env) error {
 	c.client = clamdClient{network: network, address: address, maxStream: int64(c.MaxStreamSize)}
 	c.storing = make(chan struct{}, 1)
 	c.full = new(refusalLog)
+	c.gen = new(generationMemo)
 	return nil
 }
 

@@ -289,3 +289,40 @@ func (c *clamdClient) pingFail(ctx context.Context, err error) error {
 	}
 	return sockaddr.Cause(err)
 }
+
+// clamdVersionCommand asks for the engine and signature database versions
+// (docs/scanners.md, Commands and framing). The n form: the reply ends in
+// LF, which readClamdReply takes like NUL.
+const clamdVersionCommand = "nVERSION\n"
+
+// version returns clamd's answer to VERSION, "ClamAV 1.4.6/27000/<date>":
+// the database part changes with every signature update (and is missing
+// with only custom signatures loaded).
+func (c *clamdClient) version(ctx context.Context) (string, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, c.network, c.address)
+	if err != nil {
+		return "", c.pingFail(ctx, err)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := io.WriteString(conn, clamdVersionCommand); err != nil {
+		return "", c.pingFail(ctx, err)
+	}
+	reply, err := readClamdReply(conn)
+	if err != nil {
+		return "", c.pingFail(ctx, err)
+	}
+	if !strings.HasPrefix(reply, "ClamAV ") {
+		return "", fmt.Errorf("answered %q to VERSION", reply)
+	}
+	return reply, nil
+}

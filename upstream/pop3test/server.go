@@ -92,6 +92,13 @@ func WithImplicitTLS(cfg *tls.Config) Option {
 	return func(s *Server) { s.tlsConfig, s.implicit = cfg, true }
 }
 
+// WithListener serves on ln instead of a new listener on 127.0.0.1, for a
+// script that must name the server's own port (OAUTHBEARER carries it).
+// The server closes ln.
+func WithListener(ln net.Listener) Option {
+	return func(s *Server) { s.ln = ln }
+}
+
 // WithTimeout sets the deadline for every read and write, and how long Wait
 // waits.
 func WithTimeout(d time.Duration) Option {
@@ -117,9 +124,10 @@ func NewServer(t testing.TB, script string, opts ...Option) *Server {
 			}
 		}
 	}
-	s.ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pop3test: listen: %v", err)
+	if s.ln == nil {
+		if s.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatalf("pop3test: listen: %v", err)
+		}
 	}
 	s.done = make([]chan struct{}, len(scripts))
 	for i := range s.done {

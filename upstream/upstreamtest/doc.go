@@ -38,6 +38,13 @@
 // at QUIT; a connection closed without QUIT keeps everything (WaitLog tells
 // when Dovecot has finished with a dropped session).
 //
+// With DovecotOptions.OAuth2, CAPA lists "SASL PLAIN LOGIN XOAUTH2
+// OAUTHBEARER" and the oauth2 passdb checks each token with a
+// TokenServer: valid only for the user the introspection names (a user
+// name with "%" is refused at once, without asking). A refused token gets
+// an error challenge (RFC 7628 §3.2.2; {"status":"invalid_token"} for
+// OAUTHBEARER), then "-ERR [AUTH] Authentication failed." after the answer.
+//
 // After a failed login Dovecot delays further logins from the same address
 // by a few seconds (its auth penalty). A test that fails a login on purpose
 // connects from an address of its own, such as 127.0.0.2 (all of 127.0.0.0/8

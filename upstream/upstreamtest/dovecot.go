@@ -47,6 +47,14 @@ type DovecotOptions struct {
 	// client address (mail_max_userip_connections, 10 by default), for
 	// load tests that open more.
 	MaxUserIPConnections int
+	// OAuth2, if set, also accepts OAuth 2.0 bearer tokens (XOAUTH2 and
+	// OAUTHBEARER), checked by an introspection endpoint.
+	OAuth2 *OAuth2Options
+	// UIDLFormat is pop3_uidl_format; default "%08Xu%08Xv" (UID and
+	// UIDVALIDITY). "%u" gives the UIDLs of servers that number messages
+	// from 1: a new server with the same mail reuses them for other
+	// messages.
+	UIDLFormat string
 }
 
 // Dovecot is a running Dovecot POP3 server, stopped when its test ends.
@@ -65,6 +73,7 @@ type Dovecot struct {
 	logPath string
 	outPath string
 	caPool  *x509.CertPool
+	daemon  *testinfra.Daemon
 }
 
 // identity is who the mail processes run as, with the settings for non-root.
@@ -207,6 +216,14 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		d.caPool.AppendCertsFromPEM(pem)
 	}
 
+	var oauth2Path string
+	if opt.OAuth2 != nil {
+		oauth2Path = filepath.Join(dir, "dovecot-oauth2.conf.ext")
+		if err := os.WriteFile(oauth2Path, []byte(oauth2Conf(opt.OAuth2)), 0o644); err != nil {
+			t.Fatalf("upstreamtest: %v", err)
+		}
+	}
+
 	baseDir := testinfra.ShortTempDir(t, "dovecot")
 	confPath := filepath.Join(dir, "dovecot.conf")
 	launch := testinfra.Launch{
@@ -222,7 +239,7 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 			conf := dovecotConfig(configParams{
 				dir: dir, baseDir: baseDir, passwd: passwdPath, logPath: d.logPath,
 				plainPort: ports[0], tlsPort: tlsPort, pki: pki, id: id, lockSession: opt.LockSession,
-				maxUserIP: opt.MaxUserIPConnections,
+				maxUserIP: opt.MaxUserIPConnections, oauth2: oauth2Path, uidlFormat: opt.UIDLFormat,
 			})
 			return exec.Command(bin, "-F", "-c", confPath), os.WriteFile(confPath, []byte(conf), 0o644)
 		},
@@ -233,10 +250,14 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		StartTimeout: startTimeout,
 		StopTimeout:  stopTimeout,
 	}
-	_, ports := launch.Start(t)
+	daemon, ports := launch.Start(t)
+	d.daemon = daemon
 	d.setAddrs(ports, opt.TLS)
 	return d
 }
+
+// Stop stops Dovecot before its test ends; its files stay.
+func (d *Dovecot) Stop() error { return d.daemon.Stop(stopTimeout) }
 
 func (d *Dovecot) setAddrs(ports []int, tls bool) {
 	d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
@@ -297,6 +318,8 @@ type configParams struct {
 	id                            identity
 	lockSession                   bool
 	maxUserIP                     int
+	oauth2                        string // the oauth2 passdb's configuration file, or ""
+	uidlFormat                    string
 }
 
 // dovecotConfig is a complete configuration: Dovecot reads nothing from
@@ -312,7 +335,11 @@ func dovecotConfig(p configParams) string {
 	w("log_path = %s", p.logPath)
 	w("log_timestamp = \"%%Y-%%m-%%d %%H:%%M:%%S \"")
 	w("auth_verbose = yes")
-	w("auth_mechanisms = plain login")
+	if p.oauth2 != "" {
+		w("auth_mechanisms = plain login xoauth2 oauthbearer")
+	} else {
+		w("auth_mechanisms = plain login")
+	}
 	// A failed login is answered after 0.5 s instead of 2 s; the auth
 	// penalty (see the package doc) cannot be switched off.
 	w("auth_failure_delay = 0")
@@ -323,7 +350,11 @@ func dovecotConfig(p configParams) string {
 	w("last_valid_uid = 0")
 	w("first_valid_gid = %d", p.id.gid)
 	w("mail_location = maildir:%s/mail/%%u/Maildir", p.dir)
-	w("pop3_uidl_format = %%08Xu%%08Xv")
+	if p.uidlFormat != "" {
+		w("pop3_uidl_format = %s", p.uidlFormat)
+	} else {
+		w("pop3_uidl_format = %%08Xu%%08Xv")
+	}
 	if p.lockSession {
 		w("pop3_lock_session = yes")
 	}
@@ -340,7 +371,14 @@ func dovecotConfig(p configParams) string {
 	} else {
 		w("ssl = no")
 	}
-	w("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s\n}", p.passwd)
+	if p.oauth2 != "" {
+		// Each passdb serves its own mechanisms, so a token is never
+		// taken for a password nor a password for a token.
+		w("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s\n  mechanisms = plain login\n}", p.passwd)
+		w("passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = %s\n}", p.oauth2)
+	} else {
+		w("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s\n}", p.passwd)
+	}
 	w("userdb {\n  driver = passwd-file\n  args = %s\n}", p.passwd)
 	w("service pop3-login {")
 	w("  inet_listener pop3 {\n    port = %d\n  }", p.plainPort)

@@ -331,6 +331,26 @@ func TestDovecotStopsOnCleanup(t *testing.T) {
 	}
 }
 
+func TestDovecotUIDLFormatAndStop(t *testing.T) {
+	t.Parallel()
+	d := StartDovecot(t, DovecotOptions{UIDLFormat: "%u"})
+	deliverAll(t, d, "alice", testMessages[:2])
+	p := dialPOP3(t, d.Addr)
+	p.login("alice", "alice-secret")
+	p.ok("UIDL")
+	if got := string(p.multi()); got != "1 1\r\n2 2\r\n" {
+		t.Fatalf("UIDL with pop3_uidl_format = %%u: %q, want the UIDs", got)
+	}
+	p.ok("QUIT")
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := netDialer().Dial("tcp", d.Addr); err == nil {
+		c.Close()
+		t.Fatalf("%s still accepts connections after Stop", d.Addr)
+	}
+}
+
 func netDialer() *net.Dialer { return &net.Dialer{Timeout: 5 * time.Second} }
 
 // TestDovecotUnprivileged runs TestDovecotRetrieve and TestDovecotTLS again

@@ -202,6 +202,9 @@ func run(configPath string, cfg *Config, logs *logging, stop, reload <-chan stru
 	defer obs.close()
 	inst.obs = obs
 
+	inst.cache = newCache(cfg, log)
+	defer inst.cache.Close()
+
 	sp, err := newSharedSpool(cfg)
 	if err != nil {
 		return err
@@ -317,7 +320,9 @@ func logStats(log *zap.Logger, st *proxy.Stats) {
 		zap.Int64("replaced", st.Replaced.Load()),
 		zap.Int64("refused", st.Refused.Load()),
 		zap.Int64("tempfailed", st.TempFailed.Load()),
-		zap.Int64("kept_alive", st.KeptAlive.Load()))
+		zap.Int64("kept_alive", st.KeptAlive.Load()),
+		zap.Int64("replayed", st.Replayed.Load()),
+		zap.Int64("scanned_ahead", st.Prefetched.Load()))
 }
 
 func addrAllowed(addr net.Addr, allow []netip.Prefix) bool {

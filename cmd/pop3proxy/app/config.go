@@ -36,12 +36,17 @@ type Config struct {
 	// ScanKeepalive is how long a client waits in silence for a scan
 	// before the proxy answers "+OK" and keeps it alive.
 	ScanKeepalive yamlconf.Duration `yaml:"scan_keepalive"`
-	Upstream      UpstreamConfig    `yaml:"upstream"`
-	Filters       []yaml.Node       `yaml:"filters"`
-	Shutdown      ShutdownConfig    `yaml:"shutdown"`
-	Limits        LimitsConfig      `yaml:"limits"`
-	Server        ServerConfig      `yaml:"server"`
-	Log           LogConfig         `yaml:"log"`
+	// ScanAhead is how many messages ahead of the client are fetched with
+	// TOP and checked while it reads; 0 turns it off.
+	ScanAhead int `yaml:"scan_ahead"`
+	// Cache keeps the filter chain's decisions.
+	Cache    CacheConfig    `yaml:"cache"`
+	Upstream UpstreamConfig `yaml:"upstream"`
+	Filters  []yaml.Node    `yaml:"filters"`
+	Shutdown ShutdownConfig `yaml:"shutdown"`
+	Limits   LimitsConfig   `yaml:"limits"`
+	Server   ServerConfig   `yaml:"server"`
+	Log      LogConfig      `yaml:"log"`
 	// Metrics is the HTTP listener for /metrics, /healthz and /readyz.
 	Metrics MetricsConfig `yaml:"metrics"`
 }
@@ -142,6 +147,8 @@ func DefaultConfig() Config {
 		MaxSize:       10 << 20,
 		Oversize:      "tag",
 		ScanKeepalive: yamlconf.Duration(proxy.DefaultScanKeepalive),
+		ScanAhead:     DefaultScanAhead,
+		Cache:         defaultCacheConfig(),
 		ProxyProtocol: ProxyProtocolConfig{
 			Trusted:       []string{"127.0.0.1/32", "::1/128"},
 			HeaderTimeout: yamlconf.Duration(5 * time.Second),

@@ -17,6 +17,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+	"github.com/pop3proxy/pop3proxy/proxy/verdictcache"
 )
 
 // instance is a running proxy: the POP3 server, its listeners and what
@@ -26,7 +27,8 @@ type instance struct {
 	configPath   string // re-read by reload
 	logs         *logging
 	log          *zap.Logger
-	stats        *proxy.Stats // over all generations
+	stats        *proxy.Stats        // over all generations
+	cache        *verdictcache.Cache // over all generations; nil for none
 	obs          *observability
 	requestDrain func(why string)
 
@@ -131,7 +133,7 @@ func (s *sharedSpool) closeUnused() {
 
 // newGeneration builds the gateway and filter chain of cfg on sp.
 func (inst *instance) newGeneration(cfg *Config, sp *sharedSpool) (*generation, error) {
-	gw, chain, err := newGateway(cfg, sp.sp, inst.stats, inst.obs, inst.log)
+	gw, chain, err := newGateway(cfg, sp.sp, inst.stats, inst.obs, inst.cache, inst.log)
 	if err != nil {
 		return nil, err
 	}
@@ -296,8 +298,10 @@ func (inst *instance) apply(cfg *Config) (_ []zap.Field, err error) {
 }
 
 // restartOnly are the keys, and sections, that a reload reads but cannot
-// apply: the one logger and the metrics listener are built once.
-var restartOnly = []string{"log.format", "log.caller", "metrics"}
+// apply: the one logger, the metrics listener and the verdict cache are
+// built once (the cache outlives the generations, whose chains' entries
+// it tells apart by fingerprint).
+var restartOnly = []string{"log.format", "log.caller", "metrics", "cache"}
 
 // restartNeeded returns the changed keys that take effect only after a
 // restart.

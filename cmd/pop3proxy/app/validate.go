@@ -144,6 +144,7 @@ func (c *Config) validate() []error {
 	}
 
 	positive(bad, "scan_keepalive", c.ScanKeepalive)
+	c.validateCache(bad)
 	// Building the chain checks every filter block (unknown types and
 	// keys, values each plugin rejects); the real chain is built again
 	// with the configured logger when the proxy starts.

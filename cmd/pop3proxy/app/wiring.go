@@ -13,6 +13,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/proxy"
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
+	"github.com/pop3proxy/pop3proxy/proxy/verdictcache"
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
@@ -167,7 +168,7 @@ func openListeners(cfg *Config, log *zap.Logger) ([]*servedListener, error) {
 // newGateway builds the relaying backend with a new filter chain; sp holds
 // the messages the chain looks at, and stats counts what it does. The
 // caller closes the returned chain once no session uses the gateway.
-func newGateway(cfg *Config, sp *spool.Spool, stats *proxy.Stats, obs *observability, log *zap.Logger) (*proxy.Gateway, *filter.Chain, error) {
+func newGateway(cfg *Config, sp *spool.Spool, stats *proxy.Stats, obs *observability, cache *verdictcache.Cache, log *zap.Logger) (*proxy.Gateway, *filter.Chain, error) {
 	u := cfg.Upstream
 	allow, err := upstream.NewAllowList(u.Allow)
 	if err != nil {
@@ -221,6 +222,8 @@ func newGateway(cfg *Config, sp *spool.Spool, stats *proxy.Stats, obs *observabi
 		ScanKeepalive: cfg.ScanKeepalive.D(),
 		Stats:         stats,
 		Observer:      obs.relayObserver(),
+		Cache:         cache,
+		ScanAhead:     cfg.ScanAhead,
 	}), chain, nil
 }
 

@@ -47,6 +47,8 @@ type Metrics struct {
 	sentBytes prometheus.Counter
 	download  prometheus.Histogram
 	tempfail  prometheus.Counter
+	replayed  prometheus.Counter
+	ahead     prometheus.Counter
 	oversize  *prometheus.CounterVec // by limit: max_size or a filter's name
 	overMax   prometheus.Counter     // oversize{limit="max_size"}
 	upstream  [][]prometheus.Counter // by UpstreamStage, UpstreamReason
@@ -85,6 +87,9 @@ func New() *Metrics {
 	m.download = f.histogram("upstream_download_duration_seconds",
 		"Time to receive a message the filters check whole from the upstream.", downloadBuckets)
 	m.tempfail = f.counter("messages_tempfailed_total", "RETR and TOP answered -ERR [SYS/TEMP] because the message could not be checked now.")
+	m.replayed = f.counter("messages_replayed_total",
+		"RETR and TOP answers decided by a decision made before (verdict cache, scan-ahead, a scan of the same message in another session), without a scan.")
+	m.ahead = f.counter("messages_scanned_ahead_total", "Messages downloaded with TOP and checked ahead of the client (scan-ahead).")
 	m.oversize = f.counterVec("messages_oversize_total",
 		`Messages too large to be checked: over max_size (limit="max_size") or refused as too large by a filter's scanner (limit=<filter>).`, "limit")
 	m.overMax = m.oversize.WithLabelValues("max_size")
@@ -207,6 +212,8 @@ func (o relayObserver) MessageSent(top bool, octets int64, complete bool) {
 func (o relayObserver) Downloaded(d time.Duration) { o.m.download.Observe(d.Seconds()) }
 func (o relayObserver) Oversize()                  { o.m.overMax.Inc() }
 func (o relayObserver) TempFailed()                { o.m.tempfail.Inc() }
+func (o relayObserver) Replayed()                  { o.m.replayed.Inc() }
+func (o relayObserver) ScannedAhead()              { o.m.ahead.Inc() }
 
 func (o relayObserver) UpstreamFailed(stage proxy.UpstreamStage, reason proxy.UpstreamReason) {
 	if int(stage) < len(o.m.upstream) && int(reason) < len(o.m.upstream[stage]) {

@@ -68,6 +68,10 @@ func TestObserversMoveTheirSeries(t *testing.T) {
 	r.Oversize()
 	r.TempFailed()
 	r.UpstreamFailed(proxy.StageConnect, proxy.ReasonRefused)
+	speed := r.(proxy.SpeedObserver)
+	speed.Replayed()
+	speed.Replayed()
+	speed.ScannedAhead()
 	f := m.Filters().Filter("clamav", "clamav", filter.OnErrorPass)
 	f.Verdict(filter.Replace, 2*time.Millisecond)
 	f.Verdict(filter.Action(9), time.Millisecond)
@@ -87,6 +91,8 @@ func TestObserversMoveTheirSeries(t *testing.T) {
 		`pop3proxy_messages_oversize_total{limit="max_size"}`:                           "1",
 		`pop3proxy_messages_oversize_total{limit="clamav"}`:                             "1",
 		`pop3proxy_messages_tempfailed_total`:                                           "1",
+		`pop3proxy_messages_replayed_total`:                                             "2",
+		`pop3proxy_messages_scanned_ahead_total`:                                        "1",
 		`pop3proxy_upstream_failures_total{reason="refused",stage="connect"}`:           "1",
 		`pop3proxy_filter_verdicts_total{action="replace",filter="clamav"}`:             "1",
 		`pop3proxy_filter_verdicts_total{action="invalid",filter="clamav"}`:             "1",

@@ -1,0 +1,106 @@
+package verdictcache
+
+import (
+	"container/list"
+	"context"
+	"sync"
+	"time"
+)
+
+// Memory is a Backend in the proxy's own memory, for one instance: at
+// most maxEntries entries, the least recently used going first, each
+// until its TTL. An entry is a few hundred bytes (a decision's header
+// edits or a short notice), so the default 100000 cost some tens of MB at
+// most.
+type Memory struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]*list.Element
+	lru   *list.List // front: most recently used
+	now   func() time.Time
+}
+
+type memItem struct {
+	key     string
+	e       *Entry
+	expires time.Time
+}
+
+// NewMemory returns an empty Memory backend holding at most maxEntries
+// (DefaultMaxEntries when not positive).
+func NewMemory(maxEntries int) *Memory {
+	if maxEntries <= 0 {
+		maxEntries = DefaultMaxEntries
+	}
+	return &Memory{max: maxEntries, items: map[string]*list.Element{}, lru: list.New(), now: time.Now}
+}
+
+// Len returns the number of entries held, expired ones included until
+// they are looked up or pushed out.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lru.Len()
+}
+
+// Get implements Backend.
+func (m *Memory) Get(_ context.Context, key string) (Entry, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.getLocked(key); e != nil {
+		return *e, true, nil
+	}
+	return Entry{}, false, nil
+}
+
+func (m *Memory) getLocked(key string) *Entry {
+	el, ok := m.items[key]
+	if !ok {
+		return nil
+	}
+	it := el.Value.(*memItem)
+	if !m.now().Before(it.expires) {
+		m.lru.Remove(el)
+		delete(m.items, key)
+		return nil
+	}
+	m.lru.MoveToFront(el)
+	return it.e
+}
+
+// GetMany implements Backend.
+func (m *Memory) GetMany(_ context.Context, keys []string) ([]*Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Entry, len(keys))
+	for i, k := range keys {
+		out[i] = m.getLocked(k)
+	}
+	return out, nil
+}
+
+// Set implements Backend. The entry is kept as it is, not encoded: a
+// decoded entry costs less to replay than bytes to decode.
+func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	expires := m.now().Add(ttl)
+	if el, ok := m.items[key]; ok {
+		it := el.Value.(*memItem)
+		it.e, it.expires = &e, expires
+		m.lru.MoveToFront(el)
+		return nil
+	}
+	m.items[key] = m.lru.PushFront(&memItem{key: key, e: &e, expires: expires})
+	for m.lru.Len() > m.max {
+		old := m.lru.Back()
+		m.lru.Remove(old)
+		delete(m.items, old.Value.(*memItem).key)
+	}
+	return nil
+}
+
+// Close implements Backend.
+func (m *Memory) Close() error { return nil }
+
+func (*Memory) local() {}

@@ -1,0 +1,112 @@
+package upstreamtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// OAuth2Options makes StartDovecot accept OAuth 2.0 bearer tokens (SASL
+// XOAUTH2 and OAUTHBEARER, offered in CAPA besides PLAIN and LOGIN)
+// through Dovecot's oauth2 passdb, which asks IntrospectionURL about each
+// token (see TokenServer).
+type OAuth2Options struct {
+	// IntrospectionURL is where Dovecot POSTs "token=<token>"
+	// (introspection_mode = post): TokenServer.URL.
+	IntrospectionURL string
+}
+
+// oauth2Conf is the oauth2 passdb's configuration file (Dovecot 2.3,
+// doc.dovecot.org "OAuth2"): without tokeninfo_url, the introspection
+// answer alone decides. A token is valid when the answer's "active" is
+// true, and then for the user its "username" names: Dovecot fails the
+// login when that differs from the user name in the SASL message, so a
+// relay that passed its routed login on unchanged would be refused.
+func oauth2Conf(o *OAuth2Options) string {
+	return fmt.Sprintf("introspection_mode = post\nintrospection_url = %s\n"+
+		"username_attribute = username\nactive_attribute = active\nactive_value = true\n"+
+		"timeout_msecs = 5000\n", o.IntrospectionURL)
+}
+
+// TokenServer is a token introspection endpoint in the manner of RFC 7662
+// for Dovecot's oauth2 passdb, on loopback: a POST with the form field
+// "token" is answered {"active":true,"username":"<user>"} for a token
+// added with Add, {"active":false} for any other. It stops when the test
+// ends.
+type TokenServer struct {
+	// URL is the introspection endpoint, for OAuth2Options.
+	URL string
+
+	mu       sync.Mutex
+	tokens   map[string]string
+	requests int
+}
+
+// StartTokenServer starts a TokenServer.
+func StartTokenServer(t testing.TB) *TokenServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("upstreamtest: %v", err)
+	}
+	s := &TokenServer{URL: "http://" + ln.Addr().String() + "/introspect", tokens: map[string]string{}}
+	srv := &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("upstreamtest: token server: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return s
+}
+
+// Add makes token valid for user.
+func (s *TokenServer) Add(token, user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[token] = user
+}
+
+// Requests returns how many introspection requests have come.
+func (s *TokenServer) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+func (s *TokenServer) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/introspect" {
+		http.Error(w, "POST /introspect only", http.StatusMethodNotAllowed)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	token := strings.TrimSpace(r.PostForm.Get("token"))
+	s.mu.Lock()
+	s.requests++
+	user, ok := s.tokens[token]
+	s.mu.Unlock()
+	answer := map[string]any{"active": false}
+	if ok {
+		answer = map[string]any{"active": true, "username": user}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(answer)
+}

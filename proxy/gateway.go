@@ -90,6 +90,10 @@ type Options struct {
 	// ScanKeepalive is how long a client waits in silence for a scan before
 	// the keepalive starts (DefaultScanKeepalive when zero).
 	ScanKeepalive time.Duration
+	// UpstreamKeepalive is how long the upstream may hear nothing while
+	// the client is logged in and idle before the proxy sends it a NOOP
+	// (many servers drop a session silent for a minute); 0 = never.
+	UpstreamKeepalive time.Duration
 	// Stats, if set, receives the filter counters, so that Gateways that
 	// replace one another (on a configuration reload) add up in one
 	// place; nil gives the Gateway counters of its own.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -29,8 +30,9 @@ type session struct {
 	cancel context.CancelFunc
 	// up serializes every use of client: the client's commands, the
 	// scan-ahead downloads and the keepalive's NOOP.
-	up upLock
-	wg sync.WaitGroup // scan-ahead goroutines
+	up   upLock
+	wg   sync.WaitGroup // scan-ahead goroutines
+	idle idleKeeper     // the upstream keepalive
 
 	prepared           bool                   // the listings were fetched (speed.go)
 	seenUidl, seenList []upstream.MessageInfo // whole listings the client asked for before
@@ -48,6 +50,8 @@ type session struct {
 func newSession(g *Gateway, client *upstream.Client, user string, conn uint64, log *zap.Logger) *session {
 	s := &session{g: g, client: client, user: user, conn: conn, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.up.last = time.Now() // the login
+	s.startIdleKeeper()
 	return s
 }
 
@@ -282,6 +286,7 @@ func (s *session) Noop(ctx context.Context) error {
 func (s *session) Update(ctx context.Context) error {
 	s.quit = true
 	s.cancel()
+	s.stopIdleKeeper()
 	hold, err := s.lock(context.WithoutCancel(ctx))
 	if err != nil {
 		return err
@@ -314,8 +319,9 @@ func (s *session) Close() error {
 	var err error
 	if !s.quit {
 		s.log.Debug("closing upstream without QUIT")
-		err = s.client.Abort()
+		err = s.client.Abort() // ends a keepalive NOOP on the wire at once
 	}
+	s.stopIdleKeeper()
 	s.wg.Wait()
 	return err
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // upLock serializes the use of a session's upstream connection, which is
@@ -17,6 +18,14 @@ type upLock struct {
 	mu      sync.Mutex
 	held    bool
 	waiters []*upTicket
+	last    time.Time // when it was last released: the upstream's last exchange
+}
+
+// lastUsed is when the connection was last released.
+func (l *upLock) lastUsed() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
 }
 
 // upTicket is a place in the queue.
@@ -81,6 +90,7 @@ func (l *upLock) tryLock() bool {
 func (l *upLock) unlock() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.last = time.Now()
 	if len(l.waiters) > 0 {
 		t := l.waiters[0]
 		l.waiters = l.waiters[1:]

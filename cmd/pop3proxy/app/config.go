@@ -86,6 +86,7 @@ type UpstreamConfig struct {
 	InsecureSkipVerify bool                `yaml:"insecure_skip_verify"`
 	DialTimeout        yamlconf.Duration   `yaml:"dial_timeout"`
 	Timeout            yamlconf.Duration   `yaml:"timeout"`
+	Keepalive          yamlconf.Duration   `yaml:"keepalive"`
 	Destinations       []DestinationConfig `yaml:"destinations"`
 	MaxMessages        int                 `yaml:"max_messages"`
 }
@@ -160,6 +161,7 @@ func DefaultConfig() Config {
 			TLS:          "auto",
 			DialTimeout:  yamlconf.Duration(10 * time.Second),
 			Timeout:      yamlconf.Duration(60 * time.Second),
+			Keepalive:    yamlconf.Duration(proxy.DefaultUpstreamKeepalive),
 			MaxMessages:  upstream.DefaultMaxMessages,
 		},
 		Shutdown: ShutdownConfig{

@@ -20,7 +20,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.MaxSize != 10<<20 {
 		t.Errorf("MaxSize = %d, want 10 MiB", cfg.MaxSize)
 	}
-	if cfg.Upstream.TLS != "auto" || cfg.Upstream.DialTimeout.D() != 10*time.Second || cfg.Upstream.Timeout.D() != time.Minute {
+	if cfg.Upstream.TLS != "auto" || cfg.Upstream.DialTimeout.D() != 10*time.Second || cfg.Upstream.Timeout.D() != time.Minute || cfg.Upstream.Keepalive.D() != 45*time.Second {
 		t.Errorf("upstream defaults = %+v", cfg.Upstream)
 	}
 	if cfg.Limits.IdleTimeout.D() != 10*time.Minute {
@@ -42,6 +42,7 @@ upstream:
   tls: implicit
   dial_timeout: 3s
   timeout: 45s
+  keepalive: 20s
 filters: []
 shutdown:
   allow_from: ["10.1.2.3", "192.168.0.0/16"]
@@ -57,7 +58,7 @@ log:
 		t.Fatalf("ParseConfig = %v", err)
 	}
 	if cfg.MaxSize != 512<<10 || cfg.Upstream.Default != "pop.example.com:110" || cfg.Upstream.TLS != "implicit" ||
-		cfg.Upstream.Timeout.D() != 45*time.Second || cfg.Limits.MaxLineLength != 1024 || cfg.Log.Format != "json" ||
+		cfg.Upstream.Timeout.D() != 45*time.Second || cfg.Upstream.Keepalive.D() != 20*time.Second || cfg.Limits.MaxLineLength != 1024 || cfg.Log.Format != "json" ||
 		len(cfg.Shutdown.AllowFrom) != 2 || cfg.Shutdown.DrainTimeout.D() != time.Minute {
 		t.Errorf("decoded config = %+v", cfg)
 	}
@@ -71,6 +72,7 @@ max_size: 10 parsecs
 upstream:
   tls: sometimes
   dial_timeout: soon
+  keepalive: -1s
   allow: []
   colour: blue
 shutdown:
@@ -87,7 +89,7 @@ bogus: 1
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		"max_size", "upstream.tls", "upstream.dial_timeout", "upstream.colour: unknown key",
+		"max_size", "upstream.tls", "upstream.dial_timeout", `upstream.keepalive: invalid duration "-1s"`, "upstream.colour: unknown key",
 		"shutdown.allow_from[0]", "limits.idle_timeout", "limits.max_line_length", "log.level",
 		"bogus: unknown key", "upstream.allow: must be set because listen accepts remote clients",
 		"tls.require: listen accepts remote clients",

@@ -209,21 +209,22 @@ func newGateway(cfg *Config, sp *spool.Spool, stats *proxy.Stats, obs *observabi
 	chain.SetSpool(sp)
 	chain.SetObserver(obs.filterObserver())
 	return proxy.New(proxy.Options{
-		Separators:    u.Separators,
-		Default:       u.Default,
-		Allow:         allow,
-		Overrides:     overrides,
-		Upstream:      opts,
-		Logger:        log,
-		Chain:         chain,
-		MaxSize:       int64(cfg.MaxSize),
-		Oversize:      oversize,
-		Spool:         sp,
-		ScanKeepalive: cfg.ScanKeepalive.D(),
-		Stats:         stats,
-		Observer:      obs.relayObserver(),
-		Cache:         cache,
-		ScanAhead:     cfg.ScanAhead,
+		Separators:        u.Separators,
+		Default:           u.Default,
+		Allow:             allow,
+		Overrides:         overrides,
+		Upstream:          opts,
+		Logger:            log,
+		Chain:             chain,
+		MaxSize:           int64(cfg.MaxSize),
+		Oversize:          oversize,
+		Spool:             sp,
+		ScanKeepalive:     cfg.ScanKeepalive.D(),
+		UpstreamKeepalive: u.Keepalive.D(),
+		Stats:             stats,
+		Observer:          obs.relayObserver(),
+		Cache:             cache,
+		ScanAhead:         cfg.ScanAhead,
 	}), chain, nil
 }
 

@@ -22,7 +22,7 @@ import (
 
 // rounds is how many times each side of a row runs, alternating, so that
 // whatever else the machine does hits both alike; the table shows medians.
-const rounds = 3
+const rounds = 5
 
 // side is one thing measured: where a client connects and how it logs in.
 type side struct {

@@ -60,18 +60,6 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 	return d
 }
 
-// faults are the kinds this build can inject: CacheAway needs a shared
-// cache in the configuration.
-func faults() []Kind {
-	var ks []Kind
-	for _, k := range AllKinds() {
-		if k != CacheAway {
-			ks = append(ks, k)
-		}
-	}
-	return ks
-}
-
 // TestChaos is the short seeded run of the test command: every fault at
 // least once (Cover), against real daemons, with the oracle and the leak
 // checks after every round. POP3PROXY_CHAOS_TIME sets its length.
@@ -81,7 +69,7 @@ func TestChaos(t *testing.T) {
 	length := envDuration(t, "POP3PROXY_CHAOS_TIME", 100*time.Second)
 	w := NewWorld(t, Options{
 		Seed: s, Users: 6, Clients: 8, Round: 8 * time.Second,
-		Faults: faults(), Rate: 0.5, Bin: proxyBin, Logf: t.Logf, Cover: true,
+		Faults: AllKinds(), Rate: 0.5, Bin: proxyBin, Logf: t.Logf, Cover: true,
 	})
 	start := time.Now()
 	rounds := max(1, (len(w.opt.Faults)+2)/3)
@@ -93,14 +81,20 @@ func TestChaos(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("%d rounds, %d sessions, %d messages checked, %d delivered, %d refused, %d faults and %d client hang-ups injected",
-		w.Stats.Rounds.Load(), w.Stats.Sessions.Load(), w.Stats.Checked.Load(), w.Stats.Delivered.Load(),
-		w.Stats.Refused.Load(), w.Stats.Faults.Load(), w.Stats.ClientFaults.Load())
+	t.Logf("%d rounds, %d sessions (%d with OAuth2 tokens), %d messages checked, %d delivered (%d verdicts replayed from the cache, %d messages scanned ahead), %d refused, %d faults and %d client hang-ups injected",
+		w.Stats.Rounds.Load(), w.Stats.Sessions.Load(), w.Stats.TokenLogins.Load(), w.Stats.Checked.Load(), w.Stats.Delivered.Load(),
+		w.Stats.Replayed.Load(), w.Stats.ScannedAhead.Load(), w.Stats.Refused.Load(), w.Stats.Faults.Load(), w.Stats.ClientFaults.Load())
 	for text, n := range w.Stats.Refusals() {
 		t.Logf("%4d × %s", n, text)
 	}
-	if w.Stats.Delivered.Load() == 0 {
-		t.Error("no message was delivered in the whole run: the faults hid everything")
+	// What the run must have exercised, or it proved little.
+	for what, n := range map[string]int64{
+		"messages delivered": w.Stats.Delivered.Load(), "OAuth2 logins": w.Stats.TokenLogins.Load(),
+		"verdicts replayed": w.Stats.Replayed.Load(), "messages scanned ahead": w.Stats.ScannedAhead.Load(),
+	} {
+		if n == 0 {
+			t.Errorf("no %s in the whole run", what)
+		}
 	}
 }
 
@@ -118,7 +112,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("seed %d; replay with POP3PROXY_CHAOS_SEED=%d", s, s)
 	w := NewWorld(t, Options{
 		Seed: s, Users: 6, Clients: 8, Round: 20 * time.Second,
-		Faults: faults(), Rate: 0.15, Bin: proxyBin,
+		Faults: AllKinds(), Rate: 0.15, Bin: proxyBin,
 	})
 	start, next := time.Now(), time.Now().Add(time.Minute)
 	report := func() {

@@ -17,12 +17,15 @@ type proxyConfig struct {
 	UseRspamd            bool   // rspamd instead of spamd
 	QuarantineFull       bool
 	KeepaliveShort       bool
+	Redis                string // the verdict cache's relay
+	ScanAhead            int
 	// limits.max_connections and max_connections_per_ip
 	MaxConnections, MaxConnectionsPerIP int
 }
 
 // yaml renders the configuration. Timeouts are short so that stalls cost
-// seconds, not minutes; buffer_memory is small so that messages spool.
+// seconds, not minutes; buffer_memory is small, so that several large
+// messages at once go to spool files.
 func (c proxyConfig) yaml() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -35,11 +38,14 @@ func (c proxyConfig) yaml() string {
 		keepalive = "1s"
 	}
 	w("scan_keepalive: %s", keepalive)
+	w("scan_ahead: %d", c.ScanAhead)
+	w("cache: {type: redis, address: %q}", c.Redis)
 	w("upstream:")
 	w("  allow: [\"127.0.0.1:*\"]")
 	w("  tls: none")
 	w("  dial_timeout: 3s")
 	w("  timeout: 4s")
+	w("  keepalive: 1s")
 	w("filters:")
 	w("  - type: clamav")
 	w("    address: tcp://%s", c.Clamd)
@@ -69,7 +75,7 @@ func (c proxyConfig) yaml() string {
 	w("  failed_login_delay: 0s")
 	w("  max_connections_per_ip: %d", c.MaxConnectionsPerIP)
 	w("  max_connections: %d", c.MaxConnections)
-	w("  buffer_memory: 128KiB")
+	w("  buffer_memory: 512KiB")
 	w("log:")
 	w("  level: info")
 	w("metrics:")

@@ -122,6 +122,7 @@ func (in *injector) apply(ctx context.Context, id int, e Event) error {
 		return w.reload(func(c *proxyConfig) {
 			c.UseRspamd = !c.UseRspamd
 			c.KeepaliveShort = e.N%2 == 0
+			c.ScanAhead = 2 * int(e.N%2)
 		})
 	case UpRefuse:
 		in.relayFault(ctx, id, "upstream", w.upstream, faultnet.Refuse, 0, e.For)
@@ -145,6 +146,14 @@ func (in *injector) apply(ctx context.Context, id int, e Event) error {
 		in.relayFault(ctx, id, scan.name, scan.relay, faultnet.Stall, 0, e.For)
 	case ScanGarbage:
 		in.relayFault(ctx, id, scan.name, scan.relay, faultnet.Garbage, 0, e.For)
+	case CacheAway:
+		// Hung (each lookup costs cache.timeout) or gone (connections
+		// reset at their next answer).
+		f := faultnet.Stall
+		if e.N == 1 {
+			f = faultnet.Cut
+		}
+		in.relayFault(ctx, id, "cache", w.cache, f, 0, e.For)
 	case ScanRestart:
 		in.restart(ctx, id, scan, e.For)
 	case SpoolGone:

@@ -211,7 +211,7 @@ func TestLoad(t *testing.T) {
 	t.Logf("RETR through the full chain, median and 99th percentile: %s and %s alone (%d), %s and %s beside %d connections (%d)",
 		percentile(quiet, 50), percentile(quiet, 99), len(quiet),
 		percentile(loaded, 50), percentile(loaded, 99), h.peakConns.Load(), len(loaded))
-	budget := idleRSS + 128<<10 + h.peakConns.Load()*sessionBudget
+	budget := idleRSS + 512<<10 + h.peakConns.Load()*sessionBudget
 	t.Logf("proxy RSS: %.1f MiB idle, %.1f MiB peak under load (limit %.1f MiB); flooders cut off %d times",
 		float64(idleRSS)/(1<<20), float64(h.peakRSS.Load())/(1<<20), float64(budget)/(1<<20), h.floodCuts.Load())
 	if h.peakConns.Load() < 1000 {

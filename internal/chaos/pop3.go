@@ -5,6 +5,7 @@ package chaos
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -106,6 +107,31 @@ func (p *pop3Conn) login(user, pass string) error {
 		return err
 	}
 	_, err := p.cmd("PASS " + pass)
+	return err
+}
+
+// loginToken logs in with AUTH XOAUTH2 or OAUTHBEARER (RFC 7628), the
+// routed login where the user name goes, with the message on the AUTH
+// line or, continued, after the server's "+ ".
+func (p *pop3Conn) loginToken(mechanism, login, token string, continued bool) error {
+	var msg string
+	if mechanism == "XOAUTH2" {
+		msg = "user=" + login + "\x01auth=Bearer " + token + "\x01\x01"
+	} else {
+		msg = "n,a=" + login + ",\x01auth=Bearer " + token + "\x01\x01"
+	}
+	enc := base64.StdEncoding.EncodeToString([]byte(msg))
+	if !continued {
+		_, err := p.cmd("AUTH " + mechanism + " " + enc)
+		return err
+	}
+	if err := p.send("AUTH " + mechanism); err != nil {
+		return err
+	}
+	if line, err := p.line(); err != nil || !strings.HasPrefix(line, "+") {
+		return fmt.Errorf("AUTH %s: %q, %v", mechanism, line, err)
+	}
+	_, err := p.cmd(enc)
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -117,6 +118,7 @@ func (w *World) Round(n int) []string {
 	}
 	v = append(v, w.ensureProxy()...)
 	v = append(v, w.quiesce(n)...)
+	w.countProxy()
 	tQuiet := time.Since(t0)
 
 	after, err := w.snapshot()
@@ -198,6 +200,25 @@ func (w *World) quiesce(n int) []string {
 	}
 	return append(v, fmt.Sprintf("round %d: the idle proxy holds %v goroutines (a fresh one %v), %d descriptors (a fresh one %d), %d spool files open and %d in %s",
 		n, now.goroutines, w.baseline.goroutines, now.fds, w.baseline.fds, spoolFDs, len(spoolFiles), w.config.Spool))
+}
+
+// countProxy adds what the proxy's counters gained since the last call
+// to Stats; a restarted process counts from zero.
+func (w *World) countProxy() {
+	m, err := w.proxy.Metrics()
+	if err != nil {
+		return
+	}
+	if pid := w.proxy.Pid(); pid != w.countPid {
+		w.countPid, w.counted = pid, map[string]float64{}
+	}
+	for name, c := range map[string]*atomic.Int64{
+		"pop3proxy_messages_replayed_total":      &w.Stats.Replayed,
+		"pop3proxy_messages_scanned_ahead_total": &w.Stats.ScannedAhead,
+	} {
+		c.Add(int64(m[name] - w.counted[name]))
+		w.counted[name] = m[name]
+	}
 }
 
 // idle measures the proxy's goroutines and descriptors.

@@ -129,7 +129,7 @@ func newEvent(rng *rand.Rand, at time.Duration, k Kind) Event {
 		e.N = int64(rng.IntN(8))
 	case SpoolFull:
 		e.N = int64(rng.IntN(64 << 10))
-	case ProxyReload:
+	case ProxyReload, CacheAway:
 		e.N = int64(rng.IntN(2))
 	}
 	return e

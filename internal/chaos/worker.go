@@ -91,7 +91,7 @@ func (c *client) session(b behaviour) error {
 			c.slow(fmt.Sprintf("%s session of %s took %s; last command %q", b, c.user, d.Round(time.Millisecond), conn.last))
 		}
 	}()
-	if err := conn.login(c.login, c.pass); err != nil {
+	if err := c.logIn(conn); err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
 	if b == idle {
@@ -179,6 +179,21 @@ func (c *client) session(b behaviour) error {
 	c.oracle.Committed(c.user, deleted, note)
 	_, err = conn.cmd("QUIT")
 	return err
+}
+
+// logIn logs in with a password mostly, and with an OAuth2 token in
+// either mechanism and either form now and then.
+func (c *client) logIn(conn *pop3Conn) error {
+	r := c.rng.IntN(10)
+	if r < 7 {
+		return conn.login(c.login, c.pass)
+	}
+	mechanism := []string{"XOAUTH2", "OAUTHBEARER"}[r%2]
+	if err := conn.loginToken(mechanism, c.login, "token-"+c.user, r == 9); err != nil {
+		return err
+	}
+	c.stats.TokenLogins.Add(1)
+	return nil
 }
 
 // retr retrieves message n; ok says it arrived whole. A -ERR answer is

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/internal/faultnet"
+	"github.com/pop3proxy/pop3proxy/proxy/verdictcache/redistest"
 	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
@@ -61,6 +62,9 @@ type Stats struct {
 	ClientFaults atomic.Int64 // client sessions that hung up on purpose
 	Failed       atomic.Int64 // client sessions that ended in an error
 	Violations   atomic.Int64
+	TokenLogins  atomic.Int64 // sessions logged in with an OAuth2 token
+	Replayed     atomic.Int64 // verdicts the proxy replayed from the cache
+	ScannedAhead atomic.Int64 // messages the proxy checked ahead of a client
 
 	mu      sync.Mutex
 	retrs   []time.Duration // how long each complete RETR took
@@ -107,12 +111,16 @@ type World struct {
 	dir      string
 	users    map[string]string
 	dovecot  *upstreamtest.Dovecot
+	tokens   *upstreamtest.TokenServer // OAuth2 bearer tokens, "token-" + user
 	upstream *faultnet.Relay
+	cache    *faultnet.Relay // before Redis, the shared verdict cache
 	scanners [numScanners]*scanner
 	proxy    *Proxy
 	proxyMu  sync.Mutex // one signal, stop or start at a time
 	config   proxyConfig
 	baseline idleState
+	counted  map[string]float64 // proxy counters already added to Stats, for the current process
+	countPid int
 	seq      int
 	Stats    Stats
 }
@@ -147,8 +155,13 @@ func NewWorld(t testing.TB, opt Options) *World {
 	for i := range opt.Users {
 		w.users["user"+strconv.Itoa(i)] = "pass-" + strconv.Itoa(i)
 	}
+	w.tokens = upstreamtest.StartTokenServer(t)
+	for user := range w.users {
+		w.tokens.Add("token-"+user, user)
+	}
 	w.dovecot = w.startDovecot()
 	w.upstream = w.relay(w.dovecot.Addr)
+	w.cache = w.relay(redistest.Start(t).Addr)
 
 	w.scanners[scanClamd] = &scanner{name: "clamd", start: func(t testing.TB) instance {
 		c := scannertest.StartClamdWith(t, scannertest.ClamdOptions{StreamMaxLength: "1M"})
@@ -181,9 +194,10 @@ func NewWorld(t testing.TB, opt Options) *World {
 	w.config = proxyConfig{
 		Listen: addr, Metrics: metrics,
 		Spool: filepath.Join(w.dir, "spool"), Quarantine: filepath.Join(w.dir, "quarantine"),
-		Clamd:          w.scanners[scanClamd].relay.Addr(),
-		Spamd:          w.scanners[scanSpamd].relay.Addr(),
-		Rspamd:         w.scanners[scanRspamd].relay.Addr(),
+		Clamd:  w.scanners[scanClamd].relay.Addr(),
+		Spamd:  w.scanners[scanSpamd].relay.Addr(),
+		Rspamd: w.scanners[scanRspamd].relay.Addr(),
+		Redis:  w.cache.Addr(), ScanAhead: 2,
 		MaxConnections: cmp.Or(opt.MaxConnections, 2000), MaxConnectionsPerIP: cmp.Or(opt.MaxConnectionsPerIP, 2000),
 	}
 	w.proxy = NewProxy(opt.Bin, filepath.Join(w.dir, "config.yaml"), addr, metrics, w.config.Spool)
@@ -211,7 +225,10 @@ func NewWorld(t testing.TB, opt Options) *World {
 // reuses UIDLs for other messages: what a verdict cache must not be
 // fooled by.
 func (w *World) startDovecot() *upstreamtest.Dovecot {
-	return upstreamtest.StartDovecot(w.t, upstreamtest.DovecotOptions{Users: w.users, MaxUserIPConnections: 200, UIDLFormat: "%u"})
+	return upstreamtest.StartDovecot(w.t, upstreamtest.DovecotOptions{
+		Users: w.users, MaxUserIPConnections: 200, UIDLFormat: "%u",
+		OAuth2: &upstreamtest.OAuth2Options{IntrospectionURL: w.tokens.URL},
+	})
 }
 
 // renumber replaces the upstream by a new Dovecot with the same mail in

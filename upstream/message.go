@@ -85,8 +85,30 @@ func (c *Client) begin(op string, kind respKind) ([]byte, error) {
 	if err := c.ready(op); err != nil {
 		return nil, err
 	}
+	status, err := c.sendLine(op, op, kind)
+	if err != nil {
+		return nil, err
+	}
+	switch classify(trimEOL(status)) {
+	case statusOK:
+		return status, nil
+	case statusErr:
+		se := parseServerError(status)
+		if c.br.Buffered() > 0 {
+			return nil, c.fail(op, errUnsolicited)
+		}
+		c.g.endStream()
+		return nil, fmt.Errorf("upstream %s: %s: %w", c.addr, op, se)
+	}
+	return nil, c.fail(op, fmt.Errorf("malformed status line %q", status[:min(len(status), 40)]))
+}
+
+// sendLine sends line (the command op, or a SASL response, which may hold
+// credentials and is never logged) and reads the status line through the
+// streaming reader, which the guard expects to carry an answer of kind.
+func (c *Client) sendLine(op, line string, kind respKind) ([]byte, error) {
 	c.g.expect(kind, 0)
-	if err := c.pc.Send(op); err != nil {
+	if err := c.pc.Send(line); err != nil {
 		return nil, c.fail(op, err)
 	}
 	if c.br == nil {
@@ -101,18 +123,7 @@ func (c *Client) begin(op string, kind respKind) ([]byte, error) {
 	if err != nil {
 		return nil, c.fail(op, unexpectedEOF(err))
 	}
-	switch classify(trimEOL(status)) {
-	case statusOK:
-		return status, nil
-	case statusErr:
-		se := parseServerError(status)
-		if c.br.Buffered() > 0 {
-			return nil, c.fail(op, errUnsolicited)
-		}
-		c.g.endStream()
-		return nil, fmt.Errorf("upstream %s: %s: %w", c.addr, op, se)
-	}
-	return nil, c.fail(op, fmt.Errorf("malformed status line %q", status[:min(len(status), 40)]))
+	return status, nil
 }
 
 // parseOctets returns n from "+OK n octets[ ...]", or -1.

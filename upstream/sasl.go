@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bufio"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -73,21 +72,9 @@ func (c *Client) saslStep(op, line string) (*SASLChallenge, error) {
 	if c.Broken() {
 		return nil, fmt.Errorf("upstream %s: %s: %w", c.addr, op, connError(errClosed))
 	}
-	c.g.expect(respSASL, 0)
-	if err := c.pc.Send(line); err != nil {
-		return nil, c.fail(op, err)
-	}
-	if c.br == nil {
-		c.br = bufio.NewReaderSize(c.g, streamBufSize)
-	}
-	// The guard refuses a status line over statusCap long before the
-	// buffer is full.
-	status, err := c.br.ReadSlice('\n')
-	if err == bufio.ErrBufferFull {
-		err = fmt.Errorf("status line longer than %d bytes", streamBufSize)
-	}
+	status, err := c.sendLine(op, line, respSASL)
 	if err != nil {
-		return nil, c.fail(op, unexpectedEOF(err))
+		return nil, err
 	}
 	if c.br.Buffered() > 0 {
 		return nil, c.fail(op, errUnsolicited)

@@ -14,10 +14,8 @@ import (
 	"github.com/pop3proxy/pop3proxy/internal/faultnet"
 )
 
-// echoServer answers each connection with "hello", then echoes what it
-// reads until the client half-closes, then says "bye" and closes: enough
-// to see bytes, half-closes and ends pass the relay.
-func echoServer(t *testing.T) string {
+// serve runs handle for every connection to a new loopback listener.
+func serve(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,13 +30,22 @@ func echoServer(t *testing.T) string {
 			}
 			go func() {
 				defer c.Close()
-				c.Write([]byte("hello\n"))
-				io.Copy(c, c)
-				c.Write([]byte("bye\n"))
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// echoServer answers each connection with "hello", then echoes what it
+// reads until the client half-closes, then says "bye" and closes: enough
+// to see bytes, half-closes and ends pass the relay.
+func echoServer(t *testing.T) string {
+	return serve(t, func(c net.Conn) {
+		c.Write([]byte("hello\n"))
+		io.Copy(c, c)
+		c.Write([]byte("bye\n"))
+	})
 }
 
 func relay(t *testing.T) *faultnet.Relay {
@@ -191,18 +198,7 @@ func TestRetargetAndOpen(t *testing.T) {
 	if n := r.Open(); n != 1 {
 		t.Fatalf("Open = %d with one connection, want 1", n)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if s, err := ln.Accept(); err == nil {
-			s.Write([]byte("other\n"))
-			s.Close()
-		}
-	}()
-	r.Retarget(ln.Addr().String())
+	r.Retarget(serve(t, func(c net.Conn) { c.Write([]byte("other\n")) }))
 	c2 := dial(t, r)
 	got, _ := io.ReadAll(c2)
 	c2.Close()
@@ -221,32 +217,16 @@ func TestRetargetAndOpen(t *testing.T) {
 
 // quitServer answers every line with "+OK <line>" and counts QUITs.
 func quitServer(t *testing.T) (addr string, quits *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	quits = new(atomic.Int32)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	return serve(t, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "QUIT" {
+				quits.Add(1)
 			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					if strings.TrimSpace(sc.Text()) == "QUIT" {
-						quits.Add(1)
-					}
-					fmt.Fprintf(c, "+OK %s\r\n", strings.TrimSpace(sc.Text()))
-				}
-			}()
+			fmt.Fprintf(c, "+OK %s\r\n", strings.TrimSpace(sc.Text()))
 		}
-	}()
-	return ln.Addr().String(), quits
+	}), quits
 }
 
 func TestQuitErr(t *testing.T) {

@@ -79,22 +79,11 @@ func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (stri
 	if size > c.maxStream {
 		return "", fmt.Errorf("%w: %d bytes, max_stream is %d", ErrTooLarge, size, c.maxStream)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
-		defer cancel()
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.address)
+	ctx, conn, done, err := c.connect(ctx)
 	if err != nil {
 		return "", c.fail(ctx, "connect", err)
 	}
-	defer conn.Close()
-	// Closing on cancellation interrupts a blocked read or write at once.
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	defer done()
 
 	werr := writeClamdStream(conn, msg, size)
 	var merr *messageReadError
@@ -251,32 +240,51 @@ const (
 
 // ping sends zPING and expects PONG, within ctx (or the fallback timeout).
 func (c *clamdClient) ping(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
-		defer cancel()
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.address)
+	reply, err := c.command(ctx, clamdPingCommand)
 	if err != nil {
-		return c.pingFail(ctx, err)
-	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	if _, err := io.WriteString(conn, clamdPingCommand); err != nil {
-		return c.pingFail(ctx, err)
-	}
-	reply, err := readClamdReply(conn)
-	if err != nil {
-		return c.pingFail(ctx, err)
+		return err
 	}
 	if reply != clamdPong {
 		return fmt.Errorf("answered %q instead of %s", reply, clamdPong)
 	}
 	return nil
+}
+
+// command sends a command that takes no data and returns clamd's reply.
+func (c *clamdClient) command(ctx context.Context, cmd string) (string, error) {
+	ctx, conn, done, err := c.connect(ctx)
+	if err != nil {
+		return "", c.pingFail(ctx, err)
+	}
+	defer done()
+	if _, err := io.WriteString(conn, cmd); err != nil {
+		return "", c.pingFail(ctx, err)
+	}
+	reply, err := readClamdReply(conn)
+	if err != nil {
+		return "", c.pingFail(ctx, err)
+	}
+	return reply, nil
+}
+
+// connect dials clamd within ctx, or within clamdFallbackTimeout if ctx
+// has no deadline, which it returns. The connection carries the deadline,
+// and the context's end closes it, which interrupts a blocked read or
+// write at once; done releases it all.
+func (c *clamdClient) connect(ctx context.Context) (_ context.Context, conn net.Conn, done func(), err error) {
+	cancel := func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
+	}
+	var d net.Dialer
+	if conn, err = d.DialContext(ctx, c.network, c.address); err != nil {
+		cancel()
+		return ctx, nil, nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	return ctx, conn, func() { stop(); conn.Close(); cancel() }, nil
 }
 
 // pingFail prefers the context's reason, as fail does.
@@ -299,27 +307,9 @@ const clamdVersionCommand = "nVERSION\n"
 // the database part changes with every signature update (and is missing
 // with only custom signatures loaded).
 func (c *clamdClient) version(ctx context.Context) (string, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
-		defer cancel()
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.address)
+	reply, err := c.command(ctx, clamdVersionCommand)
 	if err != nil {
-		return "", c.pingFail(ctx, err)
-	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	if _, err := io.WriteString(conn, clamdVersionCommand); err != nil {
-		return "", c.pingFail(ctx, err)
-	}
-	reply, err := readClamdReply(conn)
-	if err != nil {
-		return "", c.pingFail(ctx, err)
+		return "", err
 	}
 	if !strings.HasPrefix(reply, "ClamAV ") {
 		return "", fmt.Errorf("answered %q to VERSION", reply)

@@ -91,6 +91,7 @@ func TestChaos(t *testing.T) {
 	for what, n := range map[string]int64{
 		"messages delivered": w.Stats.Delivered.Load(), "OAuth2 logins": w.Stats.TokenLogins.Load(),
 		"verdicts replayed": w.Stats.Replayed.Load(), "messages scanned ahead": w.Stats.ScannedAhead.Load(),
+		"client hang-ups": w.Stats.ClientFaults.Load(),
 	} {
 		if n == 0 {
 			t.Errorf("no %s in the whole run", what)

@@ -76,9 +76,6 @@ type client struct {
 // consequence of faults; what matters is what the oracle records.
 func (c *client) session(b behaviour) error {
 	c.stats.Sessions.Add(1)
-	if b >= hangUpMidRetr && b <= hangUpDuringScanAhead {
-		c.stats.ClientFaults.Add(1)
-	}
 	conn, err := dialPOP3(c.proxyAddr, "", 30*time.Second)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -111,6 +108,11 @@ func (c *client) session(b behaviour) error {
 	if len(nums) == 0 {
 		_, err := conn.cmd("QUIT")
 		return err
+	}
+	// Counted only here: a session that never got this far, or found the
+	// mailbox empty, hung up on nothing.
+	if b >= hangUpMidRetr && b <= hangUpDuringScanAhead {
+		c.stats.ClientFaults.Add(1)
 	}
 	note := b.String()
 	switch b {

@@ -20,12 +20,9 @@ import (
 type OnError int
 
 const (
-	// OnErrorTempfail answers -ERR [SYS/TEMP]; the client retries later.
-	OnErrorTempfail OnError = iota
-	// OnErrorPass delivers the message marked with UnscannedField.
-	OnErrorPass
-	// OnErrorReject answers the RETR with -ERR.
-	OnErrorReject
+	OnErrorTempfail OnError = iota // answer -ERR [SYS/TEMP]; the client retries later
+	OnErrorPass                    // deliver the message marked with UnscannedField
+	OnErrorReject                  // answer the RETR with -ERR
 )
 
 // DefaultTimeout bounds a filter whose configuration sets no timeout.
@@ -49,8 +46,7 @@ type stage struct {
 	obs      FilterObserver // nil: nobody is told
 }
 
-// Chain runs the configured filters over messages. It is safe for
-// concurrent use by many sessions.
+// Chain runs the configured filters over messages, safe for concurrent use.
 type Chain struct {
 	stages      []*stage
 	log         *zap.Logger
@@ -60,17 +56,13 @@ type Chain struct {
 }
 
 // Oversize is what happens to a message too large to be checked: over
-// max_size (the proxy's decision), or over what a scanner accepts (a
-// plugin's error wrapping ErrTooLarge).
+// max_size, or over what a scanner accepts (ErrTooLarge).
 type Oversize int
 
 const (
-	// OversizeTag delivers it marked with UnscannedField.
-	OversizeTag Oversize = iota
-	// OversizePass delivers it unmarked.
-	OversizePass
-	// OversizeReject answers -ERR; the message stays on the server.
-	OversizeReject
+	OversizeTag    Oversize = iota // deliver it marked with UnscannedField
+	OversizePass                   // deliver it unmarked
+	OversizeReject                 // answer -ERR; the message stays on the server
 )
 
 // ParseOversize reads the oversize key: tag, pass or reject.
@@ -89,13 +81,11 @@ func ParseOversize(s string) (Oversize, error) {
 func (o Oversize) String() string { return [...]string{"tag", "pass", "reject"}[o] }
 
 // ErrTooLarge, wrapped into a plugin's error, says that the message is
-// larger than the scanner accepts: not a temporary failure (retrying
-// cannot help), so the chain applies the oversize policy instead of
-// on_error.
+// larger than the scanner accepts: retrying cannot help, so the chain
+// applies the oversize policy instead of on_error.
 var ErrTooLarge = errors.New("filter: message too large for the scanner")
 
-// SetSpool makes the chain keep rewritten headers and modifier output in
-// sp, within its memory budget; without one they are held in memory.
+// SetSpool makes the chain spool rewritten headers and modifier output in sp.
 func (ch *Chain) SetSpool(sp *spool.Spool) { ch.spool = sp }
 
 // SetOversize sets the policy for messages a scanner finds too large.
@@ -110,10 +100,9 @@ type spec struct {
 	MaxConcurrent *int              `yaml:"max_concurrent"`
 }
 
-// Build makes a Chain from the "filters:" list of the configuration, one
-// YAML mapping per filter. Every problem of every filter is reported at
-// once, each under its path ("filters[1].address"); plugins already
-// provisioned are then closed.
+// Build makes a Chain from the "filters:" list of the configuration.
+// Every problem of every filter is reported at once, each under its path
+// ("filters[1].address"); plugins already provisioned are then closed.
 func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -137,8 +126,7 @@ func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 	return ch, nil
 }
 
-// BuildYAML is Build for a YAML document holding the list of filter blocks
-// (the value of "filters:").
+// BuildYAML is Build for a YAML document holding the value of "filters:".
 func BuildYAML(doc []byte, log *zap.Logger) (*Chain, error) {
 	var nodes []yaml.Node
 	if err := yaml.Unmarshal(doc, &nodes); err != nil {
@@ -250,17 +238,14 @@ func checkName(name string) error {
 	return nil
 }
 
-// StreamLimiter is implemented by plugins whose scanner refuses messages
-// over a size (clamav's max_stream).
+// StreamLimiter: the plugin's scanner refuses messages over a size (clamav's max_stream).
 type StreamLimiter interface {
-	// MaxStream returns the largest message the plugin checks and the
-	// configuration key that sets it.
+	// MaxStream returns the largest message checked and the key that sets it.
 	MaxStream() (limit int64, key string)
 }
 
-// CheckMaxSize reports every filter that cannot check a message of
-// maxSize octets: such messages would fall under max_size and yet never be
-// scanned, so the configuration is refused instead.
+// CheckMaxSize reports every filter that cannot check a message of maxSize
+// octets: such messages would fall under max_size and never be scanned.
 func (ch *Chain) CheckMaxSize(maxSize int64) []error {
 	var errs []error
 	for _, st := range ch.stages {
@@ -315,12 +300,9 @@ func (ch *Chain) Close() error {
 type Outcome int
 
 const (
-	// Deliver sends Result.Message to the client.
-	Deliver Outcome = iota
-	// TempFail answers -ERR [SYS/TEMP]; the client retries later.
-	TempFail
-	// Refuse answers -ERR; the message stays on the server.
-	Refuse
+	Deliver  Outcome = iota // send Result.Message to the client
+	TempFail                // answer -ERR [SYS/TEMP]; the client retries later
+	Refuse                  // answer -ERR; the message stays on the server
 )
 
 func (o Outcome) String() string {
@@ -342,13 +324,10 @@ type Result struct {
 	Changed bool     // whether Message differs from the original
 	Filter  string   // the filter that decided a TempFail, Refuse or replacement
 	Reason  string   // short and client-safe
-	// Decision is what Replay needs to give this Result again for the
-	// same message bytes, or nil when the run cannot be replayed: a
-	// TempFail, a filter that failed or timed out (whatever on_error then
-	// did), a message too large for a scanner, a modifier that rewrote it.
+	// Decision is what Replay needs to give this Result again for the same
+	// bytes, or nil when the run cannot be replayed (see Decision).
 	Decision *Decision
-	// Replayed says the Result came from Replay, not from the plugins.
-	Replayed bool
+	Replayed bool // the Result came from Replay, not from the plugins
 
 	ch   *Chain
 	bufs []*spool.Buffer // made by this run; Message may read them
@@ -376,8 +355,7 @@ func (r *Result) end(res Result) *Result {
 	return r
 }
 
-// newBuffer returns a buffer for a message of about sizeHint bytes, in the
-// spool when the chain has one.
+// newBuffer returns a buffer in the chain's spool, if any.
 func (r *Result) newBuffer(sizeHint int64) buffer {
 	if r.ch.spool == nil {
 		return &memBuffer{}
@@ -400,7 +378,6 @@ func (r *Result) discard(b buffer) {
 	}
 }
 
-// bufferErr returns what went wrong storing into b, if anything.
 func bufferErr(b buffer) error {
 	if sb, ok := b.(*spool.Buffer); ok {
 		return sb.Err()

@@ -18,27 +18,20 @@ import (
 )
 
 // Decision is what a chain run decided about one message, in a form that
-// can be applied again to the same bytes without calling any plugin
-// (Chain.Replay): a verdict cache stores it, never the message. For
-// Deliver it holds the header edits as the batches the run applied them
-// in (one batch per run of adjacent judges: each batch's added fields go
-// on top of the previous ones, so the batches cannot be merged); for a
-// replacement, the replacement itself (a short notice); for Refuse, the
-// filter and its reason. A run that met a failure, a timeout, a message
-// too large for a scanner or a modifier that rewrote the message records
-// none: its result depends on more than the message.
+// Chain.Replay applies again to the same bytes without calling a plugin:
+// a verdict cache stores it, never the message. Edits are kept as the
+// batches the run applied (one per run of adjacent judges: each batch's
+// added fields go on top of the previous ones, so they cannot be merged).
+// A TempFail, or a run that met a failure, a timeout, a message too large
+// for a scanner or a modifier that rewrote the message, records none: its
+// result depends on more than the message.
 type Decision struct {
-	Outcome Outcome `json:"outcome"`
-	// Edits are the batches of header edits, in the order applied, for
-	// Deliver without Replaced.
-	Edits [][]Edit `json:"edits,omitempty"`
-	// Replaced says Replacement is delivered instead of the message.
-	Replaced    bool   `json:"replaced,omitempty"`
-	Replacement []byte `json:"replacement,omitempty"`
-	// Filter and Reason are the Result's: the filter that replaced or
-	// refused the message, and its client-safe reason.
-	Filter string `json:"filter,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	Outcome     Outcome  `json:"outcome"`
+	Edits       [][]Edit `json:"edits,omitempty"`       // for Deliver without Replaced
+	Replaced    bool     `json:"replaced,omitempty"`    // Replacement is delivered instead
+	Replacement []byte   `json:"replacement,omitempty"` // a short notice
+	Filter      string   `json:"filter,omitempty"`      // the filter that replaced or refused
+	Reason      string   `json:"reason,omitempty"`      // its client-safe reason
 }
 
 // decisionVersion changes when Decision's encoding does; an entry of
@@ -100,11 +93,10 @@ func (d *Decision) check() error {
 	return nil
 }
 
-// Replay applies d, recorded by Run for a message with the same bytes as
-// m, and returns the Result Run gave, byte for byte, without calling a
-// plugin. Replay reads and spools like Run; an edit that cannot be
-// applied (a damaged entry) or a spool failure is a TempFail. The Result
-// must be closed like Run's.
+// Replay applies d, recorded by Run for a message with m's bytes, and
+// returns the Result Run gave, byte for byte. It reads and spools like
+// Run; an edit that cannot be applied (a damaged entry) or a spool
+// failure is a TempFail. The Result must be closed like Run's.
 func (ch *Chain) Replay(ctx context.Context, m *Message, d *Decision) *Result {
 	r := &Result{ch: ch}
 	if err := d.check(); err != nil {
@@ -133,7 +125,6 @@ func (ch *Chain) Replay(ctx context.Context, m *Message, d *Decision) *Result {
 	return r.end(Result{Outcome: Deliver, Message: cur, Changed: changed, Decision: d, Replayed: true})
 }
 
-// recorder collects what a run decides, for Result.Decision.
 type recorder struct {
 	batches  [][]Edit
 	unusable bool // the run depended on more than the message
@@ -143,7 +134,6 @@ func (rc *recorder) batch(edits []Edit) {
 	rc.batches = append(rc.batches, append([]Edit(nil), edits...))
 }
 
-// decision returns the Decision of a finished run's result, or nil.
 func (rc *recorder) decision(res *Result) *Decision {
 	if rc.unusable {
 		return nil
@@ -163,11 +153,10 @@ func (rc *recorder) decision(res *Result) *Decision {
 	return &Decision{Outcome: Deliver, Edits: rc.batches}
 }
 
-// Fingerprint identifies the chain's configuration: it changes whenever a
-// filter's YAML block (and so its type, name, options and order) changes,
-// and with the proxy's build, whose plugins may decide differently. A
-// verdict cache keys its entries with it, so that a reload with other
-// filters never replays the old chain's decisions.
+// Fingerprint changes whenever a filter's YAML block (type, name, options,
+// order) changes, and with the proxy's build, whose plugins may decide
+// differently: a verdict cache keys its entries with it, so that a reload
+// with other filters never replays the old chain's decisions.
 func (ch *Chain) Fingerprint() string {
 	if ch == nil {
 		return ""
@@ -175,7 +164,6 @@ func (ch *Chain) Fingerprint() string {
 	return ch.fingerprint
 }
 
-// fingerprintOf hashes the filter blocks and the build.
 func fingerprintOf(nodes []yaml.Node) string {
 	h := sha256.New()
 	io.WriteString(h, "pop3proxy filter chain\x00")
@@ -221,14 +209,13 @@ var buildID = sync.OnceValue(func() string {
 	return id
 })
 
-// Generational is implemented by plugins whose verdicts change when their
-// daemon's data changes in a way the daemon reports (clamd's signature
-// database version). Generation returns a string that changes when the
-// verdicts may change. It is asked for every message a verdict cache
-// looks up, so it must be cheap (query the daemon at most every few
-// seconds) and bound its own query by GenerationTimeout as well as ctx.
-// Plugins without it (spamd and rspamd change rules without a version)
-// are covered by the cache's TTL.
+// Generational is implemented by plugins whose verdicts change with data
+// their daemon reports a version of (clamd's signature database).
+// Generation returns a string that changes when the verdicts may. It is
+// asked for every message a verdict cache looks up, so it must be cheap
+// (query the daemon at most every few seconds) and bound its query by
+// GenerationTimeout as well as ctx. Plugins without it (spamd and rspamd
+// change rules without a version) are covered by the cache's TTL.
 type Generational interface {
 	Generation(ctx context.Context) (string, error)
 }
@@ -260,10 +247,9 @@ func (ch *Chain) Generation(ctx context.Context) (string, error) {
 }
 
 // HeaderSectionSize returns the length of m's header section as the edits
-// see it (see the package documentation, Header edits): up to the empty
-// line that ends it, or the whole message. A TOP answer (RFC 1939 §7)
-// has the same header section as the message, so its hash tells whether
-// a decision recorded for the message applies to it.
+// see it (package documentation, Header edits). A TOP answer (RFC 1939 §7)
+// has the same header section as the message, so its hash tells whether a
+// decision recorded for the message applies to it.
 func HeaderSectionSize(m *Message) (int64, error) {
 	sc := newElementScanner(m.Open())
 	for {

@@ -10,10 +10,9 @@ import (
 // line to 998 octets) and for a Subject prefix check.
 const headPeek = 1024
 
-// elementScanner walks the header section of a message one element at a
-// time (a line and its continuation lines, RFC 5322 §2.2.3) in constant
-// memory, whatever the header's size. pos ends at the empty line that
-// ends the header, or at the end of the message.
+// elementScanner walks the header section one element (a line and its
+// continuation lines, RFC 5322 §2.2.3) at a time in constant memory. pos
+// ends at the empty line that ends the header, or at the end of the message.
 type elementScanner struct {
 	br   *bufio.Reader
 	pos  int64
@@ -46,9 +45,8 @@ func (s *elementScanner) next() ([]byte, bool, error) {
 // finish writes the current element to w, or drops it when w is nil,
 // after skipping its first skip bytes (which the caller wrote itself).
 func (s *elementScanner) finish(w io.Writer, skip int) error {
-	// Skipped bytes that end a line (a prefixed Subject's first line)
-	// leave the reader at the start of the next line, which belongs to
-	// this element only if it is a continuation line.
+	// Skipped bytes that end a line (a prefixed Subject's first line) leave
+	// the reader at the next line, part of this element only if a continuation.
 	lineDone := false
 	if skip > 0 {
 		skipped, err := s.br.Peek(skip)

@@ -11,20 +11,19 @@
 // # Header edits
 //
 // Edits keep the bytes of every field they do not touch, and of the body,
-// so that DKIM signatures over them stay valid (RFC 6376 §3.5). Removing
-// fields and prefixing the Subject must work on every header a mailbox can
-// hold, or a sender's own "X-Spam-Flag: NO" would reach the client next to
-// the proxy's verdict; so the chain reads the header line by line, not
-// with a parser that rejects an mbox "From " line, a line without a colon
-// or bare LF line ends. A field is a line starting with a name (RFC 5322
-// §3.6.8), optional white space (RFC 5322 §4.5) and a colon, with the
-// continuation lines after it, those starting with a space or a tab (RFC
-// 5322 §2.2.3); any other line, with its continuation lines, is kept as it
-// is, in place. The header ends at the first empty line, or at the end of
-// the message. On a header a strict parser accepts, this gives the same
-// fields. Added fields go to the top of the header, with CRLF line ends;
-// a Subject prefix goes in place. An edit with CR, LF or NUL in it is the
-// plugin's bug: the chain answers with a temporary failure.
+// so that DKIM signatures over them stay valid (RFC 6376 §3.5). They must
+// work on every header a mailbox can hold, or a sender's own "X-Spam-Flag:
+// NO" would reach the client next to the proxy's verdict; so the header is
+// read line by line, not with a parser that rejects an mbox "From " line,
+// a line without a colon or bare LF line ends. A field is a line starting
+// with a name (RFC 5322 §3.6.8), optional white space (RFC 5322 §4.5) and
+// a colon, with its continuation lines (those starting with a space or a
+// tab, RFC 5322 §2.2.3); any other line is kept as it is, in place. The
+// header ends at the first empty line, or at the end of the message. On a
+// header a strict parser accepts, this gives the same fields. Added fields
+// go to the top, with CRLF line ends; a Subject prefix goes in place. An
+// edit with CR, LF or NUL in it is the plugin's bug: the chain answers
+// with a temporary failure.
 package filter
 
 import (
@@ -40,15 +39,10 @@ import (
 type Action int
 
 const (
-	// Continue applies the Edits and runs the next filter.
-	Continue Action = iota
-	// Accept applies the Edits and delivers now, skipping the rest of the
-	// chain (an allow-list hit).
-	Accept
-	// Replace delivers Verdict.Replacement instead (a virus notice).
-	Replace
-	// Reject answers the RETR with -ERR; the message stays on the server.
-	Reject
+	Continue Action = iota // apply the Edits and run the next filter
+	Accept                 // apply the Edits and deliver now, skipping the rest of the chain (an allow-list hit)
+	Replace                // deliver Verdict.Replacement instead (a virus notice)
+	Reject                 // answer the RETR with -ERR; the message stays on the server
 )
 
 func (a Action) String() string {
@@ -71,26 +65,18 @@ type Verdict struct {
 	Action Action
 	// Reason is short and safe to show in a header or to the client
 	// ("virus Eicar-Test-Signature"); it is logged unless Action is Continue.
-	Reason string
-	// Edits change the header, in order, for Continue and Accept.
-	Edits []Edit
-	// Replacement is the whole message (CRLF line endings) delivered
-	// instead of the original, for Replace.
-	Replacement []byte
+	Reason      string
+	Edits       []Edit // header changes, in order, for Continue and Accept
+	Replacement []byte // for Replace: the whole message delivered instead (CRLF line ends)
 }
 
 // EditOp is a kind of header edit.
 type EditOp int
 
 const (
-	// AddField adds "Name: Value" at the top of the header, where trace
-	// fields go (RFC 5322 §3.6.7).
-	AddField EditOp = iota
-	// RemoveField removes every field called Name (case-insensitive).
-	RemoveField
-	// PrefixSubject puts Value in front of the Subject, in place, or adds
-	// a Subject if there is none.
-	PrefixSubject
+	AddField      EditOp = iota // "Name: Value" at the top, where trace fields go (RFC 5322 §3.6.7)
+	RemoveField                 // every field called Name (case-insensitive)
+	PrefixSubject               // Value in front of the Subject, in place, or a new Subject
 )
 
 // Edit is one header change.

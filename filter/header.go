@@ -34,16 +34,13 @@ func (m *memBuffer) ReadAt(p []byte, off int64) (int, error) {
 	return bytes.NewReader(m.b).ReadAt(p, off)
 }
 
-// applyEdits returns m with the edits applied (see the package
-// documentation, Header edits). Fields added by one call form a block at
-// the top of the header in the order given; the chain calls it once per
-// run of judges, so their fields appear in configuration order. Removals
-// and Subject prefixes apply in the order given. Added fields are put in
-// front of m without copying it; only removals and prefixes rewrite the
-// header, which is streamed from m into a buffer from newBuffer (so that a
-// header of any size costs no more memory than the spool allows), and the
-// body is shared. The only error besides reading m is an invalid edit
-// (*editError); the header itself is never a reason to fail.
+// applyEdits returns m with the edits applied, in order (package
+// documentation, Header edits); added fields form a block at the top.
+// Added fields are put in front of m without copying it; only removals
+// and prefixes rewrite the header, streamed into a buffer from newBuffer
+// (so a header of any size costs no more memory than the spool allows),
+// and the body is shared. The only error besides reading m is an invalid
+// edit (*editError); the header itself is never a reason to fail.
 func applyEdits(m *Message, edits []Edit, newBuffer func() buffer) (*Message, error) {
 	var added bytes.Buffer
 	rewrites := false
@@ -156,11 +153,10 @@ func containsFold(names [][]byte, name []byte) bool {
 	return false
 }
 
-// fieldName returns the name of the field elem starts, and false if elem is
-// not a field (an mbox "From " line, a line without a colon, a stray
-// continuation line). A name is RFC 5322 §3.6.8 printable ASCII without a
-// colon; white space may precede the colon (RFC 5322 §4.5, obsolete
-// syntax, which receivers must accept).
+// fieldName returns the name of the field elem starts, or false (an mbox
+// "From " line, a line without a colon, a stray continuation line). White
+// space may precede the colon (RFC 5322 §4.5, obsolete syntax, which
+// receivers must accept).
 func fieldName(elem []byte) ([]byte, bool) {
 	n := 0
 	for n < len(elem) && validNameByte(elem[n]) {
@@ -225,7 +221,6 @@ func planSubject(m *Message, edits []Edit) (subjectPlan, error) {
 	return p, nil
 }
 
-// hasSubject reports whether m's header has a Subject field.
 func hasSubject(m *Message) (bool, error) {
 	sc := newElementScanner(m.Open())
 	for {
@@ -275,8 +270,7 @@ func CheckFieldName(name string) error {
 	return nil
 }
 
-// maxLine is where added fields are folded (RFC 5322 §2.1.1 recommends 78
-// characters).
+// maxLine is where added fields are folded (RFC 5322 §2.1.1 recommends 78).
 const maxLine = 78
 
 // formatField writes "Name: value" CRLF, each run of white space made one

@@ -7,20 +7,18 @@ import (
 	"sort"
 )
 
-// Message is one retrieved message, whole: header, empty line and body,
-// exactly as the upstream holds it (CRLF line ends, dot-stuffing undone).
-// Its bytes may be in memory or in a spool file, so read them with Open or
-// ReadAt, as often and from as many goroutines as needed, rather than all
-// at once. A Message never changes; edits make a new one that shares the
-// bytes they do not touch. Plugins must not keep a Message after their
-// call returns.
+// Message is one retrieved message, whole, exactly as the upstream holds
+// it (CRLF line ends, dot-stuffing undone). Its bytes may be in memory or
+// in a spool file, so read them with Open or ReadAt, as often and from as
+// many goroutines as needed, rather than all at once. A Message never
+// changes (edits make a new one that shares the bytes they do not touch);
+// plugins must not keep it after their call returns.
 type Message struct {
 	Meta  Meta
 	parts []part
 	size  int64
 }
 
-// part is a stretch of the message: n bytes of r from off.
 type part struct {
 	r      io.ReaderAt
 	off, n int64
@@ -29,14 +27,11 @@ type part struct {
 
 // Meta says where a message comes from.
 type Meta struct {
-	// Conn is the client connection's id, the conn field of the proxy's
-	// logs; 0 when unknown.
-	Conn     uint64
+	Conn     uint64 // the client connection's id (the logs' conn field); 0 when unknown
 	User     string // the user name at the upstream server
 	Upstream string // the upstream server's host:port
 	Number   int    // the message number in the session
-	// UID is the message's unique-id (UIDL), "" when unknown.
-	UID string
+	UID      string // the message's unique-id (UIDL), "" when unknown
 }
 
 // NewMessage wraps data, which the caller must not change afterwards.
@@ -85,7 +80,6 @@ func concatMessages(meta Meta, pieces ...any) *Message {
 	return m
 }
 
-// sectionOf names n bytes of m from off, for concatMessages.
 type sectionOf struct {
 	m      *Message
 	off, n int64
@@ -142,8 +136,7 @@ func (m *Message) WriteTo(w io.Writer) (int64, error) {
 	return total, nil
 }
 
-// Bytes reads the whole message into memory. It is for tests and small
-// messages: a plugin that can stream should use Open.
+// Bytes reads the whole message into memory; a plugin that can stream should use Open.
 func (m *Message) Bytes() ([]byte, error) {
 	b := make([]byte, m.size)
 	if _, err := m.ReadAt(b, 0); err != nil && err != io.EOF {

@@ -21,25 +21,21 @@ type Observer interface {
 }
 
 // FilterObserver receives one filter's results. Its methods are called
-// concurrently, once per call of the plugin (however the chain then uses
-// the result), and must be quick and must not block. took counts from the
-// call's start, the wait for a max_concurrent slot included, to its
-// result or to the filter's timeout. A call abandoned because the session
-// ended is not reported.
+// concurrently, once per call of the plugin, and must be quick and must
+// not block. took runs from the call's start (a max_concurrent wait
+// included) to its result or timeout. A call abandoned because the
+// session ended is not reported.
 type FilterObserver interface {
 	// Verdict: a judge decided. A modifier's result is Continue when it
 	// left the message unchanged and Replace when it wrote a new one.
 	Verdict(action Action, took time.Duration)
-	// Failed: the plugin failed or did not finish within its timeout
-	// (timedOut); its on_error policy applies.
+	// Failed: the plugin failed or timed out (timedOut); on_error applies.
 	Failed(timedOut bool, took time.Duration)
-	// TooLarge: the plugin's scanner refused the message as too large
-	// (ErrTooLarge); the oversize policy applies.
+	// TooLarge: the scanner refused the message (ErrTooLarge); oversize applies.
 	TooLarge(took time.Duration)
 }
 
-// SetObserver makes the chain report to o; nil reports nothing. Call it
-// before the chain is used.
+// SetObserver makes the chain report to o (nil: nobody); call it before use.
 func (ch *Chain) SetObserver(o Observer) {
 	if ch == nil {
 		return
@@ -64,9 +60,8 @@ func (o OnError) String() string {
 	return "unknown"
 }
 
-// observe reports the result of one call of st's plugin. parent is the
-// context the chain was run with: when it has ended, the session gave up
-// and the result says nothing about the filter.
+// observe reports one call of st's plugin, unless parent (the run's
+// context) has ended: the session gave up, which says nothing of the filter.
 func (st *stage) observe(parent context.Context, start time.Time, action Action, err error) {
 	o := st.obs
 	if o == nil || parent.Err() != nil {
@@ -87,10 +82,9 @@ func timedOut(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errAbandoned)
 }
 
-// Pinger is implemented by plugins with a daemon behind them (clamd,
-// spamd): Ping checks that the daemon answers, cheaply, without a
-// message. It must return when ctx ends. The daemon's location is the
-// plugin's address key, and failures are reported under it.
+// Pinger is implemented by plugins with a daemon (clamd, spamd): Ping
+// checks cheaply, without a message, that it answers, and must return when
+// ctx ends. Failures are reported under the plugin's address key.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
@@ -115,8 +109,7 @@ type PingResult struct {
 	Err    error  // nil when the daemon answered
 }
 
-// FieldError returns the failure as a configuration problem under Key, or
-// nil when the daemon answered.
+// FieldError returns the failure as a configuration problem under Key, or nil.
 func (r PingResult) FieldError() error {
 	if r.Err == nil {
 		return nil
@@ -172,8 +165,7 @@ func ping(ctx context.Context, p Pinger) (err error) {
 	}
 }
 
-// LogFields returns the fields that tie a log line about the message to
-// its session: the connection, the user and upstream, the message number.
+// LogFields returns the fields that tie a log line about the message to its session.
 func (m Meta) LogFields() []zap.Field {
 	return []zap.Field{
 		zap.Uint64("conn", m.Conn), zap.String("user", m.User),

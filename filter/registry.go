@@ -17,15 +17,13 @@ type PluginInfo struct {
 	// New returns a pointer to a new, unconfigured plugin, into which its
 	// YAML block is decoded. It must have no side effects.
 	New func() Plugin
-	// MaxConcurrent is the default of the filter's max_concurrent key:
-	// how many messages it checks at once over all sessions, the rest
-	// waiting (within the filter's timeout) for a turn. Set it to what the
-	// daemon behind the plugin serves at once; 0 means no limit.
+	// MaxConcurrent is the default of the filter's max_concurrent key: how
+	// many messages it checks at once over all sessions, the rest waiting
+	// (within the timeout). Set it to what the daemon serves at once; 0: no limit.
 	MaxConcurrent int
 	// Inline says the plugin does no I/O and returns promptly (the header
-	// plugin): the chain calls it directly, without the goroutine and timer
-	// that bound a call to a scanner. Its timeout and max_concurrent keys
-	// then do nothing.
+	// plugin): the chain calls it directly, without goroutine and timer, and
+	// its timeout and max_concurrent keys do nothing.
 	Inline bool
 }
 
@@ -34,9 +32,8 @@ var (
 	registry   = map[string]PluginInfo{}
 )
 
-// Register makes a plugin type available to the configuration; call it
-// from an init function. It panics on an empty Type, a nil New or a type
-// registered twice.
+// Register makes a plugin type available; call it from an init function.
+// It panics on an empty Type, a nil New or a type registered twice.
 func Register(info PluginInfo) {
 	if info.Type == "" || info.New == nil {
 		panic("filter: Register needs a Type and a New function")

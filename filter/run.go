@@ -12,10 +12,9 @@ import (
 )
 
 // Run passes a message through the chain. Adjacent judges run
-// concurrently, but their verdicts and failures are applied in
-// configuration order, so the first filter that rejects or replaces
-// decides. Modifiers run one at a time. The Result must be closed once
-// its message has been delivered.
+// concurrently, but their verdicts and failures apply in configuration
+// order: the first that rejects or replaces decides. Modifiers run one at
+// a time. The Result must be closed once its message has been delivered.
 func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 	r := &Result{ch: ch, rec: &recorder{}}
 	cur := m
@@ -110,10 +109,9 @@ func (ch *Chain) Run(ctx context.Context, m *Message) *Result {
 		if len(edits) > 0 {
 			out, err := applyEdits(cur, edits, r.newHeaderBuffer)
 			if err != nil {
-				// An invalid edit (CR or LF in a value) is a bug of the
-				// plugin that made it; the message of the whole run is
-				// then neither checked nor intact. A failure to read or
-				// spool the message is no plugin's fault.
+				// An invalid edit is a bug of the plugin that made it: the
+				// message is then neither checked nor intact. A failure to
+				// read or spool the message is no plugin's fault.
 				var ee *editError
 				if !errors.As(err, &ee) {
 					ch.log.Error("header edits failed", append(m.Meta.LogFields(), zap.Error(err))...)
@@ -234,10 +232,8 @@ func call[T any](ctx context.Context, st *stage, f func(context.Context) (T, err
 }
 
 // sealedWriter is a modifier's out. A modifier abandoned at its timeout
-// runs on in the background; once its call is over the run owns the
-// buffer again, to read, discard or close it, so a late write must fail
-// rather than race with that (and write into memory given back to the
-// spool).
+// runs on, but the run owns the buffer again, so a late write must fail
+// rather than race (and write into memory given back to the spool).
 type sealedWriter struct {
 	mu     sync.Mutex
 	w      io.Writer
@@ -278,9 +274,8 @@ func (st *stage) failed(err error, meta Meta) (Result, bool) {
 	}
 }
 
-// misbehaved handles a plugin bug (an unknown action, an invalid header
-// edit). No on_error policy may deliver past it: the message might be
-// neither checked nor intact.
+// misbehaved handles a plugin bug (an unknown action, an invalid edit): no
+// on_error policy may deliver a message that might be neither checked nor intact.
 func (st *stage) misbehaved(err error, meta Meta) Result {
 	st.log.Error("filter misbehaved", append(meta.LogFields(), zap.Error(err))...)
 	return Result{Outcome: TempFail, Filter: st.name, Reason: tempfailReason}
@@ -288,9 +283,8 @@ func (st *stage) misbehaved(err error, meta Meta) Result {
 
 const tempfailReason = "message cannot be checked right now, try again later"
 
-// unscannedEdit marks a message one filter failed on (on_error: pass). The
-// value says which filter and whether it timed out, never the error text,
-// which may name internal hosts.
+// unscannedEdit marks a message for on_error: pass, naming the filter,
+// never the error text, which may name internal hosts.
 func unscannedEdit(st *stage, err error) Edit {
 	why := "failed"
 	if timedOut(err) {
@@ -299,10 +293,9 @@ func unscannedEdit(st *stage, err error) Edit {
 	return Add(UnscannedField, st.name+" "+why)
 }
 
-// callInline runs f in the caller's goroutine: for a plugin that does no
-// I/O and cannot hang (PluginInfo.Inline), a goroutine and a timer per
-// message would cost more than the plugin itself (a third of the CPU of a
-// header-only chain, measured). A panic is still the plugin's failure.
+// callInline runs f in the caller's goroutine (PluginInfo.Inline): a
+// goroutine and a timer per message would cost more than the plugin (a
+// third of the CPU of a header-only chain, measured).
 func callInline[T any](ctx context.Context, st *stage, f func(context.Context) (T, error)) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -29,10 +29,7 @@ const DefaultScanKeepalive = 20 * time.Second
 // fetchmail does): any message under max_size has fewer lines.
 const wholeMessage = 99999999
 
-// keepaliveField starts the header field that keeps a client waiting for a
-// slow scan; each tick adds a folded continuation line, so whatever the
-// verdict, the client has the start of a valid header (RFC 5322 §2.2.3).
-// Whole lines, not single bytes: docs/clients.md, Outlook.
+// keepaliveField and keepaliveTick are what a keepalive sends (see keepalive).
 const (
 	keepaliveField = "X-Pop3proxy-Scan: slow scan, kept alive\r\n"
 	keepaliveTick  = "\t.\r\n"
@@ -46,24 +43,15 @@ type Stats struct {
 	Refused    atomic.Int64 // answered -ERR by a verdict, on_error: reject or oversize: reject
 	Replaced   atomic.Int64 // delivered as a replacement (virus notice)
 	KeptAlive  atomic.Int64 // scans slow enough to start the keepalive
-	// Replayed counts messages delivered with a decision made before (by
-	// the verdict cache, a scan-ahead or another session's scan of the
-	// same bytes), without a scan.
-	Replayed atomic.Int64
-	// Prefetched counts messages downloaded and checked ahead of the
-	// client (scan-ahead).
-	Prefetched atomic.Int64
+	Replayed   atomic.Int64 // delivered, unscanned, with an earlier decision for the same bytes
+	Prefetched atomic.Int64 // downloaded and checked ahead of the client (scan-ahead)
 }
 
-// filtered passes a message being received through the chain and delivers
-// all of it (topLines < 0, RETR) or its header and topLines body lines
-// (TOP). Whether it is too large to be checked is decided on the bytes
-// that arrive, never on the size the upstream claims, which only sizes
-// the buffer (Exchange, for one, lists estimates).
-//
-// hold is the session's hold on the upstream connection: released as soon
-// as the message is downloaded, or when a body still reading from the
-// upstream is closed.
+// filtered delivers all of a message (topLines < 0, RETR) or its header
+// and topLines body lines (TOP). Whether it is too large to be checked is
+// decided on the bytes, never on the upstream's claim (Exchange lists
+// estimates). hold is released once the message is downloaded, or when a
+// body still reading from the upstream is closed.
 func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, topLines int, hold *upHold) (*pop3server.Message, error) {
 	if topLines < 0 && m.Size > s.g.opts.MaxSize && s.g.opts.Oversize != filter.OversizeReject && s.g.sizesTrusted(s.client.Addr()) {
 		return s.oversizeAhead(msg, m, hold), nil
@@ -72,13 +60,11 @@ func (s *session) filtered(ctx context.Context, msg int, m *upstream.Message, to
 }
 
 // oversizeAhead streams a RETR answer the upstream says is over MaxSize
-// without holding its first MaxSize bytes first: holding them cost about
-// a fifth of a large message's relay time (the client's side of the proxy
-// sat idle meanwhile). The decision still rests on the bytes: if the
-// message ends up no larger than MaxSize after all, it should have been
-// scanned, so the answer ends without its terminating dot (the client
-// keeps nothing and retries), and this upstream's sizes are not trusted
-// again for a day.
+// without holding its first MaxSize bytes: that cost about a fifth of a
+// large message's relay time. If the message turns out no larger than
+// MaxSize, it should have been scanned: the answer ends without its dot
+// (the client keeps nothing and retries) and this upstream's sizes are
+// not trusted for distrustFor.
 func (s *session) oversizeAhead(msg int, m *upstream.Message, hold *upHold) *pop3server.Message {
 	s.noteOversize()
 	max := s.g.opts.MaxSize
@@ -96,7 +82,6 @@ func (s *session) oversizeAhead(msg int, m *upstream.Message, hold *upHold) *pop
 	}}
 }
 
-// noteOversize counts a message over MaxSize.
 func (s *session) noteOversize() {
 	s.g.stats.Oversize.Add(1)
 	s.tally.oversize++
@@ -105,8 +90,7 @@ func (s *session) noteOversize() {
 	}
 }
 
-// oversizeMark is the field that marks a message over MaxSize (oversize:
-// tag), or nothing.
+// oversizeMark is the field of oversize: tag, or nothing.
 func (s *session) oversizeMark(claimed int64) []byte {
 	if s.g.opts.Oversize != filter.OversizeTag {
 		return nil
@@ -119,8 +103,7 @@ func (s *session) oversizeMark(claimed int64) []byte {
 	return []byte(fmt.Sprintf("%s: too large (%s, max_size %d)\r\n", filter.UnscannedField, size, max))
 }
 
-// atLeast passes r through and fails at its end if it yielded fewer than
-// min bytes.
+// atLeast fails at r's end if r yielded fewer than min bytes.
 type atLeast struct {
 	r       io.Reader
 	min, n  int64
@@ -136,9 +119,7 @@ func (a *atLeast) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// outcome is what a download and scan come to: the chain's result with
-// the buffer it read, or a message to stream unscanned, or a refusal or
-// upstream failure.
+// outcome is the chain's result and its buffer, an unscanned message, or an error.
 type outcome struct {
 	res       *filter.Result
 	buf       *spool.Buffer
@@ -147,11 +128,10 @@ type outcome struct {
 	tempfail  bool // err is a temporary failure of the proxy's own
 }
 
-// scan downloads the message and runs the chain in the session's own
-// goroutine; a keepalive timer covers a slow download and a slow scan. A
-// goroutine and a channel per message cost a third of the CPU of a
-// header-only chain (scheduler and futex work, measured with perf), so the
-// work stays here and only the timer's rare firing runs elsewhere.
+// scan downloads and filters in the session's own goroutine: a goroutine
+// and a channel per message cost a third of the CPU of a header-only
+// chain (scheduler and futex work, measured with perf), so only the
+// keepalive timer's rare firing runs elsewhere.
 func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int, hold *upHold) (*pop3server.Message, error) {
 	ka := s.startKeepalive(ctx, msg)
 	o := s.download(ctx, msg, m, topLines, ka, hold)
@@ -162,13 +142,12 @@ func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLin
 	return s.deliver(msg, o, topLines)
 }
 
-// keepalive keeps a client waiting for a slow download or scan: after
-// scan_keepalive the client gets "+OK" and a header field, then a folded
-// continuation line every interval (whole lines: docs/clients.md,
-// Outlook), so whatever the verdict it has the start of a valid header
-// (RFC 5322 §2.2.3). Once the upstream connection is free, each tick also
-// sends NOOP there, as upstreams drop silent sessions (docs/clients.md,
-// Upstream servers).
+// keepalive: after scan_keepalive the client gets "+OK" and a header
+// field, then a folded continuation line every interval (whole lines:
+// docs/clients.md, Outlook), so whatever the verdict it has the start of a
+// valid header (RFC 5322 §2.2.3). Once the upstream is free, each tick
+// also sends NOOP there, as upstreams drop silent sessions
+// (docs/clients.md, Upstream servers).
 type keepalive struct {
 	s   *session
 	in  *pop3server.Interim // nil: nobody to keep waiting
@@ -239,10 +218,10 @@ func (ka *keepalive) stop() bool {
 	return ka.ticks > 0
 }
 
-// download spools the message and filters it. One larger than MaxSize is
-// handled by the oversize policy instead. Once the message is in, the
-// upstream is free again: scan-ahead downloads queued now come before the
-// client's next command, and the keepalive may send NOOP.
+// download spools the message and filters it (or applies the oversize
+// policy). Once the message is in, the upstream is free: scan-ahead
+// downloads queued now come before the client's next command, and the
+// keepalive may send NOOP.
 func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, ka *keepalive, hold *upHold) outcome {
 	max := s.g.opts.MaxSize
 	hint := int64(0)
@@ -294,8 +273,7 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 	return outcome{res: s.decide(ctx, fm, digestOf(h), ahead), buf: buf}
 }
 
-// tempfailText is the client's answer when the proxy itself cannot handle
-// a message for now.
+// tempfailText answers a message the proxy itself cannot handle for now.
 const tempfailText = "message cannot be checked right now, try again later"
 
 // oversize applies the oversize policy to a message that went past
@@ -325,7 +303,6 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 	return outcome{unscanned: unscanned(body, topLines, -1)}
 }
 
-// unscanned delivers a message that is not filtered.
 func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message {
 	if topLines < 0 {
 		return &pop3server.Message{Size: size, Body: body}
@@ -334,7 +311,6 @@ func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message
 	return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(drainOnClose{body}, topLines)}
 }
 
-// deliver turns an outcome into the RETR or TOP answer.
 func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message, error) {
 	if o.tempfail {
 		s.tempFailed()
@@ -348,8 +324,8 @@ func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message
 	return s.result(msg, o.res, o.buf, topLines)
 }
 
-// result turns the chain's decision into the RETR or TOP answer. The
-// buffers are released when the client has the message, or at once.
+// result turns the chain's decision into the RETR or TOP answer, releasing
+// the buffers when the client has the message, or at once.
 func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLines int) (*pop3server.Message, error) {
 	release := closers{res, buf}
 	if res.Replayed {
@@ -375,8 +351,7 @@ func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLine
 		if topLines >= 0 {
 			return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(body, topLines)}, nil
 		}
-		// The size of what is sent, not the upstream's (docs/clients.md,
-		// Thunderbird).
+		// The size sent, not the upstream's (docs/clients.md, Thunderbird).
 		return &pop3server.Message{Size: res.Message.Size(), Body: body}, nil
 	case filter.Refuse:
 		release.Close()
@@ -390,7 +365,6 @@ func (s *session) result(msg int, res *filter.Result, buf *spool.Buffer, topLine
 	}
 }
 
-// readCloser joins a reader with the closer of what it reads from.
 type readCloser struct {
 	io.Reader
 	io.Closer
@@ -409,8 +383,7 @@ func (cs closers) Close() error {
 	return first
 }
 
-// drainOnClose reads its body to the end before closing it, for upstream
-// responses of which only a part is sent on.
+// drainOnClose reads to the end before closing, when only a part is sent on.
 type drainOnClose struct{ io.ReadCloser }
 
 func (d drainOnClose) Close() error {
@@ -421,8 +394,7 @@ func (d drainOnClose) Close() error {
 	return err
 }
 
-// tempFailed counts a message answered -ERR [SYS/TEMP] because it could
-// not be checked now. It runs in the connection's goroutine.
+// tempFailed counts a -ERR [SYS/TEMP]; it runs in the connection's goroutine.
 func (s *session) tempFailed() {
 	s.g.stats.TempFailed.Add(1)
 	s.tally.tempfail++

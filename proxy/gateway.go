@@ -6,17 +6,18 @@
 //   - Nothing is deleted unless the client QUITs in the TRANSACTION state
 //     (RFC 1939 §6): DELE is relayed at once, but a disconnect, timeout,
 //     forced shutdown or killed proxy closes the upstream without QUIT.
-//   - Unfiltered messages stream byte for byte, dot-stuffing undone and
-//     redone on the fly, so memory use does not grow with message size; a
-//     filter chain spools only messages up to MaxSize.
+//   - Unfiltered messages stream byte for byte, so memory use does not
+//     grow with message size: without a chain still dot-stuffed as the
+//     upstream sent them, above MaxSize unstuffed and stuffed again on the
+//     fly. A filter chain holds only messages up to MaxSize.
 //   - Credentials are relayed, never logged; CR, LF and NUL in them are
 //     refused before anything reaches the upstream.
 //   - Only allow-listed destinations are dialled (an address pattern
-//     admits only a login naming an address, and that address is what is
-//     dialled) and, with Upstream.DenyPrivate, none whose address
-//     (literal, or resolved when the socket connects) is not public
-//     (upstream.PrivateAddr). Both refusals read "-ERR [AUTH] destination
-//     not allowed by this proxy"; only the log says why.
+//     admits only a login naming that address, which is what is dialled)
+//     and, with Upstream.DenyPrivate, only public addresses (literal, or
+//     resolved when the socket connects; upstream.PrivateAddr). Both
+//     refusals read "-ERR [AUTH] destination not allowed by this proxy";
+//     only the log says why.
 //   - Upstream TLS is verified against the host named in the login, with
 //     the first matching Overrides entry on top of Upstream; each
 //     connection with insecure_skip_verify is logged at WARN level.
@@ -70,42 +71,33 @@ type Options struct {
 	Allow *upstream.AllowList
 	// Upstream holds the dial, I/O and TLS settings for upstream connections.
 	Upstream upstream.Options
-	// Overrides changes TLS settings per destination: the first entry
-	// matching the login's host:port applies on top of Upstream.
+	// Overrides: the first entry matching the login's host:port applies on top of Upstream.
 	Overrides *upstream.Overrides
 	// Logger is the root logger; sessions log with the connection's logger.
 	Logger *zap.Logger
 
-	// Chain filters retrieved messages of at most MaxSize octets; nil or
-	// empty relays them unfiltered.
+	// Chain filters retrieved messages of at most MaxSize octets; nil or empty: none.
 	Chain *filter.Chain
-	// MaxSize is the largest message filtered; what happens to larger ones
-	// is Oversize's choice. Required when Chain has filters.
+	// MaxSize is the largest message filtered; required when Chain has filters.
 	MaxSize int64
-	// Oversize is the policy for messages over MaxSize (tag by default).
+	// Oversize is the policy for larger messages (tag by default).
 	Oversize filter.Oversize
-	// Spool holds messages while the chain decides. Nil holds them in
-	// memory without a budget.
+	// Spool holds messages while the chain decides; nil: in memory, no budget.
 	Spool *spool.Spool
-	// ScanKeepalive is how long a client waits in silence for a scan before
-	// the keepalive starts (DefaultScanKeepalive when zero).
+	// ScanKeepalive replaces DefaultScanKeepalive when non-zero.
 	ScanKeepalive time.Duration
-	// UpstreamKeepalive is how long the upstream may hear nothing while
-	// the client is logged in and idle before the proxy sends it a NOOP
-	// (many servers drop a session silent for a minute); 0 = never.
+	// UpstreamKeepalive is how long the upstream of an idle, logged-in client
+	// may hear nothing before a NOOP (see DefaultUpstreamKeepalive); 0 = never.
 	UpstreamKeepalive time.Duration
-	// Stats, if set, receives the filter counters, so that Gateways that
-	// replace one another (on a configuration reload) add up in one
-	// place; nil gives the Gateway counters of its own.
+	// Stats, if set, receives the filter counters, so that Gateways replaced
+	// on a configuration reload add up in one place.
 	Stats *Stats
-	// Observer, if set, is told of messages sent, downloads, oversize
-	// messages, temporary failures and upstream failures, for metrics.
+	// Observer, if set, is told what the relay does, for metrics.
 	Observer Observer
 
-	// Cache, if set, keeps the chain's decisions, so that a message seen
-	// before is delivered with the same decision without a scan (package
-	// verdictcache). It needs the upstream's UIDL; the session fetches
-	// the UIDL and LIST listings once.
+	// Cache, if set, keeps the chain's decisions so that a message seen
+	// before is not scanned again (package verdictcache). It needs the
+	// upstream's UIDL.
 	Cache *verdictcache.Cache
 	// ScanAhead is how many messages ahead of the client are fetched
 	// (with TOP) and scanned while the client reads; 0 is off.
@@ -118,16 +110,14 @@ type Gateway struct {
 	stats *Stats
 	spool *spool.Spool
 
-	// untrusted maps an upstream's host:port to when it was found to
-	// claim a size over MaxSize for a smaller message.
+	// untrusted: host:port → when it claimed over MaxSize for a smaller message.
 	untrusted sync.Map
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight // scans under way, by cache key and digest
 }
 
-// distrustFor is how long an upstream that misstated a size is not
-// believed again.
+// distrustFor is how long an upstream that misstated a size is not believed.
 const distrustFor = 24 * time.Hour
 
 // sizesTrusted reports whether addr's claimed sizes may choose how a
@@ -250,8 +240,7 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 	return newSession(g, client, r.User, c.ID, log), nil
 }
 
-// dial connects to r's upstream for a login: Login's, or LoginToken's
-// (oauth.go). log names the user and the upstream.
+// dial connects to r's upstream for Login or LoginToken; log names both.
 func (g *Gateway) dial(ctx context.Context, c *pop3server.ConnInfo, r upstream.Route) (_ *upstream.Client, log *zap.Logger, _ error) {
 	userLog := c.Logger.With(zap.String("user", r.User))
 	log = userLog.With(zap.String("upstream", r.Addr()))

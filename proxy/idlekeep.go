@@ -7,24 +7,20 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultUpstreamKeepalive is how long the upstream may go without a
-// command while the client is idle before the proxy sends it a NOOP:
-// below the one minute after which many ISPs' servers drop a silent
-// session, above what costs them anything.
+// DefaultUpstreamKeepalive is how long an idle session's upstream goes
+// without a command before a NOOP: below the one minute after which many
+// ISPs' servers drop a silent session, above what costs them anything.
 const DefaultUpstreamKeepalive = 45 * time.Second
 
-// idleKeeper sends NOOP upstream while the client is logged in and
-// silent, so that an upstream that drops idle sessions is still there
-// when the client comes back. It never sends while the connection is in
-// use (the upLock), and it ends with the session; the client's own idle
-// limit (limits.idle_timeout) ends the session.
+// idleKeeper sends NOOP upstream while the logged-in client is silent, so
+// an upstream that drops idle sessions is still there when it comes back;
+// never while the upLock is held.
 type idleKeeper struct {
 	mu      sync.Mutex // held while a NOOP is on the wire, so that stop waits for it
 	timer   *time.Timer
 	stopped bool
 }
 
-// startIdleKeeper arms the keeper if the gateway has an interval.
 func (s *session) startIdleKeeper() {
 	every := s.g.opts.UpstreamKeepalive
 	if every <= 0 {
@@ -35,9 +31,8 @@ func (s *session) startIdleKeeper() {
 	s.idle.timer = time.AfterFunc(every, s.keepUpstream)
 }
 
-// keepUpstream runs on the keeper's timer: a NOOP if the upstream has heard
-// nothing for the whole interval and nobody uses the connection, then the
-// next check.
+// keepUpstream sends a NOOP if the upstream heard nothing for the whole
+// interval and nobody uses the connection.
 func (s *session) keepUpstream() {
 	s.idle.mu.Lock()
 	defer s.idle.mu.Unlock()

@@ -12,19 +12,15 @@ import (
 )
 
 // OAuth 2.0 logins (SASL XOAUTH2 and OAUTHBEARER, RFC 7628) are relayed,
-// not terminated: the proxy cannot check a token, the upstream can. The
-// login rides in the user name as with a password: "user=" of XOAUTH2 and
-// the authorization identity "a=" of OAUTHBEARER's GS2 header carry
-// "user%host:port". The proxy routes it, rewrites the user name to the
-// upstream's (and OAUTHBEARER's "host" and "port" to the upstream's), and
-// runs the same mechanism there, which must be in the upstream's CAPA. An
-// error challenge from the upstream goes to the client, the client's
-// answer back, and the upstream's -ERR to the client.
+// not terminated: the proxy cannot check a token, the upstream can.
+// "user=" of XOAUTH2 and the authorization identity "a=" of OAUTHBEARER's
+// GS2 header carry "user%host:port"; the proxy routes it, rewrites the
+// user name (and OAUTHBEARER's "host" and "port") to the upstream's, and
+// runs the same mechanism there, which must be in the upstream's CAPA.
 
 var _ pop3server.TokenBackend = (*Gateway)(nil)
 
-// LoginToken relays an OAuth 2.0 login (see above). The token is neither
-// logged nor put in an error.
+// LoginToken relays an OAuth 2.0 login; the token is never logged nor put in an error.
 func (g *Gateway) LoginToken(ctx context.Context, c *pop3server.ConnInfo, mechanism string, cred pop3server.TokenCredentials) (pop3server.Session, error) {
 	r, err := g.route(cred.User)
 	if err != nil {

@@ -17,21 +17,18 @@ import (
 	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
-// Observer is told what the relay does, for metrics. The relay depends on
-// no metrics library: the program implements Observer. Its methods are
-// called from the sessions' goroutines, concurrently, and must be quick
-// and must not block. A nil Options.Observer observes nothing.
+// Observer is told what the relay does, for metrics, so that the relay
+// depends on no metrics library. Its methods are called concurrently from
+// the sessions' goroutines and must be quick and must not block.
 type Observer interface {
 	// MessageSent: a RETR (top false) or TOP answer has ended, after
 	// octets message octets (before dot-stuffing; a keepalive's included)
 	// went to the client; complete says whether the whole message did.
 	MessageSent(top bool, octets int64, complete bool)
-	// Downloaded: a message the filters check was received whole from the
-	// upstream in d. Messages that stream (no filters, over max_size) go at
-	// the client's pace and are not reported.
+	// Downloaded: a message the filters check arrived whole in d. Streamed
+	// ones (no filters, over max_size) go at the client's pace: not reported.
 	Downloaded(d time.Duration)
-	// Oversize: a message went past MaxSize and the oversize policy
-	// decided.
+	// Oversize: a message went past MaxSize and the oversize policy decided.
 	Oversize()
 	// TempFailed: a RETR or TOP was answered -ERR [SYS/TEMP] (or dropped
 	// after a keepalive) because the message could not be checked now.
@@ -41,15 +38,12 @@ type Observer interface {
 }
 
 // SpeedObserver is an optional add-on of an Observer, told what the
-// verdict cache and scan-ahead save. Its methods are called like
-// Observer's.
+// verdict cache and scan-ahead save; its methods are called like Observer's.
 type SpeedObserver interface {
-	// Replayed: a RETR or TOP got a decision made before (the verdict
-	// cache, a scan-ahead, another session's scan of the same bytes)
-	// instead of a scan.
+	// Replayed: a RETR or TOP got an earlier decision for the same bytes
+	// (verdict cache, scan-ahead, another session's scan) instead of a scan.
 	Replayed()
-	// ScannedAhead: a message was downloaded with TOP and checked ahead
-	// of the client (scan-ahead).
+	// ScannedAhead: a message was checked ahead of the client (scan-ahead).
 	ScannedAhead()
 }
 
@@ -121,7 +115,6 @@ func UpstreamStages() []UpstreamStage {
 	return []UpstreamStage{StageConnect, StageLogin}
 }
 
-// connectReason classifies a failed upstream.Dial.
 func connectReason(err error) UpstreamReason {
 	var certErr *tls.CertificateVerificationError
 	var dnsErr *net.DNSError
@@ -147,7 +140,6 @@ func connectReason(err error) UpstreamReason {
 	return ReasonProtocol
 }
 
-// loginReason classifies a failed upstream Login.
 func loginReason(err error) UpstreamReason {
 	var se *upstream.ServerError
 	switch {
@@ -206,7 +198,7 @@ type tally struct {
 	replayed  int   // of those, decided before: no scan this time
 }
 
-// MarshalLogObject writes the chain's decisions, those that happened.
+// MarshalLogObject writes the chain's decisions that happened.
 func (t *tally) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	for _, c := range []struct {
 		name string
@@ -223,9 +215,8 @@ func (t *tally) verdicts() int {
 	return t.delivered + t.replaced + t.refused + t.tempfail + t.oversize
 }
 
-// Summary implements pop3server.Summarizer: the session's one last line
-// says what it retrieved, sent and deleted, and whether QUIT committed the
-// deletions upstream; only then does it read "session committed".
+// Summary is the session's last line: what it retrieved, sent and deleted;
+// it reads "session committed" only if QUIT committed the deletions upstream.
 func (s *session) Summary() (string, []zap.Field) {
 	t := &s.tally
 	msg := "session ended"
@@ -245,8 +236,7 @@ func (s *session) Summary() (string, []zap.Field) {
 	return msg, fields
 }
 
-// sentBody counts what the server reads of a message body for the client,
-// and reports it when the server closes it.
+// sentBody counts what the client gets of a body, reported on Close.
 type sentBody struct {
 	io.ReadCloser
 	s        *session

@@ -28,8 +28,7 @@ type session struct {
 	// ctx ends with the session (Close); scan-ahead runs under it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// up serializes every use of client: the client's commands, the
-	// scan-ahead downloads and the keepalive's NOOP.
+	// up serializes every use of client (see upLock).
 	up   upLock
 	wg   sync.WaitGroup // scan-ahead goroutines
 	idle idleKeeper     // the upstream keepalive
@@ -46,7 +45,6 @@ type session struct {
 	lastMsg, dir int
 }
 
-// newSession makes the session of a client logged in upstream.
 func newSession(g *Gateway, client *upstream.Client, user string, conn uint64, log *zap.Logger) *session {
 	s := &session{g: g, client: client, user: user, conn: conn, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -55,7 +53,6 @@ func newSession(g *Gateway, client *upstream.Client, user string, conn uint64, l
 	return s
 }
 
-// lock takes the upstream connection for a command of the client.
 func (s *session) lock(ctx context.Context) (*upHold, error) {
 	if err := s.up.lock(ctx); err != nil {
 		return nil, &pop3server.Error{Code: "SYS/TEMP", Message: "session ended", Err: err, Disconnect: true}
@@ -77,8 +74,7 @@ var (
 	_ pop3server.Summarizer        = (*session)(nil)
 )
 
-// Stat reports the size of what RETR delivers for messages with a cached
-// decision (see List).
+// Stat counts cached decisions' delivered sizes, as List does.
 func (s *session) Stat(ctx context.Context) (int, int64, error) {
 	hold, err := s.lock(ctx)
 	if err != nil {
@@ -95,10 +91,9 @@ func (s *session) Stat(ctx context.Context) (int, int64, error) {
 	return n, max(0, size+s.statDelta()), nil
 }
 
-// List reports, for a message with a cached decision made for a message
-// of the listed size, the size of what RETR delivers: RFC 1939 §5 asks for
-// exact octet counts, and clients compare them with what arrives
-// (docs/clients.md, Thunderbird). Other messages keep the upstream's.
+// List reports what RETR delivers for a message with a cached decision
+// made for its listed size: RFC 1939 §5 asks for exact octet counts, and
+// clients compare them (docs/clients.md, Thunderbird).
 func (s *session) List(ctx context.Context, msg int) ([]pop3server.MessageInfo, error) {
 	hold, err := s.lock(ctx)
 	if err != nil {
@@ -181,13 +176,10 @@ func (s *session) retr(ctx context.Context, msg int) (*pop3server.Message, error
 	return s.filtered(ctx, msg, m, -1, hold)
 }
 
-// Top must not bypass the filters: fetchmail reads messages with
-// "TOP n 99999999" (docs/clients.md, fetchmail). With a chain the whole
-// message is fetched with TOP (which, unlike RETR, neither marks it seen
-// upstream nor counts as retrieved for EXPIRE 0), handled exactly as RETR
-// would handle it (the same edits, notice, refusal and oversize policy)
-// and cut to the lines asked for. Whether it is too large is decided on
-// the bytes that arrive, not on what LIST claims.
+// Top must not bypass the filters: fetchmail reads messages with "TOP n
+// 99999999" (docs/clients.md, fetchmail). With a chain the whole message
+// is fetched with TOP (see runAhead for why not RETR), handled as by RETR
+// and cut to the lines asked for.
 func (s *session) Top(ctx context.Context, msg, lines int) (*pop3server.Message, error) {
 	m, err := s.top(ctx, msg, lines)
 	return s.counted(m, true), err
@@ -278,11 +270,10 @@ func (s *session) Noop(ctx context.Context) error {
 	return nil
 }
 
-// Update relays the client's QUIT and reports the upstream's verdict
-// truthfully: a client told "+OK" believes its deletions happened. Scan-ahead
-// stops first; a download of it under way is waited for (it is at most
-// max_size), since breaking it off would break the connection and lose
-// the deletions.
+// Update relays QUIT and reports the upstream's verdict truthfully: a
+// client told "+OK" believes its deletions happened. A scan-ahead download
+// under way is waited for (at most max_size): breaking it off would break
+// the connection and lose the deletions.
 func (s *session) Update(ctx context.Context) error {
 	s.quit = true
 	s.cancel()
@@ -294,7 +285,6 @@ func (s *session) Update(ctx context.Context) error {
 	defer hold.Close()
 	err = s.client.Quit()
 	if err == nil {
-		// The connection's last line says so (Summary).
 		s.tally.committed = true
 		return nil
 	}
@@ -310,10 +300,9 @@ func (s *session) Update(ctx context.Context) error {
 	return &pop3server.Error{Code: "SYS/TEMP", Message: "upstream connection lost during QUIT; deletions may not have been committed", Err: err}
 }
 
-// Close closes the upstream connection; without a relayed QUIT it sends
-// none, so the upstream commits nothing. Scan-ahead ends with the
-// session: a download is cut off with the connection, a scan cancelled,
-// and Close returns once their goroutines have freed their buffers.
+// Close closes the upstream without QUIT unless the client's was relayed,
+// so the upstream commits nothing. A scan-ahead download is cut off, a
+// scan cancelled, and Close returns once their buffers are freed.
 func (s *session) Close() error {
 	s.cancel()
 	var err error

@@ -25,22 +25,19 @@ import (
 )
 
 // msgInfo is what the session knows of one message from the listings it
-// fetched once (message numbers do not change within a session: RFC 1939
-// §4) and from the cache. A session keeps one per message, sorted by
-// number, for its whole length: about 50 octets and the unique-id.
+// fetched once (numbers do not change within a session: RFC 1939 §4) and
+// from the cache; one per message, sorted by number, about 50 octets and
+// the unique-id each.
 type msgInfo struct {
 	num  int
 	uid  string // "" when the upstream has no UIDL
 	size int64  // from LIST; -1 when not listed
-	// cached is set when the cache holds a decision for the message:
-	// origSize is the size it was made for, delivered what it delivers.
+	// cached: the cache has a decision, made for origSize, delivering delivered.
 	cached              bool
 	origSize, delivered int64
 }
 
-// find returns the message numbered n, or nil. It is called with
-// session.mu held (or by the connection's goroutine before scan-ahead
-// starts).
+// find is called with session.mu held (or before scan-ahead starts).
 func (s *session) find(n int) *msgInfo {
 	i := sort.Search(len(s.info), func(i int) bool { return s.info[i].num >= n })
 	if i < len(s.info) && s.info[i].num == n {
@@ -63,8 +60,7 @@ type prefetch struct {
 	dec       *filter.Decision
 }
 
-// speedups reports whether the session fetches the listings for the
-// cache or scan-ahead.
+// speedups: the session fetches the listings for the cache or scan-ahead.
 func (s *session) speedups() bool {
 	return s.g.opts.Chain.Len() > 0 && (s.g.opts.Cache != nil || s.g.opts.ScanAhead > 0)
 }
@@ -82,12 +78,11 @@ func (s *session) seen(list []upstream.MessageInfo, uidl bool) {
 	}
 }
 
-// prepare reads the UIDL and LIST listings once per session (taking those
-// the client asked for already), and the cache's entries for every listed
-// message in a few batched lookups. It runs in the connection's goroutine
-// with the upstream held. An upstream without UIDL (-ERR) gets no cache
-// for this session, one without LIST no scan-ahead; a broken connection
-// ends the session as any command's would.
+// prepare reads the UIDL and LIST listings once per session, and the
+// cache's entries for every listed message in a few batched lookups, in
+// the connection's goroutine with the upstream held. An upstream without
+// UIDL (-ERR) gets no cache for this session, one without LIST no
+// scan-ahead.
 func (s *session) prepare(ctx context.Context) error {
 	if s.prepared || !s.speedups() {
 		return nil
@@ -148,7 +143,6 @@ func (s *session) prepare(ctx context.Context) error {
 	return nil
 }
 
-// key is the cache key of a message of this session.
 func (s *session) key(uid, gen string) verdictcache.Key {
 	return verdictcache.Key{Upstream: s.client.Addr(), User: s.user, UID: uid,
 		Fingerprint: s.g.opts.Chain.Fingerprint(), Generation: gen}
@@ -164,10 +158,7 @@ func (s *session) uid(msg int) string {
 	return ""
 }
 
-// deliveredSize is what LIST and STAT report for a message of listed
-// octets: the size of what RETR delivers when a cached decision was made
-// for a message of exactly that size, since clients compare the two
-// (RFC 1939 §5; docs/clients.md, Thunderbird); the upstream's otherwise.
+// deliveredSize is what LIST and STAT report (RFC 1939 §5; see List).
 func (s *session) deliveredSize(msg int, listed int64) int64 {
 	if mi := s.find(msg); mi != nil && mi.cached && mi.origSize == listed {
 		return mi.delivered
@@ -175,8 +166,7 @@ func (s *session) deliveredSize(msg int, listed int64) int64 {
 	return listed
 }
 
-// statDelta is what STAT's total changes by for the messages not deleted
-// whose delivered size is known.
+// statDelta is what STAT's total changes by (see deliveredSize).
 func (s *session) statDelta() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -189,7 +179,6 @@ func (s *session) statDelta() int64 {
 	return d
 }
 
-// hashingReader hashes what it reads.
 type hashingReader struct {
 	r io.Reader
 	h hash.Hash
@@ -219,9 +208,9 @@ func headerHash(m *filter.Message) ([32]byte, error) {
 	return digestOf(h), nil
 }
 
-// takeAhead returns the scan-ahead of msg if it downloaded the message,
-// and forgets it; one still waiting for the upstream is told to skip it.
-// It runs with the upstream held, so no download of msg is under way.
+// takeAhead returns and forgets msg's scan-ahead if it downloaded the
+// message, or tells it to skip. The upstream is held, so no download of
+// msg is under way.
 func (s *session) takeAhead(msg int) *prefetch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -230,8 +219,7 @@ func (s *session) takeAhead(msg int) *prefetch {
 		return nil
 	}
 	delete(s.ahead, msg)
-	// The client waits for this one now: no longer ahead of it, so it
-	// leaves room for the next.
+	// No longer ahead of the client: room for the next.
 	if p.counted {
 		p.counted = false
 		s.aheadRunning--
@@ -243,10 +231,9 @@ func (s *session) takeAhead(msg int) *prefetch {
 	return p
 }
 
-// decide runs the chain over m, a message of this session with the given
-// digest, or replays a decision made for the same bytes: by a scan-ahead,
-// by the cache, or by a scan of the same message running now in another
-// session. Whatever the chain runs is stored for the next time.
+// decide runs the chain over m or replays a decision made for the same
+// digest: by a scan-ahead, the cache, or another session's scan running
+// now. Whatever the chain runs is stored for the next time.
 func (s *session) decide(ctx context.Context, m *filter.Message, digest [32]byte, ahead *prefetch) *filter.Result {
 	ch := s.g.opts.Chain
 	if ahead != nil {
@@ -266,8 +253,7 @@ func (s *session) decide(ctx context.Context, m *filter.Message, digest [32]byte
 	return s.decideCached(ctx, m, digest)
 }
 
-// decideCached is decide without the scan-ahead: the cache, a scan under
-// way elsewhere, or the chain.
+// decideCached is decide without the scan-ahead.
 func (s *session) decideCached(ctx context.Context, m *filter.Message, digest [32]byte) *filter.Result {
 	ch := s.g.opts.Chain
 	cache := s.g.opts.Cache
@@ -304,8 +290,7 @@ func (s *session) decideCached(ctx context.Context, m *filter.Message, digest [3
 			s.log.Debug("decision from a scan of the same message in another session", zap.Int("msg", msg))
 			return ch.Replay(ctx, m, f.dec)
 		}
-		// That scan could not be used (it failed, or its session ended):
-		// scan here, joined by whoever comes now.
+		// That scan failed or its session ended: scan here.
 	}
 	var dec *filter.Decision
 	defer func() { s.g.land(fk, dec) }() // whatever happens, nobody waits for nothing
@@ -336,9 +321,8 @@ func (s *session) store(ctx context.Context, k verdictcache.Key, m *filter.Messa
 	s.mu.Unlock()
 }
 
-// flight is a scan under way for one message (cache key and digest), so
-// that a message is never scanned twice at once: not by a client and a
-// scan-ahead, nor by two devices of one user.
+// flight is a scan under way for one cache key and digest, so a message
+// is never scanned twice at once (client and scan-ahead, two devices).
 type flight struct {
 	done chan struct{}
 	dec  *filter.Decision // set before done is closed
@@ -372,14 +356,12 @@ func (g *Gateway) land(key string, dec *filter.Decision) {
 	}
 }
 
-// topFromCache answers TOP msg lines of a message the cache has a decision
-// for by sending the same TOP upstream, not a whole-message TOP: a
-// headers-only client (docs/clients.md, Thunderbird) then costs a TOP, not
-// a download and a scan. The decision is replayed on what arrives if its
+// topFromCache answers TOP msg lines of a cached message with the same TOP
+// upstream: a headers-only client (docs/clients.md, Thunderbird) then
+// costs a TOP, not a download and a scan. The decision is replayed if the
 // header section hashes as the message's did; edits touch only the
 // header, so the result is the normal path's, cut. ok is false, with the
-// upstream still held, when that cannot be done (no entry, another
-// header): the caller takes the normal path.
+// upstream still held, when the caller must take the normal path.
 func (s *session) topFromCache(ctx context.Context, msg, lines int, hold *upHold) (_ *pop3server.Message, _ error, ok bool) {
 	cache, ch := s.g.opts.Cache, s.g.opts.Chain
 	uid := s.uid(msg)
@@ -426,8 +408,7 @@ func (s *session) topFromCache(ctx context.Context, msg, lines int, hold *upHold
 	}
 	fm := filter.NewMessageAt(buf, n, s.meta(msg))
 	if hh, err := headerHash(fm); err != nil || hh != e.HeaderHash {
-		// Not the header the decision was made for: the whole message
-		// decides.
+		// Not the header the decision was made for.
 		buf.Close()
 		return nil, nil, false
 	}
@@ -438,19 +419,15 @@ func (s *session) topFromCache(ctx context.Context, msg, lines int, hold *upHold
 	return msgOut, err, true
 }
 
-// meta describes message msg for the chain.
 func (s *session) meta(msg int) filter.Meta {
 	return filter.Meta{Conn: s.conn, User: s.user, Upstream: s.client.Addr(), Number: msg, UID: s.uid(msg)}
 }
 
-// scheduleAhead queues scan-ahead downloads after the client retrieved
-// msg: the next ScanAhead messages in the direction the client goes (down
-// after a RETR of a lower number, as clients that fetch newest first do),
-// at most ScanAhead of them under way at once besides the one the client
-// waits for; none the client has deleted, that LIST says are over
-// max_size, that the cache has a decision for or that were fetched
-// already. It runs with the upstream held, so the first download starts
-// before the client's next command reaches the upstream.
+// scheduleAhead queues downloads of the next ScanAhead messages after msg
+// in the client's direction (down after a RETR of a lower number, as
+// clients that fetch newest first do), at most ScanAhead under way at
+// once, skipping deleted, oversize, cached and fetched ones. The upstream
+// is held, so the first download starts before the client's next command.
 func (s *session) scheduleAhead(msg int) {
 	n := s.g.opts.ScanAhead
 	if n <= 0 || s.g.opts.Chain.Len() == 0 || s.ctx.Err() != nil {
@@ -492,13 +469,12 @@ func (s *session) scheduleAhead(msg int) {
 	}
 }
 
-// runAhead downloads a message with TOP n 99999999, never RETR: TOP has
-// no side effects upstream, where RETR marks a message seen (a mailbox
-// shared with IMAP) and counts it as retrieved for EXPIRE 0
-// (docs/clients.md, Upstream servers). The message is held only while it
-// fits in the spool's memory, and its scan runs after the download, the
-// connection free again. The decision goes to the cache and to the
-// client's RETR of the message; the bytes are dropped.
+// runAhead downloads with TOP n 99999999, never RETR, which marks a
+// message seen (a mailbox shared with IMAP) and counts it as retrieved for
+// EXPIRE 0 (docs/clients.md, Upstream servers). The message is held only
+// if it fits in the spool's memory, and scanned with the connection free
+// again; the decision goes to the cache and the client's RETR, the bytes
+// are dropped.
 func (s *session) runAhead(p *prefetch, listed int64) {
 	defer func() {
 		s.mu.Lock()
@@ -541,9 +517,8 @@ func (s *session) runAhead(p *prefetch, listed int64) {
 		err = buf.Err()
 	}
 	if errors.Is(err, spool.ErrNoRoom) || (err == nil && n > max) {
-		// Larger than LIST said (the reservation covered that): the rest
-		// must be read to keep the connection in step, and this
-		// upstream's sizes cannot choose what to fetch ahead.
+		// Larger than LIST said (the reservation covered that): read the rest
+		// to stay in step, and stop trusting this upstream's sizes for scan-ahead.
 		_, err = io.Copy(io.Discard, m)
 		if err == nil {
 			err = spool.ErrNoRoom

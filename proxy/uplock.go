@@ -8,12 +8,11 @@ import (
 
 // upLock serializes the use of a session's upstream connection, which is
 // lock-step (RFC 1939 §3: one command, then its whole answer) and shared
-// by the client's commands, the scan-ahead downloads and the keepalive's
-// NOOP. It is first come, first served, and a place in the queue can be
-// taken before it is waited for (enqueue), so that a download scheduled
-// while the client's command holds the connection runs before the
-// client's next command: what the upstream sees does not depend on
-// timing.
+// by the client's commands, scan-ahead and the keepalives. It is first
+// come, first served, and a place can be taken before it is waited for
+// (enqueue), so a download scheduled while the client's command holds the
+// connection runs before the client's next command: what the upstream
+// sees does not depend on timing.
 type upLock struct {
 	mu      sync.Mutex
 	held    bool
@@ -21,7 +20,6 @@ type upLock struct {
 	last    time.Time // when it was last released: the upstream's last exchange
 }
 
-// lastUsed is when the connection was last released.
 func (l *upLock) lastUsed() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -101,9 +99,8 @@ func (l *upLock) unlock() {
 	l.held = false
 }
 
-// upHold is one holding of the connection, released once: by the code
-// that took it, or by the Close of a message body that still reads from
-// the upstream.
+// upHold is one holding of the connection, released once: by the code that
+// took it, or by the Close of a body still reading from the upstream.
 type upHold struct {
 	l    *upLock
 	done bool

@@ -20,20 +20,13 @@ type Route struct {
 // Addr returns "host:port", with IPv6 in brackets, for Dial and AllowList.
 func (r Route) Addr() string { return net.JoinHostPort(r.Host, strconv.Itoa(r.Port)) }
 
-// ParseLogin splits a client login such as "alice%pop.example.com:995" at
-// the last occurrence of any character in separators (e.g. "%#@"), so
+// ParseLogin splits a login at the last of the separators (e.g. "%#@"):
 // "me@example.com@pop.example.com:995" routes user "me@example.com" to
-// pop.example.com:995, and "a%b@host" routes "a%b" to host.
-//
-// The part after the separator is "host", "host:port", "[v6]" or
-// "[v6]:port", with defaultPort as the default; if that is outside 1-65535
-// the login must name a port. Without a separator, the whole login is the
-// user name and the route goes to defaultAddr ("host:port"), or fails if
-// that is "".
-//
-// Errors are *LoginError: an empty user name or host, a bad port or host,
-// or a control character or space in the user name, which USER could not
-// carry.
+// pop.example.com:995, "a%b@host" routes "a%b" to host. The host part is
+// "host", "host:port", "[v6]" or "[v6]:port", the port required if
+// defaultPort is outside 1-65535. Without a separator the login is the user
+// at defaultAddr ("" refuses it). *LoginError reports an empty user or host,
+// a bad port or host, or a space or control character USER cannot carry.
 func ParseLogin(login, separators, defaultAddr string, defaultPort int) (Route, error) {
 	if defaultPort < 1 || defaultPort > 65535 {
 		defaultPort = 0
@@ -144,10 +137,9 @@ func parsePort(s string) (int, error) {
 	return n, nil
 }
 
-// validHostname accepts letters, digits, '-', '.' and '_', labels of 1-63
-// characters, 253 in all. The last label must not be all digits: "127.1" or
-// "1.2.3.300" are not names, and resolvers might read them as IPv4
-// addresses the allow list never saw.
+// validHostname accepts letters, digits, '-', '.', '_', labels of 1-63 and 253
+// characters in all, and no all-digit last label: resolvers might read
+// "127.1" or "1.2.3.300" as IPv4 addresses the allow list never saw.
 func validHostname(s string) bool {
 	if len(s) > 253 {
 		return false

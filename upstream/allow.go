@@ -10,38 +10,29 @@ import (
 )
 
 // AllowList restricts the upstream servers logins may be routed to, so the
-// proxy is not an open relay to arbitrary hosts and ports.
+// proxy is not an open relay to arbitrary hosts and ports. A pattern is
+// "host:port"; the port is a path.Match glob ("995", "*", "99[05]"), the
+// host one of:
+//   - an IPv4 prefix, "192.0.2.0/24", or an IPv6 prefix in brackets,
+//     "[2001:db8::/32]";
+//   - an IPv4 glob of digits, dots and * ? [ ] - ^ \ (at least one digit
+//     or dot), "192.0.2.*", "*.*.*.*", matched against dotted decimal;
+//   - an IPv6 address or glob in brackets, "[2001:db8::*]", matched against
+//     the canonical form (RFC 5952 §4), so write wildcards in that form (a
+//     bracketed part without ':' is a character class, not an address);
+//   - anything else, a host name glob matched case-insensitively against
+//     the name in the login, without DNS: "*.example.com". "*" alone
+//     matches every host, names and addresses alike.
 //
-// A pattern is "host:port". The port is a path.Match glob: "995", "*",
-// "99[05]". The host is one of:
-//
-//   - An IPv4 prefix, "192.0.2.0/24", or an IPv6 prefix in brackets,
-//     "[2001:db8::/32]": it matches the IP addresses inside it.
-//   - An IPv4 glob, a host made only of digits, dots and the glob
-//     characters * ? [ ] - ^ \ (with at least one digit or dot):
-//     "192.0.2.*", "10.?.0.1", "*.*.*.*". It matches IPv4 addresses,
-//     written as four decimal numbers.
-//   - An IPv6 address or glob in brackets, "[2001:db8::*]", "[::1]": it
-//     matches IPv6 addresses in their canonical form (RFC 5952 §4), so
-//     write wildcards in that form. A bracketed part without ':' is a
-//     character class, not an address.
-//   - Anything else is a host name glob, matched case-insensitively
-//     against the name as the login gives it, without DNS:
-//     "*.example.com", "pop.example.net". "*" alone matches every host,
-//     names and addresses alike.
-//
-// Address patterns match only logins naming an IP address, never a host
-// name: "192.0.2.*" must not admit "192.0.2.evil.example", whose owner can
-// point it anywhere. An IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2) is
-// matched as the IPv4 address it carries, as it is dialled.
-//
-// A nil or empty AllowList allows everything; the configuration layer
-// refuses that on a listener not on loopback.
+// Address patterns never match a host name: "192.0.2.*" must not admit
+// "192.0.2.evil.example", whose owner can point it anywhere. An IPv4-mapped
+// IPv6 address (RFC 4291 §2.5.5.2) is matched as the IPv4 address it
+// carries, as dialled. A nil or empty AllowList allows everything; the
+// configuration layer refuses that on a listener not on loopback.
 type AllowList struct {
 	rules []hostPortPattern
 }
 
-// patternKind is what a hostPortPattern's host part matches.
 type patternKind uint8
 
 const (
@@ -60,8 +51,7 @@ type hostPortPattern struct {
 }
 
 // NewAllowList compiles patterns. It fails on a malformed glob (wrapping
-// path.ErrBadPattern) or prefix, and on a pattern without ":port"
-// ("host:*" is any).
+// path.ErrBadPattern) or prefix, and on a missing ":port" ("host:*" is any).
 func NewAllowList(patterns []string) (*AllowList, error) {
 	a := &AllowList{}
 	for _, p := range patterns {
@@ -125,9 +115,8 @@ func parseHostPortPattern(p string) (hostPortPattern, error) {
 	return r, nil
 }
 
-// looksIPv4 reports whether a host pattern is an IPv4 glob: digits, dots
-// and path.Match metacharacters only, and not just metacharacters ("*" is
-// any host).
+// looksIPv4 wants only digits, dots and glob metacharacters, not metacharacters
+// alone ("*" is any host).
 func looksIPv4(host string) bool {
 	digitOrDot := false
 	for i := 0; i < len(host); i++ {
@@ -169,15 +158,13 @@ func (a *AllowList) Allows(addr string) bool {
 	return false
 }
 
-// target is a destination as patterns see it.
 type target struct {
 	name string     // lower-case host; an address in canonical form, IPv6 in brackets
 	ip   netip.Addr // the address, unmapped; invalid for a host name
 	port string
 }
 
-// parseTarget splits addr for matching. An address with a zone matches
-// nothing: ParseLogin never produces one.
+// parseTarget refuses an address with a zone: ParseLogin never produces one.
 func parseTarget(addr string) (target, bool) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || port == "" {

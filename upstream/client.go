@@ -17,11 +17,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// Client is a session with one upstream POP3 server, created by Dial.
-//
-// Its methods must be called from one goroutine at a time; commands are not
-// pipelined. Abort and Broken may be called from any goroutine at any time,
-// and Abort unblocks a command that is waiting for the server.
+// Client is a session with one upstream POP3 server, created by Dial. Its
+// methods must be called from one goroutine at a time (commands are not
+// pipelined), except Abort and Broken, which are safe at any time; Abort
+// unblocks a command waiting for the server.
 type Client struct {
 	addr string
 	host string
@@ -56,8 +55,7 @@ type MessageInfo struct {
 // Addr returns the "host:port" the Client was dialled with.
 func (c *Client) Addr() string { return c.addr }
 
-// Greeting returns the text of the server's greeting after "+OK",
-// sanitised like ServerError.Text. It may hold an APOP timestamp.
+// Greeting returns the sanitised text after "+OK"; it may hold an APOP timestamp.
 func (c *Client) Greeting() string { return c.greeting }
 
 // TLSConnectionState returns the TLS state, and false for plain text.
@@ -68,9 +66,8 @@ func (c *Client) TLSConnectionState() (tls.ConnectionState, bool) {
 	return c.tls.ConnectionState(), true
 }
 
-// Capabilities returns the sanitised lines of the last CAPA response
-// (RFC 2449 §5), or nil after -ERR. Login refreshes them, because a server
-// may announce different capabilities after login.
+// Capabilities returns the sanitised lines of the last CAPA response (RFC
+// 2449 §5), or nil after -ERR; Login re-reads them, as they may change.
 func (c *Client) Capabilities() []string { return slices.Clone(c.caps) }
 
 // HasCapability looks up a capability by its tag, case-insensitively, and
@@ -85,17 +82,13 @@ func (c *Client) HasCapability(name string) (args string, ok bool) {
 	return "", false
 }
 
-// Broken reports whether the connection is unusable: after an error, a
-// Message closed before its end, Quit or Abort. Safe for concurrent use.
+// Broken reports whether an error, early Message.Close, Quit or Abort broke it.
 func (c *Client) Broken() bool { return c.broken.Load() || c.closed.Load() }
 
-// Login authenticates with USER and PASS (RFC 1939 §7), or with AUTH PLAIN
-// (RFC 4616) when the server's CAPA lacks USER but offers SASL PLAIN, and
-// re-reads the capabilities. An empty user name, or CR, LF or NUL in either
-// argument, gives ErrBadArgument before anything is written (see the
-// package doc; RFC 4616 §2 forbids NUL in PLAIN as well). A -ERR is a
-// *ServerError, e.g. Code "IN-USE" if the password is right but the
-// maildrop is locked (RFC 2449 §8.1.2).
+// Login uses USER and PASS (RFC 1939 §7), or AUTH PLAIN (RFC 4616) if CAPA
+// lacks USER but offers SASL PLAIN, then re-reads CAPA. An empty user, or CR,
+// LF or NUL in either argument (RFC 4616 §2 forbids NUL in PLAIN too), is
+// ErrBadArgument. Code "IN-USE": right password, locked maildrop (RFC 2449 §8.1.2).
 func (c *Client) Login(user, pass string) error {
 	if user == "" || strings.ContainsAny(user, "\r\n\x00") {
 		return fmt.Errorf("upstream %s: USER: %w: user name empty or containing CR, LF or NUL", c.addr, ErrBadArgument)
@@ -117,8 +110,7 @@ func (c *Client) Login(user, pass string) error {
 	return c.capa()
 }
 
-// Stat returns the number and total size of the messages not marked
-// deleted (RFC 1939 §5).
+// Stat returns the number and total size of undeleted messages (RFC 1939 §5).
 func (c *Client) Stat() (count int, size int64, err error) {
 	buf, err := c.do(respSingle, "STAT", "STAT")
 	if err != nil {
@@ -135,17 +127,13 @@ func (c *Client) Stat() (count int, size int64, err error) {
 	return 0, 0, c.fail("STAT", malformed(buf.Bytes()))
 }
 
-// List returns the scan listing of message msg, or of all messages when
-// msg is 0 (RFC 1939 §5). A listing of more than Options.MaxMessages
-// entries fails with ErrTooManyMessages and breaks the Client.
+// List returns the scan listing of message msg, or of all messages if msg
+// is 0 (RFC 1939 §5), at most Options.MaxMessages entries.
 func (c *Client) List(msg int) ([]MessageInfo, error) {
 	return c.listing("LIST", msg, parseListLine)
 }
 
-// Uidl returns the unique-id listing of message msg, or of all messages
-// when msg is 0 (RFC 1939 §7), capped like List. A unique-id may exceed
-// the 70 octets of RFC 1939 §7, as some servers' do and clients accept,
-// within a line of 1 KiB.
+// Uidl returns the unique-id listing (RFC 1939 §7), like List.
 func (c *Client) Uidl(msg int) ([]MessageInfo, error) {
 	return c.listing("UIDL", msg, parseUidlLine)
 }
@@ -159,10 +147,8 @@ func (c *Client) Retr(msg int) (*Message, error) {
 	return c.stream("RETR "+strconv.Itoa(msg), false)
 }
 
-// RetrStuffed is Retr for a body that is passed on untouched: the Message
-// yields the bytes as the server sent them, dot-stuffing included (every
-// line that starts with "." has one more), without the terminating line.
-// Relaying them saves unstuffing and stuffing each line again.
+// RetrStuffed is Retr keeping dot-stuffing, without the terminating line:
+// relaying the body untouched saves unstuffing and restuffing each line.
 func (c *Client) RetrStuffed(msg int) (*Message, error) {
 	if msg < 1 {
 		return nil, fmt.Errorf("upstream %s: RETR: %w: message number %d", c.addr, ErrBadArgument, msg)
@@ -170,8 +156,7 @@ func (c *Client) RetrStuffed(msg int) (*Message, error) {
 	return c.stream("RETR "+strconv.Itoa(msg), true)
 }
 
-// Top starts retrieving the header and the first lines lines of the body
-// of message msg (RFC 1939 §7), streamed like Retr.
+// Top is Retr for the header and the first lines lines of the body (RFC 1939 §7).
 func (c *Client) Top(msg, lines int) (*Message, error) {
 	if msg < 1 || lines < 0 {
 		return nil, fmt.Errorf("upstream %s: TOP: %w: message %d, lines %d", c.addr, ErrBadArgument, msg, lines)
@@ -202,11 +187,9 @@ func (c *Client) Noop() error {
 }
 
 // Quit sends QUIT, which commits the deletions (RFC 1939 §6), and closes the
-// connection. It returns nil for +OK, a *ServerError for -ERR (e.g. "some
-// deleted messages not removed"), and an ErrConnection error if no answer
-// came, when nobody knows whether the deletions were committed. With a
-// Message open it closes without QUIT, and the error wraps ErrMessageOpen
-// and ErrConnection.
+// connection. A -ERR ("some deleted messages not removed") is a *ServerError;
+// after an ErrConnection error nobody knows whether they were committed. With
+// a Message open it closes without QUIT, wrapping ErrMessageOpen too.
 func (c *Client) Quit() error {
 	defer c.close()
 	if c.msg != nil {
@@ -217,8 +200,7 @@ func (c *Client) Quit() error {
 }
 
 // Abort closes the connection without QUIT, so the server commits nothing
-// (RFC 1939 §6). It is idempotent and safe from any goroutine; a blocked
-// command or Message.Read then fails with ErrConnection.
+// (RFC 1939 §6); idempotent. A blocked command or Read gets ErrConnection.
 func (c *Client) Abort() error {
 	c.close()
 	return nil
@@ -248,7 +230,6 @@ func (c *Client) ready(op string) error {
 	return nil
 }
 
-// fail breaks the Client and closes the connection, without QUIT.
 func (c *Client) fail(op string, err error) error {
 	c.broken.Store(true)
 	c.msg = nil
@@ -259,15 +240,12 @@ func (c *Client) fail(op string, err error) error {
 	return err
 }
 
-// do runs one command through go-pop3. op names it in errors and logs; it
-// never contains a password.
+// do runs a command via go-pop3; op, for errors and logs, never holds a password.
 func (c *Client) do(kind respKind, op, cmd string, args ...any) (*bytes.Buffer, error) {
 	return c.doCapped(kind, 0, op, cmd, args...)
 }
 
-// doCapped is do with the response capped at limit bytes (0:
-// MaxResponseBytes). go-pop3 buffers the response whole, so only small
-// ones go through it.
+// doCapped caps at limit (0: MaxResponseBytes). go-pop3 buffers whole: small only.
 func (c *Client) doCapped(kind respKind, limit int64, op, cmd string, args ...any) (*bytes.Buffer, error) {
 	if err := c.ready(op); err != nil {
 		return nil, err
@@ -283,8 +261,7 @@ func (c *Client) doCapped(kind respKind, limit int64, op, cmd string, args ...an
 	return buf, nil
 }
 
-// outcome judges a command by the guard's view of the response, not by
-// go-pop3's error strings.
+// outcome judges by the guard's view of the response, not go-pop3's errors.
 func (c *Client) outcome(op string, err error) error {
 	g := c.g
 	if g.violation != nil {
@@ -299,8 +276,7 @@ func (c *Client) outcome(op string, err error) error {
 		return c.fail(op, unexpectedEOF(err))
 	}
 	if g.ioErr != nil {
-		// The answer is complete but the connection ended, as after -ERR to
-		// PASS (RFC 1939 §4): report the answer; nothing more can be sent.
+		// Answer complete, connection ended (as after -ERR to PASS, RFC 1939 §4).
 		c.broken.Store(true)
 		c.shut()
 	}
@@ -313,13 +289,11 @@ func (c *Client) outcome(op string, err error) error {
 	return nil
 }
 
-// maxCapaBytes caps a CAPA response, which is read before anyone has
-// logged in. Real ones are a few hundred octets (RFC 2449 §6 lists a dozen
-// capabilities).
+// maxCapaBytes caps CAPA, read before login; real ones are a few hundred
+// octets (RFC 2449 §6 lists a dozen capabilities).
 const maxCapaBytes = 16 << 10
 
-// capa reads the capabilities; -ERR means CAPA is not supported (RFC 2449
-// §5) and leaves them nil.
+// capa leaves caps nil on -ERR: CAPA not supported (RFC 2449 §5).
 func (c *Client) capa() error {
 	c.caps = nil
 	buf, err := c.doCapped(respMulti, maxCapaBytes, "CAPA", "CAPA")

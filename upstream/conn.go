@@ -9,7 +9,6 @@ import (
 	"time"
 )
 
-// respKind tells the guard what the next response looks like.
 type respKind uint8
 
 const (
@@ -19,7 +18,6 @@ const (
 	respSASL                   // AUTH and SASL responses: a status line or a "+ " challenge
 )
 
-// phase is where the guard is within the current response.
 type phase uint8
 
 const (
@@ -32,15 +30,14 @@ const (
 	phStream                 // after a respStream status line: not followed
 )
 
-// statusCap is the longest status line accepted, CRLF included: twice RFC
-// 1939 §3's 512 octets, for servers that overshoot. A longer one is a
-// protocol violation, refused as soon as this many bytes came without a
-// line end, so go-pop3's unbounded bufio.ReadBytes never holds more.
+// statusCap is the longest status line, CRLF included: twice RFC 1939 §3's
+// 512 octets, for servers that overshoot. It is refused at this many bytes
+// without a line end, so go-pop3's unbounded bufio.ReadBytes never holds more.
 const statusCap = 1024
 
-// guardConn sits between go-pop3 (or the streaming reader) and the network
-// connection (see the package doc). Its errors are sticky. Only the Client's
-// caller uses it; Abort closes the raw connection below it instead.
+// guardConn sits between go-pop3 or the streaming reader and the network
+// (see the package doc). Its errors are sticky. Only the Client's caller
+// uses it; Abort closes the raw connection below it instead.
 type guardConn struct {
 	net.Conn // raw TCP, or the tls.Conn over it once TLS is up
 
@@ -68,8 +65,7 @@ func newGuard(c net.Conn, timeout, respTimeout time.Duration, fixed time.Time, m
 	return &guardConn{Conn: c, timeout: timeout, respTimeout: respTimeout, fixed: fixed, max: max, limit: max, ph: phStatus}
 }
 
-// deadline is the dial deadline while dialling; afterwards Timeout from
-// now, but not past the end of the current response's time.
+// deadline is the dial deadline while dialling, then Timeout, not past respEnd.
 func (g *guardConn) deadline() time.Time {
 	if !g.fixed.IsZero() {
 		return g.fixed
@@ -81,9 +77,8 @@ func (g *guardConn) deadline() time.Time {
 	return d
 }
 
-// expect announces the kind of the response to the next command and caps
-// its size at limit bytes, or at MaxResponseBytes if that is less or limit
-// is 0.
+// expect announces the next response's kind and caps it at limit bytes, or
+// at MaxResponseBytes if that is less or limit is 0.
 func (g *guardConn) expect(k respKind, limit int64) {
 	g.kind, g.limit = k, g.max
 	if limit > 0 && (g.limit <= 0 || limit < g.limit) {
@@ -102,11 +97,9 @@ func (g *guardConn) complete() bool { return g.ph == phIdle }
 
 func (g *guardConn) status() []byte { return trimEOL(g.line[:g.nline]) }
 
-// endStream marks the end of a response the caller framed itself.
 func (g *guardConn) endStream() { g.ph = phIdle }
 
-// Write starts a new response: in lock-step POP3 every command write is
-// followed by exactly one response.
+// Write starts a new response: in lock-step POP3 each command gets exactly one.
 func (g *guardConn) Write(p []byte) (int, error) {
 	if err := g.failed(); err != nil {
 		return 0, err
@@ -127,8 +120,8 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Read reads and checks the framing. A violation is returned instead of the
-// data, so go-pop3 never parses bytes the guard refused.
+// Read returns a framing violation instead of the data, so go-pop3 never
+// parses bytes the guard refused.
 func (g *guardConn) Read(p []byte) (int, error) {
 	if err := g.failed(); err != nil {
 		return 0, err
@@ -158,12 +151,10 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// followed reports whether the guard is inside a response it follows.
 func (g *guardConn) followed() bool { return g.ph != phIdle && g.ph != phStream }
 
-// room is how much of want the next Read may take: no more than the caps
-// leave, so that refusing at a cap never costs reading past it. While a
-// response is followed, track fails before room reaches 0.
+// room is no more than the caps leave, so refusing at a cap never costs
+// reading past it. In a followed response track fails before room is 0.
 func (g *guardConn) room(want int) int {
 	if g.ph == phStatus {
 		want = min(want, statusCap-g.nline)
@@ -225,8 +216,7 @@ func (g *guardConn) follow(b []byte) error {
 				if g.kind != respSASL {
 					return fmt.Errorf("malformed status line %q", g.status()[:min(len(g.status()), 40)])
 				}
-				// The challenge ends this response; the client's answer
-				// starts the next.
+				// A challenge ends this response; the answer starts the next.
 				g.isCont = true
 				g.ph = phIdle
 			default:
@@ -273,11 +263,9 @@ const (
 	statusCont // a SASL challenge
 )
 
-// classify accepts exactly what RFC 1939 §3 allows: "+OK" or "-ERR", upper
-// case, alone or followed by a space and text; and the continuation of RFC
-// 5034 §4, "+" and a space and base64 ("+" alone from servers that drop
-// the space of an empty challenge), which only a SASL exchange accepts.
-// line has no line end.
+// classify accepts exactly RFC 1939 §3's "+OK" or "-ERR", upper case, alone
+// or followed by a space and text, and, for SASL only, RFC 5034 §4's "+ " and
+// base64 ("+" alone from servers dropping the space of an empty challenge).
 func classify(line []byte) statusKind {
 	switch {
 	case string(line) == "+OK" || bytes.HasPrefix(line, []byte("+OK ")):
@@ -290,9 +278,7 @@ func classify(line []byte) statusKind {
 	return statusBad
 }
 
-// statusPrefixOK reports whether an unfinished status line can still
-// become a valid one for a response of kind, so that garbage is refused
-// before its line ends.
+// statusPrefixOK lets garbage be refused before its line ends.
 func statusPrefixOK(b []byte, kind respKind) bool {
 	prefixes := []string{"+OK ", "+OK\r", "-ERR ", "-ERR\r"}
 	if kind == respSASL {
@@ -312,8 +298,7 @@ func trimEOL(b []byte) []byte {
 	return bytes.TrimSuffix(b, []byte("\r"))
 }
 
-// replayConn returns pending before reading from the connection: after STLS
-// go-pop3's NewConn must read a greeting again, so the saved one is replayed.
+// replayConn replays the greeting go-pop3's NewConn must read again after STLS.
 type replayConn struct {
 	net.Conn
 	pending []byte
@@ -328,8 +313,7 @@ func (r *replayConn) Read(p []byte) (int, error) {
 	return r.Conn.Read(p)
 }
 
-// handOver is go-pop3's Opt.Dialer: it returns the connection Dial made and
-// ignores the address go-pop3 passes (see the package doc).
+// handOver is go-pop3's Opt.Dialer: it hands over the connection Dial made.
 type handOver struct{ c net.Conn }
 
 func (h handOver) Dial(network, address string) (net.Conn, error) { return h.c, nil }

@@ -22,52 +22,39 @@ const (
 	DefaultMaxMessages      = 100000
 )
 
-// Options configures Dial. The zero value is plain POP3 (TLSNone) with the
-// default limits.
+// Options configures Dial; the zero value is plain POP3 with default limits.
 type Options struct {
-	// DialTimeout bounds all of Dial, unless the deadline of Dial's context
-	// is earlier. Default DefaultDialTimeout.
+	// DialTimeout bounds all of Dial, unless ctx's deadline is earlier.
 	DialTimeout time.Duration
-	// Timeout bounds every single read and write after Dial, so a stalled
-	// server fails the command. Default DefaultTimeout.
+	// Timeout bounds each read and write after Dial, failing a stalled command.
 	Timeout time.Duration
-	// ResponseTimeout bounds each whole response after Dial, however
-	// steadily its bytes trickle in. It alone ends a RETR or TOP body that
-	// never ends, so it must leave room for the largest message at the
-	// slower of the two connections (the proxy reads only as fast as its
-	// client takes): the default, 30 minutes, allows 55 kB/s for 100 MB.
+	// ResponseTimeout bounds each whole response after Dial, however steadily
+	// it trickles in; it alone ends an endless RETR or TOP body. Leave room for
+	// the largest message at the slower connection (the proxy reads as fast as
+	// its client takes): 30 minutes, the default, allows 55 kB/s for 100 MB.
 	ResponseTimeout time.Duration
 	TLS             TLSMode
-	// TLSConfig supplies roots, client certificates and so on; nil means
-	// Go's defaults. It is cloned, and an empty ServerName is set to Dial's
-	// serverName, which the certificate is verified against (RFC 7817)
-	// unless InsecureSkipVerify is set here or in Options.
+	// TLSConfig supplies roots, client certificates and so on (nil: Go's
+	// defaults). It is cloned; an empty ServerName becomes Dial's serverName,
+	// verified (RFC 7817) unless InsecureSkipVerify is set here or in Options.
 	TLSConfig *tls.Config
-	// InsecureSkipVerify accepts any server certificate: the connection is
-	// still encrypted, but an attacker on the path can read and change it,
-	// passwords included. Every such connection is logged at WARN level.
+	// InsecureSkipVerify accepts any certificate, so an attacker on the path can
+	// read and change the connection, passwords included; each is logged at WARN.
 	InsecureSkipVerify bool
-	// DenyPrivate refuses destinations whose address is not public (see
-	// PrivateAddr). It checks each address the socket is about to connect
-	// to, after name resolution, so no byte reaches such an address, and a
-	// name that resolves or is rebound to one gains nothing. Dial's error
-	// then wraps ErrDestinationDenied.
+	// DenyPrivate refuses non-public destinations (see PrivateAddr) at each
+	// address the socket is about to connect to, after DNS: no byte reaches one
+	// and rebinding gains nothing. Dial's error wraps ErrDestinationDenied.
 	DenyPrivate bool
-	// MaxResponseBytes caps every response except RETR and TOP bodies,
-	// which are streamed in constant memory and not capped, as the maildrop
-	// decides how large a message is. Status lines have a cap of their own,
-	// 1024 octets (twice RFC 1939 §3's 512), and CAPA one of 16 KiB. LIST
-	// and UIDL listings are parsed line by line, so for them this bounds
-	// the bytes on the wire, not memory; MaxMessages bounds that. Default
-	// DefaultMaxResponseBytes.
+	// MaxResponseBytes caps every response but RETR and TOP bodies, streamed in
+	// constant memory as the maildrop decides message sizes. Status lines have
+	// 1024 octets (twice RFC 1939 §3's 512), CAPA 16 KiB. For LIST and UIDL,
+	// parsed line by line, it bounds wire bytes; MaxMessages bounds memory.
 	MaxResponseBytes int64
-	// MaxMessages caps the entries of a LIST or UIDL listing, and so the
-	// memory one takes: 32 bytes an entry, plus the unique-ids. A longer
-	// listing fails with ErrTooManyMessages and closes the connection
-	// without QUIT. Default DefaultMaxMessages.
+	// MaxMessages caps a LIST or UIDL listing's entries (32 bytes each plus the
+	// unique-id); more fail with ErrTooManyMessages, closing without QUIT.
 	MaxMessages int
-	// Logger receives debug messages and the InsecureSkipVerify warning;
-	// nil discards them. Passwords are never logged.
+	// Logger gets debug messages and the InsecureSkipVerify warning, never
+	// passwords; nil discards them.
 	Logger *zap.Logger
 }
 
@@ -93,20 +80,16 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// connWrapperKey is a context key for the package's tests: its value, a
-// func(net.Conn) net.Conn, wraps the TCP connection Dial makes, so a test
-// can count the bytes the Client reads.
+// connWrapperKey's value, a func(net.Conn) net.Conn, wraps Dial's TCP
+// connection, so the package's tests can count the bytes the Client reads.
 type connWrapperKey struct{}
 
 // Dial connects to addr (as Route.Addr returns it), secures the connection
-// as opt.TLS says, reads the greeting and the capabilities (RFC 2449 §5),
-// and returns a Client in the AUTHORIZATION state. serverName is the name
-// the certificate is checked against, normally Route.Host; "" means the
-// host part of addr. ctx bounds the dial only.
-//
-// Every error wraps ErrConnection (TLS failures also ErrTLS, a refused
-// destination also ErrDestinationDenied); a -ERR greeting is also a
-// *ServerError.
+// as opt.TLS says, reads the greeting and CAPA (RFC 2449 §5), and returns a
+// Client in the AUTHORIZATION state. The certificate is checked against
+// serverName, normally Route.Host ("": addr's host). ctx bounds the dial
+// only. Every error wraps ErrConnection (TLS failures also ErrTLS, a refused
+// destination ErrDestinationDenied); a -ERR greeting is also a *ServerError.
 func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Client, error) {
 	opt = opt.withDefaults()
 	host, portStr, err := net.SplitHostPort(addr)
@@ -151,8 +134,7 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 	}
 	if err != nil {
 		c.shut()
-		// The socket deadline and the context's timer are the same instant:
-		// report the context's reason even if the socket noticed first.
+		// The socket may notice the shared deadline first: report the context's.
 		cerr := dctx.Err()
 		if cerr == nil && !time.Now().Before(deadline) {
 			cerr = context.DeadlineExceeded
@@ -160,8 +142,7 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 		switch {
 		case cerr == nil || errors.Is(err, cerr):
 		case cerr == context.DeadlineExceeded:
-			// Whichever step was cut short (the socket may have been
-			// closed under it), the server was too slow.
+			// Whichever step was cut short, the server was too slow.
 			err = tag(cerr, &relabelled{text: fmt.Sprintf("upstream %s: no greeting within %v (dial_timeout)", addr, opt.DialTimeout), err: err})
 		default:
 			err = fmt.Errorf("%w (%w)", err, cerr)
@@ -175,7 +156,6 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 	return c, nil
 }
 
-// connect runs the dial steps after the TCP connect.
 func (c *Client) connect(ctx context.Context, implicit bool, stls stlsPolicy, cfg *tls.Config) error {
 	if implicit {
 		if err := c.handshake(ctx, cfg); err != nil {
@@ -214,7 +194,6 @@ func (c *Client) connect(ctx context.Context, implicit bool, stls stlsPolicy, cf
 	return c.capa()
 }
 
-// handshake starts TLS on the raw connection, bounded by the dial deadline.
 func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 	tc := tls.Client(c.raw, cfg)
 	if err := c.raw.SetDeadline(c.g.fixed); err != nil {
@@ -231,8 +210,7 @@ func (c *Client) handshake(ctx context.Context, cfg *tls.Config) error {
 	return nil
 }
 
-// greet has go-pop3 read the greeting through conn. go-pop3 discards it, so
-// the guard's copy is kept, to be replayed after STLS.
+// greet keeps the greeting, which go-pop3 discards, for replay after STLS.
 func (c *Client) greet(conn net.Conn) error {
 	replay := conn != c.g
 	pc, err := pop3.New(pop3.Opt{Host: c.host, Port: c.port, Dialer: handOver{conn}}).NewConn()

@@ -6,17 +6,13 @@ import (
 	"io"
 )
 
-// streamBufSize is the buffer of the streaming reader. Message lines
-// longer than this are passed on in pieces.
+// streamBufSize is the streaming reader's buffer; longer lines pass in pieces.
 const streamBufSize = 64 << 10
 
-// dotReader reads the body of a multi-line response (RFC 1939 §3): it
-// removes one leading "." from every line that has one and ends at ".CRLF"
-// (or ".LF", as go-pop3 and most clients accept). Every other byte is passed
-// on as received, because scanners and DKIM must see the message as stored.
-//
-// It copies each ReadSlice piece once and allocates nothing. A line longer
-// than the buffer comes in pieces; only the first is at a line start.
+// dotReader unstuffs a multi-line body (RFC 1939 §3) up to ".CRLF" (or ".LF",
+// as go-pop3 and most clients accept); other bytes pass as received, since
+// scanners and DKIM must see the message as stored. One copy per ReadSlice
+// piece, no allocation; only a long line's first piece is at a line start.
 type dotReader struct {
 	br      *bufio.Reader
 	pend    []byte // the rest of the current piece, inside br's buffer
@@ -24,8 +20,7 @@ type dotReader struct {
 	err     error  // sticky: io.EOF after the terminator, or the failure
 }
 
-// Read returns io.EOF after the terminating line and io.ErrUnexpectedEOF if
-// the input ends before it; other errors are returned as they are.
+// Read returns io.ErrUnexpectedEOF if the input ends before the terminator.
 func (d *dotReader) Read(p []byte) (n int, err error) {
 	for n < len(p) {
 		if len(d.pend) > 0 {
@@ -58,13 +53,9 @@ func (d *dotReader) Read(p []byte) (n int, err error) {
 	return n, nil
 }
 
-// stuffedReader reads the body of a multi-line response as the server
-// sent it, dot-stuffing included, up to the terminating line, which it
-// consumes but does not return. It reads the buffer in whole stretches
-// between line starts that hold a ".", not line by line: relaying a
-// message untouched needs neither unstuffing nor stuffing again. The
-// terminator is what dotReader takes for one, "." alone on a line ended
-// by CRLF or LF, so both readers end a body at the same byte.
+// stuffedReader reads a body as sent, dot-stuffing included, in stretches
+// between line starts holding ".", and consumes the terminator without
+// returning it: dotReader's, so both end a body at the same byte.
 type stuffedReader struct {
 	br        *bufio.Reader
 	lineStart bool  // the next byte starts a line
@@ -112,11 +103,9 @@ func (r *stuffedReader) Read(p []byte) (int, error) {
 	return 0, r.err
 }
 
-// dotLine looks at a line that starts with "." (b, the buffered bytes):
-// ".\r\n" or ".\n" end the body (r.err becomes io.EOF and the terminator is
-// consumed), anything else is a stuffed line. It waits for the bytes that
-// decide unless the caller has something to return first (ready), and
-// then reports false.
+// dotLine judges a line starting with "." (b, the buffered bytes): the
+// terminator (r.err = io.EOF, consumed) or a stuffed line. It waits for the
+// deciding bytes unless the caller has something to return (ready): false.
 func (r *stuffedReader) dotLine(b []byte, ready bool) bool {
 	if len(b) < 3 {
 		if ready {

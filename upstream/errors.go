@@ -22,19 +22,16 @@ var (
 	// mode or refused, and bytes injected after the STLS response.
 	ErrTLS = errors.New("upstream TLS failed")
 
-	// ErrBadArgument is returned when a command is refused before anything
-	// is written: CR, LF or NUL in a user name or password, an empty user
-	// name, a message number below 1, or an invalid SASL mechanism name or
-	// an empty initial response. The connection stays usable.
+	// ErrBadArgument refuses a command before anything is written, leaving
+	// the connection usable: an empty user name, CR, LF or NUL in it or the
+	// password, a message number below 1, a bad SASL mechanism or empty Auth ir.
 	ErrBadArgument = errors.New("invalid argument")
 
-	// ErrMessageOpen is returned for a command issued while a RETR or TOP
-	// body is unread; read the Message to the end or close it first.
+	// ErrMessageOpen refuses commands while a RETR or TOP body is unread.
 	ErrMessageOpen = errors.New("previous message not read to the end")
 
-	// ErrTooManyMessages is wrapped, together with ErrConnection, when a
-	// LIST or UIDL listing has more entries than Options.MaxMessages. The
-	// Client is broken and its connection closed without QUIT.
+	// ErrTooManyMessages is wrapped, with ErrConnection, by a LIST or UIDL
+	// listing over Options.MaxMessages entries.
 	ErrTooManyMessages = errors.New("upstream mailbox has more messages than max_messages")
 
 	// ErrInvalidLogin is wrapped by every *LoginError.
@@ -44,7 +41,6 @@ var (
 	errUnsolicited = errors.New("unsolicited data after a complete response") // see the package doc
 )
 
-// connError makes err wrap ErrConnection, keeping the original in the chain.
 func connError(err error) error {
 	if err == nil {
 		return ErrConnection
@@ -52,9 +48,8 @@ func connError(err error) error {
 	return tag(ErrConnection, netCause(err))
 }
 
-// tagged is err that also matches sentinel (errors.Is) without spelling it
-// out: the message already names the upstream and the step that failed, so
-// "upstream connection failed" in the middle of it would only repeat that.
+// tagged matches sentinel (errors.Is) without its text: the message already
+// names the upstream and the failed step, which the sentinel's would repeat.
 type tagged struct {
 	sentinel error
 	err      error
@@ -79,9 +74,8 @@ type relabelled struct {
 func (e *relabelled) Error() string { return e.text }
 func (e *relabelled) Unwrap() error { return e.err }
 
-// netCause drops what a *net.OpError puts before its cause ("dial tcp
-// 192.0.2.1:110: connect: ", "read tcp a->b: "): the message names the
-// upstream and the step already.
+// netCause drops a *net.OpError's "dial tcp 192.0.2.1:110: connect: " or
+// "read tcp a->b: ", for the same reason.
 func netCause(err error) error {
 	op, ok := err.(*net.OpError)
 	if !ok || op.Err == nil {
@@ -94,7 +88,6 @@ func netCause(err error) error {
 	return &relabelled{text: cause.Error(), err: err}
 }
 
-// unexpectedEOF turns io.EOF inside a response into io.ErrUnexpectedEOF.
 func unexpectedEOF(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF
@@ -102,20 +95,15 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
-// ServerError is a -ERR response from the upstream server. It leaves the
-// connection usable unless the server closes it, as RFC 1939 §4 allows
-// after a failed PASS.
+// ServerError is a -ERR response. The connection stays usable unless the
+// server closes it, as RFC 1939 §4 allows after a failed PASS.
 type ServerError struct {
-	// Code is the response code without the brackets (RFC 2449 §8,
-	// RFC 3206): "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "AUTH" and so on. It
-	// is "" when there is none or it does not follow the grammar of
-	// RFC 2449 §3; then the bracketed part stays in Text. A code longer
-	// than 102 octets, which no genuine one is, is dropped with its
-	// brackets, so that "-ERR [CODE] Text" always fits in 512 octets.
+	// Code is the response code without brackets (RFC 2449 §8, RFC 3206), e.g.
+	// "IN-USE"; "" if none or it breaks RFC 2449 §3's grammar (then it stays in
+	// Text). One over 102 octets, as no genuine one is, is dropped (maxRespCode).
 	Code string
-	// Text is the rest of the response, with control characters and
-	// invalid UTF-8 replaced by '?', cut to 400 bytes so that a relayed
-	// "-ERR [CODE] Text" stays under RFC 1939 §3's 512 octets.
+	// Text is the rest, control characters and invalid UTF-8 replaced by
+	// '?', cut to 400 bytes (see maxRespCode).
 	Text string
 }
 
@@ -134,12 +122,10 @@ func (e *ServerError) Error() string {
 
 const maxErrorText = 400 // see ServerError.Text
 
-// maxRespCode bounds ServerError.Code: with it and the longest Text, a
-// relayed "-ERR [CODE] Text" line is RFC 1939 §3's 512 octets, CRLF
-// included.
+// maxRespCode bounds ServerError.Code: with the longest Text, a relayed
+// "-ERR [CODE] Text" line is RFC 1939 §3's 512 octets, CRLF included.
 const maxRespCode = 512 - len("-ERR [] \r\n") - maxErrorText
 
-// parseServerError parses a "-ERR ..." status line.
 func parseServerError(line []byte) *ServerError {
 	rest := bytes.TrimPrefix(trimEOL(line), []byte("-ERR"))
 	rest = bytes.TrimPrefix(rest, []byte(" "))
@@ -161,7 +147,7 @@ func parseServerError(line []byte) *ServerError {
 //	rchar      = %x21-2E / %x30-5C / %x5E-7F
 //
 // DEL (%x7F) is refused although the grammar allows it: the code is relayed
-// to clients, and a control character has no business there.
+// to clients, where a control character has no business.
 func splitRespCode(b []byte) (code string, text []byte, ok bool) {
 	if len(b) == 0 || b[0] != '[' {
 		return "", b, false

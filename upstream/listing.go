@@ -8,15 +8,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// maxListLine caps a line of a LIST or UIDL listing, CRLF included: "n
-// size" needs 30 octets, "n unique-id" 83 at RFC 1939 §7's 70-octet limit,
-// and some servers' unique-ids are longer.
+// maxListLine caps a listing line, CRLF included: "n size" needs 30 octets,
+// "n unique-id" 83 at RFC 1939 §7's 70-octet limit, which some servers exceed.
 const maxListLine = 1 << 10
 
-// listing runs LIST or UIDL. The multi-line form is read line by line
-// through the streaming reader, not buffered by go-pop3, and each line is
-// parsed straight into the result: memory is the result and the reader's
-// fixed buffer, whatever the server sends.
+// listing parses the multi-line form line by line from the streaming reader
+// straight into the result: memory is that and the reader's fixed buffer.
 func (c *Client) listing(cmd string, msg int, parse func([]byte) (MessageInfo, bool)) ([]MessageInfo, error) {
 	if msg < 0 {
 		return nil, fmt.Errorf("upstream %s: %s: %w: message number %d", c.addr, cmd, ErrBadArgument, msg)
@@ -73,11 +70,9 @@ func (c *Client) listing(cmd string, msg int, parse func([]byte) (MessageInfo, b
 	return out.result(), nil
 }
 
-// listBuilder collects entries in chunks and joins them once at the end.
-// Growing one slice by append would copy what was parsed again and again
-// (about five times the result for a long listing, and up to a quarter of
-// it unused); chunks cost the result twice, briefly, and the result holds
-// no spare capacity.
+// listBuilder joins chunks once: appending to one slice would copy entries
+// again and again (about 5x the result for a long listing, up to a quarter
+// unused); chunks cost the result twice, briefly, with no spare capacity.
 type listBuilder struct {
 	full [][]MessageInfo
 	cur  []MessageInfo
@@ -111,8 +106,7 @@ func (b *listBuilder) result() []MessageInfo {
 	return append(out, b.cur...)
 }
 
-// nextField returns the first field of b and what follows it, splitting at
-// ASCII white space as bytes.Fields does, without allocating.
+// nextField splits at ASCII white space as bytes.Fields does, without allocating.
 func nextField(b []byte) (field, rest []byte) {
 	i := 0
 	for i < len(b) && isSpace(b[i]) {
@@ -129,7 +123,7 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'
 }
 
-// parseNum parses a non-negative decimal number of at most 18 digits.
+// parseNum takes at most 18 digits, which cannot overflow.
 func parseNum(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > 18 {
 		return 0, false
@@ -156,10 +150,8 @@ func parseListLine(line []byte) (MessageInfo, bool) {
 	return MessageInfo{Number: int(n), Size: size}, true
 }
 
-// parseUidlLine parses "n unique-id". The unique-id is relayed to clients as
-// is, so it must be 0x21-0x7E (RFC 1939 §7); its length limit of 70 is not
-// enforced, as some servers exceed it and clients cope: the line caps it
-// (maxListLine, or statusCap for "UIDL n").
+// parseUidlLine: unique-ids are relayed as is, so 0x21-0x7E only (RFC 1939 §7);
+// their 70-octet limit, which some servers exceed, is left to the line cap.
 func parseUidlLine(line []byte) (MessageInfo, bool) {
 	f0, rest := nextField(line)
 	uid, _ := nextField(rest)

@@ -8,16 +8,14 @@ import (
 	"io"
 )
 
-// Message streams the body of one RETR or TOP response in constant memory:
-// dot-stuffing removed, every other byte as the server sent it (CRLF, bare
-// LF, bare CR, NUL, 8-bit). It is not safe for concurrent use, except that
-// Client.Abort may interrupt a blocked Read.
+// Message streams a RETR or TOP body in constant memory, unstuffed, every
+// other byte as sent (CRLF, bare LF, bare CR, NUL, 8-bit). It is not safe for
+// concurrent use, but Client.Abort may interrupt a blocked Read.
 type Message struct {
-	// Size is n from a status line "+OK n octets" (RFC 1939 §5 example), or
-	// -1. It is the server's claim: the body ends at the terminating line.
+	// Size is n of "+OK n octets" (RFC 1939 §5 example) or -1: only a claim.
 	Size int64
 
-	// Stuffed says the body keeps the server's dot-stuffing (RetrStuffed).
+	// Stuffed: the body keeps its dot-stuffing (RetrStuffed).
 	Stuffed bool
 
 	c   *Client
@@ -27,9 +25,8 @@ type Message struct {
 	err error // sticky result
 }
 
-// Read returns io.EOF after the terminating ".CRLF". If the body cannot be
-// completed or bytes follow the terminator, the Client is broken and the
-// error wraps ErrConnection (and io.ErrUnexpectedEOF if the connection ended).
+// Read returns io.EOF after ".CRLF". An incomplete body or bytes after it break
+// the Client: ErrConnection, and io.ErrUnexpectedEOF if the connection ended.
 func (m *Message) Read(p []byte) (int, error) {
 	if m.err != nil {
 		return 0, m.err
@@ -56,9 +53,8 @@ func (m *Message) Read(p []byte) (int, error) {
 	return n, m.err
 }
 
-// Close ends the Message. If the body was not read to its end, the Client is
-// broken and its connection closed without QUIT: the rest of the body cannot
-// be skipped reliably. Close always returns nil.
+// Close before the end breaks the Client, closing the connection without
+// QUIT: the rest cannot be skipped reliably. Close always returns nil.
 func (m *Message) Close() error {
 	if m.err == nil {
 		m.err = m.c.fail(m.op, errors.New("message closed before its end"))
@@ -66,7 +62,6 @@ func (m *Message) Close() error {
 	return nil
 }
 
-// stream sends RETR or TOP and reads the status line itself.
 func (c *Client) stream(op string, stuffed bool) (*Message, error) {
 	status, err := c.begin(op, respStream)
 	if err != nil {
@@ -78,9 +73,7 @@ func (c *Client) stream(op string, stuffed bool) (*Message, error) {
 	return m, nil
 }
 
-// begin sends a command whose response the streaming reader reads, and
-// reads the status line. It returns the +OK line, valid until the next
-// read from c.br; a -ERR is a *ServerError and leaves the Client usable.
+// begin returns the +OK line, valid until the next read from c.br.
 func (c *Client) begin(op string, kind respKind) ([]byte, error) {
 	if err := c.ready(op); err != nil {
 		return nil, err
@@ -103,9 +96,7 @@ func (c *Client) begin(op string, kind respKind) ([]byte, error) {
 	return nil, c.fail(op, fmt.Errorf("malformed status line %q", status[:min(len(status), 40)]))
 }
 
-// sendLine sends line (the command op, or a SASL response, which may hold
-// credentials and is never logged) and reads the status line through the
-// streaming reader, which the guard expects to carry an answer of kind.
+// sendLine's line may be a SASL response holding credentials: never log it.
 func (c *Client) sendLine(op, line string, kind respKind) ([]byte, error) {
 	c.g.expect(kind, 0)
 	if err := c.pc.Send(line); err != nil {
@@ -114,8 +105,7 @@ func (c *Client) sendLine(op, line string, kind respKind) ([]byte, error) {
 	if c.br == nil {
 		c.br = bufio.NewReaderSize(c.g, streamBufSize)
 	}
-	// The guard refuses a status line over statusCap long before the
-	// buffer is full.
+	// The guard refuses a status line over statusCap long before this.
 	status, err := c.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		err = fmt.Errorf("status line longer than %d bytes", streamBufSize)
@@ -126,7 +116,6 @@ func (c *Client) sendLine(op, line string, kind respKind) ([]byte, error) {
 	return status, nil
 }
 
-// parseOctets returns n from "+OK n octets[ ...]", or -1.
 func parseOctets(status []byte) int64 {
 	f := bytes.Fields(statusText(trimEOL(status)))
 	if len(f) < 2 || len(f[1]) < 5 || !bytes.EqualFold(f[1][:5], []byte("octet")) {

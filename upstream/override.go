@@ -6,8 +6,8 @@ import (
 	"fmt"
 )
 
-// Override changes the TLS settings for the destinations it matches (an
-// entry of upstream.destinations). A nil field keeps the default.
+// Override, an entry of upstream.destinations, changes the TLS settings of
+// the destinations it matches; a nil field keeps the default.
 type Override struct {
 	Match string   // a "host:port" pattern as in AllowList
 	TLS   *TLSMode // replaces Options.TLS
@@ -15,13 +15,11 @@ type Override struct {
 	// certificate is checked against, so a pool meant to add a private CA
 	// should start from x509.SystemCertPool.
 	RootCAs *x509.CertPool
-	// InsecureSkipVerify replaces Options.InsecureSkipVerify; false also
-	// clears it in Options.TLSConfig.
+	// InsecureSkipVerify replaces Options'; false also clears it in TLSConfig.
 	InsecureSkipVerify *bool
 }
 
-// Apply returns opt with the override's settings in place. opt.TLSConfig
-// is cloned, never modified.
+// Apply returns opt overridden; opt.TLSConfig is cloned, never modified.
 func (o Override) Apply(opt Options) Options {
 	if o.TLS != nil {
 		opt.TLS = *o.TLS
@@ -47,15 +45,13 @@ func (o Override) Apply(opt Options) Options {
 	return opt
 }
 
-// Overrides picks the Override for a destination: the first one whose
-// Match matches. A nil *Overrides matches nothing.
+// Overrides picks the first matching Override; a nil *Overrides matches nothing.
 type Overrides struct {
 	list     []Override
 	patterns []hostPortPattern
 }
 
-// NewOverrides compiles the patterns of list, in order. It fails on a
-// pattern AllowList would refuse and on an invalid TLS mode.
+// NewOverrides fails on a pattern AllowList would refuse or a bad TLS mode.
 func NewOverrides(list []Override) (*Overrides, error) {
 	o := &Overrides{}
 	for i, ov := range list {
@@ -74,8 +70,7 @@ func NewOverrides(list []Override) (*Overrides, error) {
 	return o, nil
 }
 
-// Lookup returns the first Override matching addr (as Route.Addr returns
-// it), or false.
+// Lookup returns the first Override matching addr (as Route.Addr returns it).
 func (o *Overrides) Lookup(addr string) (Override, bool) {
 	if o == nil {
 		return Override{}, false

@@ -15,7 +15,6 @@ import (
 // error when Options.DenyPrivate refused the destination. Nothing was sent.
 var ErrDestinationDenied = errors.New("destination address not allowed")
 
-// special is one block no upstream may be in, with the kind logs name it by.
 type special struct {
 	prefix netip.Prefix
 	kind   string
@@ -24,11 +23,9 @@ type special struct {
 func block(prefix, kind string) special { return special{netip.MustParsePrefix(prefix), kind} }
 
 // specialV4 is the IANA IPv4 Special-Purpose Address Registry (RFC 6890
-// §2.2.2 and the RFCs cited, as of 2025) plus multicast, which has a
-// registry of its own. Every entry is refused, including the few the
-// registry marks globally reachable (anycast services inside 192.0.0.0/24,
-// AS112): no POP3 server lives there. Sub-blocks of 192.0.0.0/24 (RFC
-// 7335, 7600, 7723, 8155, 8880) are covered by it.
+// §2.2.2 and the RFCs cited, as of 2025) plus multicast, all refused, even
+// entries marked globally reachable (anycast in 192.0.0.0/24, AS112): no
+// POP3 server lives there. 192.0.0.0/24 covers RFC 7335, 7600, 7723, 8155, 8880.
 var specialV4 = []special{
 	block("0.0.0.0/8", "unspecified"),           // RFC 791 §3.2; Linux connects 0.0.0.0 to the local host
 	block("10.0.0.0/8", "private"),              // RFC 1918
@@ -51,23 +48,19 @@ var specialV4 = []special{
 }
 
 // specialV6 is the IANA IPv6 Special-Purpose Address Registry (RFC 6890
-// §2.2.3 and the RFCs cited, as of 2025), in lookup order, plus the blocks
-// of RFC 4291 outside it. Blocks carrying an IPv4 address are not here:
-// embeddedIPv4 judges them by that address. Outside 2000::/3 there is no
-// global unicast at all (RFC 4291 §2.4, IANA IPv6 Address Space), so
-// PrivateAddr refuses what this list does not name there, such as the
-// dummy prefix 100:0:0:1::/64.
+// §2.2.3, the RFCs cited, as of 2025) in lookup order, plus RFC 4291's other
+// blocks bar those carrying IPv4 (embeddedIPv4). The rest outside 2000::/3,
+// no global unicast (RFC 4291 §2.4, IANA IPv6 Address Space), is refused.
 var specialV6 = []special{
 	block("::/128", "unspecified"),             // RFC 4291 §2.5.2
 	block("::1/128", "loopback"),               // RFC 4291 §2.5.3
 	block("64:ff9b:1::/48", "local-use NAT64"), // RFC 8215
 	block("100::/64", "discard-only"),          // RFC 6666
 	block("2001:2::/48", "benchmarking"),       // RFC 5180
-	// The rest of 2001::/23, RFC 2928: Teredo (2001::/32, RFC 4380, before
-	// this list), PCP, TURN and DNS-SD anycast (RFC 7723, 8155, 9665), AMT
-	// (2001:3::/32, RFC 7450), AS112 (2001:4:112::/48, RFC 7535), ORCHID
-	// (2001:10::/28, RFC 4843), ORCHIDv2 (2001:20::/28, RFC 7343), DETs
-	// (2001:30::/28, RFC 9374).
+	// The rest of 2001::/23, RFC 2928: Teredo (2001::/32, RFC 4380, before this
+	// list), PCP, TURN, DNS-SD anycast (RFC 7723, 8155, 9665), AMT (2001:3::/32,
+	// RFC 7450), AS112 (2001:4:112::/48, RFC 7535), ORCHID (2001:10::/28, RFC
+	// 4843), ORCHIDv2 (2001:20::/28, RFC 7343), DETs (2001:30::/28, RFC 9374).
 	block("2001::/23", "special-purpose"),
 	block("2001:db8::/32", "documentation"),       // RFC 3849
 	block("2620:4f:8000::/48", "special-purpose"), // RFC 7534, AS112 direct delegation
@@ -88,22 +81,15 @@ var (
 	sixToFour     = netip.MustParsePrefix("2002::/16")       // RFC 3056 §2: the IPv4 address in bits 16-47
 )
 
-// PrivateAddr reports whether Options.DenyPrivate refuses ip, and names its
-// kind for logs: loopback, link-local, private, unspecified, multicast,
-// shared, reserved, site-local, documentation, benchmarking,
-// special-purpose, discard-only, local-use NAT64, segment-routing, Teredo
-// or local-interface (the proxy host's own address, which reaches the
-// services on it).
-//
-// Forms that carry an IPv4 address are judged by it, the kind followed by
-// the form, e.g. "loopback (NAT64)": IPv4-mapped (without the suffix),
-// IPv4-compatible, IPv4-translated, NAT64 (64:ff9b::/96) and 6to4. Teredo
-// is always refused. A zone is ignored.
-//
-// The blocks are the IANA IPv4 and IPv6 Special-Purpose Address Registries
-// (RFC 6890 and later additions), multicast, and IPv6 outside 2000::/3.
-// The host's addresses are listed with net.InterfaceAddrs and cached for a
-// few seconds; if they cannot be listed, every address is refused.
+// PrivateAddr reports whether Options.DenyPrivate refuses ip, and its kind
+// for logs: a block of the IANA Special-Purpose Address Registries (RFC 6890
+// and later), multicast, IPv6 outside 2000::/3, Teredo (always), or
+// local-interface (the proxy host's own address, which reaches the services
+// on it). Forms carrying an IPv4 address are judged by it, the form added to
+// the kind, as in "loopback (NAT64)": IPv4-mapped (without the suffix),
+// IPv4-compatible, IPv4-translated, NAT64 (64:ff9b::/96) and 6to4. A zone is
+// ignored. The host's addresses are cached for a few seconds; if
+// net.InterfaceAddrs fails, every address is refused.
 func PrivateAddr(ip netip.Addr) (kind string, private bool) {
 	if !ip.IsValid() {
 		return "invalid", true
@@ -125,14 +111,12 @@ func PrivateAddr(ip netip.Addr) (kind string, private bool) {
 	return "", false
 }
 
-// specialKind returns the kind of the special block holding ip (IPv4
-// unmapped), or "".
+// specialKind returns the kind of ip's special block (IPv4 unmapped), or "".
 func specialKind(ip netip.Addr) string {
 	list := specialV4
 	if ip.Is6() {
 		if teredo.Contains(ip) {
-			// RFC 4380 §4: the client's IPv4 address is the last 32 bits,
-			// inverted. It tells a log what the address leads to.
+			// RFC 4380 §4: the client's IPv4 address, inverted, for the log.
 			b := ip.As16()
 			client := netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
 			if kind, private := PrivateAddr(client); private {
@@ -155,8 +139,7 @@ func specialKind(ip netip.Addr) string {
 	return ""
 }
 
-// embeddedIPv4 returns the IPv4 address an IPv6 address carries, and the
-// name of the form. IPv4-mapped addresses are unmapped before this.
+// embeddedIPv4 expects IPv4-mapped addresses unmapped already.
 func embeddedIPv4(ip netip.Addr) (v4 netip.Addr, form string, ok bool) {
 	if !ip.Is6() {
 		return netip.Addr{}, "", false
@@ -176,8 +159,7 @@ func embeddedIPv4(ip netip.Addr) (v4 netip.Addr, form string, ok bool) {
 	return netip.Addr{}, "", false
 }
 
-// interfaceCache holds the host's own addresses, listed at most once per
-// ttl so that a dial does not enumerate the interfaces every time.
+// interfaceCache lists the host's addresses at most once per ttl, not per dial.
 type interfaceCache struct {
 	mu    sync.Mutex
 	list  func() ([]net.Addr, error) // net.InterfaceAddrs; tests replace it
@@ -189,7 +171,7 @@ type interfaceCache struct {
 
 var localAddrs = &interfaceCache{list: net.InterfaceAddrs, ttl: 5 * time.Second}
 
-// has reports whether ip (unmapped, without zone) is one of the host's.
+// has expects ip unmapped and without zone.
 func (c *interfaceCache) has(ip netip.Addr) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -226,7 +208,6 @@ func (c *interfaceCache) refresh() {
 }
 
 // denyPrivate is the net.Dialer's ControlContext under Options.DenyPrivate.
-// An address it cannot parse is refused too.
 func denyPrivate(_ context.Context, _, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {

@@ -10,14 +10,12 @@ import (
 )
 
 // maxAuthIRLine is the longest AUTH command with an initial response, CRLF
-// included (RFC 5034 §4, which keeps to RFC 2449 §4's 255 octets for
-// commands): a longer initial response is sent after the server's empty
-// challenge instead, as curl does.
+// included (RFC 5034 §4, keeping RFC 2449 §4's 255 octets): a longer one is
+// sent after the server's empty challenge instead, as curl does.
 const maxAuthIRLine = 255
 
-// SASLChallenge is a server challenge in an AUTH exchange (RFC 5034 §4),
-// base64-decoded: for a refused OAuth 2.0 token, the JSON error of RFC
-// 7628 §3.2.2.
+// SASLChallenge is a decoded AUTH challenge (RFC 5034 §4), e.g. the JSON
+// error of RFC 7628 §3.2.2 for a refused OAuth 2.0 token.
 type SASLChallenge struct{ Data []byte }
 
 var (
@@ -26,14 +24,11 @@ var (
 	errEmptyChallenge = errors.New("server sent a challenge where an empty one was due")
 )
 
-// Auth starts a SASL exchange, AUTH mechanism with the initial response ir
-// (RFC 5034 §4), which must not be empty. The line is "AUTH mechanism
-// <base64 ir>" when it fits 255 octets, otherwise "AUTH mechanism" and ir
-// after the server's empty challenge. Auth returns nil, nil once the
-// server accepts ("+OK"), with the capabilities re-read as Login does; a
-// *SASLChallenge when the server challenges, to be answered with
-// AuthResponse (or the Client aborted); a *ServerError for -ERR. Neither
-// ir nor a response is ever logged or put in an error.
+// Auth starts a SASL exchange, AUTH mechanism with the non-empty initial
+// response ir (RFC 5034 §4), after the server's empty challenge if the line
+// would exceed 255 octets. It returns nil, nil on +OK, with CAPA re-read as
+// Login does; a *SASLChallenge to answer with AuthResponse (or Abort); a
+// *ServerError for -ERR. ir and responses are never logged or put in errors.
 func (c *Client) Auth(mechanism string, ir []byte) (*SASLChallenge, error) {
 	op := "AUTH " + mechanism
 	if !validMechanism(mechanism) || len(ir) == 0 {
@@ -56,8 +51,7 @@ func (c *Client) Auth(mechanism string, ir []byte) (*SASLChallenge, error) {
 	return c.AuthResponse(ir)
 }
 
-// AuthResponse answers the challenge Auth or AuthResponse returned with
-// response (RFC 5034 §4; empty is an empty line), with the results of Auth.
+// AuthResponse answers the last challenge (RFC 5034 §4; empty: empty line).
 func (c *Client) AuthResponse(response []byte) (*SASLChallenge, error) {
 	op := "AUTH " + c.saslMech
 	if c.saslMech == "" {
@@ -67,7 +61,7 @@ func (c *Client) AuthResponse(response []byte) (*SASLChallenge, error) {
 	return c.saslStep(op, base64.StdEncoding.EncodeToString(response))
 }
 
-// saslStep sends line, which may hold credentials, and reads the answer.
+// saslStep's line may hold credentials.
 func (c *Client) saslStep(op, line string) (*SASLChallenge, error) {
 	if c.Broken() {
 		return nil, fmt.Errorf("upstream %s: %s: %w", c.addr, op, connError(errClosed))
@@ -98,8 +92,7 @@ func (c *Client) saslStep(op, line string) (*SASLChallenge, error) {
 	return nil, c.fail(op, fmt.Errorf("malformed status line %q", status[:min(len(status), 40)]))
 }
 
-// validMechanism checks a SASL mechanism name (RFC 4422 §3.1): 1 to 20
-// upper-case letters, digits, "-" and "_".
+// validMechanism checks a SASL mechanism name (RFC 4422 §3.1).
 func validMechanism(m string) bool {
 	if m == "" || len(m) > 20 {
 		return false
@@ -113,8 +106,7 @@ func validMechanism(m string) bool {
 	return true
 }
 
-// OffersSASL reports whether the server's CAPA lists mechanism in its SASL
-// capability (RFC 2449 §6.3).
+// OffersSASL reports whether CAPA's SASL lists mechanism (RFC 2449 §6.3).
 func (c *Client) OffersSASL(mechanism string) bool {
 	args, ok := c.HasCapability("SASL")
 	if !ok {
@@ -128,9 +120,8 @@ func (c *Client) OffersSASL(mechanism string) bool {
 	return false
 }
 
-// usePlain reports whether Login must use AUTH PLAIN: the server answered
-// CAPA without USER (RFC 2449 §6.2), so USER and PASS may be refused, but
-// offers SASL PLAIN. A server without CAPA gets USER and PASS.
+// usePlain: a CAPA without USER (RFC 2449 §6.2) may refuse USER and PASS,
+// so use SASL PLAIN if offered. A server without CAPA gets USER and PASS.
 func (c *Client) usePlain() bool {
 	if c.caps == nil {
 		return false
@@ -141,12 +132,10 @@ func (c *Client) usePlain() bool {
 	return c.OffersSASL("PLAIN")
 }
 
-// loginPlain logs in with AUTH PLAIN (RFC 4616 §2): no authorization
-// identity, then the user name and the password, NUL-separated.
+// loginPlain sends no authorization identity (RFC 4616 §2).
 func (c *Client) loginPlain(user, pass string) error {
 	ch, err := c.Auth("PLAIN", []byte("\x00"+user+"\x00"+pass))
 	if ch != nil {
-		// PLAIN has no challenge after its message.
 		return c.fail("AUTH PLAIN", errors.New("unexpected SASL challenge"))
 	}
 	return err

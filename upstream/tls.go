@@ -13,16 +13,13 @@ type TLSMode int
 const (
 	// TLSNone is plain POP3: the password crosses the network in clear.
 	TLSNone TLSMode = iota
-	// TLSImplicit starts TLS right after the TCP connect (POP3S, port 995),
-	// which RFC 8314 §3 prefers.
+	// TLSImplicit starts TLS on connect (POP3S, port 995), as RFC 8314 §3 prefers.
 	TLSImplicit
-	// TLSStartTLS upgrades with STLS (RFC 2595 §4) and fails if the
-	// server's CAPA does not offer it.
+	// TLSStartTLS upgrades with STLS (RFC 2595 §4), failing if CAPA lacks it.
 	TLSStartTLS
-	// TLSAuto uses implicit TLS on port 995, elsewhere STLS if CAPA offers
-	// it and plain text otherwise. An attacker on the path can strip STLS
-	// from the plain-text CAPA, so prefer TLSStartTLS or TLSImplicit where
-	// the server is known to support TLS.
+	// TLSAuto uses implicit TLS on port 995, elsewhere STLS if CAPA offers it,
+	// else plain text. An attacker on the path can strip STLS from CAPA, so
+	// prefer TLSStartTLS or TLSImplicit for servers known to support TLS.
 	TLSAuto
 )
 
@@ -64,7 +61,6 @@ func (m *TLSMode) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// stlsPolicy is whether Dial upgrades a plain connection with STLS.
 type stlsPolicy uint8
 
 const (
@@ -75,8 +71,7 @@ const (
 
 const implicitTLSPort = 995 // POP3S (RFC 8314 §3)
 
-// planTLS is separate from Dial so that TLSAuto on port 995, which tests
-// cannot bind, is testable.
+// planTLS is apart from Dial to test TLSAuto on 995, a port tests cannot bind.
 func planTLS(mode TLSMode, port int) (implicit bool, stls stlsPolicy, err error) {
 	switch mode {
 	case TLSNone:
@@ -94,8 +89,7 @@ func planTLS(mode TLSMode, port int) (implicit bool, stls stlsPolicy, err error)
 	return false, stlsNever, fmt.Errorf("%w: TLS mode %d", ErrBadArgument, int(mode))
 }
 
-// clientTLSConfig returns a copy of base (nil: Go's defaults) with an empty
-// ServerName set to serverName, which may be an IP address.
+// clientTLSConfig's serverName may be an IP address.
 func clientTLSConfig(base *tls.Config, serverName string, insecure bool) *tls.Config {
 	var cfg *tls.Config
 	if base != nil {

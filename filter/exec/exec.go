@@ -28,34 +28,23 @@ func init() {
 }
 
 const (
-	// DefaultMaxConcurrent is max_concurrent's default. Each message
-	// costs a process, with whatever memory and CPU the program takes, and
-	// nothing else bounds how many sessions fork at once; four keep a
-	// small server responsive while messages wait their turn (within the
-	// timeout). A program that serves more, or fewer, is configured so.
+	// DefaultMaxConcurrent is max_concurrent's default: each message costs a
+	// process, and nothing else bounds how many sessions fork at once; four
+	// keep a small server responsive while messages wait (within the timeout).
 	DefaultMaxConcurrent = 4
 
-	// DefaultMaxOutput is max_output's default: well above the proxy's
-	// max_size, so that only a runaway program hits it.
-	DefaultMaxOutput = 64 << 20
+	DefaultMaxOutput = 64 << 20 // max_output's default: well above max_size, so only a runaway hits it
 
-	// execMaxStderr is how much stderr is kept for the log; the rest is
-	// read and dropped, so the program never blocks on a full pipe.
-	execMaxStderr = 4 << 10
+	execMaxStderr = 4 << 10 // kept for the log; the rest is read and dropped, never blocking the program
 
-	// execErrorStderr is how much of stderr goes into the error.
-	execErrorStderr = 200
+	execErrorStderr = 200 // of stderr, into the error
 
-	// execWaitDelay is how long Modify waits for the output pipes to close
-	// after the program ended: a process it started in the background, or
-	// one that left the process group, may hold them open for ever.
-	execWaitDelay = time.Second
+	execWaitDelay = time.Second // a process the program left (or that left its group) may hold the pipes for ever
 
 	execDefaultPath = "/usr/local/bin:/usr/bin:/bin"
 )
 
-// Filter is the "exec" filter: it runs a program that gets the message on
-// stdin and writes the message to deliver on stdout.
+// Filter runs a program that gets the message on stdin and writes what to deliver on stdout.
 //
 //	filters:
 //	- type: exec
@@ -65,27 +54,25 @@ const (
 //	  max_concurrent: 4     # the chain's key: programs running at once (the default)
 //	  env: {MYFILTER_CONF: /etc/myfilter.conf}
 //
-// command[0] is an absolute path or a name looked up in PATH at start. The
-// program runs without a shell, in a process group of its own that is
-// killed at the timeout and when the program exits, so nothing it starts
-// outlives it. Its environment is not the proxy's, which may hold secrets:
-// it is PATH, HOME and TMPDIR as the proxy has them (PATH defaults to
-// /usr/local/bin:/usr/bin:/bin), LANG=C (byte semantics for 8-bit mail),
-// the env entries (which may override those, not the POP3PROXY_ ones), and:
+// command[0] is an absolute path or a name looked up in PATH at start. It
+// runs without a shell, in a process group of its own, killed at the
+// timeout and when the program exits, so nothing it starts outlives it.
+// Its environment is not the proxy's (which may hold secrets): the proxy's
+// PATH (or /usr/local/bin:/usr/bin:/bin), HOME and TMPDIR, LANG=C (byte
+// semantics for 8-bit mail), env (which may override those, not the
+// POP3PROXY_ ones), and:
 //
 //	POP3PROXY_FILTER          the filter's name in the configuration
 //	POP3PROXY_USER            the user name at the upstream server
 //	POP3PROXY_UPSTREAM        the upstream server, host:port
 //	POP3PROXY_MESSAGE_NUMBER  the message number in the POP3 session
 //
-// Exit status 0 with stdout identical to the message leaves the message
-// as it was, byte for byte. Other stdout after exit status 0 is delivered
-// as written, except that a bare LF becomes CRLF. Everything else is an
-// error, to which on_error applies: a non-zero exit or a signal, the
-// timeout, empty output, changed output that does not start with a header
-// field, output that exceeds max_output, and output pipes a leftover
-// process kept open after the program exited. The first 4 KiB of stderr
-// go to the log, never to the client.
+// Exit status 0 with stdout identical to the message leaves it byte for
+// byte; other stdout after exit 0 is delivered as written, bare LFs made
+// CRLF. Anything else is an error (on_error applies): a non-zero exit or a
+// signal, the timeout, empty output, changed output not starting with a
+// header field, output over max_output, output pipes a leftover process
+// kept open. The first 4 KiB of stderr go to the log, never to the client.
 type Filter struct {
 	Command   []string          `yaml:"command"`
 	MaxOutput yamlconf.ByteSize `yaml:"max_output"`
@@ -173,8 +160,7 @@ func checkEnv(name, value string) error {
 	return nil
 }
 
-// Modify runs the program with the message on stdin and its stdout going
-// to out (see output for how).
+// Modify runs the program (see output for how its stdout reaches out).
 func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (bool, error) {
 	cmd := osexec.CommandContext(ctx, e.path, e.Command[1:]...)
 	cmd.Env = append(slices.Clip(e.env),
@@ -183,14 +169,12 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (
 		"POP3PROXY_UPSTREAM="+envValue(m.Meta.Upstream),
 		"POP3PROXY_MESSAGE_NUMBER="+strconv.Itoa(m.Meta.Number),
 	)
-	// os/exec ignores EPIPE on stdin: a program that does not read it
-	// all is judged by its exit status.
+	// os/exec ignores EPIPE on stdin: a program that reads part is judged by its exit.
 	cmd.Stdin = m.Open()
 	stdout := newOutput(m, out, int64(e.MaxOutput))
 	stderr := &stderrLog{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// The timeout must kill a shell script's children too: a survivor
-	// would keep stdout open.
+	// The timeout kills a shell script's children too, which would hold stdout open.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = execWaitDelay
@@ -198,9 +182,8 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (
 	start := time.Now()
 	err := cmd.Run()
 	if cmd.Process != nil {
-		// Kill what the program left running. Linux does not reuse the
-		// reaped leader's PID while its group has members; with none left
-		// this finds nothing (barring a PID wrap-around in microseconds).
+		// Kill leftovers: Linux does not reuse the reaped leader's PID while its
+		// group has members (barring a PID wrap-around in microseconds).
 		_ = killGroup(cmd.Process.Pid)
 	}
 	elapsed := time.Since(start)
@@ -219,8 +202,7 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (
 	case stdout.over:
 		return false, fail(fmt.Errorf("output exceeds max_output (%d bytes)", e.MaxOutput))
 	case stdout.err != nil:
-		// Reading the message or storing the output failed, which made
-		// the program fail too; this is the cause.
+		// The cause of the program's own failure.
 		return false, fail(stdout.err)
 	case err != nil && ctx.Err() != nil:
 		return false, fail(fmt.Errorf("killed after %v: %w", elapsed.Round(time.Millisecond), context.Cause(ctx)))
@@ -230,9 +212,7 @@ func (e *Filter) Modify(ctx context.Context, m *filter.Message, out io.Writer) (
 		return false, fail(err)
 	}
 
-	// Unchanged is decided on the raw output, before anything else: a
-	// program that passes the message through (cat) must not fail on a
-	// message without a header, nor rewrite its bare LFs.
+	// Raw output first: cat must not fail on a headerless message nor rewrite bare LFs.
 	changed := !stdout.unchanged()
 	if changed {
 		if stdout.n == 0 {
@@ -263,15 +243,12 @@ func killGroup(pid int) error {
 	return err
 }
 
-// envValue drops NUL bytes, which an environment cannot hold; the session
-// refuses them in user names already.
+// envValue drops NUL bytes (the session refuses them in user names already).
 func envValue(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
-// startsWithField reports whether line, the first line of the output
-// without its LF, is a header field (white space before the colon
-// allowed, RFC 5322 §4.5). Every message starts so (RFC 5322 §3.6), and
-// the proxy relies on it: the slow-scan keepalive sends header lines first
-// (docs/clients.md, Outlook).
+// startsWithField reports whether the output's first line is a header field
+// (RFC 5322 §4.5: white space may precede the colon): every message starts so
+// (RFC 5322 §3.6), and the slow-scan keepalive relies on it (docs/clients.md, Outlook).
 func startsWithField(line []byte) bool {
 	name, _, ok := bytes.Cut(line, []byte(":"))
 	if !ok {
@@ -281,22 +258,13 @@ func startsWithField(line []byte) bool {
 	return len(name) > 0 && filter.CheckFieldName(string(name)) == nil
 }
 
-// maxFirstLine is how much of the output's first line is kept for
-// startsWithField: a line may have 998 octets (RFC 5322 §2.1.1), a field
-// name fewer.
-const maxFirstLine = 1000
+const maxFirstLine = 1000 // a line may have 998 octets (RFC 5322 §2.1.1), a field name fewer
 
-// output is the program's stdout. Whether the program changed the message
-// is decided on the raw bytes, so that a program that passes a message
-// through leaves it exactly as it was, bare LFs and all; only changed
-// output has bare LFs made CRLF. Neither side is held in memory to
-// compare them: each write is compared with the message at the same
-// offset (a second reader over it, beside the program's stdin), and
-// nothing goes to out while they are equal. At the first difference, the
-// equal part is copied to out from the message (it is the same bytes),
-// and from then on output streams to out as it comes. So an unchanged
-// message costs no spool space, and a changed one never more than its
-// size in flight: out is the chain's spooled writer.
+// output is the program's stdout, compared on the raw bytes with the message
+// at the same offset, so that a pass-through leaves it exactly as it was.
+// Nothing goes to out while they are equal; at the first difference the equal
+// part is copied from the message, then output streams: an unchanged message
+// costs no spool space, a changed one at most its size in flight.
 type output struct {
 	in  *filter.Message
 	out io.Writer
@@ -322,9 +290,7 @@ func newOutput(in *filter.Message, out io.Writer, max int64) *output {
 
 var errOutputTooLarge = errors.New("output exceeds max_output")
 
-// Write fails past max_output, so that os/exec closes the pipe and a
-// runaway program dies of SIGPIPE instead of running until the timeout;
-// and when the output cannot be stored, for the same reason.
+// Write fails past max_output or when storing fails: SIGPIPE beats the timeout.
 func (o *output) Write(p []byte) (int, error) {
 	if o.err != nil {
 		return 0, o.err
@@ -362,7 +328,6 @@ func (o *output) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// matches reports whether p is the message's next bytes.
 func (o *output) matches(p []byte) (bool, error) {
 	if o.n+int64(len(p)) > o.in.Size() {
 		return false, nil
@@ -380,8 +345,7 @@ func (o *output) matches(p []byte) (bool, error) {
 	return true, nil
 }
 
-// diverge writes to out the output received so far, which equals the
-// message's first n bytes.
+// diverge writes the output so far (the message's first n bytes) to out.
 func (o *output) diverge() error {
 	o.same = false
 	for off := int64(0); off < o.n; {
@@ -398,8 +362,7 @@ func (o *output) diverge() error {
 	return nil
 }
 
-// convert writes p to out with every LF not preceded by CR made CRLF; a
-// bare CR stays.
+// convert writes p to out, bare LFs made CRLF; a bare CR stays.
 func (o *output) convert(p []byte) error {
 	if len(p) == 0 {
 		return nil
@@ -426,11 +389,9 @@ func (o *output) convert(p []byte) error {
 	return nil
 }
 
-// unchanged reports whether the output was the message, byte for byte.
 func (o *output) unchanged() bool { return o.same && o.n == o.in.Size() }
 
-// finish writes what is still held back: output that was a shorter
-// prefix of the message.
+// finish writes output held back as a shorter prefix of the message.
 func (o *output) finish() error {
 	if o.same {
 		return o.diverge()

@@ -8,8 +8,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter"
 )
 
-// Without process groups the exec filter cannot be made safe: "exec" is
-// registered only to say so at start (unsupportedFilter).
+// Without process groups "exec" cannot be made safe (unsupportedFilter).
 func init() {
 	filter.Register(filter.PluginInfo{Type: "exec", New: func() filter.Plugin { return &unsupportedFilter{goos: runtime.GOOS} }})
 }

@@ -9,10 +9,8 @@ import (
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
-// unsupportedFilter is registered as "exec" where there are no process
-// groups (Windows; exec_other.go). It takes Filter's keys, so that a
-// configuration written for Unix is read as it is and the proxy refuses to
-// start with the reason, instead of "unknown filter type" or "unknown key".
+// unsupportedFilter is "exec" without process groups (Windows): it takes Filter's
+// keys, so a Unix configuration is refused with the reason, not "unknown key".
 type unsupportedFilter struct {
 	Command   []string          `yaml:"command"`
 	MaxOutput yamlconf.ByteSize `yaml:"max_output"`
@@ -21,7 +19,6 @@ type unsupportedFilter struct {
 	goos string
 }
 
-// errUnsupported says why exec is missing and what to do instead.
 func errUnsupported(goos string) error {
 	return fmt.Errorf("the exec filter is not available on %s: it needs Unix process groups, to kill a timed-out program together with everything it started; run pop3proxy on Linux, macOS or a BSD for it, or write the check as a Go filter plugin (examples/filterplugin)", goos)
 }

@@ -1,6 +1,4 @@
-// Package filtertest builds filter chains for tests, from a "filters:"
-// YAML list as the proxy does, logging to the test's log, and runs
-// messages through them.
+// Package filtertest builds filter chains for tests as the proxy does, logging to the test's log.
 package filtertest
 
 import (
@@ -11,8 +9,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter"
 )
 
-// Chain builds a chain from doc, a YAML list of filter blocks, and closes
-// it when the test ends. The error is Build's.
+// Chain builds a chain from doc, a YAML list of filter blocks, closed when the test ends.
 func Chain(t testing.TB, doc string) (*filter.Chain, error) {
 	t.Helper()
 	ch, err := filter.BuildYAML([]byte(doc), zaptest.NewLogger(t))
@@ -32,12 +29,9 @@ func MustChain(t testing.TB, doc string) *filter.Chain {
 	return ch
 }
 
-// Run passes msg through ch under the test's context and returns the
-// result with the bytes of the delivered message (nil unless the outcome
-// is Deliver). The Result is closed before Run returns, so its Message
-// must not be read: use the bytes; Outcome, Changed, Filter and Reason
-// stay valid. Call it from the test's goroutine: a failure to read the
-// message ends the test.
+// Run passes msg through ch under the test's context; the Result comes back
+// closed, so read the returned bytes (nil unless delivered), not its Message.
+// Call it from the test's goroutine: a failure to read the message ends the test.
 func Run(t testing.TB, ch *filter.Chain, msg []byte, meta filter.Meta) (*filter.Result, []byte) {
 	t.Helper()
 	res := ch.Run(t.Context(), filter.NewMessage(msg, meta))

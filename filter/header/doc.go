@@ -1,4 +1,2 @@
-// Package header is the "header" filter plugin: it removes, replaces and
-// adds fixed header fields on every message, the same for all, without any
-// I/O. See Filter for the configuration keys.
+// Package header is the "header" filter plugin: fixed header field edits, without I/O (see Filter).
 package header

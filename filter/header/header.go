@@ -12,13 +12,11 @@ import (
 )
 
 func init() {
-	// The filter does no I/O and returns at once: no daemon to protect,
-	// nothing that could hang, so the chain calls it directly.
+	// No I/O, no daemon to protect, nothing that could hang: the chain calls it directly.
 	filter.Register(filter.PluginInfo{Type: "header", New: func() filter.Plugin { return new(Filter) }, Inline: true})
 }
 
-// headerMaxLine is RFC 5322 §2.1.1's hard limit on a line, CRLF excluded.
-const headerMaxLine = 998
+const headerMaxLine = 998 // RFC 5322 §2.1.1's hard limit on a line, CRLF excluded
 
 // Filter is the "header" filter.
 //
@@ -28,15 +26,12 @@ const headerMaxLine = 998
 //	  set: {X-Scanned-By: pop3proxy}      # remove all of that name, then add one
 //	  add: {X-Proxied: "yes"}             # added at the top
 //
-// Removals (remove, and the names in set) never apply to the fields the
-// filter adds, so a name in both remove and add acts as set. add and set
-// together may name a field only once, in any spelling. Added fields go to
-// the top of the header in byte order of their names, because a YAML
-// mapping has no order Go could keep.
-//
-// In a value, each run of white space becomes one space, and a long value
-// is folded at spaces (RFC 5322 §2.2.3). Non-ASCII values are written as
-// UTF-8 (RFC 6532); use ASCII or RFC 2047 encoded words for old clients.
+// Removals (remove, and set's names) never apply to added fields, so a name
+// in both remove and add acts as set. add and set together may name a field
+// only once, in any spelling. Added fields go to the top in byte order of
+// their names: a YAML mapping has no order Go could keep. In a value, white
+// space runs become one space, folded at spaces (RFC 5322 §2.2.3); non-ASCII
+// is UTF-8 (RFC 6532): for old clients use ASCII or RFC 2047 encoded words.
 type Filter struct {
 	Add    map[string]string `yaml:"add"`
 	Remove []string          `yaml:"remove"`
@@ -66,9 +61,7 @@ func (h *Filter) Provision(filter.Env) error {
 		}
 	}
 
-	// added maps a lower-case name to the key that added it, so that no
-	// field is added twice (X-A in add and set, or X-A and x-a).
-	added := map[string]string{}
+	added := map[string]string{} // lower-case name → who added it: none twice (X-A and x-a)
 	adds := map[string]string{}
 	for _, key := range []string{"set", "add"} {
 		fields := h.Set
@@ -108,9 +101,8 @@ func (h *Filter) Provision(filter.Env) error {
 	return nil
 }
 
-// Judge returns the configured edits for every message.
+// Judge returns a copy of the configured edits, so no caller can change what the next message gets.
 func (h *Filter) Judge(context.Context, *filter.Message) (filter.Verdict, error) {
-	// A copy, so that no caller can change what the next message gets.
 	return filter.Verdict{Action: filter.Continue, Edits: slices.Clone(h.edits)}, nil
 }
 
@@ -123,9 +115,8 @@ func sortedNames(m map[string]string) []string {
 	return names
 }
 
-// checkValue refuses CR and LF (header injection), other controls (RFC
-// 5322 §3.2.5), and a field longer than a line, which might need folding
-// inside a word, where RFC 5322 allows none.
+// checkValue refuses CR and LF (header injection), other controls (RFC 5322 §3.2.5),
+// and a field longer than a line, which might need folding inside a word (not allowed).
 func checkValue(name, value string) error {
 	if strings.TrimSpace(value) == "" {
 		return fmt.Errorf("%s: empty value (to drop a field, use remove)", name)

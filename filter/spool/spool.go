@@ -1,14 +1,12 @@
 // Package spool holds the bytes of messages while the filter chain decides
-// about them: in memory up to a budget shared by every message of the
-// process, and in temporary files beyond it. A proxy with hundreds of
-// sessions each holding a message of up to max_size would otherwise need
+// about them: in memory up to a budget shared by the whole process, in
+// temporary files beyond it, so that hundreds of sessions do not need
 // sessions × max_size of memory.
 //
 // A Buffer is written once, front to back, then read any number of times,
 // concurrently, with ReadAt. Close returns its memory to the budget and
-// removes its file. Files are unlinked as soon as they are created (or
-// never linked, with O_TMPFILE), so a crash leaves nothing behind where
-// the operating system allows it.
+// removes its file. Files are unlinked at once (or never linked, with
+// O_TMPFILE), so a crash leaves nothing behind where the OS allows it.
 package spool
 
 import (
@@ -27,19 +25,15 @@ var chunkPool = sync.Pool{New: func() any { return new([ChunkSize]byte) }}
 
 // Options configures a Spool.
 type Options struct {
-	// Memory is the budget for message bytes held in memory by all
-	// Buffers together; a Buffer that does not fit goes to a file. 0
-	// means no memory at all (everything is spooled); negative means
-	// unlimited.
+	// Memory is the budget of all Buffers together; a Buffer that does not
+	// fit goes to a file. 0: everything is spooled; negative: unlimited.
 	Memory int64
-	// Dir is where files go. "" makes a private directory (mode 0700)
-	// under the system's temporary directory, removed by Close. A given
-	// directory is created with mode 0700 if it does not exist.
+	// Dir is where files go, created with mode 0700 if missing; "" makes a
+	// private one under the system's temporary directory, removed by Close.
 	Dir string
 }
 
-// Spool hands out Buffers against one memory budget. It is safe for
-// concurrent use.
+// Spool hands out Buffers against one memory budget, safe for concurrent use.
 type Spool struct {
 	budget  int64
 	dir     string
@@ -76,8 +70,7 @@ func New(opts Options) (*Spool, error) {
 	return s, nil
 }
 
-// Close removes the directory the Spool made. Buffers still open keep
-// working until they are closed.
+// Close removes the directory the Spool made; open Buffers keep working.
 func (s *Spool) Close() error {
 	if s.ownsDir {
 		return os.RemoveAll(s.dir)
@@ -131,16 +124,14 @@ func (s *Spool) NewBuffer(sizeHint int64) *Buffer {
 	return b
 }
 
-// ErrNoRoom is returned by a Buffer from TryBuffer that was written past
-// its reservation when the budget had no more room: such a Buffer never
-// goes to a file.
+// ErrNoRoom: a Buffer from TryBuffer, which never goes to a file, was
+// written past its reservation when the budget had no more room.
 var ErrNoRoom = errors.New("spool: no room in the memory budget")
 
-// TryBuffer returns a Buffer with size bytes of the memory budget taken at
-// once, or false when they do not fit now (or the budget is 0). It is for
-// work that is worth doing only in memory, such as scanning ahead of a
-// client: such a Buffer never goes to a file, and writing past the
-// reservation takes more of the budget or fails with ErrNoRoom.
+// TryBuffer returns a Buffer with size bytes of the budget taken at once,
+// or false when they do not fit now (or the budget is 0), for work worth
+// doing only in memory (scan-ahead): writing past the reservation takes
+// more of the budget or fails with ErrNoRoom.
 func (s *Spool) TryBuffer(size int64) (*Buffer, bool) {
 	n := (max(size, 1) + ChunkSize - 1) / ChunkSize * ChunkSize
 	if s.budget == 0 || !s.reserve(n) {
@@ -151,10 +142,9 @@ func (s *Spool) TryBuffer(size int64) (*Buffer, bool) {
 
 // Buffer is one message's bytes. Write and Close belong to one goroutine;
 // once writing is done, ReadAt, Size and Open may be called from many,
-// even while Close runs: a filter abandoned at its timeout may still be
-// reading when the message is let go. Close waits for reads under way,
-// and later ones fail with ErrClosed, never reading memory that went back
-// to the pool for another message.
+// even while Close runs (a filter abandoned at its timeout may still be
+// reading). Close waits for reads under way, and later ones fail with
+// ErrClosed, never reading memory given back for another message.
 type Buffer struct {
 	mu     sync.RWMutex // ReadAt against Close
 	sp     *Spool
@@ -169,8 +159,7 @@ type Buffer struct {
 	noSpill  bool  // ErrNoRoom instead of a file
 }
 
-// takeChunk accounts for one more chunk of memory: from the reservation,
-// or from the budget. false means it does not fit.
+// takeChunk takes a chunk from the reservation or the budget, or reports false.
 func (b *Buffer) takeChunk() bool {
 	if b.reserved >= ChunkSize {
 		b.reserved -= ChunkSize
@@ -179,7 +168,6 @@ func (b *Buffer) takeChunk() bool {
 	return b.sp.reserve(ChunkSize)
 }
 
-// noRoom fails a Buffer that may not spill.
 func (b *Buffer) noRoom() error {
 	b.err = ErrNoRoom
 	return b.err
@@ -188,9 +176,8 @@ func (b *Buffer) noRoom() error {
 // ErrClosed is returned by a Buffer used after Close.
 var ErrClosed = errors.New("spool: buffer closed")
 
-// ErrWrite wraps every failure to store bytes (the spool directory is
-// full or unwritable): the message cannot be held, which is no fault of the
-// message or of the client.
+// ErrWrite wraps every failure to store bytes (the spool directory is full
+// or unwritable): no fault of the message or of the client.
 var ErrWrite = errors.New("spool: cannot store the message")
 
 // Write appends p, spilling to a file when the budget is exhausted.
@@ -359,8 +346,7 @@ func (b *Buffer) ReadAt(p []byte, off int64) (int, error) {
 // Open returns a reader over the whole Buffer.
 func (b *Buffer) Open() io.Reader { return io.NewSectionReader(b, 0, b.size) }
 
-// Close releases the Buffer's memory or file. It may be called more than
-// once.
+// Close releases the Buffer's memory or file; it may be called more than once.
 func (b *Buffer) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

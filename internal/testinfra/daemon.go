@@ -8,8 +8,7 @@ import (
 	"time"
 )
 
-// Daemon is a server program a test runs in the background (Dovecot,
-// clamd, spamd, HAProxy).
+// Daemon is a server program a test runs in the background.
 type Daemon struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -42,10 +41,9 @@ func (d *Daemon) Exited() <-chan struct{} { return d.exited }
 func (d *Daemon) State() *os.ProcessState { return d.cmd.ProcessState }
 
 // Stop sends SIGTERM (a master process then stops its children), kills the
-// process group if the daemon has not exited within timeout, and then kills
-// whatever is left of the group; a group id cannot be reused while a member
-// lives, so only the daemon's processes are hit. It reports a daemon that
-// had to be killed, and may be called more than once.
+// group if the daemon outlives timeout, then what is left of it (a group id
+// is not reused while a member lives, so only the daemon's processes are
+// hit). It reports a daemon that had to be killed; it may be called again.
 func (d *Daemon) Stop(timeout time.Duration) error {
 	d.once.Do(func() {
 		pid := d.cmd.Process.Pid

@@ -1,7 +1,6 @@
 // Package testinfra is what the integration tests of every package share:
-// finding installed programs (NeedBinary, which skips a test loudly, or
-// fails it under CI=true), starting daemons on free loopback ports for the
-// length of a test (Launch, Daemon), and throwaway certificates (NewTLS,
-// NewPKI). It depends on no package of the proxy, so that scanner tests do
-// not import upstream helpers and the other way round.
+// finding programs (NeedBinary skips a test loudly, or fails it under
+// CI=true), daemons on free loopback ports for a test (Launch, Daemon), and
+// throwaway certificates (NewTLS, NewPKI). It imports no package of the
+// proxy, so that scanner tests do not import upstream helpers and vice versa.
 package testinfra

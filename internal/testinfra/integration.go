@@ -10,24 +10,21 @@ import (
 	"testing"
 )
 
-// IntegrationRequired reports whether missing integration software must fail
-// tests instead of skipping them: with CI=true (set by CI) or
-// POP3PROXY_INTEGRATION=require, so that a machine on which ./test.sh could
-// not install a program does not go green with the tests skipped.
+// IntegrationRequired reports whether missing integration software fails
+// tests instead of skipping them (CI=true or POP3PROXY_INTEGRATION=require),
+// so a machine where ./test.sh could not install a program does not go green.
 func IntegrationRequired() bool {
 	return strings.EqualFold(os.Getenv("CI"), "true") ||
 		os.Getenv("POP3PROXY_INTEGRATION") == "require"
 }
 
-// debianPackage names the package that provides a program, where it is not
-// the program's own name.
+// debianPackage names a program's Debian package where the names differ.
 var debianPackage = map[string]string{
 	"dovecot": "dovecot-pop3d",
 	"getmail": "getmail6",
 	"clamd":   "clamav-daemon",
 	"python3": "python3",
-	// The image test copies busybox into a scratch image: it must be
-	// the static build.
+	// The image test copies busybox into a scratch image: it must be static.
 	"busybox":         "busybox-static",
 	"systemd-analyze": "systemd",
 }
@@ -36,8 +33,7 @@ var debianPackage = map[string]string{
 // missing from the PATH of many non-root shells.
 var sbinDirs = []string{"/usr/local/sbin", "/usr/sbin", "/sbin"}
 
-// LookBinary returns the path of an installed program, searching PATH and
-// then the sbin directories, or "" when it is not installed.
+// LookBinary returns an installed program's path (PATH, then sbinDirs) or "".
 func LookBinary(name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
@@ -54,7 +50,6 @@ func LookBinary(name string) string {
 	return ""
 }
 
-// warned holds the programs already reported on stderr.
 var warned sync.Map
 
 // NeedBinary returns the path of an installed program, or else skips the

@@ -12,10 +12,9 @@ import (
 	"time"
 )
 
-// Launch starts a daemon that binds loopback ports of its own (Dovecot,
-// clamd, spamd, HAProxy...) for the length of a test. Another process may
-// take a free port before the daemon binds it; when the daemon's output
-// says "Address already in use", Launch tries again with new ports.
+// Launch runs a daemon on loopback ports of its own for the length of a
+// test. Another process may take a free port before the daemon binds it, so
+// on "Address already in use" in its output Launch retries with new ports.
 type Launch struct {
 	// Name is the program's name, for messages.
 	Name string
@@ -122,8 +121,7 @@ func (l Launch) attempt(ports []int) (*Daemon, error) {
 	}
 }
 
-// Output returns the last n lines of the daemon's output and log (all of
-// them when n is 0).
+// Output returns the last n lines of the daemon's output and log (0: all).
 func (l Launch) Output(n int) string {
 	var all []byte
 	for _, p := range []string{l.OutPath, l.LogPath} {
@@ -169,10 +167,9 @@ func FreeAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
-// ShortTempDir makes a directory for a daemon's files, removed when the
-// test ends. It is in TMPDIR (or /tmp when that is long), not t.TempDir,
-// because Unix socket paths must fit in 108 bytes; it is readable by all,
-// for daemons that drop privileges.
+// ShortTempDir makes a directory, readable by all for daemons that drop
+// privileges, removed when the test ends. It is in TMPDIR (or /tmp if that
+// is long), not t.TempDir, because Unix socket paths must fit in 108 bytes.
 func ShortTempDir(t testing.TB, prefix string) string {
 	t.Helper()
 	root := os.TempDir()

@@ -18,8 +18,6 @@ import (
 	"time"
 )
 
-// defaultHosts are the names a test server certificate is valid for unless
-// the test names others.
 var defaultHosts = []string{"localhost", "127.0.0.1", "::1"}
 
 // PKI is a throwaway CA and a server certificate it signed. ECDSA P-256
@@ -34,9 +32,8 @@ type PKI struct {
 	Server *tls.Config
 }
 
-// NewTLS returns a server configuration with a certificate for hosts
-// (names or IP addresses; default localhost, 127.0.0.1 and ::1) and a pool
-// trusting only its CA.
+// NewTLS returns a server configuration with a certificate for hosts (default
+// localhost, 127.0.0.1 and ::1) and a pool trusting only its CA.
 func NewTLS(t testing.TB, hosts ...string) (server *tls.Config, roots *x509.CertPool) {
 	t.Helper()
 	if len(hosts) == 0 {
@@ -49,9 +46,8 @@ func NewTLS(t testing.TB, hosts ...string) (server *tls.Config, roots *x509.Cert
 	return p.Server, p.Pool
 }
 
-// NewPKI writes a PKI into a temporary directory of the test. The server
-// certificate is for name (also its common name, to tell certificates
-// apart), localhost, 127.0.0.1 and ::1.
+// NewPKI writes a PKI into the test's temp dir, with a certificate for name
+// (also its common name, to tell them apart), localhost, 127.0.0.1 and ::1.
 func NewPKI(t testing.TB, name string) PKI {
 	t.Helper()
 	p, err := WritePKI(t.TempDir(), name)
@@ -61,8 +57,7 @@ func NewPKI(t testing.TB, name string) PKI {
 	return p
 }
 
-// WritePKI is NewPKI into dir, for daemons started outside a test's
-// lifetime.
+// WritePKI is NewPKI into dir, for daemons started outside a test's lifetime.
 func WritePKI(dir, name string) (PKI, error) {
 	p, ders, err := generate(name, append([]string{name}, defaultHosts...))
 	if err != nil {
@@ -90,8 +85,6 @@ func WritePKI(dir, name string) (PKI, error) {
 
 type derFiles struct{ ca, cert, key []byte }
 
-// generate makes a CA and a server certificate for hosts with the common
-// name cn.
 func generate(cn string, hosts []string) (PKI, derFiles, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

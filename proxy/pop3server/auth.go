@@ -17,7 +17,6 @@ var (
 	tokenMechanisms = []string{"PLAIN", "LOGIN", MechanismXOAUTH2, MechanismOAUTHBEARER}
 )
 
-// mechanisms returns what CAPA and a bare AUTH offer.
 func (c *config) mechanisms() []string {
 	if c.tokens != nil {
 		return tokenMechanisms

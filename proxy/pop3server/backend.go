@@ -46,8 +46,7 @@ type APOPBackend interface {
 	LoginAPOP(ctx context.Context, c *ConnInfo, username, timestamp, digest string) (Session, error)
 }
 
-// ConnInfo describes one client connection. Backends must treat it as
-// read-only.
+// ConnInfo describes one client connection; backends must not modify it.
 type ConnInfo struct {
 	// ID is unique per server process.
 	ID         uint64
@@ -59,8 +58,7 @@ type ConnInfo struct {
 	Logger *zap.Logger
 }
 
-// MessageInfo is one entry of a LIST or UIDL listing. Number is the 1-based
-// message number.
+// MessageInfo is one entry of a LIST or UIDL listing; Number is 1-based.
 type MessageInfo struct {
 	Number int
 	// Size counts CRLF line endings and no dot-stuffing (RFC 1939 §11).
@@ -103,9 +101,7 @@ type Session interface {
 	// messages when msg is 0.
 	List(ctx context.Context, msg int) ([]MessageInfo, error)
 	Retr(ctx context.Context, msg int) (*Message, error)
-	// Dele marks a message deleted.
 	Dele(ctx context.Context, msg int) error
-	// Rset unmarks all messages.
 	Rset(ctx context.Context) error
 	// Noop may keep the backend's own resources alive.
 	Noop(ctx context.Context) error
@@ -130,11 +126,10 @@ type TopSession interface {
 	Top(ctx context.Context, msg, lines int) (*Message, error)
 }
 
-// CapabilitySession is an optional Session add-on. Capabilities returns
-// any of "TOP", "UIDL", "EXPIRE <arg>" and "LOGIN-DELAY <arg>" to announce
-// after login; TOP and UIDL also need their add-ons. Without it, EXPIRE
-// and LOGIN-DELAY come from Options, but for an Options.Expire with USER,
-// which is not announced after login.
+// CapabilitySession is an optional Session add-on. Capabilities returns any
+// of "TOP", "UIDL", "EXPIRE <arg>" and "LOGIN-DELAY <arg>" to announce
+// after login; TOP and UIDL also need their add-ons. Without it,
+// Options.LoginDelay and Expire apply (see Options.Expire).
 type CapabilitySession interface {
 	Capabilities() []string
 }

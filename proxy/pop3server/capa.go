@@ -43,10 +43,8 @@ func (c *conn) handleCapa(arg string) error {
 	return nil
 }
 
-// appendOptionCapabilities announces Options.LoginDelay and Expire. An
-// EXPIRE with USER, which says that the value varies per user, is allowed
-// only before login (RFC 2449 §6.7): after it the user's own value is
-// due, which only a CapabilitySession knows, so none is announced.
+// appendOptionCapabilities announces Options.LoginDelay and Expire, an
+// EXPIRE with USER only before login (see Options.Expire).
 func (c *conn) appendOptionCapabilities(caps []string, beforeLogin bool) []string {
 	if c.cfg.LoginDelay > 0 {
 		caps = append(caps, "LOGIN-DELAY "+strconv.Itoa(c.cfg.LoginDelay))

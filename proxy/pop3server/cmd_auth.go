@@ -180,8 +180,7 @@ func mayBeWrongPassword(err error) bool {
 	return true
 }
 
-// handleQuit ends the session; in the TRANSACTION state it commits the
-// deletions (RFC 1939 §6).
+// handleQuit commits the deletions in TRANSACTION (RFC 1939 §6).
 func (c *conn) handleQuit(arg string) error {
 	if err := requireNoArgs(arg); err != nil {
 		return err

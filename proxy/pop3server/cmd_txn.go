@@ -10,8 +10,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// errNoMessage reports a Session that returned neither a message nor an
-// error.
 var errNoMessage = errors.New("session returned neither a message nor an error")
 
 func msgArg(arg string) (int, error) {
@@ -110,8 +108,7 @@ func (c *conn) handleListing(arg string, uidl bool) error {
 	return nil
 }
 
-// writeEntry appends "n size" or "n uid" and CRLF to c.scratch and writes
-// it.
+// writeEntry appends "n size" or "n uid" CRLF to c.scratch and writes it.
 func (c *conn) writeEntry(mi MessageInfo, uidl bool) {
 	if !uidl {
 		c.writeNumbers(int64(mi.Number), mi.Size)
@@ -160,9 +157,8 @@ func (c *conn) handleTop(arg string) error {
 }
 
 // sendMessage writes a RETR or TOP response and closes the body exactly
-// once. After "+OK" (begun: sent by the call's Interim) an error can no
-// longer be reported, so a failing call or body ends the connection
-// without the terminator.
+// once. After "+OK" (begun: sent by the Interim) an error cannot be
+// reported, so a failing call or body ends the connection unterminated.
 func (c *conn) sendMessage(m *Message, err error, begun bool) error {
 	if m != nil && m.Body != nil {
 		body := m.Body

@@ -74,8 +74,7 @@ type conn struct {
 	state state
 	busy  bool // a command is being handled
 
-	// authDeadline ends the AUTHORIZATION state: AuthTimeout after the
-	// connection was accepted.
+	// authDeadline, AuthTimeout after accept, ends AUTHORIZATION.
 	authDeadline time.Time
 	timestamp    string // APOP timestamp of the greeting
 	user         string // from USER, waiting for PASS
@@ -135,10 +134,9 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// serve runs the connection. Limits come first, so that a connection over
-// one costs no backend call, no TLS handshake and, for MaxConnections, no
-// wait for a PreambleConn's preamble: connections that never send their
-// preamble or ClientHello hold a slot, and cannot pile up beyond the limit.
+// serve runs the connection. Limits come first: a connection over one costs
+// no backend call or TLS handshake, and those that never send a preamble or
+// ClientHello hold a slot, so cannot pile up beyond it.
 func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.cancel()
@@ -196,12 +194,10 @@ func (c *conn) serve() {
 	c.teardown(end.reason)
 }
 
-// refuse closes a connection over a limit, answering e where the client
-// can read it: not on ServeTLS, where a plaintext line means nothing to a
-// TLS client and a handshake to send it would spend what the limit saves,
-// and not before a PreambleConn's preamble, since writing may need it read.
-// It skips the connect and disconnect log entries, OnConnect and
-// OnDisconnect: a flood of them is what the limit is for.
+// refuse closes a connection over a limit, answering e only where the
+// client can read it (see Options.MaxConnections). It skips the connect and
+// disconnect log entries, OnConnect and OnDisconnect: a flood of them is
+// what the limit is for.
 func (c *conn) refuse(limit string, e *Error) {
 	msg, key, log := "connection refused: too many connections", netip.Prefix{}, c.log
 	if limit == limitConnsPerIP {
@@ -375,10 +371,9 @@ func (c *conn) handle(line []byte) {
 	}
 	switch err := cmd.handle(c, string(arg)); {
 	case err == nil:
-		// After login only bad commands in a row count, as in Dovecot, so
-		// that a long session with an odd command now and then goes on.
-		// Before login every one counts, or a client could try for ever
-		// by sending CAPA in between.
+		// After login only bad commands in a row count, so a long session
+		// with an odd command now and then goes on; before login all do, or
+		// a client could try for ever with CAPA in between.
 		if c.state != stateAuthorization {
 			c.badCommands = 0
 		}
@@ -387,10 +382,9 @@ func (c *conn) handle(line []byte) {
 	}
 }
 
-// unimplementedVerbs are keywords of POP3 commands the server does not
-// implement, from earlier POP3 specifications (LAST, RPOP, XTND) and
-// RFC 6856 (UTF8, LANG). They are logged by name, which tells what a
-// client tried; any other unknown line only by its length.
+// unimplementedVerbs are POP3 keywords the server lacks, from earlier POP3
+// specifications (LAST, RPOP, XTND) and RFC 6856 (UTF8, LANG); logUnknown
+// logs them by name, which tells what a client tried.
 var unimplementedVerbs = map[string]bool{"LAST": true, "RPOP": true, "XTND": true, "UTF8": true, "LANG": true}
 
 // logUnknown logs an unknown command without its text, which may be a
@@ -415,8 +409,7 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// protect runs user code outside command handling and reports whether it
-// panicked.
+// protect runs user code outside command handling, reporting a panic.
 func (c *conn) protect(what string, f func()) bool { return protect(c.log, what, f) }
 
 func protect(log *zap.Logger, what string, f func()) (panicked bool) {
@@ -459,8 +452,7 @@ func (c *conn) setState(s state) {
 	c.mu.Unlock()
 }
 
-// teardown closes the connection and then any session left, without
-// Update.
+// teardown closes the connection, then any session left, without Update.
 func (c *conn) teardown(reason string) {
 	c.cancel()
 	// Under TLS this sends close_notify, so the client can tell the end
@@ -482,8 +474,6 @@ func (c *conn) teardown(reason string) {
 	}
 }
 
-// logEnd writes the connection's last line: the session's summary, if it
-// gives one, or "disconnect".
 func (c *conn) logEnd(reason string) {
 	msg, fields := "disconnect", []zap.Field(nil)
 	if s := c.summary; s != nil {
@@ -553,7 +543,6 @@ func (c *conn) writeLine(s string) {
 	c.bw.Write(crlf)
 }
 
-// writeOKNumbers writes "+OK a b", the shape of STAT and LIST n.
 func (c *conn) writeOKNumbers(a, b int64) {
 	c.scratch = append(c.scratch[:0], "+OK "...)
 	c.writeNumbers(a, b)

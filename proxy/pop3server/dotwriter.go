@@ -84,7 +84,6 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// pass writes stuffed data as it is.
 func (d *dotWriter) pass(p []byte) (int, error) {
 	n, err := d.w.Write(p)
 	d.n += int64(n)

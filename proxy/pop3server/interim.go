@@ -11,9 +11,8 @@ import (
 // Outlook), while a download and a scan may take longer. The server puts
 // one into the context of those calls (InterimFrom).
 //
-// Send may be called from any goroutine while the call runs, typically
-// from a timer, so that the call itself needs no goroutine of its own.
-// Once the call has returned, Send does nothing.
+// Send may be called from any goroutine while the call runs, typically from
+// a timer, so that the call itself needs no goroutine of its own.
 type Interim struct {
 	c *conn
 
@@ -27,8 +26,7 @@ var ErrInterimEnded = errors.New("pop3server: the command's answer has begun")
 
 type interimKey struct{}
 
-// InterimFrom returns the Interim of a Retr or Top call, or nil outside
-// one.
+// InterimFrom returns the Interim of a Retr or Top call, or nil.
 func InterimFrom(ctx context.Context) *Interim {
 	i, _ := ctx.Value(interimKey{}).(*Interim)
 	return i

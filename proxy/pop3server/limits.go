@@ -72,13 +72,12 @@ func clientIP(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// clientKey groups client addresses for the per-address limits
-// (MaxConnectionsPerIP, the failed-login delay, the limit log): IPv4 per
+// clientKey groups client addresses for the per-address limits: IPv4 per
 // address, IPv6 per /64. RFC 4291 §2.5.1 makes a /64 the size of an IPv6
 // subnet, the least an end site is given (RFC 6177), and a host may take
 // any address in it (temporary addresses, RFC 8981), so counting single
-// IPv6 addresses would limit nothing. The zero Addr gives the invalid
-// zero Prefix: no per-address limit.
+// IPv6 addresses would limit nothing. The zero Addr gives the invalid zero
+// Prefix: no limit.
 func clientKey(ip netip.Addr) netip.Prefix {
 	if !ip.IsValid() {
 		return netip.Prefix{}
@@ -91,7 +90,6 @@ func clientKey(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-// keyString shows an IPv4 key as a plain address.
 func keyString(k netip.Prefix) string {
 	if k.Addr().Is4() {
 		return k.Addr().String()
@@ -99,10 +97,8 @@ func keyString(k netip.Prefix) string {
 	return k.String()
 }
 
-// connLimiter counts connections in two steps, so that on a PROXY
-// protocol or implicit TLS listener the total is taken before anything is
-// read from the client, and the per-address count as soon as the address
-// is known.
+// connLimiter counts in two steps: the total before anything is read from
+// the client, the per-address count once the address is known.
 type connLimiter struct {
 	max, maxPerIP int // negative: unlimited
 
@@ -119,7 +115,6 @@ func (l *connLimiter) setLimits(max, maxPerIP int) {
 	l.max, l.maxPerIP = max, maxPerIP
 }
 
-// acquire takes a slot of the total, or reports false.
 func (l *connLimiter) acquire() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -136,8 +131,6 @@ func (l *connLimiter) release() {
 	l.total--
 }
 
-// acquireIP takes a slot of key's, or reports false. An invalid key has
-// no limit.
 func (l *connLimiter) acquireIP(key netip.Prefix) bool {
 	if !key.IsValid() {
 		return true
@@ -164,14 +157,12 @@ func (l *connLimiter) releaseIP(key netip.Prefix) {
 	}
 }
 
-// failureTable remembers failed logins per client key (see clientKey).
-// Only failureMemory without failures forgets them, never a successful
-// login: the client may be guessing passwords of other accounts, and a
-// login to an account of its own must not restart its delay. Entries are
-// kept in order of their last failure, so expired ones are pruned from the
-// front and, when the table is full, the one idle longest is evicted. It
-// counts; each connection turns a count into a delay with its own
-// options (failedLoginDelay), so the counts outlive Server.Reconfigure.
+// failureTable counts failed logins per client key, forgotten after
+// failureMemory without failures, never on a successful login (see
+// Options.FailedLoginDelay). Entries are kept in order of their last
+// failure, so expired ones are pruned from the front and, when full, the
+// one idle longest is evicted. Each connection turns a count into a delay
+// with its own options, so counts outlive Server.Reconfigure.
 type failureTable struct {
 	now func() time.Time
 
@@ -231,8 +222,6 @@ func (t *failureTable) len() int {
 	return t.order.Len()
 }
 
-// failedLoginDelay is the delay after the n-th failure: base, doubling
-// per further failure up to max.
 func failedLoginDelay(n int, base, max time.Duration) time.Duration {
 	d := base
 	for i := 1; i < n && d < max; i++ {
@@ -274,9 +263,7 @@ func (l *limitLog) setLogger(log *zap.Logger) {
 	l.log = log
 }
 
-// hit records that a client with key ip (see clientKey) hit limit and,
-// unless the same key was logged less than limitLogInterval ago, writes
-// msg to log.
+// hit records a hit of limit by key ip and logs msg to log (see limitLog).
 func (l *limitLog) hit(log *zap.Logger, limit string, ip netip.Prefix, msg string, fields ...zap.Field) {
 	now := l.now()
 	l.mu.Lock()

@@ -21,10 +21,9 @@ const minReadBuffer = 4096
 type lineReader struct {
 	br  *bufio.Reader
 	max int // line limit in octets, line terminator included
-	// authMax, when above max, is the limit of an AUTH command line, and of
-	// any line while sasl is set (a SASL response): OAuth 2.0 tokens run to
-	// kilobytes. Such a line is assembled in a buffer of its own, so that
-	// br stays small on connections that never send one.
+	// authMax, when above max, limits an AUTH command line and, while sasl
+	// is set, a SASL response (see Options.MaxAuthLineLength); readLong
+	// assembles such a line outside br.
 	authMax int
 	sasl    bool
 }

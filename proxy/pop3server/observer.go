@@ -6,11 +6,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// Observer receives the server's events, for metrics. It is an interface
-// of this package, not of a metrics library, so that the framework depends
-// on none; a nil Options.Observer observes nothing. Its methods are called
-// from the connections' goroutines, concurrently, on every connection and
-// login, so they must be quick and must not block.
+// Observer receives the server's events, for metrics. It is this package's
+// interface, so that the framework depends on no metrics library. Its
+// methods are called concurrently from the connections' goroutines on every
+// connection and login, so they must be quick and must not block.
 type Observer interface {
 	// SessionStarted is called for every accepted connection, before
 	// anything is read from it.
@@ -139,7 +138,6 @@ func LoginResults() []LoginResult {
 	return rs
 }
 
-// loginResult classifies the outcome of Backend.Login or LoginAPOP.
 func loginResult(err error) LoginResult {
 	switch {
 	case err == nil:
@@ -158,8 +156,7 @@ type Summarizer interface {
 	Summary() (msg string, fields []zap.Field)
 }
 
-// ending is why a connection ends: a reason for the log, a result for the
-// Observer.
+// ending is why a connection ends: a log reason, an Observer result.
 type ending struct {
 	reason string
 	result SessionResult

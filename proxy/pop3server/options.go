@@ -21,9 +21,8 @@ const (
 	DefaultIdleTimeout    = 10 * time.Minute
 	DefaultWriteTimeout   = 60 * time.Second
 
-	// DefaultMaxAuthLineLength leaves room for OAuth 2.0 tokens, which
-	// run to kilobytes (Microsoft's over 2 KB) and grow by a third in
-	// base64.
+	// DefaultMaxAuthLineLength fits OAuth 2.0 tokens: kilobytes
+	// (Microsoft's over 2 KB), and a third more in base64.
 	DefaultMaxAuthLineLength = 16384
 
 	DefaultHandshakeTimeout    = 10 * time.Second
@@ -51,9 +50,8 @@ type Options struct {
 	// Logger defaults to zap.NewNop().
 	Logger *zap.Logger
 
-	// Greeting is the text after "+OK ". It must not contain CR, LF, NUL
-	// or "<...@...>", and the line, APOP timestamp included, must fit 512
-	// octets.
+	// Greeting is the text after "+OK ": no CR, LF, NUL or "<...@...>", and
+	// the line, APOP timestamp included, within 512 octets.
 	Greeting string
 
 	// Hostname is the host part of the APOP timestamp. Default:
@@ -74,10 +72,9 @@ type Options struct {
 	LoginDelay int
 
 	// Expire, if set, is announced like LoginDelay as "EXPIRE <x>"
-	// (RFC 2449 §6.7): days or "NEVER", optionally followed by " USER".
-	// With " USER" it is announced before login only: RFC 2449 §6.7 allows
-	// USER only there and asks for the user's own value after login, which
-	// only a CapabilitySession can give.
+	// (RFC 2449 §6.7): days or "NEVER", optionally with " USER", then only
+	// before login, the one place §6.7 allows USER; after login it wants
+	// the user's own value, which only a CapabilitySession can give.
 	Expire string
 
 	// MaxLineLength limits every command line, AUTH exchanges included
@@ -85,32 +82,28 @@ type Options struct {
 	// and discarded unbuffered.
 	MaxLineLength int
 
-	// MaxAuthLineLength limits, for a TokenBackend, an AUTH command line
-	// and a SASL response line before login, which carry tokens (see
-	// DefaultMaxAuthLineLength); it is MaxLineLength for other backends
-	// and after login. Such a line is assembled outside the read buffer,
-	// so a connection costs more only while it sends one. It must not be
-	// below MaxLineLength.
+	// MaxAuthLineLength limits the AUTH and SASL response lines of a
+	// TokenBackend before login, which carry tokens; it must not be below
+	// MaxLineLength. Such lines are assembled outside the read buffer, so a
+	// connection costs more only while it sends one.
 	MaxAuthLineLength int
 
 	// MaxBadCommands limits bad commands: unknown, malformed or
-	// out-of-state commands, overlong lines and failed logins. One more
+	// out-of-state commands, overlong lines and failed logins; one more
 	// gets "-ERR too many bad commands" and closes the connection. Before
-	// login it is how many a connection may send in all, however many good
-	// commands come between. After login it is how many it may send in a
-	// row: the login and every command that succeeds start the count over,
-	// as in Dovecot; an error that is not a bad command ("no such message")
-	// neither counts nor starts it over.
+	// login all count, however many good commands come between; after login
+	// only those in a row, as in Dovecot: the login and every success start
+	// the count over, and an error that is no bad command
+	// ("no such message") neither counts nor starts it over.
 	MaxBadCommands int
 
-	// AuthTimeout is how long a client has to log in, counted from the
-	// moment its connection is accepted: reading a PreambleConn's
-	// preamble, the TLS handshake (ServeTLS or STLS) and every command
-	// before login count, and commands do not extend it. When it has
-	// passed, the connection is closed silently at its next read, or
-	// during a TLS handshake, or instead of answering a failed login whose
-	// FailedLoginDelay would end later. A Backend.Login call in progress
-	// is not interrupted.
+	// AuthTimeout is how long a client has to log in, from accept: a
+	// PreambleConn's preamble, the TLS handshake (ServeTLS or STLS) and
+	// every command before login count, and commands do not extend it. Then
+	// the connection is closed silently at its next read, during a TLS
+	// handshake, or instead of answering a failed login whose
+	// FailedLoginDelay would end later. A Backend.Login call in progress is
+	// not interrupted.
 	AuthTimeout time.Duration
 
 	// IdleTimeout is the autologout timer of RFC 1939 §3, which asks for
@@ -155,10 +148,9 @@ type Options struct {
 	// connection, before the greeting.
 	TLSExempt func(c *ConnInfo) bool
 
-	// MaxConnections limits the connections of all listeners together. A
-	// connection takes its slot when accepted, before anything is read
-	// from it, and holds it while a PreambleConn's preamble is read and
-	// during the TLS handshake. One more is closed at once, without
+	// MaxConnections limits the connections of all listeners together; a
+	// connection holds its slot from accept, through a PreambleConn's
+	// preamble and the TLS handshake. One more is closed at once, without
 	// OnConnect, OnDisconnect or any backend call: on Serve after
 	// "-ERR [SYS/TEMP] too many connections"; silently on ServeTLS, as a
 	// plaintext line means nothing to a TLS client and a handshake to send
@@ -175,18 +167,16 @@ type Options struct {
 	// your address" on Serve. Negative: unlimited.
 	MaxConnectionsPerIP int
 
-	// FailedLoginDelay delays the answer to a failed PASS, APOP or AUTH.
-	// It doubles with each further failure from the same client (IPv4
-	// address or IPv6 /64, as for MaxConnectionsPerIP), up to
-	// MaxFailedLoginDelay, and starts over only after 15 minutes without
-	// failures from it. A successful login does not reset it, or a client
+	// FailedLoginDelay delays the answer to a failed PASS, APOP or AUTH,
+	// doubling with each further failure of the client (IPv4 address or
+	// IPv6 /64) up to MaxFailedLoginDelay. It starts over only after 15
+	// minutes without failures, not on a successful login, or a client
 	// could log in to an account of its own between guesses at others.
 	// Failures that say nothing about the password ([IN-USE],
 	// [LOGIN-DELAY], SYS codes) are not delayed. Negative: no delay.
 	FailedLoginDelay time.Duration
 
-	// MaxFailedLoginDelay caps the doubling and must not be below
-	// FailedLoginDelay.
+	// MaxFailedLoginDelay caps the doubling; not below FailedLoginDelay.
 	MaxFailedLoginDelay time.Duration
 
 	// Observer, if set, is told of every connection's start and end and of
@@ -322,8 +312,6 @@ func newConfig(opts Options) (*config, error) {
 	return c, nil
 }
 
-// authLineLength is the line limit of AUTH and SASL responses before
-// login: only tokens need more than MaxLineLength.
 func (c *config) authLineLength() int {
 	if c.tokens == nil {
 		return c.MaxLineLength

@@ -27,7 +27,6 @@ func fields(arg string) []string {
 // maxMsgNumberDigits bounds message numbers below a billion.
 const maxMsgNumberDigits = 9
 
-// parseMsgNumber accepts positive decimal numbers, digits only.
 func parseMsgNumber(s string) (int, bool) {
 	if s == "" || len(s) > maxMsgNumberDigits {
 		return 0, false
@@ -64,18 +63,15 @@ func parseLineCount(s string) (int, bool) {
 	return n, true
 }
 
-// maxUIDLength bounds a unique-id so that the single-line answer to
-// "UIDL n", "+OK <n> <uid>" CRLF with a message number of up to
-// maxMsgNumberDigits digits, fits the 512 octets RFC 1939 §3 and
-// RFC 2449 §4 allow the first line of a response.
+// maxUIDLength keeps the answer to "UIDL n", "+OK <n> <uid>" CRLF, within
+// the 512 octets RFC 1939 §3 and RFC 2449 §4 allow a first line.
 const maxUIDLength = maxResponseLine - len("+OK ") - maxMsgNumberDigits - len(" ") - len("\r\n")
 
-// validUID checks a unique-id for what the client's parsing of a UIDL
-// line needs: 1 to maxUIDLength octets in 0x21-0x7E, so no space, CR, LF,
-// control or NUL can split the line or inject one. RFC 1939 §7 also limits
-// unique-ids to 70 octets, but some servers send longer ones, and refusing
-// one would fail every UIDL of the session, leaving clients that keep mail
-// on the server unable to synchronise; clients cope with longer ones.
+// validUID allows 1 to maxUIDLength octets in 0x21-0x7E, so nothing can
+// split a UIDL line or inject one. Longer ones than the 70 octets of
+// RFC 1939 §7 pass: some servers send them, clients cope, and refusing one
+// would fail every UIDL of the session, leaving clients that keep mail on
+// the server unable to synchronise.
 func validUID(uid string) bool {
 	if uid == "" || len(uid) > maxUIDLength {
 		return false

@@ -55,19 +55,18 @@ func NewServer(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Reconfigure checks opts like NewServer and, if they are valid, makes
-// them the options of every connection accepted from now on; invalid
-// options change nothing. A connection keeps the options it was accepted
-// with until it ends: its Backend (and so its session), timeouts, limits
-// per connection, TLS configuration and callbacks. The server-wide state
-// carries over: open connections keep counting against MaxConnections and
-// MaxConnectionsPerIP, which apply with their new values to the next
-// connection, and failed logins remembered for the delay are not
-// forgotten. Listeners keep running; a ServeTLS listener whose connections
-// find no TLSConfig in the new options closes them at once, so remove such
-// listeners when removing TLSConfig. The replaced options' OnRelease runs
-// when the last connection accepted with them has ended (at once if there
-// is none). Reconfigure returns ErrServerClosed after Shutdown or Close.
+// Reconfigure checks opts like NewServer and, if they are valid, makes them
+// the options of every connection accepted from now on; invalid options
+// change nothing. A connection keeps the options it was accepted with until
+// it ends: its Backend (and so its session), timeouts, per-connection
+// limits, TLS configuration and callbacks. Server-wide state carries over:
+// open connections count against the new MaxConnections and
+// MaxConnectionsPerIP, and remembered failed logins stay. Listeners keep
+// running; a ServeTLS listener closes its connections at once if the new
+// options lack TLSConfig, so remove such listeners with it. The replaced
+// options' OnRelease runs when the last connection accepted with them has
+// ended (at once if none). Reconfigure returns ErrServerClosed after
+// Shutdown or Close.
 func (s *Server) Reconfigure(opts Options) error {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -102,9 +101,7 @@ func (s *Server) config() *config {
 // read before the greeting, such as a PROXY protocol header, which also
 // changes what RemoteAddr reports. ReadPreamble is called first, in the
 // connection's own goroutine, and must bound its own wait; an error closes
-// the connection silently. The connection holds its slot of
-// Options.MaxConnections while ReadPreamble runs; MaxConnectionsPerIP is
-// checked after it, on the address it set.
+// the connection silently.
 type PreambleConn interface {
 	net.Conn
 	ReadPreamble() error

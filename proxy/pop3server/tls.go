@@ -41,9 +41,8 @@ func (c *config) checkTLS(fail func(format string, args ...any)) {
 
 // ServeTLS is Serve for implicit TLS (RFC 8314 §3, port 995): the TLS
 // handshake precedes the greeting; a failed one is logged at debug level
-// only. A connection over a limit is closed before the handshake, without
-// a response. ln must be a plain listener, not one from tls.NewListener.
-// ServeTLS fails at once without Options.TLSConfig.
+// only. ln must be a plain listener, not one from tls.NewListener. ServeTLS
+// fails at once without Options.TLSConfig.
 func (s *Server) ServeTLS(ln net.Listener) error {
 	if s.config().tls == nil {
 		return errNoTLSConfig
@@ -53,8 +52,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 
 // handshake switches the connection to TLS with a fresh line reader, so
 // nothing received before it can be taken for a command after it
-// (CVE-2011-0411). Handshakes come before login, so authDeadline bounds
-// them too.
+// (CVE-2011-0411). Being before login, it is bounded by authDeadline too.
 func (c *conn) handshake() error {
 	tc := tls.Server(c.nc, c.cfg.tls)
 	if err := c.nc.SetDeadline(earliest(time.Now().Add(c.cfg.HandshakeTimeout), c.authDeadline)); err != nil {

@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// The SASL mechanisms of TokenBackend.
 const (
 	// MechanismXOAUTH2 is Google's XOAUTH2, which Gmail and Outlook.com
 	// offer for POP3: base64 of "user=<user>^Aauth=Bearer <token>^A^A".
@@ -32,8 +31,7 @@ const (
 // a failed login, delayed like a wrong password.
 type TokenBackend interface {
 	// LoginToken logs in with cred, sent with mechanism (MechanismXOAUTH2
-	// or MechanismOAUTHBEARER). On success the connection enters the
-	// TRANSACTION state with the returned Session. To refuse a token with
+	// or MechanismOAUTHBEARER), like Backend.Login. To refuse a token with
 	// the error challenge of RFC 7628 §3.2.2 (XOAUTH2 has the same), return
 	// a *Challenge; any other error is answered as from Backend.Login.
 	LoginToken(ctx context.Context, c *ConnInfo, mechanism string, cred TokenCredentials) (Session, error)
@@ -63,15 +61,14 @@ type TokenCredentials struct {
 // KeyValue is one key-value pair of an OAUTHBEARER message.
 type KeyValue struct{ Key, Value string }
 
-// Challenge is an error a TokenBackend returns to send the client a SASL
-// challenge, "+ " and Data in base64 (RFC 5034 §4): for a refused token,
-// the JSON error of RFC 7628 §3.2.2. The client's response ("AQ==", the
-// %x01 RFC 7628 §3.2.3 asks for, or an empty line as with Gmail's XOAUTH2)
-// is decoded and handed to Answer, whose error is the login's result. A
-// client that cancels with "*" or sends a malformed response fails the
-// login too. Exactly one of Answer and Abort is called, Abort when Answer
-// is not (cancel, malformed response, connection lost): the backend may
-// hold resources (an upstream connection) until then.
+// Challenge is an error a TokenBackend returns to send a SASL challenge,
+// "+ " and Data in base64 (RFC 5034 §4): for a refused token, the JSON
+// error of RFC 7628 §3.2.2. The client's response ("AQ==", the %x01
+// RFC 7628 §3.2.3 asks for, or an empty line as with Gmail's XOAUTH2) is
+// decoded and handed to Answer, whose error is the login's result. Exactly
+// one of Answer and Abort is called, Abort when Answer is not (a cancel
+// with "*", a malformed response, a lost connection: all failed logins):
+// the backend may hold resources (an upstream connection) until then.
 type Challenge struct {
 	// Data is at most MaxChallengeData octets.
 	Data []byte
@@ -92,8 +89,6 @@ func (ch *Challenge) Error() string { return "SASL challenge" }
 
 var errChallengeNotAnswered = errors.New("backend returned a Challenge without Answer, a Session with a Challenge, or Data over MaxChallengeData")
 
-// tokenMechanism maps a mechanism name to its LoginMechanism, if the
-// backend takes tokens.
 func (c *conn) tokenMechanism(mech string) (LoginMechanism, bool) {
 	if c.cfg.tokens == nil {
 		return 0, false
@@ -182,8 +177,7 @@ func (c *conn) answerChallenge(ch *Challenge) error {
 	return err
 }
 
-// unwrapBad returns the error a badCommand carries, for finishLogin to
-// wrap again.
+// unwrapBad undoes badCommand, which finishLogin applies again.
 func unwrapBad(err error) error {
 	var bad *badCommandError
 	if errors.As(err, &bad) {
@@ -192,7 +186,6 @@ func unwrapBad(err error) error {
 	return err
 }
 
-// parseToken parses a client's message of mech.
 func parseToken(mech string, msg []byte) (TokenCredentials, bool) {
 	if mech == MechanismXOAUTH2 {
 		return ParseXOAUTH2(msg)
@@ -242,11 +235,10 @@ func ParseXOAUTH2(msg []byte) (TokenCredentials, bool) {
 //	gs2-header  = [gs2-nonstd-flag ","] gs2-cb-flag "," [gs2-authzid] ","
 //
 // with the GS2 header of RFC 5801 §4. A lone kvsep answers an error
-// challenge and is no login; "auth" is required. Refused although the
-// grammar allows them: CR and LF in values (they serve no key RFC 7628
-// defines, and a relaying backend would carry them on), duplicate keys,
-// the non-standard flag "F", and channel binding ("p=", which RFC 7628
-// §3.1 rules out).
+// challenge and is no login; "auth" is required. Refused though the grammar
+// allows them: CR and LF in values (no RFC 7628 key needs them, and a
+// relaying backend would carry them on), duplicate keys, the non-standard
+// flag "F", and channel binding ("p=", ruled out by RFC 7628 §3.1).
 func ParseOAUTHBEARER(msg []byte) (TokenCredentials, bool) {
 	var cred TokenCredentials
 	if !utf8.Valid(msg) {
@@ -361,7 +353,6 @@ func unescapeSASLName(s string) (string, bool) {
 	return b.String(), true
 }
 
-// escapeSASLName is the reverse of unescapeSASLName.
 func escapeSASLName(s string) string {
 	return strings.NewReplacer("=", "=3D", ",", "=2C").Replace(s)
 }
@@ -434,7 +425,6 @@ func isAlpha(s string) bool {
 
 func isDigitsOrEmpty(s string) bool { return s == "" || isDigits(s) }
 
-// errInvalidToken is Encode's error; it names no field value.
 var errInvalidToken = errors.New("pop3server: TokenCredentials cannot be encoded: a field is empty or has characters its format does not allow")
 
 // Encode returns cred as a client message of mechanism, the reverse of

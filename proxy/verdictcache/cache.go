@@ -1,19 +1,14 @@
 // Package verdictcache remembers what the filter chain decided about a
-// message, so that a message seen before (by a client that leaves mail on
-// the server, by a second device, by TOP then RETR, by a retry) is
-// delivered with the same decision without being scanned again.
+// message (a filter.Decision, never the message), so that a message seen
+// before (left on the server, on a second device, TOP then RETR, a retry)
+// is not scanned again. Keys are hashed, so no backend holds a user name
+// or a host in clear; an entry is used only for a message with the SHA-256
+// it was recorded for, which makes a reused or changed unique-id (RFC 1939
+// §7) harmless. Every entry expires after the TTL.
 //
-// It stores decisions (filter.Decision: header edits, a short notice, a
-// refusal), never messages. An Entry is found by a Key of the upstream,
-// the user, the message's unique-id (RFC 1939 §7), the chain's
-// fingerprint and its plugins' generation, all hashed, so that no backend
-// holds a user name or a host in clear; it is used only for a message
-// whose SHA-256 equals the one it was recorded for, which makes a reused
-// or changed unique-id harmless. Every entry expires after the TTL.
-//
-// A Cache is a front for a Backend (Memory, or Redis for several proxies
-// sharing decisions) that never fails its caller: a backend that errs or
-// takes longer than the timeout is a miss, logged at most once a minute.
+// A Cache fronts a Backend (Memory, or Redis for several proxies sharing
+// decisions) and never fails its caller: a backend that errs or takes
+// longer than the timeout is a miss, logged at most once a minute.
 package verdictcache
 
 import (
@@ -35,27 +30,23 @@ import (
 const (
 	DefaultTTL        = time.Hour
 	DefaultMaxEntries = 100000
-	// DefaultTimeout bounds each backend call: a cache slower than a scan
-	// is worse than none.
+	// DefaultTimeout bounds each backend call: a cache slower than a scan is worse than none.
 	DefaultTimeout = 100 * time.Millisecond
 )
 
 // Backend stores entries. Its methods are called concurrently; an
 // Entry it returns is not changed by anyone.
 type Backend interface {
-	// Get returns the entry stored under key, or false. An entry that
-	// does not decode is an error.
+	// Get returns the entry under key, or false; one that does not decode is an error.
 	Get(ctx context.Context, key string) (Entry, bool, error)
-	// GetMany returns the entries of keys, in order, nil where absent. An
-	// entry that does not decode is absent.
+	// GetMany returns the entries of keys in order, nil where absent or undecodable.
 	GetMany(ctx context.Context, keys []string) ([]*Entry, error)
 	// Set stores e under key for ttl.
 	Set(ctx context.Context, key string, e Entry, ttl time.Duration) error
 	Close() error
 }
 
-// local is implemented by backends without I/O, whose calls need no
-// timeout: a timer per lookup cost a tenth of a cached RETR.
+// local backends (no I/O) need no timeout: a timer per lookup cost a tenth of a cached RETR.
 type local interface{ local() }
 
 // Key says which message an Entry is about.
@@ -67,8 +58,7 @@ type Key struct {
 	Generation  string // filter.Chain.Generation
 }
 
-// ID is the backend key: a hash of all fields, so that no user name or
-// host is stored in clear.
+// ID is the backend key: a hash of all fields.
 func (k Key) ID() string {
 	h := sha256.New()
 	for _, f := range []string{"pop3proxy verdict", k.Upstream, k.User, k.UID, k.Fingerprint, k.Generation} {
@@ -82,12 +72,10 @@ type Entry struct {
 	// Digest is the SHA-256 of the message's bytes (CRLF, dot-stuffing
 	// undone); the Decision applies only to a message with this digest.
 	Digest [32]byte
-	// HeaderHash is the SHA-256 of its header section
-	// (filter.HeaderSectionSize), which a TOP answer shares.
+	// HeaderHash is the SHA-256 of its header section, which a TOP answer shares.
 	HeaderHash [32]byte
-	// Size is the message's size in octets, Delivered the size of what the
-	// Decision delivers (Size for a refusal): LIST and STAT report it
-	// (RFC 1939 §5 asks for exact octet counts).
+	// Size is the message's size, Delivered that of what the Decision delivers
+	// (Size for a refusal), which LIST and STAT report (RFC 1939 §5).
 	Size, Delivered int64
 	Decision        filter.Decision
 }
@@ -156,8 +144,7 @@ type Options struct {
 	Logger  *zap.Logger
 }
 
-// Cache is the front of a Backend. A nil *Cache is a cache that is off:
-// every lookup misses. It is safe for concurrent use.
+// Cache fronts a Backend, safe for concurrent use; a nil *Cache is off: every lookup misses.
 type Cache struct {
 	b       Backend
 	ttl     time.Duration
@@ -193,8 +180,7 @@ type Stats struct {
 	Hits, Misses, Errors int64
 }
 
-// Stats returns the counts of lookups (GetMany counts each key) and of
-// backend failures.
+// Stats returns the lookup and failure counts (GetMany counts each key).
 func (c *Cache) Stats() Stats {
 	if c == nil {
 		return Stats{}
@@ -202,8 +188,7 @@ func (c *Cache) Stats() Stats {
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Errors: c.errs.Load()}
 }
 
-// Get returns the entry stored under k, or false: absent, undecodable, or
-// the backend failed.
+// Get returns the entry under k, or false (absent, undecodable, backend failure).
 func (c *Cache) Get(ctx context.Context, k Key) (Entry, bool) {
 	if c == nil {
 		return Entry{}, false
@@ -232,12 +217,10 @@ func (c *Cache) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// manyChunk is how many keys one backend call looks up: a mailbox's worth
-// in one MGET could outlast the timeout.
+// manyChunk keys per backend call: a mailbox's worth in one MGET could outlast the timeout.
 const manyChunk = 500
 
-// GetMany looks up every key and returns the entries found, nil elsewhere.
-// A chunk the backend fails on is a chunk of misses.
+// GetMany returns the entries of keys, nil where missed (a failed chunk misses).
 func (c *Cache) GetMany(ctx context.Context, keys []Key) []*Entry {
 	out := make([]*Entry, len(keys))
 	if c == nil {
@@ -292,13 +275,11 @@ func (c *Cache) Close() error {
 	return c.b.Close()
 }
 
-// logEvery is how often backend failures are logged: Redis being down
-// would otherwise log one line per message.
+// logEvery: Redis being down would otherwise log one line per message.
 const logEvery = time.Minute
 
-// fail counts a backend failure and logs it, at most once a minute, with
-// the number of failures since the last entry. Keys are hashes and are
-// never logged.
+// fail counts a backend failure and logs it with the number since the last
+// log line. Keys are never logged.
 func (c *Cache) fail(op string, err error) {
 	c.errs.Add(1)
 	n := c.failed.Add(1)

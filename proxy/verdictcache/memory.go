@@ -7,11 +7,9 @@ import (
 	"time"
 )
 
-// Memory is a Backend in the proxy's own memory, for one instance: at
-// most maxEntries entries, the least recently used going first, each
-// until its TTL. An entry is a few hundred bytes (a decision's header
-// edits or a short notice), so the default 100000 cost some tens of MB at
-// most.
+// Memory is a Backend in the proxy's own memory, for one instance: at most
+// maxEntries entries, least recently used out first, each until its TTL.
+// An entry is a few hundred bytes: the default 100000 cost tens of MB at most.
 type Memory struct {
 	mu    sync.Mutex
 	max   int
@@ -26,8 +24,7 @@ type memItem struct {
 	expires time.Time
 }
 
-// NewMemory returns an empty Memory backend holding at most maxEntries
-// (DefaultMaxEntries when not positive).
+// NewMemory returns a Memory of maxEntries (DefaultMaxEntries when not positive).
 func NewMemory(maxEntries int) *Memory {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
@@ -35,8 +32,7 @@ func NewMemory(maxEntries int) *Memory {
 	return &Memory{max: maxEntries, items: map[string]*list.Element{}, lru: list.New(), now: time.Now}
 }
 
-// Len returns the number of entries held, expired ones included until
-// they are looked up or pushed out.
+// Len counts entries held, expired ones included until looked up or pushed out.
 func (m *Memory) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -79,8 +75,7 @@ func (m *Memory) GetMany(_ context.Context, keys []string) ([]*Entry, error) {
 	return out, nil
 }
 
-// Set implements Backend. The entry is kept as it is, not encoded: a
-// decoded entry costs less to replay than bytes to decode.
+// Set implements Backend, keeping e decoded: cheaper to replay than bytes.
 func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -17,33 +17,28 @@ type RedisOptions struct {
 	Password  string // AUTH; "" for none
 	DB        int    // SELECT
 	KeyPrefix string // in front of every key, to share a Redis with others
-	// Timeout bounds connecting, reading and writing; DefaultTimeout when
-	// zero. The Cache bounds each call by its own timeout too.
+	// Timeout bounds dialling and I/O (DefaultTimeout when zero); so does the Cache's.
 	Timeout time.Duration
 }
 
 // Redis is a Backend in a Redis server (or one that speaks its protocol),
-// shared by several proxies behind a load balancer: a decision one of
-// them made is replayed by all. Entries are stored with SET EX, so Redis
-// expires them; set a maxmemory policy (allkeys-lru) on a Redis of its
-// own. A Redis that is down or slow fails calls quickly, and the client
-// reconnects by itself once it is back.
+// shared by several proxies behind a load balancer. Entries are stored
+// with SET EX; set a maxmemory policy (allkeys-lru) on a Redis of its own.
+// A Redis that is down or slow fails calls quickly; the client reconnects.
 type Redis struct {
 	c      *redis.Client
 	prefix string
 }
 
-// quietRedis silences go-redis's own log, which writes to standard error
-// on every failed dial; the Cache logs failures itself, at most once a
-// minute, through the proxy's logger.
+// quietRedis silences go-redis's log, which writes to standard error on
+// every failed dial; the Cache logs failures itself (logEvery).
 var quietRedis = sync.OnceFunc(func() { redis.SetLogger(voidLogger{}) })
 
 type voidLogger struct{}
 
 func (voidLogger) Printf(context.Context, string, ...any) {}
 
-// NewRedis returns a Redis backend. It does not connect yet: Redis may
-// start after the proxy.
+// NewRedis returns a Redis backend; it connects lazily: Redis may start after the proxy.
 func NewRedis(o RedisOptions) *Redis {
 	quietRedis()
 	timeout := o.Timeout

@@ -28,17 +28,15 @@ import (
 
 func init() {
 	filter.Register(filter.PluginInfo{
-		Type: "clamav",
-		New:  func() filter.Plugin { return new(Filter) },
-		// clamd's MaxThreads (docs/scanners.md, clamd limits): more
-		// scans at once only wait in clamd's queue, each holding a
-		// connection and, past MaxQueue, being refused.
+		Type:          "clamav",
+		New:           func() filter.Plugin { return new(Filter) },
 		MaxConcurrent: DefaultMaxConcurrent,
 	})
 }
 
-// DefaultMaxConcurrent is max_concurrent's default: clamd's built-in
-// MaxThreads (docs/scanners.md, clamd limits).
+// DefaultMaxConcurrent is clamd's built-in MaxThreads (docs/scanners.md,
+// clamd limits): more scans only wait in clamd's queue, each holding a
+// connection, and past MaxQueue are refused.
 const DefaultMaxConcurrent = 10
 
 // The values of the action key.
@@ -70,24 +68,18 @@ const DefaultMaxStream yamlconf.ByteSize = 25 << 20
 // DefaultQuarantineMaxBytes is quarantine_max_bytes's default.
 const DefaultQuarantineMaxBytes yamlconf.ByteSize = 1 << 30
 
-// maxHeader bounds the header read to build a notice: textproto.ReadHeader
-// has no limit of its own.
+// maxHeader bounds the notice's header read; textproto.ReadHeader has none.
 const maxHeader = 1 << 20
 
-// maxNoticeField bounds a field the notice copies from the original, in
-// octets, unfolded, name included: enough for a sender, a subject or a
-// short list of recipients, too little to carry much else.
+// maxNoticeField fits a sender, a subject or a few recipients, no more.
 const maxNoticeField = 200
 
-// Filter is the "clamav" filter. A clean message gets "X-Virus-Scanned:
-// clean (ClamAV via pop3proxy)". The notice that replaces an infected
-// message is a short text/plain message naming the virus and the
-// quarantine file, with the original's From, To, Cc, Date, Subject (behind
-// "[VIRUS REMOVED] ") and Message-ID, the first of each, byte for byte, if
-// it is at most 200 octets long unfolded and printable text; a field that
-// is not is left out. clamd scans the notice before it is delivered; if it
-// finds anything in it, or cannot scan it, a notice that copies nothing
-// from the original is delivered instead.
+// Filter is the "clamav" filter. A clean message gets CleanValue in
+// X-Virus-Scanned. An infected one is replaced by a notice naming the
+// virus and the quarantine file, with the first From, To, Cc, Date,
+// Subject (behind SubjectPrefix) and Message-ID of the original that are
+// printable and at most 200 octets unfolded; if clamd finds anything in
+// it or cannot scan it, one that copies nothing is delivered instead.
 //
 //	filters:
 //	- type: clamav
@@ -100,51 +92,30 @@ const maxNoticeField = 200
 //	  max_stream: 25MiB        # clamd's StreamMaxLength; larger messages fall under the oversize policy
 //	  max_concurrent: 10       # clamd's MaxThreads; more scans wait for a turn
 //
-// max_concurrent (a key of every filter, see filter.PluginInfo) is how
-// many messages the filter sends to clamd at once, over all sessions; the
-// others wait for a turn within timeout. The default, 10, is clamd's
-// built-in MaxThreads (Debian sets 12); set it to the MaxThreads of your
-// clamd.conf, less what other clients of that clamd use (docs/scanners.md,
-// clamd limits). 0 means no limit.
-//
-// A message larger than max_stream, or than clamd's StreamMaxLength, is
-// not scanned: Judge returns an error wrapping filter.ErrTooLarge, and the
-// chain's oversize policy (tag, pass or reject) decides, not on_error,
-// because no retry can scan it. The proxy refuses to start with a max_size
-// above max_stream (filter.StreamLimiter).
+// Set max_concurrent (see filter.PluginInfo; 0: no limit) to clamd.conf's
+// MaxThreads (Debian: 12) less what its other clients use.
 type Filter struct {
 	// Address is clamd's socket, unix:///path or tcp://host:port. Required.
 	Address string `yaml:"address"`
-	// Action is what a virus hit does: "replace" (default) delivers the
-	// notice instead; "reject" answers the RETR with -ERR and leaves the
-	// message on the server; "tag" delivers the message with
-	// X-Virus-Status: Infected and X-Virus-Name.
+	// Action on a virus: "replace" (default) delivers the notice instead;
+	// "reject" answers the RETR with -ERR, leaving the message on the
+	// server; "tag" adds X-Virus-Status: Infected and X-Virus-Name.
 	Action string `yaml:"action"`
-	// QuarantineDir, when set, is an existing directory (absolute path)
-	// where the original of every message replaced or rejected for a virus
-	// is stored, once per content (a rejected message comes back at every
-	// poll), as <UTC time>-<16 hex digits of its SHA-256>.eml, mode 0600.
-	// The proxy does not create it; mail is private, so make it 0700. If
-	// storing fails, the message is not delivered, whatever on_error says.
+	// QuarantineDir, if set, is an existing absolute directory (make it 0700)
+	// keeping each original replaced or rejected for a virus once per content
+	// as <UTC time>-<16 hex of its SHA-256>.eml, mode 0600. If storing fails,
+	// the message is not delivered, whatever on_error says.
 	QuarantineDir string `yaml:"quarantine_dir"`
-	// QuarantineMaxBytes is the most QuarantineDir may hold: the sizes of
-	// the regular files in it (whatever their names; subdirectories and
-	// symbolic links do not count), measured at start, plus what the
-	// filter stores. An infected message that would take it over the limit
-	// is not stored and not delivered: the client gets -ERR [SYS/TEMP] and
-	// the message stays on the server, whatever on_error says, and an
-	// error is logged, at most once a minute, with the number of messages
-	// refused since the last such entry. Raise the limit or remove files
-	// from the directory; the filter measures the directory again before it
-	// refuses, so removed files count at once, without a restart. Default
-	// 1GiB; 0 is refused: to keep no originals, leave quarantine_dir empty.
+	// QuarantineMaxBytes bounds QuarantineDir's regular files, measured at
+	// start and before a refusal (so removed files count at once). A message
+	// that would pass it is neither stored nor delivered (-ERR [SYS/TEMP],
+	// whatever on_error says), logged at most once a minute. Default 1GiB;
+	// 0 is refused: to keep no originals, leave quarantine_dir empty.
 	QuarantineMaxBytes *yamlconf.ByteSize `yaml:"quarantine_max_bytes"`
-	// MaxStreamSize (key max_stream) is the largest message sent to
-	// clamd; a larger one is an error wrapping ErrTooLarge (and so
-	// filter.ErrTooLarge), never clean. It should equal clamd's
-	// StreamMaxLength, and clamd's MaxFileSize should be at least as large:
-	// clamd answers "stream: OK" without scanning a stream above
-	// MaxFileSize (docs/scanners.md, clamd limits). Default 25MiB.
+	// MaxStreamSize (key max_stream, default 25MiB) is the largest message
+	// sent to clamd: set clamd's StreamMaxLength to it and MaxFileSize at
+	// least as large, or clamd answers "stream: OK" without scanning
+	// (docs/scanners.md, clamd limits).
 	MaxStreamSize yamlconf.ByteSize `yaml:"max_stream"`
 
 	log    *zap.Logger
@@ -160,13 +131,11 @@ type Filter struct {
 	gen *generationMemo // made by Provision
 }
 
-// generationInterval is how long clamd's VERSION answer is reused: a
-// verdict cache asks for every message, clamd reloads its signatures at
-// most every few minutes (freshclam's checks).
+// generationInterval: a verdict cache asks for every message, and clamd
+// reloads its signatures at most every few minutes (freshclam's checks).
 var generationInterval = 5 * time.Second
 
-// generationMemo is clamd's last VERSION answer (or failure) and when it
-// came. One question is asked at a time; the others wait for its answer.
+// generationMemo asks one VERSION at a time; the others wait for its answer.
 type generationMemo struct {
 	mu  sync.Mutex
 	at  time.Time
@@ -174,10 +143,8 @@ type generationMemo struct {
 	err error
 }
 
-// Generation implements filter.Generational: clamd's VERSION answer
-// carries its signature database version (docs/scanners.md, Commands and
-// framing), so a cached verdict is not replayed after a signature update.
-// clamd is asked at most every 5 seconds.
+// Generation implements filter.Generational with VERSION, whose signature
+// database version (docs/scanners.md, Commands and framing) bars stale verdicts.
 func (c *Filter) Generation(ctx context.Context) (string, error) {
 	if c.gen == nil {
 		return "", errors.New("clamav filter used before Provision")
@@ -197,8 +164,7 @@ func (c *Filter) Generation(ctx context.Context) (string, error) {
 	return v, err
 }
 
-// Provision checks the configuration. It does not contact clamd, which may
-// start after the proxy.
+// Provision does not contact clamd, which may start after the proxy.
 func (c *Filter) Provision(env filter.Env) error {
 	c.log = env.Logger
 	if c.log == nil {
@@ -258,8 +224,7 @@ func (c *Filter) Ping(ctx context.Context) error {
 	return nil
 }
 
-// MaxStream implements filter.StreamLimiter: a message larger than
-// max_stream is never scanned, so max_size must not exceed it.
+// MaxStream implements filter.StreamLimiter: max_size may not exceed it.
 func (c *Filter) MaxStream() (int64, string) {
 	if c.MaxStreamSize == 0 {
 		return int64(DefaultMaxStream), "max_stream"
@@ -267,7 +232,6 @@ func (c *Filter) MaxStream() (int64, string) {
 	return int64(c.MaxStreamSize), "max_stream"
 }
 
-// dirBytes returns the total size of the regular files in dir.
 func dirBytes(dir string) (int64, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -358,9 +322,8 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	if qerr != nil {
 		var full *quarantineFullError
 		if errors.As(qerr, &full) {
-			// A hostile upstream can cause one refusal per RETR; the chain
-			// logs each failure, so this entry only has to reach the
-			// administrator.
+			// A hostile upstream can cause one refusal per RETR, each
+			// logged by the chain; this only has to reach the administrator.
 			if n, ok := c.full.note(time.Now()); ok {
 				c.log.Error("quarantine full: infected messages are left on the server until you raise quarantine_max_bytes or remove files from quarantine_dir",
 					zap.String("dir", c.QuarantineDir), zap.Int64("stored", full.stored), zap.Int64("size", full.size),
@@ -392,8 +355,7 @@ func (c *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	}, nil
 }
 
-// notice returns the message that replaces m: the notice with m's fields
-// if clamd finds it clean, else one that copies nothing from m. Fields a
+// notice copies m's fields only if clamd finds the result clean: fields a
 // client shows can carry a virus (EICAR is printable text), and what
 // replaces an infected message must be clean.
 func (c *Filter) notice(ctx context.Context, m *filter.Message, virus, kept string, now time.Time) []byte {
@@ -411,8 +373,6 @@ func (c *Filter) notice(ctx context.Context, m *filter.Message, virus, kept stri
 	return buildNotice(nil, noticeHeaderWithheld, virus, kept, now)
 }
 
-// quarantineFullError is a message refused because storing it would take
-// QuarantineDir over QuarantineMaxBytes.
 type quarantineFullError struct {
 	stored, limit, size int64
 }
@@ -421,9 +381,8 @@ func (e *quarantineFullError) Error() string {
 	return fmt.Sprintf("quarantine_dir holds %d bytes; storing %d more would pass quarantine_max_bytes (%d)", e.stored, e.size, e.limit)
 }
 
-// quarantine stores m in QuarantineDir and returns the file's name. No
-// partial message ever has a final name. m is read twice, for its hash
-// and for the copy, and never held in memory.
+// quarantine returns the file's name; no partial message ever has a final
+// name, and m is read twice (hash, copy) rather than held in memory.
 func (c *Filter) quarantine(ctx context.Context, m *filter.Message, now time.Time) (string, error) {
 	select {
 	case c.storing <- struct{}{}:
@@ -447,7 +406,6 @@ func (c *Filter) quarantine(ctx context.Context, m *filter.Message, now time.Tim
 	}
 	limit, size := int64(*c.QuarantineMaxBytes), m.Size()
 	if c.stored+size > limit {
-		// Files the administrator removed make room without a restart.
 		if measured, err := dirBytes(c.QuarantineDir); err == nil {
 			c.stored = measured
 		}
@@ -489,8 +447,7 @@ func (c *Filter) quarantine(ctx context.Context, m *filter.Message, now time.Tim
 	return name, nil
 }
 
-// refusalLog lets one refusal a minute through to the log, with the number
-// of refusals since the last one logged.
+// refusalLog lets one refusal a minute through, counting the others.
 type refusalLog struct {
 	mu    sync.Mutex
 	last  time.Time
@@ -509,8 +466,7 @@ func (r *refusalLog) note(now time.Time) (int, bool) {
 	return n, true
 }
 
-// noticeFields are kept in the notice, so that the client lists and
-// threads it where the original would be.
+// noticeFields let the client list and thread the notice as the original.
 var noticeFields = []string{"From", "To", "Cc", "Date", "Subject", "Message-ID"}
 
 // noticeHeader says what the notice shows of the original's header.
@@ -523,10 +479,8 @@ const (
 	noticeHeaderWithheld                     // nothing: the notice with fields was not clean
 )
 
-// virusNotice builds the message delivered instead of an infected one,
-// with the noticeFields of orig's header that safeNoticeField accepts; it
-// reads at most maxHeader bytes of orig. kept is the quarantine file's
-// name or ""; the path would show the proxy's file system layout.
+// virusNotice: kept is the quarantine file's name, not its path, which
+// would show the proxy's file system layout.
 func virusNotice(orig io.Reader, virus, kept string, now time.Time) []byte {
 	fields, ok := headerFields(orig)
 	if !ok {
@@ -623,9 +577,8 @@ func buildNotice(fields []headerField, state noticeHeader, virus, kept string, n
 	return b.Bytes()
 }
 
-// safeNoticeField accepts a raw field (CRLF line ends, as textproto
-// returns it) that is at most maxNoticeField octets unfolded and printable
-// text: ASCII or UTF-8 (RFC 6532), white space, no control or format
+// safeNoticeField accepts a raw field (CRLF line ends) of printable ASCII
+// or UTF-8 (RFC 6532) and white space, without control or format
 // characters (a bare CR, NUL, a bidirectional override).
 func safeNoticeField(raw []byte) bool {
 	unfolded := bytes.ReplaceAll(bytes.TrimSuffix(raw, []byte("\r\n")), []byte("\r\n"), nil)
@@ -645,7 +598,6 @@ type headerField struct {
 	raw  []byte
 }
 
-// headerFields reads the header of msg, at most maxHeader bytes of it.
 func headerFields(msg io.Reader) ([]headerField, bool) {
 	src := &io.LimitedReader{R: msg, N: maxHeader}
 	br := bufio.NewReader(src)
@@ -673,8 +625,6 @@ func headerFields(msg io.Reader) ([]headerField, bool) {
 	return fields, true
 }
 
-// prefixSubject puts SubjectPrefix in front of a raw Subject field's
-// value, keeping the rest of its bytes.
 func prefixSubject(raw []byte) []byte {
 	colon := bytes.IndexByte(raw, ':')
 	start := colon + 1

@@ -1,8 +1,5 @@
 package clamav
 
-// The clamd client, one INSTREAM scan per connection. docs/scanners.md
-// describes the protocol.
-
 import (
 	"bytes"
 	"context"
@@ -25,21 +22,18 @@ const (
 	// clamdMaxReply is far above any real "stream: <name> FOUND".
 	clamdMaxReply = 4 << 10
 
-	// clamdFallbackTimeout applies if the context has no deadline.
 	clamdFallbackTimeout = 30 * time.Second
 
 	// clamdMaxName bounds a virus name; official ones are under 100 bytes.
 	clamdMaxName = 200
 )
 
-// clamdCommand must carry the z or n prefix (docs/scanners.md, Commands
-// and framing).
+// clamdCommand needs the z or n prefix (docs/scanners.md, Commands and framing).
 const clamdCommand = "zINSTREAM\x00"
 
-// ErrTooLarge means a message was not scanned because it is larger than
-// max_stream or than clamd's StreamMaxLength. It is an error, never clean.
-// It wraps filter.ErrTooLarge: no retry can make the message smaller, so
-// the chain applies its oversize policy, not on_error.
+// ErrTooLarge: a message over max_stream or clamd's StreamMaxLength is not
+// scanned and never clean. It wraps filter.ErrTooLarge: no retry can make
+// it smaller, so the chain applies its oversize policy, not on_error.
 var ErrTooLarge error = &wrappingError{text: "message too large for clamd", wrapped: filter.ErrTooLarge}
 
 // wrappingError is a sentinel error that is also another one.
@@ -51,8 +45,7 @@ type wrappingError struct {
 func (e *wrappingError) Error() string { return e.text }
 func (e *wrappingError) Unwrap() error { return e.wrapped }
 
-// messageReadError is a failure to read the message being sent (a spool
-// file's I/O error), not a failure of clamd.
+// messageReadError is a failure to read the message (spool I/O), not clamd's.
 type messageReadError struct{ err error }
 
 func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
@@ -62,17 +55,15 @@ func (e *messageReadError) Unwrap() error { return e.err }
 // zero-length chunk (docs/scanners.md, clamd replies).
 var errClamdNoReply = errors.New("clamd closed the connection without a reply")
 
-// clamdClient holds only configuration, so it is safe for concurrent use;
-// clamd answers one command per connection.
+// clamdClient holds only configuration; clamd takes one command a connection.
 type clamdClient struct {
 	network   string // "unix" or "tcp"
 	address   string // socket path or host:port
 	maxStream int64
 }
 
-// scan sends the size bytes of msg to clamd and returns the virus name,
-// "" for clean. Every failure is an error, never clean (docs/scanners.md,
-// clamd replies).
+// scan returns the virus name, "" for clean; every failure is an error,
+// never clean (docs/scanners.md, clamd replies).
 func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (string, error) {
 	// Nothing is sent that clamd would refuse or pass unscanned
 	// (docs/scanners.md, clamd limits).
@@ -88,8 +79,7 @@ func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (stri
 	werr := writeClamdStream(conn, msg, size)
 	var merr *messageReadError
 	if errors.As(werr, &merr) {
-		// The stream ends without its zero-length chunk, so clamd scans
-		// nothing and will not answer (docs/scanners.md, clamd replies).
+		// clamd got no terminator, so it scans nothing and will not answer.
 		return "", fmt.Errorf("clamd %s: %w", c.where(), werr)
 	}
 	// After a failed write the reply, which says why, is still there to
@@ -112,9 +102,8 @@ func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (stri
 	return virus, nil
 }
 
-// fail wraps the context's error when it has ended, or the connection's
-// deadline (the context's) passed, so that the chain reports a timeout as
-// "timed out" rather than as a closed socket.
+// fail reports the context's end or the connection's deadline (the
+// context's) as such, so the chain says "timed out", not a closed socket.
 func (c *clamdClient) fail(ctx context.Context, op string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("clamd %s: %s: %w", c.where(), op, cerr)
@@ -127,13 +116,10 @@ func (c *clamdClient) fail(ctx context.Context, op string, err error) error {
 
 func (c *clamdClient) where() string { return c.network + ":" + c.address }
 
-// writeClamdStream writes the command, the size bytes of msg in
-// length-prefixed chunks and the zero-length chunk (docs/scanners.md,
-// Commands and framing). The command goes out with the first chunk, the
-// terminator with the last, and each chunk is read straight into the
-// buffer it is sent from, so a message of any size costs one chunk of
-// memory. A failure to read msg is a *messageReadError, returned before the
-// terminator is sent.
+// writeClamdStream frames msg as docs/scanners.md, Commands and framing,
+// says. Each chunk is read straight into the buffer it is sent from, so a
+// message costs one chunk of memory; a failure to read msg is a
+// *messageReadError, returned before the terminator is sent.
 func writeClamdStream(w io.Writer, msg io.Reader, size int64) error {
 	first := int(min(size, clamdChunk))
 	buf := make([]byte, 0, len(clamdCommand)+4+first+4)
@@ -238,7 +224,6 @@ const (
 	clamdPong        = "PONG"
 )
 
-// ping sends zPING and expects PONG, within ctx (or the fallback timeout).
 func (c *clamdClient) ping(ctx context.Context) error {
 	reply, err := c.command(ctx, clamdPingCommand)
 	if err != nil {
@@ -250,7 +235,6 @@ func (c *clamdClient) ping(ctx context.Context) error {
 	return nil
 }
 
-// command sends a command that takes no data and returns clamd's reply.
 func (c *clamdClient) command(ctx context.Context, cmd string) (string, error) {
 	ctx, conn, done, err := c.connect(ctx)
 	if err != nil {
@@ -267,10 +251,9 @@ func (c *clamdClient) command(ctx context.Context, cmd string) (string, error) {
 	return reply, nil
 }
 
-// connect dials clamd within ctx, or within clamdFallbackTimeout if ctx
-// has no deadline, which it returns. The connection carries the deadline,
-// and the context's end closes it, which interrupts a blocked read or
-// write at once; done releases it all.
+// connect returns ctx, given clamdFallbackTimeout if it had no deadline.
+// The connection carries the deadline and the context's end closes it,
+// interrupting a blocked read or write at once; done releases it all.
 func (c *clamdClient) connect(ctx context.Context) (_ context.Context, conn net.Conn, done func(), err error) {
 	cancel := func() {}
 	if _, ok := ctx.Deadline(); !ok {
@@ -298,14 +281,12 @@ func (c *clamdClient) pingFail(ctx context.Context, err error) error {
 	return sockaddr.Cause(err)
 }
 
-// clamdVersionCommand asks for the engine and signature database versions
-// (docs/scanners.md, Commands and framing). The n form: the reply ends in
-// LF, which readClamdReply takes like NUL.
+// clamdVersionCommand (docs/scanners.md, Commands and framing) is the n
+// form: its reply ends in LF, which readClamdReply takes like NUL.
 const clamdVersionCommand = "nVERSION\n"
 
-// version returns clamd's answer to VERSION, "ClamAV 1.4.6/27000/<date>":
-// the database part changes with every signature update (and is missing
-// with only custom signatures loaded).
+// version returns "ClamAV 1.4.6/27000/<date>", whose database part changes
+// with every signature update (missing with only custom signatures).
 func (c *clamdClient) version(ctx context.Context) (string, error) {
 	reply, err := c.command(ctx, clamdVersionCommand)
 	if err != nil {

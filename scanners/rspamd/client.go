@@ -1,8 +1,5 @@
 package rspamd
 
-// The HTTP client for rspamd's /checkv2 and /ping. docs/scanners.md,
-// "rspamd", describes what rspamd 3.4 sends and expects.
-
 import (
 	"bytes"
 	"context"
@@ -31,20 +28,17 @@ const (
 	// responseHeaderTimeout backs up the context's deadline, which is the
 	// filter's timeout; rspamd itself answers within its task_timeout (8 s).
 	responseHeaderTimeout = 2 * time.Minute
-	// idleTimeout is shorter than the keep-alive timeouts of common
-	// reverse proxies (nginx: 75 s), so that a pooled connection is
-	// rarely one the server has just closed.
+	// idleTimeout is below common reverse proxies' keep-alive (nginx: 75 s),
+	// so a pooled connection is rarely one the server has just closed.
 	idleTimeout = 30 * time.Second
 	maxIdle     = 16
 
-	// fallbackTimeout applies if the context has no deadline.
 	fallbackTimeout = 30 * time.Second
 
 	userAgent = "pop3proxy"
 )
 
-// client holds rspamd's URLs and a pool of connections; it is safe for
-// concurrent use.
+// client is safe for concurrent use.
 type client struct {
 	base      string // for error messages: scheme://host:port[/path]
 	checkURL  string
@@ -90,15 +84,12 @@ func newClient(base *url.URL, password string) *client {
 	}
 }
 
-// envelope is what the request tells rspamd about the message besides
-// its bytes (see the package documentation, No SMTP envelope).
 type envelope struct {
 	from      string   // the From header: an address, "<>", or "" for none
 	rcpts     []string // one Rcpt header each
 	deliverTo string   // the Deliver-To header, "" for none
 }
 
-// reply is a decoded /checkv2 reply.
 type reply struct {
 	Action   string // normalised: "add header"
 	Score    float64
@@ -112,8 +103,7 @@ type symbol struct {
 	Score float64
 }
 
-// wireReply is the part of rspamd's JSON the plugin reads; pointers tell
-// a missing key from a zero.
+// wireReply's pointers tell a missing key from a zero.
 type wireReply struct {
 	Action        *string               `json:"action"`
 	Score         *float64              `json:"score"`
@@ -126,7 +116,6 @@ type wireSymbol struct {
 	Score float64 `json:"score"`
 }
 
-// statusError is a reply whose HTTP status is not 200.
 type statusError struct {
 	Status string // "401 Unauthorized"
 	Text   string // rspamd's {"error": ...}, or the start of the body
@@ -147,8 +136,7 @@ type messageReadError struct{ err error }
 func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
 func (e *messageReadError) Unwrap() error { return e.err }
 
-// check posts the message, streamed and with its exact size as
-// Content-Length, and returns rspamd's verdict.
+// check posts the message, streamed, with its exact size as Content-Length.
 func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (reply, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -180,10 +168,9 @@ func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (re
 		req.Header.Add("Rcpt", r)
 	}
 
-	// A failure to read the message is checked first, and again once the
-	// reply is in (the transport may still be sending when the reply
-	// comes): rspamd then got fewer bytes than Content-Length announced,
-	// and no reply can be about this message.
+	// A failed read of the message is checked before and after the reply
+	// (the transport may still be sending when it comes): rspamd then got
+	// fewer bytes than Content-Length said, and no reply is about it.
 	readFailed := func() error {
 		if rerr := src.failure(); rerr != nil {
 			return fmt.Errorf("rspamd %s: %w", c.base, &messageReadError{rerr})
@@ -218,8 +205,7 @@ func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (re
 	return rep, nil
 }
 
-// ping expects "pong" from GET /ping. Its errors do not name rspamd's
-// address, which filter.PingError adds.
+// ping's errors leave rspamd's address to filter.PingError.
 func (c *client) ping(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -256,7 +242,6 @@ func (c *client) setHeaders(req *http.Request) {
 	}
 }
 
-// fail reports a failed exchange with rspamd, naming it.
 func (c *client) fail(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("rspamd %s: %w", c.base, withContext(ctx, op, err))
 }
@@ -270,8 +255,7 @@ func withContext(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// readBounded reads r to its end, failing once it has more than max
-// bytes.
+// readBounded reads r to its end, failing beyond max bytes.
 func readBounded(r io.Reader, max int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
@@ -296,8 +280,6 @@ func newStatusError(resp *http.Response, body []byte) *statusError {
 	return e
 }
 
-// parseReply decodes a /checkv2 reply. action, score and required_score
-// must be there; a reply without them is not a verdict.
 func parseReply(body []byte) (reply, error) {
 	var w wireReply
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -323,9 +305,8 @@ func parseReply(body []byte) (reply, error) {
 	return rep, nil
 }
 
-// messageSource opens readers over the message for the request body and
-// remembers the first error reading it, which the transport reports only
-// as a failed request.
+// messageSource remembers the first error reading the message, which the
+// transport reports only as a failed request.
 type messageSource struct {
 	m   *filter.Message
 	mu  sync.Mutex

@@ -16,8 +16,7 @@ const (
 	// maxHeaderScan bounds the bytes read for the envelope fields: a
 	// header past it is the sender's padding, not an MTA's.
 	maxHeaderScan = 256 << 10
-	// maxFieldScan bounds one unfolded field; longer ones are skipped.
-	maxFieldScan = 16 << 10
+	maxFieldScan  = 16 << 10
 	// maxRcpts bounds the Rcpt headers; rspamd's RCPT_COUNT rules stop
 	// distinguishing at 20 and its max_recipients is 1024.
 	maxRcpts = 100
@@ -25,10 +24,7 @@ const (
 	maxAddress = 254
 )
 
-// envelopeOf reads the message's header for the request headers that
-// stand in for the SMTP envelope (see the package documentation, No SMTP
-// envelope). An address that cannot be read is left out; only a failure
-// to read the message is an error.
+// envelopeOf skips unreadable addresses; only a failed read is an error.
 func envelopeOf(m *filter.Message) (envelope, error) {
 	env := envelope{deliverTo: headerSafe(m.Meta.User)}
 	var returnPath, from string
@@ -70,11 +66,9 @@ func envelopeOf(m *filter.Message) (envelope, error) {
 	return env, nil
 }
 
-// scanHeader calls field for every header field of r, unfolded, up to the
-// empty line that ends the header or the end of r. Lines that are not
-// fields (an mbox "From " line, a line without a colon) are skipped, as
-// are fields longer than maxFieldScan and a field cut off by the
-// maxHeaderScan limit. Line ends may be CRLF or LF.
+// scanHeader calls field for every unfolded header field of r, skipping
+// non-field lines (mbox "From "), fields over maxFieldScan and one cut off
+// at maxHeaderScan.
 func scanHeader(r io.Reader, field func(name, value string)) error {
 	// One line is at most maxHeaderScan bytes: the reader ends there.
 	br := bufio.NewReader(io.LimitReader(r, maxHeaderScan))
@@ -137,8 +131,7 @@ func splitField(b []byte) (name, value string, ok bool) {
 // often has: anything with an @ between delimiters.
 var addressLike = regexp.MustCompile(`[^\s<>()\[\],;:"@]+@[^\s<>()\[\],;:"@]+`)
 
-// addresses returns the addresses of an address-list field, those fit for
-// a request header only.
+// addresses returns those of a field's addresses fit for a request header.
 func addresses(value string) []string {
 	var out []string
 	if list, err := mail.ParseAddressList(value); err == nil {
@@ -157,8 +150,7 @@ func addresses(value string) []string {
 	return out
 }
 
-// returnPathAddress reads Return-Path's "<address>"; "<>", the null
-// sender of a bounce, is passed on as it is, as rspamd takes it.
+// returnPathAddress passes on "<>", a bounce's null sender, as rspamd takes it.
 func returnPathAddress(value string) string {
 	v := strings.TrimSpace(value)
 	if v == "<>" {
@@ -170,9 +162,8 @@ func returnPathAddress(value string) string {
 	return ""
 }
 
-// headerSafe returns s if it can go into a request header as it is:
-// printable ASCII without spaces, at most maxAddress bytes; else "".
-// Addresses with other bytes (SMTPUTF8) are left out rather than altered.
+// headerSafe returns s if it is printable ASCII without spaces, else "":
+// addresses with other bytes (SMTPUTF8) are left out rather than altered.
 func headerSafe(s string) string {
 	if s == "" || len(s) > maxAddress {
 		return ""

@@ -18,10 +18,9 @@ const (
 	maxMilterValue = 4096
 )
 
-// rspamdFields are the X-* fields of the routines of rspamd 3.4's
-// milter_headers module under their default names. They are removed
-// whether or not the reply names them: a message rspamd decides before
-// its rules run (GTUBE, a pre-result) gets no milter block, and a sender's
+// rspamdFields are rspamd 3.4's milter_headers X-* fields by default name,
+// removed even when the reply does not name them: a message decided before
+// the rules run (GTUBE, a pre-result) gets no milter block, and a sender's
 // forged X-Spamd-Result would otherwise stay next to the verdict.
 var rspamdFields = []string{
 	"X-OS-Fingerprint", "X-Rspamd-Action", "X-Rspamd-Fuzzy", "X-Rspamd-Pre-Result",
@@ -29,17 +28,12 @@ var rspamdFields = []string{
 	"X-Stat-Signature", "X-Virus",
 }
 
-// milterEdits turns the "milter" block of a /checkv2 reply into header
-// edits: the message's own fields of every name in rspamdFields,
-// add_headers or remove_headers are removed (so a sender cannot forge
-// rspamd's fields), and the fields of add_headers are added, each value made one line of
-// printable ASCII (the chain folds it again). Only X-* names and
-// Authentication-Results are taken: rspamd decides spam fields, not the
-// message's structure, and the proxy is no place to drop a DKIM-Signature.
-// The plugin's own X-Spam-Flag, X-Spam-Status and X-Spam-Level (rspamd's
-// "x-spam-status" and "x-spam-level" routines) are ignored, as is the
-// occurrence number of remove_headers: every field of a name goes.
-// skipped describes what was left out, for the log.
+// milterEdits removes the message's fields of every name in rspamdFields,
+// add_headers or remove_headers (so a sender cannot forge rspamd's) and
+// adds add_headers' fields. Only X-* names and Authentication-Results are
+// taken: rspamd decides spam, not the message's structure, and the proxy
+// is no place to drop a DKIM-Signature. The plugin's own X-Spam-* fields
+// are ignored, as is remove_headers' occurrence number: all fields go.
 func milterEdits(raw json.RawMessage) (edits []filter.Edit, skipped []string) {
 	removed := map[string]bool{} // lower-case names already removed
 	remove := func(name string) {
@@ -98,8 +92,7 @@ func milterEdits(raw json.RawMessage) (edits []filter.Edit, skipped []string) {
 	return append(edits, adds...), skipped
 }
 
-// milterName reports whether a field of this name may be taken from
-// rspamd, and whether it is one the plugin writes itself.
+// milterName: ok if rspamd may set the field, own if the plugin writes it.
 func milterName(name string) (ok, own bool) {
 	if len(name) > maxMilterName || filter.CheckFieldName(name) != nil {
 		return false, false
@@ -149,11 +142,9 @@ func milterValues(raw json.RawMessage) ([]string, bool) {
 	return values, true
 }
 
-// milterValue makes one line of printable ASCII of a value: rspamd folds
-// its fields with CRLF or bare CR and a tab (docs/scanners.md, rspamd
-// replies), and option strings may quote the message's own bytes.
-// Control characters become spaces, other bytes '?', runs of spaces one,
-// and the result is cut at maxMilterValue.
+// milterValue makes one line of printable ASCII (the chain folds it
+// again): rspamd folds with CRLF or bare CR and a tab (docs/scanners.md,
+// rspamd replies), and option strings may quote the message's own bytes.
 func milterValue(v string) string {
 	b := []byte(v)
 	for i, c := range b {

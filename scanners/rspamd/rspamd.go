@@ -19,33 +19,26 @@ import (
 
 func init() {
 	filter.Register(filter.PluginInfo{
-		Type: "rspamd",
-		New:  func() filter.Plugin { return new(Filter) },
-		// rspamd's workers are event-driven and take any number of
-		// connections (a normal worker's max_tasks is 0, no limit), so
-		// this is the only bound on the load the proxy puts on rspamd.
+		Type:          "rspamd",
+		New:           func() filter.Plugin { return new(Filter) },
 		MaxConcurrent: DefaultMaxConcurrent,
 	})
 }
 
-// DefaultMaxConcurrent is max_concurrent's default. A check keeps rspamd's
-// CPU busy for tens of milliseconds and then mostly waits for DNS (RBLs,
-// SPF, DKIM, DMARC); eight at once let those waits overlap on a small
-// host, while a burst of sessions cannot pile up hundreds of checks that
-// all run into rspamd's task_timeout (8 s) together.
+// DefaultMaxConcurrent is the only bound on the load on rspamd, whose
+// workers take any number of connections (max_tasks 0). A check mostly
+// waits for DNS after tens of ms of CPU; eight overlap those waits on a
+// small host without a burst piling up hundreds that hit task_timeout (8 s).
 const DefaultMaxConcurrent = 8
 
 const (
 	// DefaultAddress is the normal worker of Debian's rspamd.
 	DefaultAddress = "http://127.0.0.1:11333"
 
-	// DefaultMaxSize is spamassassin's (spamc's), for the same reason:
-	// spam is small, and checking time grows with size.
+	// DefaultMaxSize is spamc's: spam is small, and checking grows with size.
 	DefaultMaxSize yamlconf.ByteSize = 500 << 10
 
-	// maxMaxSize is rspamd's default max_message: it closes the
-	// connection without a reply for a longer message (docs/scanners.md,
-	// rspamd sizes and timing).
+	// maxMaxSize is rspamd's default max_message (docs/scanners.md, rspamd sizes and timing).
 	maxMaxSize yamlconf.ByteSize = 50 << 20
 
 	maxSubjectPrefix = 64
@@ -55,10 +48,8 @@ const (
 	maxSpamStars = 50
 )
 
-// Header fields the plugin writes; incoming ones are removed first, so
-// that a sender cannot forge a verdict. The names and their format are
-// the spamassassin plugin's, so that the mail client's rules work with
-// either.
+// The spamassassin plugin's fields, so that mail client rules work with
+// either; incoming ones are removed first so a sender cannot forge them.
 const (
 	spamFlagField   = "X-Spam-Flag"
 	spamStatusField = "X-Spam-Status"
@@ -78,39 +69,28 @@ const (
 //	    add_milter_headers: false
 //	    max_concurrent: 8
 //
-// Every message checked gets X-Spam-Status (and X-Spam-Level from 1 point
-// on, and X-Spam-Flag: YES for spam) in SpamAssassin's format, with
-// rspamd's action added; incoming fields of these names are removed. A
-// message over max_size is marked "X-Spam-Status: skipped (message larger
-// than N bytes)"; on_error does not apply. See the package documentation
-// for how the action decides spam.
+// Every checked message gets X-Spam-Status (with action=), X-Spam-Level
+// from 1 point and X-Spam-Flag: YES for spam; one over max_size gets
+// "X-Spam-Status: skipped (...)", and on_error does not apply.
 //
 // max_concurrent (a key of every filter, see filter.PluginInfo) is how
 // many messages the filter sends to rspamd at once, over all sessions;
 // the others wait for a turn within timeout. 0 means no limit.
 type Filter struct {
-	// Address is the base URL of an rspamd worker, http:// or https://
-	// with a host and a port, and optionally a path under which a reverse
-	// proxy serves rspamd; default DefaultAddress.
+	// Address is an rspamd worker's http:// or https:// URL with host, port
+	// and optionally a reverse proxy's path; default DefaultAddress.
 	Address string `yaml:"address"`
-	// Password, if set, is sent in the Password header, which the
-	// controller worker wants from clients outside its secure_ip. The
-	// normal worker ignores it.
+	// Password is sent in the Password header, which the controller wants
+	// from clients outside its secure_ip; the normal worker ignores it.
 	Password string `yaml:"password"`
-	// SubjectPrefix, if not empty, is put in front of the Subject of spam,
-	// followed by a space. Printable ASCII, at most 64 characters. Off by
-	// default: nearly every DKIM signature covers the Subject (RFC 6376
-	// §5.4.1), so changing it breaks the signature.
+	// SubjectPrefix, if set, goes before the Subject of spam with a space;
+	// printable ASCII, at most 64 characters. Off by default: nearly every
+	// DKIM signature covers the Subject (RFC 6376 §5.4.1).
 	SubjectPrefix string `yaml:"subject_prefix"`
-	// MaxSize is the largest message sent to rspamd, at most 50MiB
-	// (rspamd's own max_message). Default 500KiB.
+	// MaxSize: default 500KiB, at most 50MiB (rspamd's own max_message).
 	MaxSize yamlconf.ByteSize `yaml:"max_size"`
-	// AddMilterHeaders also adds the fields rspamd returns under
-	// milter.add_headers (those of its milter_headers module, such as
-	// X-Spamd-Result), after removing the message's own fields of those
-	// names and of the module's other default names. Only X-* fields and
-	// Authentication-Results are taken, never the plugin's own
-	// X-Spam-Flag, X-Spam-Status and X-Spam-Level (see milterEdits).
+	// AddMilterHeaders also adds the X-* and Authentication-Results fields of
+	// rspamd's milter_headers module (such as X-Spamd-Result); see milterEdits.
 	AddMilterHeaders bool `yaml:"add_milter_headers"`
 
 	log    *zap.Logger
@@ -118,8 +98,7 @@ type Filter struct {
 	prefix string
 }
 
-// Provision checks the configuration. It does not contact rspamd, which
-// may start after the proxy.
+// Provision does not contact rspamd, which may start after the proxy.
 func (f *Filter) Provision(env filter.Env) error {
 	f.log = env.Logger
 	if f.log == nil {
@@ -159,8 +138,6 @@ func (f *Filter) Provision(env filter.Env) error {
 	return nil
 }
 
-// parseAddress checks the address key and returns the base URL without a
-// trailing slash.
 func parseAddress(addr string) (*url.URL, error) {
 	const hint = "use http://host:port (rspamd's normal worker: " + DefaultAddress + ")"
 	u, err := url.Parse(addr)
@@ -216,10 +193,9 @@ func checkPassword(p string) error {
 	return nil
 }
 
-// normaliseSubjectPrefix returns subject_prefix with one trailing space,
-// as the spamassassin plugin does. It is spliced into the raw Subject, so
-// a CR or LF would inject header lines; 8-bit text is refused because
-// header fields are ASCII (RFC 5322 §2.2) unless RFC 2047-encoded.
+// normaliseSubjectPrefix adds one space, as the spamassassin plugin does. It
+// is spliced into the raw Subject, so a CR or LF would inject header lines;
+// 8-bit text is refused: fields are ASCII (RFC 5322 §2.2) unless RFC 2047-encoded.
 func normaliseSubjectPrefix(p string) (string, error) {
 	if p == "" {
 		return "", nil
@@ -241,8 +217,7 @@ func normaliseSubjectPrefix(p string) (string, error) {
 	return t + " ", nil
 }
 
-// Judge asks rspamd for a verdict and returns the header edits that record
-// it. Spam is tagged with Continue, never rejected.
+// Judge asks rspamd for a verdict; spam is tagged, never rejected.
 func (f *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	if f.client == nil {
 		return filter.Verdict{}, errors.New("rspamd filter used without Provision")
@@ -336,9 +311,7 @@ func (f *Filter) Close() error {
 	return nil
 }
 
-// isSpam maps rspamd's action to the verdict (see the package
-// documentation). Actions come with spaces ("add header");
-// rspamd's configuration spells them with underscores, accepted too.
+// isSpam maps rspamd's normalised action to the verdict.
 func isSpam(action string) (bool, error) {
 	switch action {
 	case "no action", "greylist":
@@ -351,7 +324,7 @@ func isSpam(action string) (bool, error) {
 	return false, fmt.Errorf("rspamd answered the unknown action %s", quote(action))
 }
 
-// normaliseAction turns "add_header" into "add header".
+// normaliseAction turns the configuration's "add_header" into "add header".
 func normaliseAction(a string) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimSpace(a)), "_", " ")
 }
@@ -360,7 +333,6 @@ func normaliseAction(a string) string {
 // rspamd's scores having two significant decimals (0.05 points exist).
 func formatScore(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
 
-// spamStars returns X-Spam-Level's value, "" below one point.
 func spamStars(score float64) string {
 	if score < 1 {
 		return ""
@@ -372,11 +344,8 @@ func spamStars(score float64) string {
 	return strings.Repeat("*", n)
 }
 
-// spamStatus builds X-Spam-Status after SpamAssassin's default
-// "_YESNO_, score=_SCORE_ required=_REQD_ tests=_TESTS_", with rspamd's
-// action last. required is rspamd's required_score, the reject threshold.
-// The action goes in with underscores, so that the value stays a list of
-// key=value words.
+// spamStatus follows SpamAssassin's "_YESNO_, score=_SCORE_ required=_REQD_
+// tests=_TESTS_", then action= with underscores to keep key=value words.
 func spamStatus(spam bool, score, required string, tests []string, action string) string {
 	yesno := "No"
 	if spam {
@@ -397,11 +366,9 @@ const (
 	maxSymbolName  = 128
 )
 
-// statusTests returns the symbol names for X-Spam-Status, sorted. Names
-// other than letters, digits, '_', '.' and '-' are dropped and returned,
-// so that no broken or hostile reply puts a comma, space or line break
-// into the field. Beyond maxStatusTests, the symbols that moved the score
-// most are kept.
+// statusTests returns the sorted symbol names for X-Spam-Status, those that
+// moved the score most beyond maxStatusTests. Invalid names are dropped
+// and returned, so a hostile reply puts no comma, space or line break in.
 func statusTests(syms []symbol) (tests, dropped []string) {
 	valid := make([]symbol, 0, len(syms))
 	for _, s := range syms {
@@ -456,8 +423,7 @@ func validSymbol(s string) bool {
 	return true
 }
 
-// quote quotes and shortens untrusted text from rspamd or a message for
-// an error or a log line.
+// quote quotes and shortens untrusted text for an error or a log line.
 func quote(s string) string {
 	const max = 200
 	if len(s) > max {

@@ -18,8 +18,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
-// clamdStartTimeout is generous because CI runs many test binaries at once
-// on few cores.
+// clamdStartTimeout is generous: CI runs many test binaries on few cores.
 const (
 	clamdStartTimeout = 30 * time.Second
 	clamdStopTimeout  = 5 * time.Second
@@ -29,17 +28,15 @@ const (
 // the suffix of unofficial signatures (docs/scanners.md, clamd replies).
 const ClamdEICARVirus = "Eicar-Test-Signature-NDB.UNOFFICIAL"
 
-// clamdSignature is the one line of db/eicar.ndb (docs/scanners.md, A
-// clamd for tests).
+// clamdSignature is db/eicar.ndb (docs/scanners.md, A clamd for tests).
 func clamdSignature() string {
 	return "Eicar-Test-Signature-NDB:0:*:" + hex.EncodeToString(EICAR()) + "\n"
 }
 
 // ClamdOptions configures StartClamdWith.
 type ClamdOptions struct {
-	// StreamMaxLength is in clamd.conf's syntax: a number, optionally
-	// followed by K or M. Default "1M", so that tests reach the limit
-	// quickly.
+	// StreamMaxLength in clamd.conf's syntax (a number, optionally K or M);
+	// default "1M", so that tests reach the limit quickly.
 	StreamMaxLength string
 }
 
@@ -47,8 +44,7 @@ type ClamdOptions struct {
 type Clamd struct {
 	TCPAddr string // "127.0.0.1:port"
 	Socket  string // the unix socket's path
-	// Dir holds clamd.conf, db/eicar.ndb, the sockets, clamd.log and
-	// clamd's temporary files.
+	// Dir holds clamd.conf, db, the sockets, clamd.log and temporary files.
 	Dir string
 
 	logPath string
@@ -76,9 +72,8 @@ func StartClamd(t testing.TB) *Clamd {
 
 var clamdSize = regexp.MustCompile(`^[0-9]+[KkMm]?$`)
 
-// StartClamdWith runs clamd with only the EICAR signature (the official
-// databases take tens of seconds and a gigabyte of memory to load) and
-// waits until both sockets answer PING.
+// StartClamdWith loads only the EICAR signature (the official databases
+// take tens of seconds and a gigabyte of memory) and waits for PING.
 func StartClamdWith(t testing.TB, opt ClamdOptions) *Clamd {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "clamd")
@@ -155,8 +150,7 @@ func (c *Clamd) config(port int, streamMaxLength string) string {
 	return s.String()
 }
 
-// ClamdPing sends zPING to a clamd at network ("unix" or "tcp") and addr
-// and expects "PONG\x00" within 2 s.
+// ClamdPing expects "PONG\x00" to zPING within 2 s.
 func ClamdPing(network, addr string) error {
 	conn, err := net.DialTimeout(network, addr, time.Second)
 	if err != nil {

@@ -7,8 +7,7 @@ var eicarReversed = [...]string{
 	`DRADNATS-RACIE$}7)CC7)^P(45XZP\4[PA@%P!O5X`,
 }
 
-// EICAR returns the 68-byte EICAR anti-virus test file, a new slice on
-// every call.
+// EICAR returns the 68-byte anti-virus test file in a new slice.
 func EICAR() []byte {
 	var fwd []byte
 	for _, piece := range eicarReversed {

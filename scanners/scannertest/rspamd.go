@@ -26,9 +26,8 @@ import (
 
 const (
 	// rspamdStartTimeout is far above the 7 to 13 s rspamd 3.4 takes to
-	// answer /ping here without its compiled databases in rspamdCache
-	// (docs/scanners.md, A rspamd for tests): three of them starting
-	// together next to other test binaries on two cores took 24 s.
+	// answer /ping without rspamdCache (docs/scanners.md, A rspamd for
+	// tests); three starting next to other tests on two cores took 24 s.
 	rspamdStartTimeout = 60 * time.Second
 	rspamdStopTimeout  = 10 * time.Second
 
@@ -39,26 +38,19 @@ const (
 
 // RspamdOptions configures StartRspamdWith.
 type RspamdOptions struct {
-	// Password, if set, is the controller worker's password, required
-	// from every client: secure_ip names an address no test connects
-	// from. Letters, digits, '.', '_' and '-' only. Without it the
-	// controller keeps Debian's settings, which let loopback clients in
-	// without a password.
+	// Password, if set ([A-Za-z0-9._-]), is required from every controller
+	// client; without it, Debian's settings let loopback clients in.
 	Password string
-	// MilterHeaders is the milter_headers module's "use" list: the
-	// routines whose fields rspamd returns under milter.add_headers
-	// ("x-spamd-result", "authentication-results", ...). Default none,
-	// as in Debian's configuration.
+	// MilterHeaders is milter_headers' "use" list ("x-spamd-result", ...);
+	// default none, as in Debian's configuration.
 	MilterHeaders []string
 }
 
-// Rspamd is an rspamd started by StartRspamd, stopped and its directory
-// removed when the test ends.
+// Rspamd is an rspamd started by StartRspamd, gone when the test ends.
 type Rspamd struct {
 	Addr           string // the normal worker, "127.0.0.1:port"
 	ControllerAddr string // the controller worker, "127.0.0.1:port"
-	// Dir holds conf/local.d (the test's overrides of /etc/rspamd),
-	// db, run and log/rspamd.log.
+	// Dir holds conf/local.d (overrides of /etc/rspamd), db, run and log.
 	Dir string
 
 	daemon *testinfra.Daemon
@@ -66,26 +58,22 @@ type Rspamd struct {
 	dns    *nxdomainServer
 }
 
-// URL returns the normal worker's address as an rspamd filter's address
-// key.
+// URL returns the normal worker's address as a filter's address key.
 func (r *Rspamd) URL() string { return "http://" + r.Addr }
 
 // ControllerURL returns the controller worker's address.
 func (r *Rspamd) ControllerURL() string { return "http://" + r.ControllerAddr }
 
-// DNSQueries returns how many DNS queries rspamd sent to the test's
-// resolver, which answers every one "no such domain".
+// DNSQueries counts the queries rspamd sent to the test's resolver.
 func (r *Rspamd) DNSQueries() int64 { return r.dns.queries.Load() }
 
-// Log returns rspamd's output and log so far, a line for every message
-// checked.
+// Log returns rspamd's output and log so far, a line per message checked.
 func (r *Rspamd) Log() string { return r.launch.Output(0) }
 
 // LogTail returns the last n lines of rspamd's output and log.
 func (r *Rspamd) LogTail(n int) string { return r.launch.Output(n) }
 
-// Stop sends SIGTERM, then SIGKILL to rspamd's process group. It is
-// called when the test ends; calling it earlier, or twice, is fine.
+// Stop is called when the test ends; calling it earlier, or twice, is fine.
 func (r *Rspamd) Stop() error { return r.daemon.Stop(rspamdStopTimeout) }
 
 // StartRspamd runs rspamd with the default RspamdOptions.
@@ -99,14 +87,9 @@ var (
 	rspamdRoutine  = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 )
 
-// StartRspamdWith runs rspamd from Debian's configuration (/etc/rspamd)
-// with overrides in a temporary directory, and waits until its normal and
-// controller workers answer /ping (docs/scanners.md, A rspamd for tests).
-// Both workers listen on free loopback ports only; the proxy and fuzzy
-// workers do not run. rspamd resolves names through a resolver of the
-// test's own on loopback that answers every query "no such domain", so
-// that no query leaves the machine and no check waits for a DNS timeout.
-// As root, its workers run as _rspamd.
+// StartRspamdWith waits until rspamd's loopback workers answer /ping
+// (docs/scanners.md, A rspamd for tests). Its resolver answers every query
+// "no such domain", so that none leaves the machine or waits for a timeout.
 func StartRspamdWith(t testing.TB, opt RspamdOptions) *Rspamd {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "rspamd")
@@ -131,8 +114,7 @@ func StartRspamdWith(t testing.TB, opt RspamdOptions) *Rspamd {
 	if err := os.MkdirAll(localD, 0o755); err != nil {
 		t.Fatalf("scannertest: %v", err)
 	}
-	// rspamd's workers write their databases, hyperscan cache, sockets
-	// and log here after dropping privileges.
+	// rspamd's workers write here after dropping privileges.
 	var owner *user.User
 	if os.Geteuid() == 0 {
 		if owner, err = user.Lookup(rspamdUser); err != nil {
@@ -203,13 +185,10 @@ func StartRspamdWith(t testing.TB, opt RspamdOptions) *Rspamd {
 	return r
 }
 
-// rspamdCache keeps rspamd's compiled hyperscan databases between tests,
-// in the user's cache directory: compiling them (the TLD list above all,
-// 43 of their 48 MB) is most of rspamd's start-up, 7 to 25 s, against
-// 1.5 s with them (docs/scanners.md, A rspamd for tests). rspamd checks
-// each file it loads and recompiles one it cannot use, so the cache can
-// only save time. Its directory is named after the rspamd binary's
-// version, size and time, and is used only if nobody else may write it.
+// rspamdCache: compiling hyperscan databases (the TLD list above all, 43 of
+// their 48 MB) is most of rspamd's start-up, 7 to 25 s, against 1.5 s with
+// them (docs/scanners.md, A rspamd for tests). rspamd recompiles a file it
+// cannot use, so the cache can only save time.
 type rspamdCache struct{ dir string }
 
 func openRspamdCache(bin string) rspamdCache {
@@ -237,9 +216,8 @@ func openRspamdCache(bin string) rspamdCache {
 	return rspamdCache{dir: dir}
 }
 
-// rspamdCached reports whether a file of rspamd's DBDIR is a compiled
-// database: regular expressions (.hs, .hs.unser), multipatterns (.hsmp)
-// and regexp maps (.hsmc).
+// rspamdCached: regular expressions (.hs, .hs.unser), multipatterns
+// (.hsmp) and regexp maps (.hsmc).
 func rspamdCached(name string) bool {
 	for _, suffix := range []string{".hs", ".hs.unser", ".hsmp", ".hsmc"} {
 		if strings.HasSuffix(name, suffix) {
@@ -249,7 +227,6 @@ func rspamdCached(name string) bool {
 	return false
 }
 
-// seed copies the cached databases into db.
 func (c rspamdCache) seed(db string) error {
 	if c.dir == "" {
 		return nil
@@ -268,9 +245,8 @@ func (c rspamdCache) seed(db string) error {
 	return nil
 }
 
-// save adds to the cache the databases of db it lacks. Files appear under
-// their final names only once complete, so concurrent tests at worst copy
-// the same file twice.
+// save: files get their final names only once complete, so concurrent
+// tests at worst copy the same file twice.
 func (c rspamdCache) save(db string) {
 	if c.dir == "" {
 		return
@@ -319,27 +295,24 @@ func copyFile(src, dst string) error {
 	return os.Chmod(dst, 0o644)
 }
 
-// writeRspamdConfig writes the local.d overrides of Debian's
-// configuration. local.d files are included with priority 1, so their
-// keys replace those of /etc/rspamd (priority 0), bind_socket included.
+// writeRspamdConfig: local.d files have priority 1, so their keys replace
+// those of /etc/rspamd (priority 0), bind_socket included.
 func writeRspamdConfig(localD, normal, controller, dns string, opt RspamdOptions) error {
 	files := map[string]string{
-		// One process: the worker is asynchronous and serves the tests'
-		// concurrent requests alone.
+		// One asynchronous process serves the tests' concurrent requests.
 		"worker-normal.inc": fmt.Sprintf("bind_socket = %q;\ncount = 1;\n", normal),
 		// Disabled: Debian binds them to localhost:11332 and :11335, and
 		// the proxy forwards to localhost:11333, a system rspamd's port.
 		"worker-proxy.inc": "count = -1;\n",
 		"worker-fuzzy.inc": "count = -1;\n",
 		"options.inc":      fmt.Sprintf("dns {\n  nameserver = [%q];\n}\n", dns),
-		// Its servers (fuzzy1.rspamd.com...) are resolved at start through
-		// the system resolver, not rspamd's own.
+		// Its servers are resolved at start by the system resolver, not rspamd's.
 		"fuzzy_check.conf": "enabled = false;\n",
 	}
 	ctl := fmt.Sprintf("bind_socket = %q;\n", controller)
 	if opt.Password != "" {
-		// 192.0.2.1 (TEST-NET-1) replaces Debian's loopback secure_ip,
-		// which would let the tests in without the password.
+		// TEST-NET-1 replaces Debian's loopback secure_ip, which would
+		// let the tests in without the password.
 		ctl += fmt.Sprintf("password = %q;\nsecure_ip = \"192.0.2.1\";\n", opt.Password)
 	}
 	files["worker-controller.inc"] = ctl
@@ -359,8 +332,7 @@ func writeRspamdConfig(localD, normal, controller, dns string, opt RspamdOptions
 	return nil
 }
 
-// PingRspamd sends GET /ping to the rspamd worker at baseURL
-// ("http://127.0.0.1:11333") and expects "pong" within timeout.
+// PingRspamd expects "pong" to GET /ping at baseURL within timeout.
 func PingRspamd(baseURL string, timeout time.Duration) error {
 	c := &http.Client{Timeout: timeout, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Get(baseURL + "/ping")
@@ -378,8 +350,7 @@ func PingRspamd(baseURL string, timeout time.Duration) error {
 	return nil
 }
 
-// nxdomainServer is a DNS resolver on a loopback UDP port that answers
-// every query with NXDOMAIN, as for a name that does not exist.
+// nxdomainServer answers every query on a loopback UDP port with NXDOMAIN.
 type nxdomainServer struct {
 	conn    net.PacketConn
 	addr    string

@@ -16,8 +16,7 @@ import (
 )
 
 const (
-	// spamdReadyTimeout is far above spamd's usual second: a loaded CI
-	// runner compiling rules may take much longer.
+	// spamdReadyTimeout: spamd needs a second, a loaded CI runner far more.
 	spamdReadyTimeout = 60 * time.Second
 	spamdStopTimeout  = 10 * time.Second
 )
@@ -29,8 +28,7 @@ use_bayes 0
 bayes_auto_learn 0
 `
 
-// Spamd is a spamd started by StartSpamd, stopped and its directory
-// removed when the test ends.
+// Spamd is a spamd started by StartSpamd, gone when the test ends.
 type Spamd struct {
 	Addr string // "127.0.0.1:port"; the filter's address is "tcp://" + Addr
 	Dir  string // its pid file, spamd.log and site configuration (site/)
@@ -41,12 +39,9 @@ type Spamd struct {
 
 // SpamdOptions configures StartSpamdWith.
 type SpamdOptions struct {
-	// MaxChildren is spamd's --max-children: how many messages it checks
-	// at once; further connections wait in its listen queue. Default 1,
-	// which starts fastest and is enough for one message at a time;
-	// SpamdDefaultMaxChildren is what an installed spamd runs with.
-	// Children beyond the first are forked as connections arrive, as
-	// spamd does with its default --min-children of 1.
+	// MaxChildren is spamd's --max-children (default 1, which starts
+	// fastest); more are forked as connections arrive, as with spamd's
+	// default --min-children of 1.
 	MaxChildren int
 }
 
@@ -59,11 +54,9 @@ func StartSpamd(t testing.TB) *Spamd {
 	return StartSpamdWith(t, SpamdOptions{})
 }
 
-// StartSpamdWith starts spamd and waits until it answers PING. It runs
-// with local tests only (-L), no per-user configuration (-x), one child to
-// start with and at most opt.MaxChildren, the *.pre plugin lists of
-// /etc/spamassassin and spamdSiteConfig; as root, as nobody (-u), which
-// spamd would otherwise do with a warning.
+// StartSpamdWith waits until spamd answers PING. It runs with local tests
+// only (-L), no per-user configuration (-x), /etc/spamassassin's *.pre
+// and spamdSiteConfig; as root, as nobody (-u), as spamd would with a warning.
 func StartSpamdWith(t testing.TB, opt SpamdOptions) *Spamd {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "spamd")
@@ -131,8 +124,7 @@ func writeSpamdSiteConfig(site string) error {
 	return os.WriteFile(filepath.Join(site, "local.cf"), []byte(spamdSiteConfig), 0o644)
 }
 
-// PingSpamd sends PING to spamd at addr (host:port) and checks for the
-// PONG reply.
+// PingSpamd expects PONG to PING from spamd at addr (host:port).
 func PingSpamd(addr string, timeout time.Duration) error {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
@@ -153,8 +145,7 @@ func PingSpamd(addr string, timeout time.Duration) error {
 	return nil
 }
 
-// Stop sends SIGTERM, then SIGKILL to spamd and its process group. It is
-// called when the test ends; calling it earlier, or twice, is fine.
+// Stop is called when the test ends; calling it earlier, or twice, is fine.
 func (s *Spamd) Stop() error { return s.daemon.Stop(spamdStopTimeout) }
 
 // LogTail returns the last n lines of spamd's output and log.

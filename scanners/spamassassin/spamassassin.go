@@ -17,17 +17,14 @@ import (
 
 func init() {
 	filter.Register(filter.PluginInfo{
-		Type: "spamassassin",
-		New:  func() filter.Plugin { return new(Filter) },
-		// spamd's --max-children: its children each check one message at
-		// a time, and further connections wait unserved in its listen
-		// queue.
+		Type:          "spamassassin",
+		New:           func() filter.Plugin { return new(Filter) },
 		MaxConcurrent: DefaultMaxConcurrent,
 	})
 }
 
-// DefaultMaxConcurrent is max_concurrent's default: spamd's default
-// --max-children.
+// DefaultMaxConcurrent is spamd's default --max-children: each child checks
+// one message at a time, and more connections wait in its listen queue.
 const DefaultMaxConcurrent = 5
 
 const (
@@ -67,32 +64,21 @@ const (
 //	    user: ""
 //	    max_concurrent: 5              # spamd's --max-children
 //
-// Every message checked gets X-Spam-Status (and X-Spam-Level from 1 point
-// on, and X-Spam-Flag: YES for spam) in SpamAssassin's format; incoming
-// fields of these names are removed. A message over max_size is marked
-// "X-Spam-Status: skipped (message larger than N bytes)"; on_error does not
-// apply.
+// Every checked message gets X-Spam-Status, X-Spam-Level from 1 point and
+// X-Spam-Flag: YES for spam; one over max_size gets "X-Spam-Status: skipped
+// (message larger than N bytes)", and on_error does not apply.
 //
-// max_concurrent (a key of every filter, see filter.PluginInfo) is how
-// many messages the filter sends to spamd at once, over all sessions; the
-// others wait for a turn within timeout. The default, 5, is spamd's
-// default --max-children; set it to spamd's --max-children, less what
-// other clients of that spamd use. 0 means no limit.
-//
-// The message is streamed to spamd from filter.Message.Open, never held
-// in memory whole.
+// Set max_concurrent (see filter.PluginInfo; 0: no limit) to spamd's
+// --max-children less what its other clients use.
 type Filter struct {
-	// Address of spamd: tcp://host:port or unix:///path; default
-	// DefaultAddress.
+	// Address: tcp://host:port or unix:///path; default DefaultAddress.
 	Address string `yaml:"address"`
-	// SubjectPrefix, if not empty, is put in front of the Subject of spam,
-	// followed by a space. Printable ASCII, at most 64 characters. Off by
-	// default: nearly every DKIM signature covers the Subject (RFC 6376
-	// §5.4.1), so changing it breaks the signature; X-Spam-Flag is enough
-	// for a client's filter rules.
+	// SubjectPrefix, if set, goes before the Subject of spam with a space;
+	// printable ASCII, at most 64 characters. Off by default: nearly every
+	// DKIM signature covers the Subject (RFC 6376 §5.4.1), and X-Spam-Flag
+	// is enough for a client's filter rules.
 	SubjectPrefix string `yaml:"subject_prefix"`
-	// MaxSize is the largest message sent to spamd, at most 256MiB.
-	// Default 500KiB, as spamc.
+	// MaxSize: default 500KiB, as spamc; at most 256MiB.
 	MaxSize yamlconf.ByteSize `yaml:"max_size"`
 	// User, if set, is sent as spamd's User header, to select that user's
 	// SpamAssassin preferences (spamd without -x/--nouser-config, or with
@@ -105,8 +91,7 @@ type Filter struct {
 	prefix string
 }
 
-// Provision checks the configuration. It does not contact spamd, which may
-// start after the proxy.
+// Provision does not contact spamd, which may start after the proxy.
 func (s *Filter) Provision(env filter.Env) error {
 	s.name, s.log = env.Name, env.Logger
 	if s.log == nil {
@@ -146,10 +131,9 @@ func (s *Filter) Provision(env filter.Env) error {
 	return nil
 }
 
-// normaliseSubjectPrefix returns subject_prefix with one trailing space.
-// It is spliced into the raw Subject, so a CR or LF would inject header
-// lines; 8-bit text is refused because header fields are ASCII (RFC 5322
-// §2.2) unless RFC 2047-encoded.
+// normaliseSubjectPrefix adds one trailing space. Spliced into the raw
+// Subject, a CR or LF would inject header lines; 8-bit text is refused:
+// header fields are ASCII (RFC 5322 §2.2) unless RFC 2047-encoded.
 func normaliseSubjectPrefix(p string) (string, error) {
 	if p == "" {
 		return "", nil
@@ -171,8 +155,7 @@ func normaliseSubjectPrefix(p string) (string, error) {
 	return t + " ", nil
 }
 
-// checkSpamdUser refuses control characters in the user key, which goes
-// into a request header line.
+// checkSpamdUser: the user key goes into a request header line.
 func checkSpamdUser(u string) error {
 	if u == "" {
 		return nil
@@ -253,7 +236,6 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 // stays as spamd wrote it.
 func spamScore(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
 
-// spamStars returns X-Spam-Level's value, "" below one point.
 func spamStars(score float64) string {
 	if score < 1 {
 		return ""

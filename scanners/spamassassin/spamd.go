@@ -1,7 +1,6 @@
 package spamassassin
 
 // The spamd client: one SYMBOLS request per connection, as spamc does.
-// docs/scanners.md describes the protocol and spamd's replies.
 
 import (
 	"bufio"
@@ -23,7 +22,6 @@ const (
 	// spamdMaxReply is far above a real SYMBOLS reply (under 1 KiB).
 	spamdMaxReply = 64 << 10
 
-	// spamdFallbackTimeout applies if the context has no deadline.
 	spamdFallbackTimeout = 30 * time.Second
 )
 
@@ -90,10 +88,9 @@ func spamdRequest(verb string, msgLen int64, user string) []byte {
 // so that a small message goes out in one write.
 const spamdSendBuffer = 32 << 10
 
-// symbols checks the size bytes of msg, byte for byte, with SYMBOLS, which
-// returns the verdict and the rules that hit without rewriting the message
-// (docs/scanners.md, spamd replies); CHECK lacks the rule names. msg is
-// streamed, never held whole.
+// symbols uses SYMBOLS, which returns the verdict and the rules that hit
+// without rewriting the message (docs/scanners.md, spamd replies); CHECK
+// lacks the rule names. msg is streamed, never held whole.
 func (c *spamdClient) symbols(ctx context.Context, msg io.Reader, size int64) (spamdResult, error) {
 	if err := ctx.Err(); err != nil {
 		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
@@ -156,15 +153,13 @@ func (c *spamdClient) symbols(ctx context.Context, msg io.Reader, size int64) (s
 	return res, nil
 }
 
-// messageReadError is a failure to read the message being sent (a spool
-// file's I/O error), not a failure of spamd.
+// messageReadError is a failure to read the message (spool I/O), not spamd's.
 type messageReadError struct{ err error }
 
 func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
 func (e *messageReadError) Unwrap() error { return e.err }
 
-// writeSpamdRequest writes head and then exactly size bytes of msg. A
-// failure to read msg is a *messageReadError.
+// writeSpamdRequest: a failure to read msg is a *messageReadError.
 func writeSpamdRequest(w io.Writer, head []byte, msg io.Reader, size int64) error {
 	bw := bufio.NewWriterSize(w, spamdSendBuffer)
 	bw.Write(head)
@@ -384,10 +379,9 @@ func spamdFloat(s string) (float64, error) {
 
 const spamdMaxSymbol = 128
 
-// sanitiseSpamdSymbols splits the SYMBOLS body ("GTUBE,MSGID_SHORT") and
-// keeps only rule names (letters, digits, underscores, as SpamAssassin
-// requires): they go into X-Spam-Status, which a CR or LF from a broken or
-// hostile spamd must not reach. Other entries are dropped and reported.
+// sanitiseSpamdSymbols keeps only rule names (letters, digits, underscores,
+// as SpamAssassin requires) of "GTUBE,MSGID_SHORT": a hostile spamd's CR or
+// LF must not reach X-Spam-Status. Other entries are dropped and reported.
 func sanitiseSpamdSymbols(body string) (symbols, dropped []string) {
 	for _, s := range strings.Split(body, ",") {
 		s = strings.TrimSpace(s)
@@ -415,8 +409,7 @@ func spamdValidSymbol(s string) bool {
 	return true
 }
 
-// spamdQuote quotes and shortens untrusted text from spamd for an error or
-// a log line.
+// spamdQuote quotes and shortens untrusted text for an error or a log line.
 func spamdQuote(s string) string {
 	const max = 200
 	if len(s) > max {
@@ -425,8 +418,7 @@ func spamdQuote(s string) string {
 	return strconv.Quote(s)
 }
 
-// spamdCapReader reads at most n bytes from r and then fails with
-// errSpamdReplyTooLarge if r has more.
+// spamdCapReader fails with errSpamdReplyTooLarge past n bytes.
 type spamdCapReader struct {
 	r io.Reader
 	n int64
@@ -452,11 +444,9 @@ func (c *spamdCapReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// url is the address in the configuration's form, for messages.
 func (c *spamdClient) url() string { return c.network + "://" + c.address }
 
-// ping sends PING and expects "SPAMD/<version> 0 PONG" (docs/scanners.md,
-// spamd replies), within ctx (or the fallback timeout).
+// ping expects "SPAMD/<version> 0 PONG" (docs/scanners.md, spamd replies).
 func (c *spamdClient) ping(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

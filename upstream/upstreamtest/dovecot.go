@@ -34,26 +34,20 @@ const (
 type DovecotOptions struct {
 	// Users maps user names to passwords. Default {"alice": "alice-secret"}.
 	Users map[string]string
-	// TLS also serves implicit TLS (pop3s) on TLSAddr and offers STLS on
-	// Addr, with a certificate for 127.0.0.1, ::1 and "localhost" signed by a
-	// throwaway CA (CAFile, TLSConfig).
+	// TLS adds implicit TLS on TLSAddr and STLS on Addr, with a certificate
+	// for 127.0.0.1, ::1 and "localhost" from a throwaway CA (CAFile, TLSConfig).
 	TLS bool
-	// LockSession sets pop3_lock_session = yes: a second session gets
-	// "-ERR [IN-USE] Mailbox is locked by another POP3 session." to PASS,
-	// after Dovecot has waited about 10 s for the lock (a fixed timeout;
-	// mail_max_lock_timeout does not shorten it).
+	// LockSession sets pop3_lock_session = yes: a second session's PASS gets
+	// "-ERR [IN-USE] Mailbox is locked by another POP3 session." after about
+	// 10 s (a fixed timeout; mail_max_lock_timeout does not shorten it).
 	LockSession bool
-	// MaxUserIPConnections raises Dovecot's limit of sessions per user and
-	// client address (mail_max_userip_connections, 10 by default), for
-	// load tests that open more.
+	// MaxUserIPConnections raises mail_max_userip_connections (default 10).
 	MaxUserIPConnections int
-	// OAuth2, if set, also accepts OAuth 2.0 bearer tokens (XOAUTH2 and
-	// OAUTHBEARER), checked by an introspection endpoint.
+	// OAuth2, if set, also accepts OAuth 2.0 bearer tokens (see OAuth2Options).
 	OAuth2 *OAuth2Options
-	// UIDLFormat is pop3_uidl_format; default "%08Xu%08Xv" (UID and
-	// UIDVALIDITY). "%u" gives the UIDLs of servers that number messages
-	// from 1: a new server with the same mail reuses them for other
-	// messages.
+	// UIDLFormat is pop3_uidl_format (default "%08Xu%08Xv"). "%u" gives the
+	// UIDLs of servers numbering messages from 1, which a new server with the
+	// same mail reuses for other messages.
 	UIDLFormat string
 }
 
@@ -62,8 +56,7 @@ type Dovecot struct {
 	Addr    string // "127.0.0.1:port" of plain POP3, with STLS under TLS
 	TLSAddr string // "127.0.0.1:port" of implicit TLS; "" without TLS
 	CAFile  string // PEM file of the CA that signed the certificate; "" without TLS
-	// Dir holds the configuration, the passwd-file, the log (dovecot.log)
-	// and the Maildirs (mail/<user>/Maildir).
+	// Dir holds the config, passwd-file, dovecot.log and mail/<user>/Maildir.
 	Dir string
 
 	users   map[string]string
@@ -83,9 +76,8 @@ type identity struct {
 	settings string
 }
 
-// mailIdentity picks the owner of the Maildirs. Dovecot refuses uid 0 for
-// mail processes, so as root they run as "mail". Without root, the services
-// Dovecot would start as dovecot or dovenull, or chroot, are told not to.
+// mailIdentity picks the Maildirs' owner: "mail" as root (Dovecot refuses uid
+// 0 for mail processes), else the current user, standing in for dovecot and dovenull.
 func mailIdentity() (identity, error) {
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("mail")
@@ -119,9 +111,8 @@ func mailIdentity() (identity, error) {
 	return identity{uid: uid, gid: gid, settings: s.String()}, nil
 }
 
-// StartDovecot starts Dovecot (see the package doc), waits until it serves
-// its greeting, and stops it (SIGTERM, then SIGKILL) when the test ends.
-// The tail of Dovecot's log is logged when the test fails.
+// StartDovecot starts Dovecot (see the package doc), waits for its greeting,
+// and at the test's end logs its log's tail if the test failed, then stops it.
 func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 	t.Helper()
 	bin := testinfra.NeedBinary(t, "dovecot")
@@ -150,8 +141,7 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		t.Fatalf("upstreamtest: temp dir %q has characters Dovecot's configuration cannot take; set TMPDIR", dir)
 	}
 	if id.chown {
-		// t.TempDir's directories are 0700 and root's; the mail processes
-		// must be able to walk down to the Maildirs.
+		// t.TempDir's dirs are 0700 and root's: let mail processes reach the Maildirs.
 		for _, p := range []string{filepath.Dir(dir), dir} {
 			if err := os.Chmod(p, 0o711); err != nil {
 				t.Fatalf("upstreamtest: %v", err)
@@ -195,8 +185,7 @@ func StartDovecot(t testing.TB, opt DovecotOptions) *Dovecot {
 		// name:password:uid:gid:gecos:home:shell:extra
 		fmt.Fprintf(&passwd, "%s:{PLAIN}%s:%d:%d::%s::\n", name, users[name], id.uid, id.gid, home)
 	}
-	// The auth process reads the passwd-file as the dovecot user; the
-	// passwords are throwaway test credentials.
+	// 0644: the dovecot user's auth process reads it; the passwords are throwaway.
 	passwdPath := filepath.Join(dir, "passwd")
 	if err := os.WriteFile(passwdPath, []byte(passwd.String()), 0o644); err != nil {
 		t.Fatalf("upstreamtest: %v", err)
@@ -267,8 +256,7 @@ func (d *Dovecot) setAddrs(ports []int, tls bool) {
 	}
 }
 
-// ready checks that the plain listener serves a greeting and the TLS
-// listener, if any, completes a verified handshake.
+// ready checks the plain greeting and, with TLS, a verified handshake.
 func (d *Dovecot) ready() error {
 	if err := greeting(func() (net.Conn, error) { return net.DialTimeout("tcp", d.Addr, time.Second) }); err != nil {
 		return err
@@ -283,7 +271,6 @@ func (d *Dovecot) ready() error {
 	return nil
 }
 
-// greeting dials and reads a "+OK" greeting line.
 func greeting(dial func() (net.Conn, error)) error {
 	c, err := dial()
 	if err != nil {
@@ -301,9 +288,8 @@ func greeting(dial func() (net.Conn, error)) error {
 	return nil
 }
 
-// TLSConfig returns a new client configuration that trusts only the CA of
-// this Dovecot, with ServerName "127.0.0.1" (the certificate is also valid
-// for "localhost" and ::1). It returns nil without TLS.
+// TLSConfig returns a new client configuration trusting only this Dovecot's
+// CA, ServerName "127.0.0.1" (also valid: "localhost", ::1); nil without TLS.
 func (d *Dovecot) TLSConfig() *tls.Config {
 	if d.caPool == nil {
 		return nil
@@ -322,8 +308,7 @@ type configParams struct {
 	uidlFormat                    string
 }
 
-// dovecotConfig is a complete configuration: Dovecot reads nothing from
-// /etc/dovecot when started with -c.
+// dovecotConfig is complete: with -c Dovecot reads nothing from /etc/dovecot.
 func dovecotConfig(p configParams) string {
 	var s strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&s, format+"\n", args...) }
@@ -340,12 +325,10 @@ func dovecotConfig(p configParams) string {
 	} else {
 		w("auth_mechanisms = plain login")
 	}
-	// A failed login is answered after 0.5 s instead of 2 s; the auth
-	// penalty (see the package doc) cannot be switched off.
+	// A failed login is answered in 0.5 s, not 2 s; the auth penalty stays.
 	w("auth_failure_delay = 0")
 	w("disable_plaintext_auth = no")
-	// Mail processes run as the Maildirs' owner; Dovecot's default floor of
-	// 500 would reject the mail user (uid 8).
+	// Dovecot's default floor of 500 would reject the mail user (uid 8).
 	w("first_valid_uid = %d", p.id.uid)
 	w("last_valid_uid = 0")
 	w("first_valid_gid = %d", p.id.gid)
@@ -372,8 +355,7 @@ func dovecotConfig(p configParams) string {
 		w("ssl = no")
 	}
 	if p.oauth2 != "" {
-		// Each passdb serves its own mechanisms, so a token is never
-		// taken for a password nor a password for a token.
+		// Separate passdbs: a token is never taken for a password, nor the reverse.
 		w("passdb {\n  driver = passwd-file\n  args = scheme=PLAIN %s\n  mechanisms = plain login\n}", p.passwd)
 		w("passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = %s\n}", p.oauth2)
 	} else {
@@ -392,8 +374,7 @@ func dovecotConfig(p configParams) string {
 	return s.String()
 }
 
-// readLogs returns Dovecot's stdout/stderr (fatal configuration errors go
-// there before logging is set up) followed by its log file.
+// readLogs returns stdout/stderr (early fatal config errors) and the log file.
 func (d *Dovecot) readLogs() []byte {
 	out, _ := os.ReadFile(d.outPath)
 	log, _ := os.ReadFile(d.logPath)
@@ -415,13 +396,11 @@ func (d *Dovecot) logTail(t testing.TB) {
 	t.Logf("upstreamtest: tail of dovecot's log (%s):\n%s", d.logPath, strings.Join(lines, "\n"))
 }
 
-// WaitLog waits until Dovecot's log contains substr and fails the test after
-// 10 s. Dovecot handles a closed connection asynchronously, so a test that
-// checks what a dropped session left behind first waits for the mail
-// process's last line, "Disconnected: Connection closed top=0/0, retr=0/0,
-// del=0/3, size=..." (del= counts the messages expunged: 0 without QUIT).
-// "Disconnected: Connection closed (no auth attempts" lines come from login
-// processes, such as StartDovecot's own probe.
+// WaitLog fails the test unless substr appears in Dovecot's log within 10 s.
+// Dovecot handles a closed connection asynchronously: to check what a dropped
+// session left, wait for its mail process's last line, "Disconnected:
+// Connection closed top=0/0, retr=0/0, del=0/3, size=..." (del=: expunged, 0
+// without QUIT), not a login process's "... (no auth attempts" (StartDovecot's probe).
 func (d *Dovecot) WaitLog(t testing.TB, substr string) {
 	t.Helper()
 	deadline := time.Now().Add(logWait)
@@ -451,10 +430,9 @@ var (
 	nameSeq   uint64
 )
 
-// uniqueName returns a Maildir file name "<sec>.M<usec>P<pid>Q<seq>.<host>",
-// as Dovecot writes them. The time part strictly increases within the
-// process, so delivery order is the names' order, as numbers and as
-// strings, which is how Dovecot numbers new messages.
+// uniqueName returns a Maildir file name "<sec>.M<usec>P<pid>Q<seq>.<host>"
+// as Dovecot writes them. The time part strictly increases in the process, so
+// names sort, as numbers and strings, in delivery order: Dovecot's numbering.
 func uniqueName() string {
 	nameMu.Lock()
 	now := time.Now().UnixMicro()
@@ -488,8 +466,7 @@ func (d *Dovecot) Deliver(t testing.TB, user string, msg []byte) {
 	}
 }
 
-// maildirKey orders Maildir names by delivery time: seconds, then the
-// microseconds of an "M<usec>" part, then the name.
+// maildirKey orders Maildir names by delivery: seconds, "M<usec>", name.
 type maildirKey struct {
 	sec, usec int64
 	name      string
@@ -510,14 +487,12 @@ func parseMaildirName(base string) maildirKey {
 	return k
 }
 
-// Messages returns the messages now in the user's Maildir (new/ and cur/),
-// in delivery order, exactly as stored.
+// Messages returns the user's messages (new/, cur/) by delivery, as stored.
 func (d *Dovecot) Messages(t testing.TB, user string) [][]byte {
 	t.Helper()
 	md := d.maildir(t, user)
-	// Dovecot renames files from new/ to cur/ while a session opens the
-	// maildrop; a file that vanished between listing and reading is
-	// looked for again.
+	// Dovecot moves files from new/ to cur/ as a session opens the maildrop;
+	// a file gone between listing and reading is looked for again.
 	for range 20 {
 		msgs, err := readMaildir(md)
 		if err == nil {

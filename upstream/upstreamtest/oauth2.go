@@ -13,33 +13,26 @@ import (
 	"time"
 )
 
-// OAuth2Options makes StartDovecot accept OAuth 2.0 bearer tokens (SASL
-// XOAUTH2 and OAUTHBEARER, offered in CAPA besides PLAIN and LOGIN)
-// through Dovecot's oauth2 passdb, which asks IntrospectionURL about each
-// token (see TokenServer).
+// OAuth2Options makes StartDovecot also accept SASL XOAUTH2 and OAUTHBEARER
+// through Dovecot's oauth2 passdb, which asks IntrospectionURL about each token.
 type OAuth2Options struct {
-	// IntrospectionURL is where Dovecot POSTs "token=<token>"
-	// (introspection_mode = post): TokenServer.URL.
+	// IntrospectionURL is where Dovecot POSTs "token=<token>": TokenServer.URL.
 	IntrospectionURL string
 }
 
-// oauth2Conf is the oauth2 passdb's configuration file (Dovecot 2.3,
-// doc.dovecot.org "OAuth2"): without tokeninfo_url, the introspection
-// answer alone decides. A token is valid when the answer's "active" is
-// true, and then for the user its "username" names: Dovecot fails the
-// login when that differs from the user name in the SASL message, so a
-// relay that passed its routed login on unchanged would be refused.
+// oauth2Conf is the oauth2 passdb's configuration (Dovecot 2.3, doc.dovecot.org
+// "OAuth2"): without tokeninfo_url the introspection answer alone decides. A
+// token is valid if "active" is true, and only for the user "username" names,
+// so a relay that passed its routed login on unchanged is refused.
 func oauth2Conf(o *OAuth2Options) string {
 	return fmt.Sprintf("introspection_mode = post\nintrospection_url = %s\n"+
 		"username_attribute = username\nactive_attribute = active\nactive_value = true\n"+
 		"timeout_msecs = 5000\n", o.IntrospectionURL)
 }
 
-// TokenServer is a token introspection endpoint in the manner of RFC 7662
-// for Dovecot's oauth2 passdb, on loopback: a POST with the form field
-// "token" is answered {"active":true,"username":"<user>"} for a token
-// added with Add, {"active":false} for any other. It stops when the test
-// ends.
+// TokenServer is an RFC 7662-style introspection endpoint on loopback: a POST
+// with the form field "token" gets {"active":true,"username":"<user>"} for a
+// token added with Add, else {"active":false}. It stops when the test ends.
 type TokenServer struct {
 	// URL is the introspection endpoint, for OAuth2Options.
 	URL string

@@ -1,7 +1,6 @@
 package upstreamtest
 
-// crlf returns msg with every bare LF (one not preceded by CR) replaced by
-// CRLF; everything else, bare CRs included, is kept.
+// crlf turns every bare LF (not preceded by CR) into CRLF; bare CRs stay.
 func crlf(msg []byte) []byte {
 	out := make([]byte, 0, len(msg)+len(msg)/32+2)
 	for i, b := range msg {
@@ -13,9 +12,7 @@ func crlf(msg []byte) []byte {
 	return out
 }
 
-// WireForm returns the bytes a client receives from Dovecot for a message
-// stored as msg, without the dot-stuffing and the terminating ".CRLF" line
-// (see the package doc).
+// WireForm returns what Dovecot sends for msg, minus dot-stuffing and ".CRLF".
 func WireForm(msg []byte) []byte {
 	out := crlf(msg)
 	if len(out) == 0 || out[len(out)-1] != '\n' {
@@ -24,8 +21,7 @@ func WireForm(msg []byte) []byte {
 	return out
 }
 
-// ListSize returns the size Dovecot reports in LIST, STAT and RETR's
-// "+OK n octets" for a message stored as msg (see the package doc).
+// ListSize returns Dovecot's LIST, STAT and "+OK n octets" size for msg.
 func ListSize(msg []byte) int64 {
 	n := int64(len(msg))
 	for i, b := range msg {

@@ -140,8 +140,7 @@ type LogConfig struct {
 // minIdleTimeout is RFC 1939 §3's floor for the autologout timer.
 const minIdleTimeout = 10 * time.Minute
 
-// DefaultConfig returns the configuration used for every key the file does
-// not set.
+// DefaultConfig returns the value of every key the file does not set.
 func DefaultConfig() Config {
 	return Config{
 		Listen:        "127.0.0.1:1110",
@@ -187,8 +186,7 @@ func DefaultConfig() Config {
 	}
 }
 
-// LoadConfig reads and validates a configuration file, reporting every
-// problem at once.
+// LoadConfig reads and validates a file, reporting every problem at once.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -201,9 +199,8 @@ func LoadConfig(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// ParseConfig decodes and validates YAML configuration bytes. Every key is
-// optional, so a document without any (an empty file, or one with only
-// comments) is all defaults.
+// ParseConfig decodes and validates YAML. Every key is optional, so a
+// document without any (empty, or only comments) is all defaults.
 func ParseConfig(data []byte) (*Config, error) {
 	cfg := DefaultConfig()
 	var root yaml.Node

@@ -19,25 +19,20 @@ const maxRefusedPeersLogged = 4096
 // proxyProtocolListener puts ln, a listener used only by load balancers
 // (listen_proxy, listen_proxy_tls), behind go-proxyproto's Listener:
 //
-//   - Only peers in trusted may connect; others are closed as soon as they
-//     are accepted, and each refused address is logged once.
+//   - Only peers in trusted may connect; others are closed on accept, and
+//     each refused address is logged once.
 //   - Every connection must start with a PROXY header (v1 or v2) within
-//     headerTimeout (the REQUIRE policy: whether a header is present is
-//     never guessed). A TCP header names the client; LOCAL (load-balancer
-//     health checks) and UNSPEC leave the peer's own address; a UDP or
-//     UNIX source cannot stand for a POP3 client and is refused.
-//   - The header is read by the POP3 server in the connection's own
-//     goroutine (pop3server.PreambleConn), before the greeting, so a slow
-//     peer never holds up Accept and a connection still waiting for its
-//     header is already one of the server's connections: counted against
-//     its limits and closed by its shutdown.
+//     headerTimeout (REQUIRE: presence is never guessed). A TCP header
+//     names the client; LOCAL (health checks) and UNSPEC leave the peer's
+//     own address; a UDP or UNIX source is no POP3 client and is refused.
+//   - The POP3 server reads the header in the connection's own goroutine
+//     (pop3server.PreambleConn), before the greeting, so a slow peer never
+//     holds up Accept and a connection awaiting its header already counts
+//     against the server's limits and is closed by its shutdown.
 //
-// For implicit TLS behind a balancer (listen_proxy_tls), serve TLS on the
-// returned listener: the header comes first, then the handshake.
-//
-// The trusted peers and the header timeout can be changed while the
-// listener runs (headerListener.update), so that a configuration reload
-// need not rebind it.
+// For listen_proxy_tls, serve TLS on the returned listener: the header
+// comes first, then the handshake. headerListener.update changes the
+// trusted peers and header timeout without rebinding, for reloads.
 func proxyProtocolListener(ln net.Listener, trusted []netip.Prefix, headerTimeout time.Duration, log *zap.Logger) (*headerListener, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -69,8 +64,7 @@ type peerPolicy struct {
 	refused       map[netip.Addr]struct{} // untrusted peers already logged
 }
 
-// update sets whom the listener trusts and how long it waits for a header,
-// for connections accepted from now on.
+// update applies to connections accepted from now on.
 func (p *peerPolicy) update(trusted []netip.Prefix, headerTimeout time.Duration) error {
 	if len(trusted) == 0 {
 		return errors.New("PROXY protocol listener: no trusted load balancer addresses")
@@ -141,8 +135,7 @@ type headerListener struct {
 	policy *peerPolicy
 }
 
-// update changes the trusted peers and the header timeout for the
-// connections accepted from now on.
+// update applies to connections accepted from now on.
 func (l *headerListener) update(trusted []netip.Prefix, headerTimeout time.Duration) error {
 	return l.policy.update(trusted, headerTimeout)
 }

@@ -2,11 +2,9 @@ package app
 
 import "time"
 
-// This file is the part of the Windows service mode that does not need
-// Windows (service_windows.go adapts it to golang.org/x/sys/windows/svc),
-// so that it is tested on every platform.
+// The Windows service mode without Windows, so that it is tested on every
+// platform; service_windows.go adapts it to golang.org/x/sys/windows/svc.
 
-// serviceUsage is the help text of the -service flag.
 const serviceUsage = "Windows service: `ACTION` is install (register pop3proxy to run with this -config, after checking it) or uninstall; see README, Install"
 
 // serviceName is the name pop3proxy has in the Windows service manager
@@ -26,8 +24,7 @@ const (
 	// requestReload is ParamChange (sc.exe control pop3proxy
 	// paramchange): re-read the configuration, as SIGHUP on Unix.
 	requestReload
-	// requestOther is anything the proxy does not accept.
-	requestOther
+	requestOther // anything the proxy does not accept
 )
 
 // serviceState is what superviseService reports to the service manager.
@@ -40,26 +37,22 @@ type serviceState struct {
 	// waitHint is how long the service manager should wait for the next
 	// report during a stop before it considers the service hung.
 	waitHint time.Duration
-	// checkPoint grows with every report while stop is pending, so the
-	// service manager sees progress.
+	// checkPoint grows with every stop-pending report, to show progress.
 	checkPoint uint32
 }
 
-// stopReportInterval is how often a pending stop is reported while the
-// drain runs, each report with a new check point; stopWaitHint is how long
-// the service manager waits for the next one before it takes the service
-// for hung. The drain itself is bounded by shutdown.drain_timeout.
+// A pending stop is reported every stopReportInterval with a new check
+// point; after stopWaitHint without one the service manager takes the
+// service for hung. shutdown.drain_timeout bounds the drain.
 const (
 	stopReportInterval = 2 * time.Second
 	stopWaitHint       = 10 * time.Second
 )
 
-// superviseService runs serve until it returns, turning the first stop
-// request into closing serve's stop channel (a drain, like SIGTERM), a
-// reload request into a value on its reload channel (like SIGHUP), and
-// reporting each change of state; serve's error is returned. requests is
-// never closed: the service manager's channel lives as long as the
-// process.
+// superviseService runs serve, turning the first stop request into closing
+// stop (a drain, like SIGTERM) and a reload request into a value on reload
+// (like SIGHUP), and reports each change of state. requests is never
+// closed: the service manager's channel lives as long as the process.
 func superviseService(requests <-chan serviceRequest, report func(serviceState), serve func(stop, reload <-chan struct{}) error) error {
 	stop := make(chan struct{})
 	// One pending reload is enough: requests that arrive while one waits

@@ -1,16 +1,8 @@
 // Package blocksender is an example pop3proxy filter plugin: it tags or
-// rejects messages whose From address matches a pattern.
-//
-//	filters:
-//	- type: blocksender
-//	  senders: ["*@spam.example", "newsletter@*.example.com"]
-//	  action: tag       # tag (the default) or reject
-//
-// A plugin is a struct whose exported fields are its YAML keys, registered
-// under its type name from init and compiled in by an import (see
-// examples/filterplugin). The chain handles the common keys (type, name,
-// timeout, on_error), decodes the rest strictly into the struct, and calls
-// Provision once at start and Judge for every message, concurrently.
+// rejects messages whose From address matches a pattern. The chain handles
+// the common keys (type, name, timeout, on_error), decodes the rest
+// strictly into BlockSender, and calls Judge concurrently; see
+// examples/filterplugin/README.md for the configuration and a walkthrough.
 package blocksender
 
 import (
@@ -52,8 +44,7 @@ type BlockSender struct {
 	log      *zap.Logger
 }
 
-// Provision checks the configuration at start: an error stops the proxy
-// and is reported with the filter's place in the file.
+// Provision checks the configuration once at start; an error stops the proxy.
 func (b *BlockSender) Provision(env filter.Env) error {
 	b.log = env.Logger
 	if b.log == nil {
@@ -79,9 +70,8 @@ func (b *BlockSender) Provision(env filter.Env) error {
 	return nil
 }
 
-// Judge checks every address of every From field. It never fails: a header
-// it cannot parse is let through, as the chain does with header edits, so
-// that no message is stuck on the server because of its header.
+// Judge never fails: a header it cannot parse is let through, as the chain
+// does with header edits, so that no message is stuck on the server.
 func (b *BlockSender) Judge(_ context.Context, m *filter.Message) (filter.Verdict, error) {
 	// The message may be large and held in a file: read only the start.
 	h, err := textproto.ReadHeader(bufio.NewReader(io.LimitReader(m.Open(), maxHeader)))
@@ -110,8 +100,7 @@ func (b *BlockSender) Judge(_ context.Context, m *filter.Message) (filter.Verdic
 	return filter.Verdict{}, nil
 }
 
-// fromAddresses returns the lower-cased addresses of all From fields
-// (a message may carry more than one, to confuse filters).
+// fromAddresses reads all From fields, which a message may repeat to fool filters.
 func fromAddresses(h textproto.Header) []string {
 	var addrs []string
 	for f := h.FieldsByKey("From"); f.Next(); {
@@ -132,9 +121,8 @@ func fromAddresses(h textproto.Header) []string {
 	return addrs
 }
 
-// match reports whether s matches the glob pattern p. Unlike path.Match,
-// "*" also matches "/", which a local part may contain. On a mismatch the
-// last "*" takes one more byte: fast enough for addresses.
+// match: "*" also matches "/" (unlike path.Match), which a local part may
+// contain; on a mismatch the last "*" takes one more byte, fast enough here.
 func match(p, s string) bool {
 	px, sx := 0, 0
 	starP, starS := -1, -1

@@ -1,4 +1,5 @@
-// Package filtertest builds filter chains for tests as the proxy does, logging to the test's log.
+// Package filtertest builds filter chains for tests as the proxy does,
+// logging to the test's log, and the messages plugins are tested with.
 package filtertest
 
 import (

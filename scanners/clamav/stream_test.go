@@ -19,39 +19,9 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
-	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 )
-
-// clamSpooled returns what write writes as a Message read from a spool
-// file, as the proxy holds messages beyond its memory budget: the spool
-// has no memory at all.
-func clamSpooled(t *testing.T, write func(w io.Writer) error) *filter.Message {
-	t.Helper()
-	sp, err := spool.New(spool.Options{Memory: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
-	buf := sp.NewBuffer(0)
-	t.Cleanup(func() { buf.Close() })
-	if err := write(buf); err != nil {
-		t.Fatalf("spooling the message: %v", err)
-	}
-	if buf.InMemory() {
-		t.Fatal("the message is in memory, not in a spool file")
-	}
-	return filter.NewMessageAt(buf, buf.Size(), clamMeta)
-}
-
-func clamSpooledBytes(t *testing.T, msg []byte) *filter.Message {
-	t.Helper()
-	return clamSpooled(t, func(w io.Writer) error {
-		_, err := w.Write(msg)
-		return err
-	})
-}
 
 // clamJudgeMessage is clamJudge for a Message.
 func clamJudgeMessage(p *clamav.Filter, m *filter.Message, timeout time.Duration) (filter.Verdict, error) {
@@ -81,11 +51,11 @@ func TestClamAVRealClamdSpooled(t *testing.T) {
 	clean := []byte("From: a@example.com\r\nTo: alice@example.net\r\nSubject: spooled\r\n\r\nHello.\r\n")
 	for _, address := range []string{clamd.UnixURL(), clamd.TCPURL()} {
 		p, _ := clamNew(t, clamav.Filter{Address: address, Action: "tag"})
-		v, err := clamJudgeMessage(p, clamSpooledBytes(t, infected), 30*time.Second)
+		v, err := clamJudgeMessage(p, filtertest.SpooledBytes(t, clamMeta, infected), 30*time.Second)
 		if err != nil || v.Reason != "virus "+scannertest.ClamdEICARVirus {
 			t.Errorf("%s: spooled EICAR: %+v, %v; want virus %s", address, v, err, scannertest.ClamdEICARVirus)
 		}
-		v, err = clamJudgeMessage(p, clamSpooledBytes(t, clean), 30*time.Second)
+		v, err = clamJudgeMessage(p, filtertest.SpooledBytes(t, clamMeta, clean), 30*time.Second)
 		if err != nil || v.Reason != "" || len(v.Edits) != 4 {
 			t.Errorf("%s: spooled clean message: %+v, %v", address, v, err)
 		}
@@ -103,7 +73,7 @@ func TestClamAVRealClamdLargeSpooled(t *testing.T) {
 	const header = "From: \"V\" <v@example.com>\r\nTo: alice@example.net\r\nSubject: big\r\n" +
 		"Message-ID: <big@example.com>\r\n\r\n"
 	tail := append(scannertest.EICAR(), "\r\n"...)
-	m := clamSpooled(t, func(w io.Writer) error {
+	m := filtertest.Spooled(t, clamMeta, func(w io.Writer) error {
 		if _, err := io.WriteString(w, header); err != nil {
 			return err
 		}
@@ -216,7 +186,7 @@ func TestClamAVRealClamdTooLarge(t *testing.T) {
 	clamd := scannertest.StartClamdWith(t, scannertest.ClamdOptions{StreamMaxLength: "1M"})
 	big := clamPadded(1<<20 + 100<<10)
 	p, _ := clamNew(t, clamav.Filter{Address: clamd.TCPURL()})
-	v, err := clamJudgeMessage(p, clamSpooledBytes(t, big), 30*time.Second)
+	v, err := clamJudgeMessage(p, filtertest.SpooledBytes(t, clamMeta, big), 30*time.Second)
 	clamAssertError(t, v, err, "size limit exceeded")
 	if !errors.Is(err, filter.ErrTooLarge) {
 		t.Errorf("error %v does not wrap filter.ErrTooLarge", err)
@@ -224,7 +194,7 @@ func TestClamAVRealClamdTooLarge(t *testing.T) {
 
 	ch := filtertest.MustChain(t, fmt.Sprintf("- {type: clamav, address: %s, on_error: tempfail, timeout: 30s}\n", clamd.UnixURL()))
 	ch.SetOversize(filter.OversizeTag)
-	res, out := clamRunMessage(t, ch, clamSpooledBytes(t, big))
+	res, out := clamRunMessage(t, ch, filtertest.SpooledBytes(t, clamMeta, big))
 	if res.Outcome != filter.Deliver {
 		t.Fatalf("outcome %v (%s: %s), want the message delivered tagged", res.Outcome, res.Filter, res.Reason)
 	}
@@ -297,21 +267,6 @@ func TestClamAVMaxConcurrentDefault(t *testing.T) {
 	}
 }
 
-// clamFailingSource serves good bytes of zeros and then fails, as a spool
-// file on a failing disk.
-type clamFailingSource struct{ good int64 }
-
-var errDiskOnFire = errors.New("disk on fire")
-
-func (s clamFailingSource) ReadAt(p []byte, off int64) (int, error) {
-	n := max(0, min(int64(len(p)), s.good-off))
-	clear(p[:n])
-	if int(n) < len(p) {
-		return int(n), errDiskOnFire
-	}
-	return int(n), nil
-}
-
 // TestClamAVSourceFails: a message that cannot be read to its end is an
 // error, never a verdict, and clamd never gets a terminated stream to
 // call clean.
@@ -325,11 +280,11 @@ func TestClamAVSourceFails(t *testing.T) {
 		}
 	})
 	p, _ := clamNew(t, clamav.Filter{Address: addr})
-	m := filter.NewMessageAt(clamFailingSource{good: 100 << 10}, 300<<10, clamMeta)
+	m := filtertest.FailingMessage(100<<10, 300<<10, clamMeta)
 	start := time.Now()
 	v, err := clamJudgeMessage(p, m, 5*time.Second)
 	clamAssertError(t, v, err, "reading the message")
-	if !errors.Is(err, errDiskOnFire) || errors.Is(err, filter.ErrTooLarge) {
+	if !errors.Is(err, filtertest.ErrDiskOnFire) || errors.Is(err, filter.ErrTooLarge) {
 		t.Errorf("error %v does not wrap the read error alone", err)
 	}
 	if took := time.Since(start); took > 2*time.Second {

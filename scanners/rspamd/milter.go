@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/spamtag"
 )
 
 const (
@@ -97,11 +98,11 @@ func milterName(name string) (ok, own bool) {
 	if len(name) > maxMilterName || filter.CheckFieldName(name) != nil {
 		return false, false
 	}
-	lower := strings.ToLower(name)
-	switch lower {
-	case "x-spam-flag", "x-spam-status", "x-spam-level":
+	if spamtag.IsField(name) {
 		return false, true
-	case "authentication-results":
+	}
+	lower := strings.ToLower(name)
+	if lower == "authentication-results" {
 		return true, false
 	}
 	// The proxy's own marks (filter.UnscannedField) are not rspamd's.

@@ -174,7 +174,7 @@ func TestRealRspamd(t *testing.T) {
 			msg  []byte
 			want string
 		}{{realSpam("spooled"), "Yes, "}, {realHam("spooled", realHamBody), "No, "}} {
-			m := rsSpooled(t, func(w io.Writer) error {
+			m := filtertest.Spooled(t, rsMeta, func(w io.Writer) error {
 				_, err := w.Write(tc.msg)
 				return err
 			})

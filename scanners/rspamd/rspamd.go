@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/spamtag"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -41,19 +42,7 @@ const (
 	// maxMaxSize is rspamd's default max_message (docs/scanners.md, rspamd sizes and timing).
 	maxMaxSize yamlconf.ByteSize = 50 << 20
 
-	maxSubjectPrefix = 64
-	maxPassword      = 256
-
-	// maxSpamStars caps X-Spam-Level, as SpamAssassin's _STARS_ tag does.
-	maxSpamStars = 50
-)
-
-// The spamassassin plugin's fields, so that mail client rules work with
-// either; incoming ones are removed first so a sender cannot forge them.
-const (
-	spamFlagField   = "X-Spam-Flag"
-	spamStatusField = "X-Spam-Status"
-	spamLevelField  = "X-Spam-Level"
+	maxPassword = 256
 )
 
 // Filter is the "rspamd" filter.
@@ -120,7 +109,7 @@ func (f *Filter) Provision(env filter.Env) error {
 		f.log.Warn("rspamd password is sent unencrypted to a host that is not loopback; use https:// or a local rspamd",
 			zap.String("address", base.String()))
 	}
-	prefix, err := normaliseSubjectPrefix(f.SubjectPrefix)
+	prefix, err := spamtag.NormaliseSubjectPrefix(f.SubjectPrefix)
 	if err != nil {
 		return err
 	}
@@ -193,45 +182,15 @@ func checkPassword(p string) error {
 	return nil
 }
 
-// normaliseSubjectPrefix adds one space, as the spamassassin plugin does. It
-// is spliced into the raw Subject, so a CR or LF would inject header lines;
-// 8-bit text is refused: fields are ASCII (RFC 5322 §2.2) unless RFC 2047-encoded.
-func normaliseSubjectPrefix(p string) (string, error) {
-	if p == "" {
-		return "", nil
-	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c > 0x7e {
-			return "", fmt.Errorf("subject_prefix %s: only printable ASCII is allowed (no CR, LF or other control characters; use an RFC 2047 encoded-word for other text)", strconv.Quote(p))
-		}
-	}
-	// Leading spaces would defeat the chain's check that a Subject is not
-	// tagged twice, which compares the text after the colon and its spaces.
-	t := strings.TrimSpace(p)
-	if t == "" {
-		return "", errors.New("subject_prefix is only spaces; leave it empty to keep the Subject untouched")
-	}
-	if len(t) > maxSubjectPrefix {
-		return "", fmt.Errorf("subject_prefix is %d characters long; at most %d are allowed", len(t), maxSubjectPrefix)
-	}
-	return t + " ", nil
-}
-
 // Judge asks rspamd for a verdict; spam is tagged, never rejected.
 func (f *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, error) {
 	if f.client == nil {
 		return filter.Verdict{}, errors.New("rspamd filter used without Provision")
 	}
-	edits := []filter.Edit{
-		filter.Remove(spamFlagField),
-		filter.Remove(spamStatusField),
-		filter.Remove(spamLevelField),
-	}
 	if m.Size() > int64(f.MaxSize) {
 		f.log.Info("message not checked for spam: larger than max_size", append(m.Meta.LogFields(),
 			zap.Int64("size", m.Size()), zap.Int64("max_size", int64(f.MaxSize)))...)
-		return filter.Verdict{Action: filter.Continue, Edits: append(edits,
-			filter.Add(spamStatusField, fmt.Sprintf("skipped (message larger than %d bytes)", int64(f.MaxSize))))}, nil
+		return filter.Verdict{Action: filter.Continue, Edits: spamtag.Skipped(int64(f.MaxSize))}, nil
 	}
 
 	env, err := envelopeOf(m)
@@ -255,14 +214,7 @@ func (f *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 			append(m.Meta.LogFields(), zap.Strings("dropped", dropped))...)
 	}
 	score, required := formatScore(rep.Score), formatScore(rep.Required)
-	// SpamAssassin's own order: Flag, Level, Status.
-	if spam {
-		edits = append(edits, filter.Add(spamFlagField, "YES"))
-	}
-	if stars := spamStars(rep.Score); stars != "" {
-		edits = append(edits, filter.Add(spamLevelField, stars))
-	}
-	edits = append(edits, filter.Add(spamStatusField, spamStatus(spam, score, required, tests, rep.Action)))
+	edits := spamtag.Verdict(spam, rep.Score, spamStatus(spam, score, required, tests, rep.Action))
 	if f.AddMilterHeaders {
 		milter, skipped := milterEdits(rep.Milter)
 		if len(skipped) > 0 {
@@ -332,17 +284,6 @@ func normaliseAction(a string) string {
 // formatScore writes a score as rspamd's own header fields do ("%.2f"),
 // rspamd's scores having two significant decimals (0.05 points exist).
 func formatScore(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
-
-func spamStars(score float64) string {
-	if score < 1 {
-		return ""
-	}
-	n := maxSpamStars
-	if score < maxSpamStars {
-		n = int(score)
-	}
-	return strings.Repeat("*", n)
-}
 
 // spamStatus follows SpamAssassin's "_YESNO_, score=_SCORE_ required=_REQD_
 // tests=_TESTS_", then action= with underscores to keep key=value words.

@@ -23,7 +23,6 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
-	"github.com/pop3proxy/pop3proxy/filter/spool"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -38,26 +37,6 @@ const (
 var rsMeta = filter.Meta{User: "alice@example.net", Upstream: "pop.example.net:995", Number: 3}
 
 func rsMessage(b []byte) *filter.Message { return filter.NewMessage(b, rsMeta) }
-
-// rsSpooled returns what write writes as a Message read from a spool file
-// with no memory at all, as the proxy holds messages beyond its budget.
-func rsSpooled(t *testing.T, write func(w io.Writer) error) *filter.Message {
-	t.Helper()
-	sp, err := spool.New(spool.Options{Memory: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
-	buf := sp.NewBuffer(0)
-	t.Cleanup(func() { buf.Close() })
-	if err := write(buf); err != nil {
-		t.Fatalf("spooling the message: %v", err)
-	}
-	if buf.InMemory() {
-		t.Fatal("the message is in memory, not in a spool file")
-	}
-	return filter.NewMessageAt(buf, buf.Size(), rsMeta)
-}
 
 func newRS(t *testing.T, f *Filter) *Filter {
 	t.Helper()
@@ -365,7 +344,7 @@ func TestSpooled(t *testing.T) {
 	const size = 8 << 20
 	line := []byte(strings.Repeat("lorem ipsum ", 6) + "\r\n")
 	head := "From: a@example.com\r\nTo: b@example.net\r\nSubject: big\r\n\r\n"
-	m := rsSpooled(t, func(w io.Writer) error {
+	m := filtertest.Spooled(t, rsMeta, func(w io.Writer) error {
 		if _, err := io.WriteString(w, head); err != nil {
 			return err
 		}
@@ -415,21 +394,6 @@ func TestSpooled(t *testing.T) {
 	}
 }
 
-// failingSource serves good bytes of zeros and then fails, as a spool
-// file on a failing disk.
-type failingSource struct{ good int64 }
-
-var errDiskOnFire = errors.New("disk on fire")
-
-func (s failingSource) ReadAt(p []byte, off int64) (int, error) {
-	n := max(0, min(int64(len(p)), s.good-off))
-	clear(p[:n])
-	if int(n) < len(p) {
-		return int(n), errDiskOnFire
-	}
-	return int(n), nil
-}
-
 // TestSourceFails: a message that cannot be read to its end is an error,
 // never a verdict.
 func TestSourceFails(t *testing.T) {
@@ -439,12 +403,12 @@ func TestSourceFails(t *testing.T) {
 	})
 	rs := newRS(t, &Filter{Address: f.srv.URL, MaxSize: 1 << 20})
 	for _, good := range []int64{10, 200 << 10} {
-		m := filter.NewMessageAt(failingSource{good: good}, 300<<10, rsMeta)
+		m := filtertest.FailingMessage(good, 300<<10, rsMeta)
 		v, err := judge(t, rs, m)
 		if err == nil {
 			t.Fatalf("good %d: verdict %+v and no error for a message that cannot be read", good, v)
 		}
-		if !errors.Is(err, errDiskOnFire) || !strings.Contains(err.Error(), "reading the message") {
+		if !errors.Is(err, filtertest.ErrDiskOnFire) || !strings.Contains(err.Error(), "reading the message") {
 			t.Errorf("good %d: error %v does not report the read error", good, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 )
 
@@ -133,14 +134,14 @@ func TestSpamAssassinRealSpamd(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		spam := saHam("spooled", "Hi Bob,\r\n\r\n"+string(scannertest.GTUBE())+"\r\n")
-		v, err := sa.Judge(ctx, saSpooledBytes(t, spam))
+		v, err := sa.Judge(ctx, filtertest.SpooledBytes(t, saMeta, spam))
 		if err != nil {
 			t.Fatalf("Judge: %v\nspamd log:\n%s", err, sd.LogTail(10))
 		}
 		if status, _ := saField(v, "X-Spam-Status"); !strings.HasPrefix(status, "Yes, score=10") || !strings.Contains(status, "GTUBE") {
 			t.Errorf("spooled GTUBE: X-Spam-Status %q", status)
 		}
-		v, err = sa.Judge(ctx, saSpooledBytes(t, saHam("spooled", saHamBody)))
+		v, err = sa.Judge(ctx, filtertest.SpooledBytes(t, saMeta, saHam("spooled", saHamBody)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/spamtag"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -37,19 +38,7 @@ const (
 	// maxSpamMaxSize is the largest --max-size spamc accepts.
 	maxSpamMaxSize yamlconf.ByteSize = 256 << 20
 
-	maxSubjectPrefix = 64
-	maxSpamdUser     = 128
-
-	// maxSpamStars caps X-Spam-Level, as SpamAssassin's _STARS_ tag does.
-	maxSpamStars = 50
-)
-
-// Header fields the plugin writes; incoming ones are removed first, so
-// that a sender cannot forge a verdict.
-const (
-	spamFlagField   = "X-Spam-Flag"
-	spamStatusField = "X-Spam-Status"
-	spamLevelField  = "X-Spam-Level"
+	maxSpamdUser = 128
 )
 
 // Filter is the "spamassassin" filter.
@@ -110,7 +99,7 @@ func (s *Filter) Provision(env filter.Env) error {
 		return err
 	}
 
-	prefix, err := normaliseSubjectPrefix(s.SubjectPrefix)
+	prefix, err := spamtag.NormaliseSubjectPrefix(s.SubjectPrefix)
 	if err != nil {
 		return err
 	}
@@ -129,30 +118,6 @@ func (s *Filter) Provision(env filter.Env) error {
 	s.prefix = prefix
 	s.client = &spamdClient{network: network, address: address, user: s.User}
 	return nil
-}
-
-// normaliseSubjectPrefix adds one trailing space. Spliced into the raw
-// Subject, a CR or LF would inject header lines; 8-bit text is refused:
-// header fields are ASCII (RFC 5322 §2.2) unless RFC 2047-encoded.
-func normaliseSubjectPrefix(p string) (string, error) {
-	if p == "" {
-		return "", nil
-	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c > 0x7e {
-			return "", fmt.Errorf("subject_prefix %s: only printable ASCII is allowed (no CR, LF or other control characters; use an RFC 2047 encoded-word for other text)", strconv.Quote(p))
-		}
-	}
-	// Leading spaces would defeat the chain's check that a Subject is not
-	// tagged twice, which compares the text after the colon and its spaces.
-	t := strings.TrimSpace(p)
-	if t == "" {
-		return "", errors.New("subject_prefix is only spaces; leave it empty to keep the Subject untouched")
-	}
-	if len(t) > maxSubjectPrefix {
-		return "", fmt.Errorf("subject_prefix is %d characters long; at most %d are allowed", len(t), maxSubjectPrefix)
-	}
-	return t + " ", nil
 }
 
 // checkSpamdUser: the user key goes into a request header line.
@@ -178,16 +143,10 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	if s.client == nil {
 		return filter.Verdict{}, errors.New("spamassassin filter used without Provision")
 	}
-	edits := []filter.Edit{
-		filter.Remove(spamFlagField),
-		filter.Remove(spamStatusField),
-		filter.Remove(spamLevelField),
-	}
 	if m.Size() > int64(s.MaxSize) {
 		s.log.Info("message not checked for spam: larger than max_size", append(m.Meta.LogFields(),
 			zap.Int64("size", m.Size()), zap.Int64("max_size", int64(s.MaxSize)))...)
-		return filter.Verdict{Action: filter.Continue, Edits: append(edits,
-			filter.Add(spamStatusField, fmt.Sprintf("skipped (message larger than %d bytes)", int64(s.MaxSize))))}, nil
+		return filter.Verdict{Action: filter.Continue, Edits: spamtag.Skipped(int64(s.MaxSize))}, nil
 	}
 
 	start := time.Now()
@@ -202,16 +161,7 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 	}
 
 	score, required := spamScore(res.Score), spamScore(res.Threshold)
-	// SpamAssassin's own order: Flag, Level, Status.
-	if res.Spam {
-		edits = append(edits, filter.Add(spamFlagField, "YES"))
-	}
-	if stars := spamStars(res.Score); stars != "" {
-		edits = append(edits, filter.Add(spamLevelField, stars))
-	}
-	edits = append(edits, filter.Add(spamStatusField, spamStatus(res, score, required)))
-
-	v := filter.Verdict{Action: filter.Continue, Edits: edits}
+	v := filter.Verdict{Action: filter.Continue, Edits: spamtag.Verdict(res.Spam, res.Score, spamStatus(res, score, required))}
 	fields := func() []zap.Field {
 		return append(m.Meta.LogFields(),
 			zap.String("score", score), zap.String("required", required),
@@ -235,17 +185,6 @@ func (s *Filter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, 
 // spamScore formats a score as SpamAssassin does ("%.1f"), so "-0.0"
 // stays as spamd wrote it.
 func spamScore(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
-
-func spamStars(score float64) string {
-	if score < 1 {
-		return ""
-	}
-	n := maxSpamStars
-	if score < maxSpamStars {
-		n = int(score)
-	}
-	return strings.Repeat("*", n)
-}
 
 // spamStatus builds X-Spam-Status after SpamAssassin's default
 // "_YESNO_, score=_SCORE_ required=_REQD_ tests=_TESTS_ autolearn=_AUTOLEARN_

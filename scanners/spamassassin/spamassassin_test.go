@@ -20,7 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/filter/spool"
+	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -136,35 +136,6 @@ var saMeta = filter.Meta{User: "alice", Upstream: "pop.example.com:995", Number:
 
 func saMessage(b []byte) *filter.Message {
 	return filter.NewMessage(b, saMeta)
-}
-
-// saSpooled returns what write writes as a Message read from a spool
-// file, as the proxy holds messages beyond its memory budget: the spool
-// has no memory at all.
-func saSpooled(t *testing.T, write func(w io.Writer) error) *filter.Message {
-	t.Helper()
-	sp, err := spool.New(spool.Options{Memory: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sp.Close() })
-	buf := sp.NewBuffer(0)
-	t.Cleanup(func() { buf.Close() })
-	if err := write(buf); err != nil {
-		t.Fatalf("spooling the message: %v", err)
-	}
-	if buf.InMemory() {
-		t.Fatal("the message is in memory, not in a spool file")
-	}
-	return filter.NewMessageAt(buf, buf.Size(), saMeta)
-}
-
-func saSpooledBytes(t *testing.T, b []byte) *filter.Message {
-	t.Helper()
-	return saSpooled(t, func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
 }
 
 // saField returns the value of the first AddField edit for name.
@@ -308,7 +279,7 @@ func TestSpamdRequestFraming(t *testing.T) {
 					msg := tc.msg
 					m := saMessage(msg)
 					if tc.spooled {
-						m = saSpooledBytes(t, msg)
+						m = filtertest.SpooledBytes(t, saMeta, msg)
 					}
 					f, reqs := saReplyingFake(t, network, saHamReply)
 					sa := newSA(t, &Filter{Address: f.addr, User: user})
@@ -710,13 +681,5 @@ func TestReadSpamdReplyExactCap(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("reader waited for EOF after a complete reply")
-	}
-}
-
-func TestSpamStars(t *testing.T) {
-	for score, want := range map[float64]int{-5: 0, 0: 0, 0.99: 0, 1: 1, 5.9: 5, 49.9: 49, 50: 50, 1000: 50} {
-		if got := spamStars(score); got != strings.Repeat("*", want) {
-			t.Errorf("spamStars(%v) = %q, want %d stars", score, got, want)
-		}
 	}
 }

@@ -40,7 +40,7 @@ func allocatedDuring(f func()) (allocated uint64, grown int64) {
 func TestSpamAssassinLargeSpooled(t *testing.T) {
 	const size = 20 << 20
 	line := []byte(strings.Repeat("lorem ipsum ", 6) + "\r\n")
-	m := saSpooled(t, func(w io.Writer) error {
+	m := filtertest.Spooled(t, saMeta, func(w io.Writer) error {
 		if _, err := io.WriteString(w, "Subject: big\r\n\r\n"); err != nil {
 			return err
 		}
@@ -107,21 +107,6 @@ func TestSpamAssassinLargeSpooled(t *testing.T) {
 	}
 }
 
-// saFailingSource serves good bytes of zeros and then fails, as a spool
-// file on a failing disk.
-type saFailingSource struct{ good int64 }
-
-var errDiskOnFire = errors.New("disk on fire")
-
-func (s saFailingSource) ReadAt(p []byte, off int64) (int, error) {
-	n := max(0, min(int64(len(p)), s.good-off))
-	clear(p[:n])
-	if int(n) < len(p) {
-		return int(n), errDiskOnFire
-	}
-	return int(n), nil
-}
-
 // TestSpamAssassinSourceFails: a message that cannot be read to its end is
 // an error, never a verdict, and spamd never gets the bytes Content-length
 // announced.
@@ -129,14 +114,14 @@ func TestSpamAssassinSourceFails(t *testing.T) {
 	f, reqs := saReplyingFake(t, "tcp", saHamReply)
 	sa := newSA(t, &Filter{Address: f.addr, MaxSize: 1 << 20})
 	const size, good = 300 << 10, 100 << 10
-	m := filter.NewMessageAt(saFailingSource{good: good}, size, saMeta)
+	m := filtertest.FailingMessage(good, size, saMeta)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	v, err := sa.Judge(ctx, m)
 	if err == nil {
 		t.Fatalf("verdict %+v and no error for a message that cannot be read", v)
 	}
-	if !errors.Is(err, errDiskOnFire) || !strings.Contains(err.Error(), "reading the message") {
+	if !errors.Is(err, filtertest.ErrDiskOnFire) || !strings.Contains(err.Error(), "reading the message") {
 		t.Errorf("error %v does not report the read error", err)
 	}
 	if ctx.Err() != nil {

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
-	"os"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pop3proxy/pop3proxy/internal/neterr"
 )
 
 var (
@@ -45,7 +45,7 @@ func connError(err error) error {
 	if err == nil {
 		return ErrConnection
 	}
-	return tag(ErrConnection, netCause(err))
+	return tag(ErrConnection, neterr.Cause(err))
 }
 
 // tagged matches sentinel (errors.Is) without its text: the message already
@@ -73,20 +73,6 @@ type relabelled struct {
 
 func (e *relabelled) Error() string { return e.text }
 func (e *relabelled) Unwrap() error { return e.err }
-
-// netCause drops a *net.OpError's "dial tcp 192.0.2.1:110: connect: " or
-// "read tcp a->b: ", for the same reason.
-func netCause(err error) error {
-	op, ok := err.(*net.OpError)
-	if !ok || op.Err == nil {
-		return err
-	}
-	cause := op.Err
-	if se, ok := cause.(*os.SyscallError); ok && se.Err != nil {
-		cause = se.Err
-	}
-	return &relabelled{text: cause.Error(), err: err}
-}
 
 func unexpectedEOF(err error) error {
 	if err == io.EOF {

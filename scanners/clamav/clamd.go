@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
-	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
+	"github.com/pop3proxy/pop3proxy/internal/neterr"
 )
 
 const (
@@ -111,7 +111,7 @@ func (c *clamdClient) fail(ctx context.Context, op string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("clamd %s: %s: %w", c.where(), op, context.DeadlineExceeded)
 	}
-	return fmt.Errorf("clamd %s: %s: %w", c.where(), op, sockaddr.Cause(err))
+	return fmt.Errorf("clamd %s: %s: %w", c.where(), op, neterr.Cause(err))
 }
 
 func (c *clamdClient) where() string { return c.network + ":" + c.address }
@@ -278,7 +278,7 @@ func (c *clamdClient) pingFail(ctx context.Context, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return context.DeadlineExceeded
 	}
-	return sockaddr.Cause(err)
+	return neterr.Cause(err)
 }
 
 // clamdVersionCommand (docs/scanners.md, Commands and framing) is the n

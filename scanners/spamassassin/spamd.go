@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pop3proxy/pop3proxy/scanners/internal/sockaddr"
+	"github.com/pop3proxy/pop3proxy/internal/neterr"
 )
 
 const (
@@ -202,9 +202,9 @@ func (c *spamdClient) fail(ctx context.Context, op string, err error) error {
 		cerr = context.DeadlineExceeded
 	}
 	if cerr != nil {
-		return fmt.Errorf("spamd %s: %s: %w (%v)", c.address, op, cerr, sockaddr.Cause(err))
+		return fmt.Errorf("spamd %s: %s: %w (%v)", c.address, op, cerr, neterr.Cause(err))
 	}
-	return fmt.Errorf("spamd %s: %s: %w", c.address, op, sockaddr.Cause(err))
+	return fmt.Errorf("spamd %s: %s: %w", c.address, op, neterr.Cause(err))
 }
 
 // spamdReply is a parsed reply with status 0.
@@ -488,5 +488,5 @@ func (c *spamdClient) pingFail(ctx context.Context, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return context.DeadlineExceeded
 	}
-	return sockaddr.Cause(err)
+	return neterr.Cause(err)
 }

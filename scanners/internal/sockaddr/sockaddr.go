@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -53,27 +52,3 @@ func Parse(s, hint string) (network, address string, err error) {
 	}
 	return "", "", fmt.Errorf("address %q: scheme %q is not supported; %s", s, scheme, hint)
 }
-
-// Cause returns err without what a *net.OpError puts before its cause
-// ("dial tcp 127.0.0.1:3310: connect: "), which would repeat the address
-// and the step that the caller's message names already. err stays in the
-// chain, for errors.Is and As.
-func Cause(err error) error {
-	op, ok := err.(*net.OpError)
-	if !ok || op.Err == nil {
-		return err
-	}
-	cause := op.Err
-	if se, ok := cause.(*os.SyscallError); ok && se.Err != nil {
-		cause = se.Err
-	}
-	return &causeError{text: cause.Error(), err: err}
-}
-
-type causeError struct {
-	text string
-	err  error
-}
-
-func (e *causeError) Error() string { return e.text }
-func (e *causeError) Unwrap() error { return e.err }

@@ -1,10 +1,7 @@
 package sockaddr
 
 import (
-	"errors"
-	"net"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -32,18 +29,5 @@ func TestParse(t *testing.T) {
 		if network, addr, err := Parse(in, ""); err == nil {
 			t.Errorf("%q: accepted as (%q, %q)", in, network, addr)
 		}
-	}
-}
-
-// Cause keeps the reason and drops the address and step around it.
-func TestCause(t *testing.T) {
-	_, err := net.Dial("tcp", "127.0.0.1:1")
-	got := Cause(err)
-	if got.Error() != "connection refused" || !errors.Is(got, syscall.ECONNREFUSED) {
-		t.Errorf("Cause(%q) = %q", err, got)
-	}
-	other := errors.New("clamd answered garbage")
-	if Cause(other) != other {
-		t.Error("Cause changed an error that is no *net.OpError")
 	}
 }

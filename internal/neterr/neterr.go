@@ -1,0 +1,33 @@
+// Package neterr shortens network errors for messages that already name
+// the address and the step, as the upstream client's and the scanner
+// plugins' do.
+package neterr
+
+import (
+	"net"
+	"os"
+)
+
+// Cause returns err without what a *net.OpError puts before its cause
+// ("dial tcp 127.0.0.1:3310: connect: ", "read tcp a->b: "), which would
+// repeat what the caller's message says. err stays in the chain, for
+// errors.Is and As.
+func Cause(err error) error {
+	op, ok := err.(*net.OpError)
+	if !ok || op.Err == nil {
+		return err
+	}
+	cause := op.Err
+	if se, ok := cause.(*os.SyscallError); ok && se.Err != nil {
+		cause = se.Err
+	}
+	return &causeError{text: cause.Error(), err: err}
+}
+
+type causeError struct {
+	text string
+	err  error
+}
+
+func (e *causeError) Error() string { return e.text }
+func (e *causeError) Unwrap() error { return e.err }

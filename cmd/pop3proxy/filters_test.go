@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,22 +208,9 @@ func TestScannerDown(t *testing.T) {
 // A scanner that accepts the connection and never answers costs at most
 // the filter's timeout.
 func TestHungScanner(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, never answered
-		}
-	}()
+	addr := testinfra.Silent(t)
 	d := mailbox(t)
-	p := startProxy(t, fmt.Sprintf("upstream:\n  allow: [\"127.0.0.1:*\"]\nfilters:\n  - type: clamav\n    address: tcp://%s\n    timeout: 1s\n", ln.Addr()))
+	p := startProxy(t, fmt.Sprintf("upstream:\n  allow: [\"127.0.0.1:*\"]\nfilters:\n  - type: clamav\n    address: tcp://%s\n    timeout: 1s\n", addr))
 	c := loggedIn(t, "client", p, d)
 	start := time.Now()
 	c.Cmd("RETR 1", "-ERR [SYS/TEMP]*")

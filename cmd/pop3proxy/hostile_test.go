@@ -12,37 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/upstream/upstreamtest"
 )
-
-// hostileUpstream serves every connection with serve on a loopback port
-// until the test ends.
-func hostileUpstream(t *testing.T, serve func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				serve(c)
-			})
-		}
-	}()
-	return ln.Addr().String()
-}
 
 // endlessGreeting starts a greeting and never ends it.
 func endlessGreeting(c net.Conn) {
@@ -112,8 +84,8 @@ func TestHostileUpstreamsBoundedMemory(t *testing.T) {
 	d := upstreamtest.StartDovecot(t, upstreamtest.DovecotOptions{Users: map[string]string{testUser: testPass}})
 	msg := []byte("From: a@example.com\r\nSubject: honest\r\n\r\nstill delivered\r\n")
 	d.Deliver(t, testUser, msg)
-	greeter := hostileUpstream(t, endlessGreeting)
-	lister := hostileUpstream(t, hugeListing)
+	greeter := testinfra.ServeLoopback(t, time.Minute, endlessGreeting)
+	lister := testinfra.ServeLoopback(t, time.Minute, hugeListing)
 
 	p := startProxyBin(t, plainProxyBin(t), relayConfig()+"limits:\n  max_connections_per_ip: 100\n")
 	pid := p.cmd.Process.Pid

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 )
 
@@ -34,54 +34,8 @@ import (
 // its own, and returns its address in the form of the address key.
 func clamFake(t *testing.T, network string, serve func(c net.Conn)) string {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	var addr string
-	switch network {
-	case "tcp":
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		if err == nil {
-			addr = "tcp://" + ln.Addr().String()
-		}
-	case "unix":
-		// t.TempDir's path may be too long for a socket.
-		dir, derr := os.MkdirTemp("", "clamfake")
-		if derr != nil {
-			t.Fatal(derr)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		path := filepath.Join(dir, "clamd.sock")
-		ln, err = net.Listen("unix", path)
-		addr = "unix://" + path
-	default:
-		t.Fatalf("network %q", network)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				// No fake outlives its test by more than this.
-				c.SetDeadline(time.Now().Add(15 * time.Second))
-				serve(c)
-			}()
-		}
-	}()
+	ln, addr := testinfra.Listen(t, network)
+	testinfra.Serve(t, ln, 15*time.Second, serve)
 	return addr
 }
 

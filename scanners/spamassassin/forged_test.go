@@ -6,44 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	_ "github.com/pop3proxy/pop3proxy/scanners/clamav"
 	_ "github.com/pop3proxy/pop3proxy/scanners/spamassassin"
 )
-
-// serveLoopback answers every connection to a loopback port with serve
-// until the test ends, and returns the port's address.
-func serveLoopback(t *testing.T, serve func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				serve(c)
-			})
-		}
-	})
-	return ln.Addr().String()
-}
 
 // fakeSpamd reads a request to the client's half-close and calls it spam.
 func fakeSpamd(c net.Conn) {
@@ -79,7 +50,7 @@ func fakeClamd(c net.Conn) {
 // proxy's are added at the top, the Subject is prefixed in place, and every
 // other byte is the original's.
 func TestForgedFieldsInAnyHeader(t *testing.T) {
-	spamd, clamd := serveLoopback(t, fakeSpamd), serveLoopback(t, fakeClamd)
+	spamd, clamd := testinfra.ServeLoopback(t, 10*time.Second, fakeSpamd), testinfra.ServeLoopback(t, 10*time.Second, fakeClamd)
 	ch := filtertest.MustChain(t, fmt.Sprintf(`
 - type: spamassassin
   address: tcp://%s

@@ -8,12 +8,9 @@ import (
 	"io"
 	"math"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -44,62 +42,19 @@ type saRequest struct {
 
 // saFake is a fake spamd: it accepts connections and runs handle on each.
 type saFake struct {
-	ln   net.Listener
 	addr string // for the address key
-	wg   sync.WaitGroup
 	hits chan struct{}
 }
 
-// startSAFake listens on network ("tcp" on 127.0.0.1, or "unix" in a short
-// temporary directory) and serves each connection with handle.
+// startSAFake listens on network ("tcp" on 127.0.0.1, or "unix") and
+// serves each connection with handle.
 func startSAFake(t *testing.T, network string, handle func(c net.Conn)) *saFake {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	f := &saFake{hits: make(chan struct{}, 100)}
-	switch network {
-	case "tcp":
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		if err == nil {
-			f.addr = "tcp://" + ln.Addr().String()
-		}
-	case "unix":
-		// Not t.TempDir: its path includes the test name and may exceed
-		// the 107 bytes a socket path may have.
-		dir, derr := os.MkdirTemp("", "sa")
-		if derr != nil {
-			t.Fatal(derr)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		path := filepath.Join(dir, "spamd.sock")
-		ln, err = net.Listen("unix", path)
-		f.addr = "unix://" + path
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.ln = ln
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			f.hits <- struct{}{}
-			f.wg.Add(1)
-			go func() {
-				defer f.wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		f.wg.Wait()
+	ln, addr := testinfra.Listen(t, network)
+	f := &saFake{addr: addr, hits: make(chan struct{}, 100)}
+	testinfra.Serve(t, ln, 10*time.Second, func(c net.Conn) {
+		f.hits <- struct{}{}
+		handle(c)
 	})
 	return f
 }

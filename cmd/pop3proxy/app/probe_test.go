@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 // The HEALTHCHECK's verdict: 0 only for a 2xx answer; an error status, a
@@ -67,22 +69,9 @@ func TestProbe(t *testing.T) {
 // A health endpoint that accepts and never answers costs the probe its
 // timeout, not the container engine's.
 func TestProbeTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, never answered
-		}
-	}()
+	addr := testinfra.Silent(t)
 	start := time.Now()
-	_, err = probe(context.Background(), "http://"+ln.Addr().String()+"/healthz", 300*time.Millisecond)
+	_, err := probe(context.Background(), "http://"+addr+"/healthz", 300*time.Millisecond)
 	if err == nil {
 		t.Fatal("a silent endpoint passed the probe")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -70,18 +71,6 @@ func (f *countingFilter) Failed(timedOut bool, took time.Duration) {
 
 func (f *countingFilter) TooLarge(took time.Duration) { f.o.add(f.name+" too_large", took) }
 
-func equalCounts(got, want map[string]int) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for k, v := range want {
-		if got[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // Every call of a plugin reaches its filter's observer once, with the
 // verdict, the failure (a timeout told apart) or the size refusal; judges
 // running beside one that rejects are reported too.
@@ -102,7 +91,7 @@ func TestObserverSeesEveryCall(t *testing.T) {
 		t.Fatalf("outcome %v, want refuse", res.Outcome)
 	}
 	want := map[string]int{"rewrite replace": 1, "same continue": 1, "clean continue": 1, "spam reject": 1}
-	if got := obs.counts(); !equalCounts(got, want) {
+	if got := obs.counts(); !maps.Equal(got, want) {
 		t.Errorf("observed %v, want %v", got, want)
 	}
 
@@ -115,7 +104,7 @@ func TestObserverSeesEveryCall(t *testing.T) {
 	ch.SetObserver(obs)
 	filtertest.Run(t, ch, []byte("Subject: x\r\n\r\nbody\r\n"), filter.Meta{Number: 2})
 	want = map[string]int{"down failed": 1, "slow timeout": 1, "big too_large": 1}
-	if got := obs.counts(); !equalCounts(got, want) {
+	if got := obs.counts(); !maps.Equal(got, want) {
 		t.Errorf("observed %v, want %v", got, want)
 	}
 	for _, d := range obs.took {

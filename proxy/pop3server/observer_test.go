@@ -3,6 +3,7 @@ package pop3server_test
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -60,27 +61,7 @@ func (o *countingObserver) waitEnded(t *testing.T, n int) (started int, ended, l
 	})
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.started, maps(o.ended), maps(o.logins)
-}
-
-func maps(m map[string]int) map[string]int {
-	out := make(map[string]int, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-func sameCounts(got, want map[string]int) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for k, v := range want {
-		if got[k] != v {
-			return false
-		}
-	}
-	return true
+	return o.started, maps.Clone(o.ended), maps.Clone(o.logins)
 }
 
 // Every way a session ends reaches the Observer once, with its result, and
@@ -133,10 +114,10 @@ func TestObserverSessionsAndLogins(t *testing.T) {
 	if started != 4 {
 		t.Errorf("SessionStarted called %d times, want 4", started)
 	}
-	if want := map[string]int{"quit": 1, "disconnect": 1, "timeout": 1, "bad_commands": 1}; !sameCounts(ended, want) {
+	if want := map[string]int{"quit": 1, "disconnect": 1, "timeout": 1, "bad_commands": 1}; !maps.Equal(ended, want) {
 		t.Errorf("SessionEnded results = %v, want %v", ended, want)
 	}
-	if want := map[string]int{"user/failed": 1, "user/ok": 1, "plain/ok": 1}; !sameCounts(logins, want) {
+	if want := map[string]int{"user/failed": 1, "user/ok": 1, "plain/ok": 1}; !maps.Equal(logins, want) {
 		t.Errorf("Login calls = %v, want %v", logins, want)
 	}
 }
@@ -158,15 +139,15 @@ func TestObserverErrorAndRefused(t *testing.T) {
 	over := dial(t, ts.addr)
 	over.Expect("-ERR [SYS/TEMP] too many connections")
 	started, ended, _ := obs.waitEnded(t, 1)
-	if started != 2 || !sameCounts(ended, map[string]int{"refused": 1}) {
+	if started != 2 || !maps.Equal(ended, map[string]int{"refused": 1}) {
 		t.Errorf("started %d, ended %v; want 2 started and the second refused", started, ended)
 	}
 	first.Cmd("QUIT", "+OK*")
 	_, ended, logins := obs.waitEnded(t, 2)
-	if !sameCounts(ended, map[string]int{"refused": 1, "quit": 1}) {
+	if !maps.Equal(ended, map[string]int{"refused": 1, "quit": 1}) {
 		t.Errorf("ended %v", ended)
 	}
-	if !sameCounts(logins, map[string]int{"user/error": 1}) {
+	if !maps.Equal(logins, map[string]int{"user/error": 1}) {
 		t.Errorf("logins %v, want one user/error", logins)
 	}
 }

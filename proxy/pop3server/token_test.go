@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"reflect"
 	"strings"
 	"sync"
@@ -240,7 +241,7 @@ func TestTokenChallengeDisconnect(t *testing.T) {
 	if _, _, aborts := be.state(); aborts != 1 {
 		t.Errorf("Challenge.Abort called %d times, want 1", aborts)
 	}
-	if !sameCounts(ended, map[string]int{"disconnect": 1}) || !sameCounts(logins, map[string]int{"xoauth2/failed": 1}) {
+	if !maps.Equal(ended, map[string]int{"disconnect": 1}) || !maps.Equal(logins, map[string]int{"xoauth2/failed": 1}) {
 		t.Errorf("ended %v, logins %v; want a disconnect and a failed xoauth2 login", ended, logins)
 	}
 }
@@ -355,7 +356,7 @@ func TestTokenFailuresDelayed(t *testing.T) {
 	}
 	c.Cmd("QUIT", "+OK *")
 	_, _, logins := obs.waitEnded(t, 1)
-	if want := map[string]int{"xoauth2/failed": 2, "oauthbearer/failed": 2}; !sameCounts(logins, want) {
+	if want := map[string]int{"xoauth2/failed": 2, "oauthbearer/failed": 2}; !maps.Equal(logins, want) {
 		t.Errorf("logins %v, want %v", logins, want)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/scanners/clamav"
 	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 )
@@ -28,17 +28,6 @@ func clamJudgeMessage(p *clamav.Filter, m *filter.Message, timeout time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return p.Judge(ctx, m)
-}
-
-// allocatedDuring returns how many bytes the process allocated on the
-// heap while f ran, freed or not, and how much the live heap grew.
-func allocatedDuring(f func()) (allocated uint64, grown int64) {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc, int64(after.HeapAlloc) - int64(before.HeapAlloc)
 }
 
 // TestClamAVRealClamdSpooled: a message the proxy keeps in a spool file is
@@ -96,7 +85,7 @@ func TestClamAVRealClamdLargeSpooled(t *testing.T) {
 	var v filter.Verdict
 	var err error
 	start := time.Now()
-	allocated, grown := allocatedDuring(func() { v, err = clamJudgeMessage(p, m, 120*time.Second) })
+	allocated, grown := testinfra.AllocatedDuring(func() { v, err = clamJudgeMessage(p, m, 120*time.Second) })
 	t.Logf("%d-byte message judged in %v; allocated %d bytes, heap grew by %d", size, time.Since(start), allocated, grown)
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -375,12 +375,7 @@ func TestSpooled(t *testing.T) {
 	})
 	rs := newRS(t, &Filter{Address: f.srv.URL, MaxSize: 32 << 20})
 	var err error
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	_, err = judge(t, rs, m)
-	runtime.ReadMemStats(&after)
-	allocated := after.TotalAlloc - before.TotalAlloc
+	allocated, _ := testinfra.AllocatedDuring(func() { _, err = judge(t, rs, m) })
 	t.Logf("%d-byte spooled message judged; allocated %d bytes", size, allocated)
 	if err != nil {
 		t.Fatal(err)

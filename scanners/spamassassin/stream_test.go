@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,18 +18,8 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
-
-// allocatedDuring returns how many bytes the process allocated on the
-// heap while f ran, freed or not, and how much the live heap grew.
-func allocatedDuring(f func()) (allocated uint64, grown int64) {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc, int64(after.HeapAlloc) - int64(before.HeapAlloc)
-}
 
 // TestSpamAssassinLargeSpooled: a 20 MB message in a spool file reaches
 // spamd whole, byte for byte, after an exact Content-length and followed
@@ -83,7 +72,7 @@ func TestSpamAssassinLargeSpooled(t *testing.T) {
 	sa := newSA(t, &Filter{Address: f.addr, MaxSize: 32 << 20})
 	var v filter.Verdict
 	var err error
-	allocated, grown := allocatedDuring(func() {
+	allocated, grown := testinfra.AllocatedDuring(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		v, err = sa.Judge(ctx, m)

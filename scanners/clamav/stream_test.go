@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -216,42 +215,18 @@ func TestClamAVMaxStreamLimitsMaxSize(t *testing.T) {
 // longer for any eleventh to arrive.
 func TestClamAVMaxConcurrentDefault(t *testing.T) {
 	const limit, runs = 10, 15
-	var cur, peak atomic.Int32
-	full := make(chan struct{})
-	var fullOnce sync.Once
+	crowd := scannertest.NewCrowd(limit)
 	addr := clamFake(t, "tcp", func(c net.Conn) {
 		if _, _, err := clamReadStream(c); err != nil {
 			t.Errorf("fake clamd: %v", err)
 			return
 		}
-		n := cur.Add(1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		if n >= limit {
-			fullOnce.Do(func() { close(full) })
-		}
-		select {
-		case <-full:
-			time.Sleep(200 * time.Millisecond)
-		case <-time.After(5 * time.Second):
-		}
-		// Before the reply: once the client has it, its slot is free.
-		cur.Add(-1)
+		crowd.Hold()
 		io.WriteString(c, "stream: OK\x00")
 	})
 	ch := filtertest.MustChain(t, fmt.Sprintf("- {type: clamav, address: %s, timeout: 20s}\n", addr))
-	var wg sync.WaitGroup
-	for i := range runs {
-		wg.Go(func() {
-			res := ch.Run(context.Background(), filter.NewMessage(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i), clamMeta))
-			defer res.Close()
-			if res.Outcome != filter.Deliver {
-				t.Errorf("message %d: %v (%s)", i, res.Outcome, res.Reason)
-			}
-		})
-	}
-	wg.Wait()
-	if p := peak.Load(); p != limit {
+	scannertest.RunAtOnce(t, ch, runs, clamMeta)
+	if p := crowd.Peak(); p != limit {
 		t.Errorf("%d scans at once, want %d (clamd's MaxThreads)", p, limit)
 	}
 }

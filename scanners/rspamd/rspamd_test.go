@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/internal/testinfra"
+	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
 
@@ -856,39 +856,15 @@ func TestConnectionReuse(t *testing.T) {
 // in progress, and then a while longer for a ninth to arrive.
 func TestMaxConcurrentDefault(t *testing.T) {
 	const limit, runs = DefaultMaxConcurrent, 12
-	var cur, peak atomic.Int32
-	full := make(chan struct{})
-	var fullOnce sync.Once
+	crowd := scannertest.NewCrowd(limit)
 	f := startFake(t, false, func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		n := cur.Add(1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		if n >= limit {
-			fullOnce.Do(func() { close(full) })
-		}
-		select {
-		case <-full:
-			time.Sleep(200 * time.Millisecond)
-		case <-time.After(5 * time.Second):
-		}
-		// Before the reply: once the client has it, its slot is free.
-		cur.Add(-1)
+		crowd.Hold()
 		io.WriteString(w, hamReply)
 	})
 	ch := filtertest.MustChain(t, fmt.Sprintf("- {type: rspamd, address: %q, timeout: 20s}\n", f.srv.URL))
-	var wg sync.WaitGroup
-	for i := range runs {
-		wg.Go(func() {
-			res := ch.Run(context.Background(), rsMessage(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i)))
-			defer res.Close()
-			if res.Outcome != filter.Deliver {
-				t.Errorf("message %d: %v (%s)", i, res.Outcome, res.Reason)
-			}
-		})
-	}
-	wg.Wait()
-	if p := peak.Load(); p != limit {
+	scannertest.RunAtOnce(t, ch, runs, rsMeta)
+	if p := crowd.Peak(); p != limit {
 		t.Errorf("%d checks at once, want %d", p, limit)
 	}
 }

@@ -11,14 +11,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/filter/filtertest"
 	"github.com/pop3proxy/pop3proxy/internal/testinfra"
+	"github.com/pop3proxy/pop3proxy/scanners/scannertest"
 )
 
 // TestSpamAssassinLargeSpooled: a 20 MB message in a spool file reaches
@@ -128,39 +127,15 @@ func TestSpamAssassinSourceFails(t *testing.T) {
 // progress, and then a while longer for any sixth to arrive.
 func TestSpamAssassinMaxConcurrentDefault(t *testing.T) {
 	const limit, runs = 5, 8
-	var cur, peak atomic.Int32
-	full := make(chan struct{})
-	var fullOnce sync.Once
+	crowd := scannertest.NewCrowd(limit)
 	f := startSAFake(t, "tcp", func(c net.Conn) {
 		readSARequest(c)
-		n := cur.Add(1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		if n >= limit {
-			fullOnce.Do(func() { close(full) })
-		}
-		select {
-		case <-full:
-			time.Sleep(200 * time.Millisecond)
-		case <-time.After(5 * time.Second):
-		}
-		// Before the reply: once the client has it, its slot is free.
-		cur.Add(-1)
+		crowd.Hold()
 		io.WriteString(c, saHamReply)
 	})
 	ch := filtertest.MustChain(t, fmt.Sprintf("- {type: spamassassin, address: %s, timeout: 20s}\n", f.addr))
-	var wg sync.WaitGroup
-	for i := range runs {
-		wg.Go(func() {
-			res := ch.Run(context.Background(), saMessage(fmt.Appendf(nil, "Subject: %d\r\n\r\nbody\r\n", i)))
-			defer res.Close()
-			if res.Outcome != filter.Deliver {
-				t.Errorf("message %d: %v (%s)", i, res.Outcome, res.Reason)
-			}
-		})
-	}
-	wg.Wait()
-	if p := peak.Load(); p != limit {
+	scannertest.RunAtOnce(t, ch, runs, saMeta)
+	if p := crowd.Peak(); p != limit {
 		t.Errorf("%d checks at once, want %d (spamd's --max-children)", p, limit)
 	}
 }

@@ -202,8 +202,11 @@ func TestReadyzFollowsScanner(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, readyz, http.StatusServiceUnavailable)
+	if len(logLines(p.logs.String(), "scanner answers again")) != 1 {
+		t.Errorf("the recovery was not logged once")
+	}
 	eventually(t, "the outage to be logged", func() bool {
-		return strings.Contains(p.logs.String(), "scanner does not answer") && strings.Contains(p.logs.String(), "scanner answers again")
+		return len(logLines(p.logs.String(), "scanner does not answer")) == 1
 	})
 }
 

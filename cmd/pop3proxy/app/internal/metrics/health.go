@@ -36,7 +36,6 @@ type Health struct {
 	serving bool
 	chain   *filter.Chain
 	checked bool                // the current chain has been pinged
-	failed  map[string]string   // filter name -> why, after the last ping
 	logged  map[string]bool     // filters whose failure has been logged
 	results []filter.PingResult // the last round
 }
@@ -46,7 +45,7 @@ type Health struct {
 func NewHealth(log *zap.Logger, interval time.Duration, metrics *Metrics) *Health {
 	return &Health{
 		log: log, metrics: metrics, interval: interval,
-		wake: make(chan struct{}, 1), failed: map[string]string{}, logged: map[string]bool{},
+		wake: make(chan struct{}, 1), logged: map[string]bool{},
 	}
 }
 
@@ -105,9 +104,6 @@ func (h *Health) SetServing(serving bool) {
 	h.update()
 }
 
-// CheckNow pings the current chain's scanners and waits for the answers.
-func (h *Health) CheckNow(ctx context.Context) { h.check(ctx) }
-
 // check pings the scanners and logs what changed: a scanner that does not
 // answer at ERROR (at the first check: "filter enabled, but its scanner
 // does not answer"), one that answers again at INFO.
@@ -132,11 +128,9 @@ func (h *Health) check(ctx context.Context) {
 	}
 	first := !h.checked
 	h.checked, h.results = true, results
-	clear(h.failed)
 	var down, back []filter.PingResult
 	for _, r := range results {
 		if r.Err != nil {
-			h.failed[r.Filter] = r.Err.Error()
 			if !h.logged[r.Filter] {
 				h.logged[r.Filter] = true
 				down = append(down, r)
@@ -193,8 +187,8 @@ func (h *Health) readyLocked() (bool, string) {
 		why = append(why, "scanners not checked yet")
 	}
 	for _, r := range h.results {
-		if msg, ok := h.failed[r.Filter]; ok {
-			why = append(why, fmt.Sprintf("filter %s (%s): %s", r.Filter, r.Key, msg))
+		if r.Err != nil {
+			why = append(why, fmt.Sprintf("filter %s (%s): %s", r.Filter, r.Key, r.Err))
 		}
 	}
 	return len(why) == 0, strings.Join(why, "\n")

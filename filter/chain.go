@@ -107,7 +107,7 @@ func Build(nodes []yaml.Node, log *zap.Logger) (*Chain, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	ch := &Chain{log: log, fingerprint: fingerprintOf(nodes)}
+	ch := &Chain{log: log, fingerprint: FingerprintOf(nodes)}
 	var errs *multierror.Error
 	names := map[string]bool{}
 	for i := range nodes {

@@ -164,7 +164,9 @@ func (ch *Chain) Fingerprint() string {
 	return ch.fingerprint
 }
 
-func fingerprintOf(nodes []yaml.Node) string {
+// FingerprintOf is the Fingerprint of the chain the filter blocks nodes
+// build, so that configurations can be compared without building chains.
+func FingerprintOf(nodes []yaml.Node) string {
 	h := sha256.New()
 	io.WriteString(h, "pop3proxy filter chain\x00")
 	io.WriteString(h, buildID())

@@ -18,8 +18,13 @@ func TestChangedKeys(t *testing.T) {
 	}
 	base := "listen: 127.0.0.1:1110\nfilters:\n  - type: header\n    add: {X-A: one}\n"
 	a := parse(base)
-	if got := changedKeys(a, parse("# moved down\n\n"+base)); len(got) != 0 {
-		t.Errorf("the same configuration differs in %v", got)
+	for _, same := range []string{
+		"# moved down\n\n" + base,
+		"listen: 127.0.0.1:1110\nfilters:\n  # a comment in the list\n  - {type: header, add: {X-A: one}} # and on a line\n",
+	} {
+		if got := changedKeys(a, parse(same)); len(got) != 0 {
+			t.Errorf("the same configuration differs in %v:\n%s", got, same)
+		}
 	}
 	b := parse("listen: 127.0.0.1:1111\nlimits:\n  max_connections: 5\nlog:\n  level: debug\nfilters:\n  - type: header\n    add: {X-A: two}\n")
 	want := []string{"listen", "filters", "limits.max_connections", "log.level"}

@@ -30,8 +30,8 @@ func envelopeOf(m *filter.Message) (envelope, error) {
 	var returnPath, from string
 	haveReturnPath, haveFrom := false, false
 	seen := map[string]bool{}
-	err := scanHeader(m.Open(), func(name, value string) {
-		switch strings.ToLower(name) {
+	err := scanHeader(m.Open(), envelopeFields, func(name, value string) {
+		switch name {
 		case "return-path":
 			// The delivering MTA puts its Return-Path on top; a sender's
 			// own copies below it do not count.
@@ -66,10 +66,14 @@ func envelopeOf(m *filter.Message) (envelope, error) {
 	return env, nil
 }
 
-// scanHeader calls field for every unfolded header field of r, skipping
-// non-field lines (mbox "From "), fields over maxFieldScan and one cut off
-// at maxHeaderScan.
-func scanHeader(r io.Reader, field func(name, value string)) error {
+// envelopeFields are the fields envelopeOf reads; scanHeader copies no
+// other, as a message's header has dozens.
+var envelopeFields = []string{"return-path", "from", "to", "cc"}
+
+// scanHeader calls field with the name in lower case for every unfolded
+// header field of r that names lists, skipping non-field lines (mbox
+// "From "), fields over maxFieldScan and one cut off at maxHeaderScan.
+func scanHeader(r io.Reader, names []string, field func(name, value string)) error {
 	// One line is at most maxHeaderScan bytes: the reader ends there.
 	br := bufio.NewReader(io.LimitReader(r, maxHeaderScan))
 	var cur []byte // the field being unfolded
@@ -77,7 +81,7 @@ func scanHeader(r io.Reader, field func(name, value string)) error {
 	total := 0
 	flush := func() {
 		if have && len(cur) <= maxFieldScan {
-			if name, value, ok := splitField(cur); ok {
+			if name, value, ok := splitField(cur, names); ok {
 				field(name, value)
 			}
 		}
@@ -114,17 +118,20 @@ func scanHeader(r io.Reader, field func(name, value string)) error {
 }
 
 // splitField splits "Name: value" (RFC 5322 §3.6.8, with the white space
-// before the colon that §4.5 allows).
-func splitField(b []byte) (name, value string, ok bool) {
+// before the colon that §4.5 allows) if the name is one of names (lower
+// case), which it returns.
+func splitField(b []byte, names []string) (name, value string, ok bool) {
 	colon := bytes.IndexByte(b, ':')
 	if colon <= 0 {
 		return "", "", false
 	}
 	n := bytes.TrimRight(b[:colon], " \t")
-	if filter.CheckFieldName(string(n)) != nil {
-		return "", "", false
+	for _, name := range names {
+		if bytes.EqualFold(n, []byte(name)) {
+			return name, strings.TrimSpace(string(b[colon+1:])), true
+		}
 	}
-	return string(n), strings.TrimSpace(string(b[colon+1:])), true
+	return "", "", false
 }
 
 // addressLike finds addr-specs in text that net/mail cannot parse, as spam

@@ -40,7 +40,7 @@ func (c *Config) validateMetrics(bad func(path, format string, args ...any)) {
 		if _, err := isLoopbackListen(m.Listen); err != nil {
 			bad("metrics.listen", "%v", err)
 		}
-		for _, l := range c.listeners() {
+		for _, l := range listenSpecs(c) {
 			if l.addr == m.Listen {
 				bad("metrics.listen", "%s is also %s", m.Listen, l.key)
 			}

@@ -26,7 +26,7 @@ func (c *Config) validate() []error {
 	}
 
 	listeners := 0
-	for _, l := range c.listeners() {
+	for _, l := range listenSpecs(c) {
 		if _, err := isLoopbackListen(l.addr); err != nil {
 			bad(l.key, "%v", err)
 			continue
@@ -34,7 +34,7 @@ func (c *Config) validate() []error {
 		listeners++
 	}
 	remote := c.remoteListener()
-	if len(c.listeners()) == 0 {
+	if len(listenSpecs(c)) == 0 {
 		bad("listen", "no listener: set at least one of listen, listen_tls, listen_proxy, listen_proxy_tls")
 	}
 	c.validateTLS(bad)
@@ -212,28 +212,14 @@ func (c *Config) validate() []error {
 	return errs
 }
 
-// listener is one configured listen address and its key.
-type listener struct{ key, addr string }
-
-// listeners returns the listeners that are set.
-func (c *Config) listeners() []listener {
-	var ls []listener
-	for _, l := range []listener{{"listen", c.Listen}, {"listen_tls", c.ListenTLS}, {"listen_proxy", c.ListenProxy}, {"listen_proxy_tls", c.ListenProxyTLS}} {
-		if l.addr != "" {
-			ls = append(ls, l)
-		}
-	}
-	return ls
-}
-
 // remoteListener returns the key of the first listener that clients on
 // other hosts can reach, or "" when the proxy serves this machine only. A
 // PROXY protocol listener always counts as remote, wherever it listens:
 // it exists to serve the clients of a load balancer.
 func (c *Config) remoteListener() string {
-	for _, l := range c.listeners() {
+	for _, l := range listenSpecs(c) {
 		loopback, _ := isLoopbackListen(l.addr)
-		if !loopback || l.key == "listen_proxy" || l.key == "listen_proxy_tls" {
+		if !loopback || l.proxyProto {
 			return l.key
 		}
 	}
@@ -309,8 +295,8 @@ func (c *Config) validateTLS(bad func(string, string, ...any)) {
 		}
 	}
 	if t.Cert == "" {
-		for _, l := range []listener{{"listen_tls", c.ListenTLS}, {"listen_proxy_tls", c.ListenProxyTLS}} {
-			if l.addr != "" {
+		for _, l := range listenSpecs(c) {
+			if l.tls {
 				bad(l.key, "needs tls.cert and tls.key")
 			}
 		}

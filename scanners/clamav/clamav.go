@@ -225,12 +225,7 @@ func (c *Filter) Ping(ctx context.Context) error {
 }
 
 // MaxStream implements filter.StreamLimiter: max_size may not exceed it.
-func (c *Filter) MaxStream() (int64, string) {
-	if c.MaxStreamSize == 0 {
-		return int64(DefaultMaxStream), "max_stream"
-	}
-	return int64(c.MaxStreamSize), "max_stream"
-}
+func (c *Filter) MaxStream() (int64, string) { return int64(c.MaxStreamSize), "max_stream" }
 
 func dirBytes(dir string) (int64, error) {
 	entries, err := os.ReadDir(dir)

@@ -74,7 +74,6 @@ type Filter struct {
 	// SQL/LDAP/virtual configuration).
 	User string `yaml:"user"`
 
-	name   string
 	log    *zap.Logger
 	client *spamdClient
 	prefix string
@@ -82,12 +81,9 @@ type Filter struct {
 
 // Provision does not contact spamd, which may start after the proxy.
 func (s *Filter) Provision(env filter.Env) error {
-	s.name, s.log = env.Name, env.Logger
+	s.log = env.Logger
 	if s.log == nil {
 		s.log = zap.NewNop()
-	}
-	if s.name == "" {
-		s.name = "spamassassin"
 	}
 
 	addr := s.Address

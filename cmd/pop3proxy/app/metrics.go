@@ -83,21 +83,21 @@ func startObservability(cfg *Config, log *zap.Logger) (*observability, error) {
 // serverObserver, filterObserver and relayObserver are nil, observing
 // nothing, without metrics.listen.
 func (o *observability) serverObserver() pop3server.Observer {
-	if o == nil || o.metrics == nil {
+	if o.metrics == nil {
 		return nil
 	}
 	return o.metrics.Server()
 }
 
 func (o *observability) filterObserver() filter.Observer {
-	if o == nil || o.metrics == nil {
+	if o.metrics == nil {
 		return nil
 	}
 	return o.metrics.Filters()
 }
 
 func (o *observability) relayObserver() proxy.Observer {
-	if o == nil || o.metrics == nil {
+	if o.metrics == nil {
 		return nil
 	}
 	return o.metrics.Relay()
@@ -105,25 +105,14 @@ func (o *observability) relayObserver() proxy.Observer {
 
 // useChain makes /readyz depend on ch's scanners: at start, and when a
 // reload has put a new chain in service.
-func (o *observability) useChain(ch *filter.Chain) {
-	if o != nil {
-		o.health.UseChain(ch)
-	}
-}
+func (o *observability) useChain(ch *filter.Chain) { o.health.UseChain(ch) }
 
 // setServing says whether the POP3 listeners serve: false when a drain
 // starts, so that a load balancer stops sending clients.
-func (o *observability) setServing(serving bool) {
-	if o != nil {
-		o.health.SetServing(serving)
-	}
-}
+func (o *observability) setServing(serving bool) { o.health.SetServing(serving) }
 
 // close stops the checks and the HTTP listener.
 func (o *observability) close() {
-	if o == nil {
-		return
-	}
 	o.health.Stop()
 	if o.http != nil {
 		o.http.Close()

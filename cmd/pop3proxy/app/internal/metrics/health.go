@@ -208,16 +208,14 @@ type HTTPServer struct {
 	ln  net.Listener
 }
 
-// Listen opens addr and serves on it. metrics may be nil (no /metrics).
+// Listen opens addr and serves /metrics, /healthz and /readyz on it.
 func Listen(addr string, m *Metrics, h *Health, log *zap.Logger) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	if m != nil {
-		mux.Handle("GET /metrics", m.Handler())
-	}
+	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")

@@ -109,14 +109,20 @@ func (s *session) prepare(ctx context.Context) error {
 	sort.Slice(info, func(i, j int) bool { return info[i].num < info[j].num })
 	s.mu.Lock()
 	s.info = info
+	// A message the client deleted after its UIDL is in uidl, not in list;
+	// it goes in after the loop, because find searches a sorted s.info.
+	var uidlOnly []msgInfo
 	for _, m := range uidl {
 		if mi := s.find(m.Number); mi != nil {
 			mi.uid = m.UID
 		} else {
-			s.info = append(s.info, msgInfo{num: m.Number, uid: m.UID, size: -1})
+			uidlOnly = append(uidlOnly, msgInfo{num: m.Number, uid: m.UID, size: -1})
 		}
 	}
-	sort.SliceStable(s.info, func(i, j int) bool { return s.info[i].num < s.info[j].num })
+	if len(uidlOnly) > 0 {
+		s.info = append(s.info, uidlOnly...)
+		sort.Slice(s.info, func(i, j int) bool { return s.info[i].num < s.info[j].num })
+	}
 	s.mu.Unlock()
 	if s.g.opts.Cache == nil || len(uidl) == 0 {
 		return nil

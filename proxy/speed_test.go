@@ -306,6 +306,43 @@ func TestCacheNeverMixesUp(t *testing.T) {
 	wantCounted(t, 4, "second session")
 }
 
+// TestCacheAfterDele: a client that lists unique-ids, deletes the first
+// message and then retrieves the last (clients that delete mail after some
+// days do) gets the last message's decision cached under its unique-id:
+// the listing the proxy merges has the deleted message in its UIDL and not
+// in its LIST.
+func TestCacheAfterDele(t *testing.T) {
+	mk := func(uid, subject string) upMsg {
+		return upMsg{uid: uid, lines: []string{"Subject: " + subject, "", "body"},
+			deliver: "X-Counted: yes\r\nSubject: [T] " + subject + "\r\n\r\nbody\r\n"}
+	}
+	msgs := []upMsg{mk("uid-1", "one"), mk("uid-2", "two"), mk("uid-3", "three"), mk("uid-4", "four"), mk("uid-5", "five")}
+	afterDele := "C: LIST\nS: +OK\n"
+	for i, m := range msgs[1:] {
+		afterDele += fmt.Sprintf("S: %d %d\n", i+2, m.size())
+	}
+	afterDele += "S: .\n"
+	up := pop3test.NewServer(t, loginScript+uidlOf(msgs...)+"C: DELE 1\nS: +OK\n"+afterDele+
+		"C: RETR 5\n"+msgs[4].answer(-1)+"C: RSET\nS: +OK\nC: QUIT\nS: +OK\nS!next\n"+
+		loginScript+listings(msgs...)+"C: RETR 5\n"+msgs[4].answer(-1)+"C: QUIT\nS: +OK\n")
+	gw := startSpeed(t, proxy.Options{Cache: memoryCache()})
+
+	c := login(t, gw, up.Addr())
+	c.Cmd("UIDL", "+OK*")
+	c.Multi()
+	c.Cmd("DELE 1", "+OK*")
+	retr(t, c, "RETR 5", msgs[4])
+	c.Cmd("RSET", "+OK*")
+	c.Cmd("QUIT", "+OK*")
+	wantCounted(t, 1, "first session")
+
+	c = login(t, gw, up.Addr())
+	retr(t, c, "RETR 5", msgs[4])
+	c.Cmd("QUIT", "+OK*")
+	up.Wait(t)
+	wantCounted(t, 1, "second session")
+}
+
 // waitFor polls cond for up to 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

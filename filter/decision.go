@@ -254,6 +254,7 @@ func (ch *Chain) Generation(ctx context.Context) (string, error) {
 // decision recorded for the message applies to it.
 func HeaderSectionSize(m *Message) (int64, error) {
 	sc := newElementScanner(m.Open())
+	defer sc.release()
 	for {
 		_, ok, err := sc.next()
 		if err != nil {

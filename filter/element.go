@@ -3,6 +3,7 @@ package filter
 import (
 	"bufio"
 	"io"
+	"sync"
 )
 
 // headPeek is how much of an element the scanner shows before deciding
@@ -14,15 +15,24 @@ const headPeek = 1024
 // continuation lines, RFC 5322 §2.2.3) at a time in constant memory. pos
 // ends at the empty line that ends the header, or at the end of the message.
 type elementScanner struct {
-	br   *bufio.Reader
-	pos  int64
-	end  bool
-	rerr error
+	br  *bufio.Reader
+	pos int64
+	end bool
 }
 
+// brPool: a header edit, a Subject check and a cached decision's header
+// hash each scan the header, and a new 16 KiB reader each was most of the
+// memory a header-edit chain allocated per message.
+var brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
 func newElementScanner(r io.Reader) *elementScanner {
-	return &elementScanner{br: bufio.NewReaderSize(r, 16<<10)}
+	br := brPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &elementScanner{br: br}
 }
+
+// release gives the reader back; the scanner is unusable after it.
+func (s *elementScanner) release() { s.br.Reset(nil); brPool.Put(s.br) }
 
 // next reports whether another element starts, and returns its first
 // bytes (at most headPeek), valid until finish.
@@ -32,7 +42,6 @@ func (s *elementScanner) next() ([]byte, bool, error) {
 	}
 	head, err := s.br.Peek(headPeek)
 	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
-		s.rerr = err
 		return nil, false, err
 	}
 	if len(head) == 0 || head[0] == '\n' || (head[0] == '\r' && len(head) > 1 && head[1] == '\n') {
@@ -51,13 +60,13 @@ func (s *elementScanner) finish(w io.Writer, skip int) error {
 	if skip > 0 {
 		skipped, err := s.br.Peek(skip)
 		if err != nil {
-			return s.fail(err)
+			return err
 		}
 		lineDone = skipped[len(skipped)-1] == '\n'
 		n, err := s.br.Discard(skip)
 		s.pos += int64(n)
 		if err != nil {
-			return s.fail(err)
+			return err
 		}
 	}
 	for {
@@ -76,7 +85,7 @@ func (s *elementScanner) finish(w io.Writer, skip int) error {
 				s.end = true
 				return nil
 			case err != nil:
-				return s.fail(err)
+				return err
 			}
 		}
 		lineDone = false
@@ -86,17 +95,10 @@ func (s *elementScanner) finish(w io.Writer, skip int) error {
 			return nil
 		}
 		if err != nil {
-			return s.fail(err)
+			return err
 		}
 		if next[0] != ' ' && next[0] != '\t' {
 			return nil
 		}
 	}
 }
-
-func (s *elementScanner) fail(err error) error {
-	s.rerr = err
-	return err
-}
-
-func (s *elementScanner) err() error { return s.rerr }

@@ -73,6 +73,7 @@ func applyEdits(m *Message, edits []Edit, newBuffer func() buffer) (*Message, er
 	out.Write(added.Bytes())
 	out.Write(subj.added)
 	sc := newElementScanner(m.Open())
+	defer sc.release()
 	seenSubject := false
 	for {
 		head, ok, err := sc.next()
@@ -111,9 +112,6 @@ func applyEdits(m *Message, edits []Edit, newBuffer func() buffer) (*Message, er
 		if err := sc.finish(w, skip); err != nil {
 			return nil, err
 		}
-	}
-	if err := sc.err(); err != nil {
-		return nil, err
 	}
 	if b, ok := out.(interface{ Err() error }); ok && b.Err() != nil {
 		return nil, b.Err()
@@ -223,6 +221,7 @@ func planSubject(m *Message, edits []Edit) (subjectPlan, error) {
 
 func hasSubject(m *Message) (bool, error) {
 	sc := newElementScanner(m.Open())
+	defer sc.release()
 	for {
 		head, ok, err := sc.next()
 		if err != nil || !ok {

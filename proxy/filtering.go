@@ -119,27 +119,18 @@ func (a *atLeast) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// outcome is the chain's result and its buffer, an unscanned message, or an error.
-type outcome struct {
-	res       *filter.Result
-	buf       *spool.Buffer
-	unscanned *pop3server.Message
-	err       error
-	tempfail  bool // err is a temporary failure of the proxy's own
-}
-
 // scan downloads and filters in the session's own goroutine: a goroutine
 // and a channel per message cost a third of the CPU of a header-only
 // chain (scheduler and futex work, measured with perf), so only the
 // keepalive timer's rare firing runs elsewhere.
 func (s *session) scan(ctx context.Context, msg int, m *upstream.Message, topLines int, hold *upHold) (*pop3server.Message, error) {
 	ka := s.startKeepalive(ctx, msg)
-	o := s.download(ctx, msg, m, topLines, ka, hold)
-	if ka.stop() && o.err != nil {
+	out, err := s.download(ctx, msg, m, topLines, ka, hold)
+	if ka.stop() && err != nil {
 		s.log.Warn("message not delivered after keepalive; connection dropped so the client retries",
-			zap.Int("msg", msg), zap.Error(o.err))
+			zap.Int("msg", msg), zap.Error(err))
 	}
-	return s.deliver(msg, o, topLines)
+	return out, err
 }
 
 // keepalive: after scan_keepalive the client gets "+OK" and a header
@@ -222,7 +213,7 @@ func (ka *keepalive) stop() bool {
 // policy). Once the message is in, the upstream is free: scan-ahead
 // downloads queued now come before the client's next command, and the
 // keepalive may send NOOP.
-func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, ka *keepalive, hold *upHold) outcome {
+func (s *session) download(ctx context.Context, msg int, m *upstream.Message, topLines int, ka *keepalive, hold *upHold) (*pop3server.Message, error) {
 	max := s.g.opts.MaxSize
 	hint := int64(0)
 	if m.Size > 0 && m.Size <= max {
@@ -233,21 +224,19 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 	var src io.Reader = io.LimitReader(m, max+1)
 	h := sha256.New()
 	if s.speedups() {
-		src = hashingReader{src, h}
+		src = io.TeeReader(src, h)
 	}
 	n, err := buf.ReadFrom(src)
-	if err == nil {
-		err = buf.Err()
-	}
 	if err != nil {
 		buf.Close()
 		m.Close()
 		hold.Close()
 		if errors.Is(err, spool.ErrWrite) {
 			s.log.Error("message cannot be spooled", zap.Int("msg", msg), zap.Error(err))
-			return outcome{err: &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}, tempfail: true}
+			s.tempFailed()
+			return nil, &pop3server.Error{Code: "SYS/TEMP", Message: tempfailText, Err: err, Disconnect: true}
 		}
-		return outcome{err: relayError(err)}
+		return nil, relayError(err)
 	}
 	if n > max {
 		return s.oversize(msg, m, buf, topLines, hold)
@@ -268,9 +257,9 @@ func (s *session) download(ctx context.Context, msg int, m *upstream.Message, to
 	fm := filter.NewMessageAt(buf, n, s.meta(msg))
 	if !s.speedups() {
 		s.g.stats.Scanned.Add(1)
-		return outcome{res: s.g.opts.Chain.Run(ctx, fm), buf: buf}
+		return s.result(msg, s.g.opts.Chain.Run(ctx, fm), buf, topLines)
 	}
-	return outcome{res: s.decide(ctx, fm, digestOf(h), ahead), buf: buf}
+	return s.result(msg, s.decide(ctx, fm, digestOf(h), ahead), buf, topLines)
 }
 
 // tempfailText answers a message the proxy itself cannot handle for now.
@@ -278,7 +267,7 @@ const tempfailText = "message cannot be checked right now, try again later"
 
 // oversize applies the oversize policy to a message that went past
 // MaxSize: buf holds its first MaxSize+1 bytes, m the rest.
-func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int, hold *upHold) outcome {
+func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topLines int, hold *upHold) (*pop3server.Message, error) {
 	s.noteOversize()
 	max := s.g.opts.MaxSize
 	s.log.Info("message over max_size", zap.Int("msg", msg), zap.Int64("claimed_size", m.Size),
@@ -290,17 +279,17 @@ func (s *session) oversize(msg int, m *upstream.Message, buf *spool.Buffer, topL
 		m.Close()
 		hold.Close()
 		if err != nil {
-			return outcome{err: relayError(err)}
+			return nil, relayError(err)
 		}
 		s.g.stats.Refused.Add(1)
-		return outcome{err: &pop3server.Error{Message: "message too large to be checked (over max_size)",
-			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}}
+		return nil, &pop3server.Error{Message: "message too large to be checked (over max_size)",
+			Err: fmt.Errorf("message %d over max_size %d (oversize: reject)", msg, max)}
 	}
 	body := readCloser{
 		Reader: io.MultiReader(bytes.NewReader(s.oversizeMark(m.Size)), buf.Open(), m),
 		Closer: closers{m, buf, hold},
 	}
-	return outcome{unscanned: unscanned(body, topLines, -1)}
+	return unscanned(body, topLines, -1), nil
 }
 
 func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message {
@@ -309,19 +298,6 @@ func unscanned(body io.ReadCloser, topLines int, size int64) *pop3server.Message
 	}
 	// Read the whole message so that the connection stays in step.
 	return &pop3server.Message{Size: -1, Body: pop3server.NewTopReader(drainOnClose{body}, topLines)}
-}
-
-func (s *session) deliver(msg int, o outcome, topLines int) (*pop3server.Message, error) {
-	if o.tempfail {
-		s.tempFailed()
-	}
-	switch {
-	case o.err != nil:
-		return nil, o.err
-	case o.unscanned != nil:
-		return o.unscanned, nil
-	}
-	return s.result(msg, o.res, o.buf, topLines)
 }
 
 // result turns the chain's decision into the RETR or TOP answer, releasing

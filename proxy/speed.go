@@ -185,17 +185,6 @@ func (s *session) statDelta() int64 {
 	return d
 }
 
-type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-}
-
-func (h hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	return n, err
-}
-
 func digestOf(h hash.Hash) (d [32]byte) {
 	h.Sum(d[:0])
 	return d
@@ -390,9 +379,6 @@ func (s *session) topFromCache(ctx context.Context, msg, lines int, hold *upHold
 	max := s.g.opts.MaxSize
 	buf := s.g.spool.NewBuffer(0)
 	n, err := buf.ReadFrom(io.LimitReader(m, max+1))
-	if err == nil {
-		err = buf.Err()
-	}
 	if err == nil && n > max {
 		// Longer than any message the entry can be for: drain it and
 		// take the normal path, which decides on the whole message.
@@ -518,10 +504,7 @@ func (s *session) runAhead(p *prefetch, listed int64) {
 	max := s.g.opts.MaxSize
 	h := sha256.New()
 	start := time.Now()
-	n, err := buf.ReadFrom(hashingReader{io.LimitReader(m, max+1), h})
-	if err == nil {
-		err = buf.Err()
-	}
+	n, err := buf.ReadFrom(io.TeeReader(io.LimitReader(m, max+1), h))
 	if errors.Is(err, spool.ErrNoRoom) || (err == nil && n > max) {
 		// Larger than LIST said (the reservation covered that): read the rest
 		// to stay in step, and stop trusting this upstream's sizes for scan-ahead.

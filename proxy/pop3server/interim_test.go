@@ -13,8 +13,9 @@ import (
 )
 
 // interimSession sends pieces through the call's Interim from another
-// goroutine, as a keepalive timer would, and then lets the call return.
-func interimSession(pieces []string, fail error, late chan<- error) func(*fakeSession) {
+// goroutine, as a keepalive timer would, and then lets the call return
+// once release is closed (at once if nil).
+func interimSession(pieces []string, fail error, late chan<- error, release <-chan struct{}) func(*fakeSession) {
 	return func(s *fakeSession) {
 		s.retrHook = func(ctx context.Context) error {
 			in := pop3server.InterimFrom(ctx)
@@ -30,6 +31,9 @@ func interimSession(pieces []string, fail error, late chan<- error) func(*fakeSe
 				}
 			})
 			wg.Wait()
+			if release != nil {
+				<-release
+			}
 			if late != nil {
 				go func() {
 					time.Sleep(10 * time.Millisecond) // after the call has returned
@@ -47,15 +51,15 @@ func interimSession(pieces []string, fail error, late chan<- error) func(*fakeSe
 // Send after the call has returned does nothing.
 func TestInterimKeepsTheClientWaiting(t *testing.T) {
 	late := make(chan error, 1)
+	release := make(chan struct{})
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{configure: interimSession(
-		[]string{"X-Wait: slow\r\n", "\t.\r\n", ".dotted: no\r\n"}, nil, late)}})
+		[]string{"X-Wait: slow\r\n", "\t.\r\n", ".dotted: no\r\n"}, nil, late, release)}})
 	c := ts.login(t)
 	c.Cmd("RETR 1", "+OK message follows")
+	c.Expect("X-Wait: slow") // while RETR is still running
+	close(release)
 	got := string(c.Multi())
-	want := "X-Wait: slow\r\n\t.\r\n.dotted: no\r\n" + msg1
-	if !strings.HasSuffix(msg1, "\r\n") {
-		want += "\r\n"
-	}
+	want := "\t.\r\n.dotted: no\r\n" + msg1
 	if got != want {
 		t.Errorf("RETR = %q, want %q", got, want)
 	}
@@ -70,7 +74,7 @@ func TestInterimKeepsTheClientWaiting(t *testing.T) {
 // client cannot take a part for a whole message.
 func TestInterimThenFailure(t *testing.T) {
 	ts := startServer(t, pop3server.Options{Backend: &fakeBackend{configure: interimSession(
-		[]string{"X-Wait: slow\r\n"}, &pop3server.Error{Code: "SYS/TEMP", Message: "scan failed"}, nil)}})
+		[]string{"X-Wait: slow\r\n"}, &pop3server.Error{Code: "SYS/TEMP", Message: "scan failed"}, nil, nil)}})
 	c := ts.login(t)
 	c.Cmd("RETR 1", "+OK message follows")
 	c.Expect("X-Wait: slow")

@@ -47,14 +47,13 @@ type guardConn struct {
 	respEnd     time.Time     // end of the current response's time; zero while dialling
 	max         int64         // Options.MaxResponseBytes, 0 for none
 
-	kind   respKind
-	limit  int64 // cap on the current response while followed: max or less, 0 for none
-	ph     phase
-	n      int64 // bytes of the current response
-	line   [statusCap]byte
-	nline  int  // bytes of the status line so far
-	isOK   bool // the status line was +OK
-	isCont bool // the status line was a "+ " challenge (respSASL)
+	kind  respKind
+	limit int64 // cap on the current response while followed: max or less, 0 for none
+	ph    phase
+	n     int64 // bytes of the current response
+	line  [statusCap]byte
+	nline int  // bytes of the status line so far
+	isOK  bool // the status line was +OK
 
 	violation error // framing failure found here
 	ioErr     error // error from the connection below
@@ -104,7 +103,7 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	if err := g.failed(); err != nil {
 		return 0, err
 	}
-	g.n, g.nline, g.isOK, g.isCont = 0, 0, false, false
+	g.n, g.nline, g.isOK = 0, 0, false
 	g.ph = phStatus
 	if g.fixed.IsZero() && g.respTimeout > 0 {
 		g.respEnd = time.Now().Add(g.respTimeout)
@@ -217,7 +216,6 @@ func (g *guardConn) follow(b []byte) error {
 					return fmt.Errorf("malformed status line %q", g.status()[:min(len(g.status()), 40)])
 				}
 				// A challenge ends this response; the answer starts the next.
-				g.isCont = true
 				g.ph = phIdle
 			default:
 				return fmt.Errorf("malformed status line %q", g.status()[:min(len(g.status()), 40)])

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	pop3 "github.com/knadh/go-pop3"
+	"github.com/pop3proxy/pop3proxy/internal/neterr"
 	"go.uber.org/zap"
 )
 
@@ -143,7 +144,7 @@ func Dial(ctx context.Context, addr string, serverName string, opt Options) (*Cl
 		case cerr == nil || errors.Is(err, cerr):
 		case cerr == context.DeadlineExceeded:
 			// Whichever step was cut short, the server was too slow.
-			err = tag(cerr, &relabelled{text: fmt.Sprintf("upstream %s: no greeting within %v (dial_timeout)", addr, opt.DialTimeout), err: err})
+			err = tag(cerr, neterr.WithText(fmt.Sprintf("upstream %s: no greeting within %v (dial_timeout)", addr, opt.DialTimeout), err))
 		default:
 			err = fmt.Errorf("%w (%w)", err, cerr)
 		}

@@ -74,7 +74,9 @@ func (r *stuffedReader) Read(p []byte) (int, error) {
 				break
 			}
 		}
-		b, _ := r.br.Peek(r.br.Buffered())
+		// No more than fits in p: searching bytes it cannot take would
+		// scan most of a message twice.
+		b, _ := r.br.Peek(min(r.br.Buffered(), len(p)-n))
 		if r.lineStart && b[0] == '.' {
 			if !r.dotLine(b, n > 0) {
 				break

@@ -65,15 +65,6 @@ func tag(sentinel, err error) error {
 	return &tagged{sentinel: sentinel, err: err}
 }
 
-// relabelled is err with a shorter text; err stays in the chain.
-type relabelled struct {
-	text string
-	err  error
-}
-
-func (e *relabelled) Error() string { return e.text }
-func (e *relabelled) Unwrap() error { return e.err }
-
 func unexpectedEOF(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF

@@ -64,9 +64,6 @@ func (c *Client) listing(cmd string, msg int, parse func([]byte) (MessageInfo, b
 		}
 		out.add(mi)
 	}
-	if c.br.Buffered() > 0 {
-		return nil, c.fail(cmd, errUnsolicited)
-	}
 	return out.result(), nil
 }
 

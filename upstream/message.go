@@ -87,9 +87,6 @@ func (c *Client) begin(op string, kind respKind) ([]byte, error) {
 		return status, nil
 	case statusErr:
 		se := parseServerError(status)
-		if c.br.Buffered() > 0 {
-			return nil, c.fail(op, errUnsolicited)
-		}
 		c.g.endStream()
 		return nil, fmt.Errorf("upstream %s: %s: %w", c.addr, op, se)
 	}

@@ -70,9 +70,6 @@ func (c *Client) saslStep(op, line string) (*SASLChallenge, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.br.Buffered() > 0 {
-		return nil, c.fail(op, errUnsolicited)
-	}
 	status = trimEOL(status)
 	switch classify(status) {
 	case statusOK:

@@ -21,13 +21,16 @@ func Cause(err error) error {
 	if se, ok := cause.(*os.SyscallError); ok && se.Err != nil {
 		cause = se.Err
 	}
-	return &causeError{text: cause.Error(), err: err}
+	return WithText(cause.Error(), err)
 }
 
-type causeError struct {
+// WithText is err with another text; err stays in the chain.
+func WithText(text string, err error) error { return &relabelled{text: text, err: err} }
+
+type relabelled struct {
 	text string
 	err  error
 }
 
-func (e *causeError) Error() string { return e.text }
-func (e *causeError) Unwrap() error { return e.err }
+func (e *relabelled) Error() string { return e.text }
+func (e *relabelled) Unwrap() error { return e.err }

@@ -5,9 +5,11 @@ package chaos
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,12 +46,13 @@ func (s *sources) next() string {
 // hostile is the load: idle, logged-in idle, slowloris and flooding
 // clients, counted.
 type hostile struct {
-	w         *World
-	src       sources
-	open      atomic.Int64 // connections held now
-	floodCuts atomic.Int64 // flooding connections the proxy ended
-	peakRSS   atomic.Int64
-	peakConns atomic.Int64
+	w           *World
+	src         sources
+	open        atomic.Int64 // connections held now
+	floodCuts   atomic.Int64 // flooding connections the proxy ended
+	floodStalls atomic.Int64 // flooding connections whose writes timed out
+	peakRSS     atomic.Int64
+	peakConns   atomic.Int64
 }
 
 func (h *hostile) run(ctx context.Context) {
@@ -169,7 +172,13 @@ func (h *hostile) flood(ctx context.Context, src string, rng *rand.Rand) {
 			}
 			p.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if _, err := p.c.Write(junk); err != nil {
-				h.floodCuts.Add(1)
+				// A write that times out is a proxy that stopped reading
+				// without closing: not cut off.
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					h.floodStalls.Add(1)
+				} else {
+					h.floodCuts.Add(1)
+				}
 				break
 			}
 		}
@@ -195,6 +204,7 @@ func TestLoad(t *testing.T) {
 		MaxConnections: 1300, MaxConnectionsPerIP: 20,
 	})
 	idleRSS := w.proxy.RSS()
+	refusedBefore := w.Stats.Refused.Load()
 	for _, v := range w.Round(0) {
 		t.Error(v)
 	}
@@ -222,6 +232,14 @@ func TestLoad(t *testing.T) {
 	}
 	if len(loaded) == 0 {
 		t.Error("no message was delivered under load")
+	}
+	// No fault is injected: a RETR answered -ERR (a scanner overrun, a
+	// spool refused) is a message not served.
+	if r := w.Stats.Refused.Load() - refusedBefore; r > 0 {
+		t.Errorf("%d RETR or TOP refused: %v", r, w.Stats.Refusals())
+	}
+	if n := h.floodStalls.Load(); n > 0 {
+		t.Errorf("%d flooders' writes timed out: the proxy stopped reading them without closing", n)
 	}
 	if h.floodCuts.Load() < garbageFlooders {
 		t.Errorf("the flooders were cut off %d times; each should have been at least once", h.floodCuts.Load())

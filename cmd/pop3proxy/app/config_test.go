@@ -179,6 +179,23 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 }
 
+// config.yaml.example says its values are the defaults unless marked
+// "example": the marked keys are upstream.allow and the header filter.
+func TestExampleConfigIsDefaults(t *testing.T) {
+	cfg, err := LoadConfig("../../../config.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	if len(cfg.Filters) == 0 || len(cfg.Upstream.Allow) == 0 {
+		t.Fatal("the example's filter and allow list are gone; update this test")
+	}
+	cfg.Upstream.Allow, cfg.Filters = def.Upstream.Allow, def.Filters
+	if diff := changedKeys(&def, cfg); len(diff) > 0 {
+		t.Errorf("config.yaml.example differs from the defaults in %v without saying \"example\"", diff)
+	}
+}
+
 func TestTLSAndListenerKeys(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc, want string

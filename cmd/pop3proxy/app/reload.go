@@ -448,6 +448,8 @@ func diffStruct(a, b reflect.Value, prefix string, out *[]string) {
 			if filter.FingerprintOf(av.Interface().([]yaml.Node)) != filter.FingerprintOf(bv.Interface().([]yaml.Node)) {
 				*out = append(*out, path)
 			}
+		case f.Type.Kind() == reflect.Slice && av.Len() == 0 && bv.Len() == 0:
+			// "key: []" and no key at all say the same.
 		case !reflect.DeepEqual(av.Interface(), bv.Interface()):
 			*out = append(*out, path)
 		}

@@ -1,8 +1,12 @@
 // Package bench measures pop3proxy against talking to the upstream
 // directly. It holds only benchmarks, which need a real Dovecot:
 //
-//	go test -run '^$' -bench . -benchtime 2000x ./bench/
+//	go test -run '^$' -bench SpeedTable -benchtime 1x ./bench/
+//	go test -run '^$' -bench Retr -benchtime 2000x ./bench/
 //
-// Figures are printed by the benchmark framework (ms/RETR, msgs/s, B/op);
-// no test here asserts a time, so slow machines do not flake.
+// The first prints the speed table of the README (the proxy against the
+// relays that bound it, with clamd and spamd); the second, single RETRs
+// through the proxy and directly (ms/RETR, B/op). Run them apart: the
+// table runs once, whatever -benchtime says. No test here asserts a time,
+// so slow machines do not flake.
 package bench

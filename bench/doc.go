@@ -6,7 +6,7 @@
 //
 // The first prints the speed table of the README (the proxy against the
 // relays that bound it, with clamd and spamd); the second, single RETRs
-// through the proxy and directly (ms/RETR, B/op). Run them apart: the
-// table runs once, whatever -benchtime says. No test here asserts a time,
-// so slow machines do not flake.
+// through the proxy and directly (ms/RETR, B/op). Run them apart: with
+// -benchtime 2000x the table would start its daemons and run again. No
+// test here asserts a time, so slow machines do not flake.
 package bench

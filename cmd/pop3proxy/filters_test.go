@@ -107,8 +107,7 @@ filters:
 // added, viruses (inline and attached) replaced by a notice with the
 // original quarantined, spam flagged with its subject prefixed and its body
 // untouched, a message over max_size marked unscanned and otherwise
-// byte-identical, and
-// TOP n 99999999 no way around any of it.
+// byte-identical, and TOP n 99999999 no way around any of it.
 func TestScannersEndToEnd(t *testing.T) {
 	d := upstreamtest.StartDovecot(t, upstreamtest.DovecotOptions{Users: map[string]string{testUser: testPass}})
 	for _, m := range scannedMailbox() {
@@ -159,20 +158,23 @@ func TestScannersEndToEnd(t *testing.T) {
 	if len(kept) != 2 {
 		t.Errorf("quarantine holds %d distinct originals, want both infected messages", len(kept))
 	}
-	// 4: spam flagged, subject prefixed, body untouched.
-	spam := string(via[3])
-	if !strings.Contains(spam, "X-Spam-Flag: YES") || !strings.Contains(spam, "Subject: [SPAM] cheap pills") {
-		t.Errorf("spam not flagged:\n%s", spam)
-	}
-	_, body, _ := strings.Cut(spam, "\r\n\r\n")
 	_, directBody, _ := strings.Cut(string(direct[3]), "\r\n\r\n")
-	if body != directBody {
-		t.Errorf("spam body changed")
+	for name, got := range map[string][]byte{"RETR": via[3], "TOP": top[3]} {
+		// 4: spam flagged, subject prefixed, body untouched.
+		spam := string(got)
+		if !strings.Contains(spam, "X-Spam-Flag: YES") || !strings.Contains(spam, "Subject: [SPAM] cheap pills") {
+			t.Errorf("%s: spam not flagged:\n%s", name, spam)
+		}
+		if _, body, _ := strings.Cut(spam, "\r\n\r\n"); body != directBody {
+			t.Errorf("%s: spam body changed", name)
+		}
 	}
-	// 5: over max_size: unscanned, marked by one field in front of the
-	// original bytes, virus and all (oversize: tag, the default).
-	if mark, rest, _ := bytes.Cut(via[4], []byte("\r\n")); !bytes.HasPrefix(mark, []byte("X-Pop3proxy-Unscanned: too large (")) || !bytes.Equal(rest, direct[4]) {
-		t.Errorf("message over max_size not delivered marked and otherwise intact (%d bytes, direct %d): %.80q", len(via[4]), len(direct[4]), via[4])
+	for name, got := range map[string][]byte{"RETR": via[4], "TOP": top[4]} {
+		// 5: over max_size: unscanned, marked by one field in front of the
+		// original bytes, virus and all (oversize: tag, the default).
+		if mark, rest, _ := bytes.Cut(got, []byte("\r\n")); !bytes.HasPrefix(mark, []byte("X-Pop3proxy-Unscanned: too large (")) || !bytes.Equal(rest, direct[4]) {
+			t.Errorf("%s: message over max_size not delivered marked and otherwise intact (%d bytes, direct %d): %.80q", name, len(got), len(direct[4]), got)
+		}
 	}
 	// Oversize messages are counted: RETR and TOP of message 5.
 	p.signal(t, syscall.SIGTERM)

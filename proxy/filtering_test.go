@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -289,6 +291,30 @@ S: +OK`)
 	}
 	c.Cmd("QUIT", "+OK*")
 	up.Wait(t)
+}
+
+// TestSpoolGone: a message that needs spool space while the spool
+// directory is gone gets -ERR [SYS/TEMP] and the connection is closed
+// without QUIT, so the upstream keeps the message (and the DELE before it).
+func TestSpoolGone(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	sp, err := spool.New(spool.Options{Memory: 0, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	up := pop3test.NewServer(t, loginScript+"C: DELE 2\nS: +OK\nC: RETR 1\n"+cleanMsg)
+	c := login(t, startFilteringWith(t, "- type: fakeav\n", proxy.Options{MaxSize: 1 << 20, Spool: sp}), up.Addr())
+	c.Cmd("DELE 2", "+OK*")
+	c.Cmd("RETR 1", "-ERR [SYS/TEMP]*")
+	c.ExpectClosed()
+	up.Wait(t) // the script ends without QUIT
+	if st := sp.Stats(); st.FilesOpen != 0 || st.MemoryUsed != 0 {
+		t.Errorf("spool after the failure: %+v", st)
+	}
 }
 
 // TestSpooledMessages checks that with no memory budget every message goes

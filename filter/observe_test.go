@@ -45,11 +45,7 @@ func (o *countingObserver) add(event string, took time.Duration) {
 func (o *countingObserver) counts() map[string]int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range o.events {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(o.events)
 }
 
 type countingFilter struct {
@@ -127,8 +123,13 @@ func TestObserverSkipsAbandonedRuns(t *testing.T) {
 	if got := obs.counts(); len(got) != 0 {
 		t.Errorf("abandoned run observed: %v", got)
 	}
-	ch.SetObserver(nil)
-	filtertest.Run(t, filtertest.MustChain(t, `[{type: testjudge}]`), []byte("Subject: x\r\n\r\n"), filter.Meta{})
+	fast := filtertest.MustChain(t, `[{type: testjudge}]`)
+	fast.SetObserver(obs)
+	fast.SetObserver(nil)
+	filtertest.Run(t, fast, []byte("Subject: x\r\n\r\n"), filter.Meta{})
+	if got := obs.counts(); len(got) != 0 {
+		t.Errorf("observed after SetObserver(nil): %v", got)
+	}
 }
 
 // testPing is a filter with a daemon that answers, fails or hangs.

@@ -230,14 +230,20 @@ func (g *Gateway) Login(ctx context.Context, c *pop3server.ConnInfo, login, pass
 		return nil, err
 	}
 	if err := client.Login(r.User, password); err != nil {
-		client.Abort()
-		g.upstreamFailed(StageLogin, loginReason(err))
-		log.Info("upstream login failed", zap.Error(err))
-		return nil, loginError(err)
+		return nil, g.loginFailed(client, log, err)
 	}
 	// The server logs the login; this adds the upstream's side.
 	log.Debug("logged in")
 	return newSession(g, client, r.User, c.ID, log), nil
+}
+
+// loginFailed ends a login the upstream refused, with a password or a
+// token: the connection is closed and the client told why.
+func (g *Gateway) loginFailed(client *upstream.Client, log *zap.Logger, err error) error {
+	client.Abort()
+	g.upstreamFailed(StageLogin, loginReason(err))
+	log.Info("upstream login failed", zap.Error(err))
+	return loginError(err)
 }
 
 // dial connects to r's upstream for Login or LoginToken; log names both.

@@ -8,7 +8,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/proxy/pop3server"
-	"github.com/pop3proxy/pop3proxy/upstream"
 )
 
 // OAuth 2.0 logins (SASL XOAUTH2 and OAUTHBEARER, RFC 7628) are relayed,
@@ -51,7 +50,7 @@ func (g *Gateway) LoginToken(ctx context.Context, c *pop3server.ConnInfo, mechan
 	}
 	ch, err := client.Auth(mechanism, msg)
 	if err != nil {
-		return nil, g.tokenRefused(client, log, err)
+		return nil, g.loginFailed(client, log, err)
 	}
 	if ch == nil {
 		log.Debug("logged in")
@@ -67,7 +66,7 @@ func (g *Gateway) LoginToken(ctx context.Context, c *pop3server.ConnInfo, mechan
 			next, err := client.AuthResponse(response)
 			switch {
 			case err != nil:
-				return g.tokenRefused(client, log, err)
+				return g.loginFailed(client, log, err)
 			case next != nil:
 				err = errors.New("a second challenge")
 			default:
@@ -85,13 +84,4 @@ func (g *Gateway) LoginToken(ctx context.Context, c *pop3server.ConnInfo, mechan
 			log.Info("upstream login failed: the client did not answer the error challenge")
 		},
 	}
-}
-
-// tokenRefused closes client after the upstream refused a token, and maps
-// the error as for a password (loginError in gateway.go).
-func (g *Gateway) tokenRefused(client *upstream.Client, log *zap.Logger, err error) error {
-	client.Abort()
-	g.upstreamFailed(StageLogin, loginReason(err))
-	log.Info("upstream login failed", zap.Error(err))
-	return loginError(err)
 }

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"sync"
 	"testing"
@@ -72,12 +73,8 @@ func (o *countingObserver) UpstreamFailed(stage proxy.UpstreamStage, reason prox
 func (o *countingObserver) snapshot() countingObserver {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	failures := map[string]int{}
-	for k, v := range o.failures {
-		failures[k] = v
-	}
 	return countingObserver{sent: append([]string(nil), o.sent...), downloads: o.downloads, oversize: o.oversize,
-		tempfailed: o.tempfailed, failures: failures}
+		tempfailed: o.tempfailed, failures: maps.Clone(o.failures)}
 }
 
 // observedGateway serves a gateway reporting to a counting observer and
@@ -186,7 +183,7 @@ func TestSessionLastLine(t *testing.T) {
 // in the last line, oversize messages and temporary failures reported.
 func TestObserverFiltered(t *testing.T) {
 	up := pop3test.NewServer(t, loginScript+"C: RETR 1\n"+cleanMsg+"C: RETR 2\n"+infectedMsg+
-		"C: RETR 3\nS: +OK\nS: Subject: big\nS: \nS: "+string(make([]byte, 0))+"0123456789012345678901234567890123456789\nS: .\n"+
+		"C: RETR 3\nS: +OK\nS: Subject: big\nS: \nS: 0123456789012345678901234567890123456789\nS: .\n"+
 		"C: QUIT\nS: +OK\n")
 	gw, obs, logs := observedGateway(t, "- type: fakeav\n", proxy.Options{MaxSize: 45, ScanKeepalive: time.Minute})
 	c := login(t, gw, up.Addr())
@@ -269,7 +266,7 @@ func TestObserverUpstreamFailures(t *testing.T) {
 		"connect refused": 1, "connect denied": 1, "connect timeout": 1, "connect rejected": 1,
 		"login auth": 1, "login in_use": 1, "login unavailable": 1,
 	}
-	if got := obs.snapshot().failures; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := obs.snapshot().failures; !maps.Equal(got, want) {
 		t.Errorf("UpstreamFailed calls %v, want %v", got, want)
 	}
 }

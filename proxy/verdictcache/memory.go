@@ -15,7 +15,6 @@ type Memory struct {
 	max   int
 	items map[string]*list.Element
 	lru   *list.List // front: most recently used
-	now   func() time.Time
 }
 
 type memItem struct {
@@ -29,7 +28,7 @@ func NewMemory(maxEntries int) *Memory {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	return &Memory{max: maxEntries, items: map[string]*list.Element{}, lru: list.New(), now: time.Now}
+	return &Memory{max: maxEntries, items: map[string]*list.Element{}, lru: list.New()}
 }
 
 // Len counts entries held, expired ones included until looked up or pushed out.
@@ -55,7 +54,7 @@ func (m *Memory) getLocked(key string) *Entry {
 		return nil
 	}
 	it := el.Value.(*memItem)
-	if !m.now().Before(it.expires) {
+	if !time.Now().Before(it.expires) {
 		m.lru.Remove(el)
 		delete(m.items, key)
 		return nil
@@ -79,7 +78,7 @@ func (m *Memory) GetMany(_ context.Context, keys []string) ([]*Entry, error) {
 func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	expires := m.now().Add(ttl)
+	expires := time.Now().Add(ttl)
 	if el, ok := m.items[key]; ok {
 		it := el.Value.(*memItem)
 		it.e, it.expires = &e, expires

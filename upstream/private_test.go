@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 	"github.com/pop3proxy/pop3proxy/upstream/pop3test"
 )
 
@@ -284,23 +285,9 @@ func TestPrivateAddrRealInterfaces(t *testing.T) {
 // it accepts.
 func countingListener(t *testing.T) (port string, accepted *atomic.Int32) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	accepted = new(atomic.Int32)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	addr := testinfra.ServeLoopback(t, time.Second, func(net.Conn) { accepted.Add(1) })
+	_, port, _ = net.SplitHostPort(addr)
 	return port, accepted
 }
 

@@ -1,16 +1,13 @@
 package upstreamtest
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // OAuth2Options makes StartDovecot also accept SASL XOAUTH2 and OAUTHBEARER
@@ -45,25 +42,10 @@ type TokenServer struct {
 // StartTokenServer starts a TokenServer.
 func StartTokenServer(t testing.TB) *TokenServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("upstreamtest: %v", err)
-	}
-	s := &TokenServer{URL: "http://" + ln.Addr().String() + "/introspect", tokens: map[string]string{}}
-	srv := &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("upstreamtest: token server: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
+	s := &TokenServer{tokens: map[string]string{}}
+	srv := httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(srv.Close)
+	s.URL = srv.URL + "/introspect"
 	return s
 }
 

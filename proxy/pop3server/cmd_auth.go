@@ -169,15 +169,12 @@ func (c *conn) finishLogin(user, method string, mech LoginMechanism, sess Sessio
 // codes and internal errors a fault of the server (RFC 3206 §4). Delaying
 // those would slow every honest client during an outage.
 func mayBeWrongPassword(err error) bool {
+	if isSysError(err) {
+		return false
+	}
 	var pe *Error
-	if !errors.As(err, &pe) {
-		return false
-	}
-	switch pe.Code {
-	case "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM":
-		return false
-	}
-	return true
+	errors.As(err, &pe)
+	return pe.Code != "IN-USE" && pe.Code != "LOGIN-DELAY"
 }
 
 // handleQuit commits the deletions in TRANSACTION (RFC 1939 §6).

@@ -26,8 +26,8 @@ import (
 
 // msgInfo is what the session knows of one message from the listings it
 // fetched once (numbers do not change within a session: RFC 1939 §4) and
-// from the cache; one per message, sorted by number, about 50 octets and
-// the unique-id each.
+// from the cache; one per message, sorted by number, 56 octets on 64-bit
+// platforms and the unique-id each.
 type msgInfo struct {
 	num  int
 	uid  string // "" when the upstream has no UIDL

@@ -129,8 +129,8 @@ func TestHostileUpstreamsBoundedMemory(t *testing.T) {
 }
 
 // TestIdleClientsCost measures what connections that never log in cost:
-// each holds a descriptor and a small buffer until auth_timeout, never
-// more than max_connections of them.
+// each holds a descriptor and a small buffer until auth_timeout (that no
+// more than max_connections are accepted is TestConnectionLimits').
 func TestIdleClientsCost(t *testing.T) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skip("needs /proc to measure memory")

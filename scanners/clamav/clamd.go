@@ -14,6 +14,7 @@ import (
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/internal/neterr"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/daemon"
 )
 
 const (
@@ -34,22 +35,7 @@ const clamdCommand = "zINSTREAM\x00"
 // ErrTooLarge: a message over max_stream or clamd's StreamMaxLength is not
 // scanned and never clean. It wraps filter.ErrTooLarge: no retry can make
 // it smaller, so the chain applies its oversize policy, not on_error.
-var ErrTooLarge error = &wrappingError{text: "message too large for clamd", wrapped: filter.ErrTooLarge}
-
-// wrappingError is a sentinel error that is also another one.
-type wrappingError struct {
-	text    string
-	wrapped error
-}
-
-func (e *wrappingError) Error() string { return e.text }
-func (e *wrappingError) Unwrap() error { return e.wrapped }
-
-// messageReadError is a failure to read the message (spool I/O), not clamd's.
-type messageReadError struct{ err error }
-
-func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
-func (e *messageReadError) Unwrap() error { return e.err }
+var ErrTooLarge error = neterr.WithText("message too large for clamd", filter.ErrTooLarge)
 
 // errClamdNoReply is what clamd does when the stream ends without the
 // zero-length chunk (docs/scanners.md, clamd replies).
@@ -77,8 +63,7 @@ func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (stri
 	defer done()
 
 	werr := writeClamdStream(conn, msg, size)
-	var merr *messageReadError
-	if errors.As(werr, &merr) {
+	if daemon.IsReadError(werr) {
 		// clamd got no terminator, so it scans nothing and will not answer.
 		return "", fmt.Errorf("clamd %s: %w", c.where(), werr)
 	}
@@ -119,7 +104,7 @@ func (c *clamdClient) where() string { return c.network + ":" + c.address }
 // writeClamdStream frames msg as docs/scanners.md, Commands and framing,
 // says. Each chunk is read straight into the buffer it is sent from, so a
 // message costs one chunk of memory; a failure to read msg is a
-// *messageReadError, returned before the terminator is sent.
+// *daemon.ReadError, returned before the terminator is sent.
 func writeClamdStream(w io.Writer, msg io.Reader, size int64) error {
 	first := int(min(size, clamdChunk))
 	buf := make([]byte, 0, len(clamdCommand)+4+first+4)
@@ -133,7 +118,7 @@ func writeClamdStream(w io.Writer, msg io.Reader, size int64) error {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return &messageReadError{fmt.Errorf("%d of %d bytes: %w", size-left, size, err)}
+			return &daemon.ReadError{Err: fmt.Errorf("%d of %d bytes: %w", size-left, size, err)}
 		}
 		left -= int64(n)
 		if left == 0 {
@@ -238,15 +223,15 @@ func (c *clamdClient) ping(ctx context.Context) error {
 func (c *clamdClient) command(ctx context.Context, cmd string) (string, error) {
 	ctx, conn, done, err := c.connect(ctx)
 	if err != nil {
-		return "", c.pingFail(ctx, err)
+		return "", daemon.PingFailure(ctx, err)
 	}
 	defer done()
 	if _, err := io.WriteString(conn, cmd); err != nil {
-		return "", c.pingFail(ctx, err)
+		return "", daemon.PingFailure(ctx, err)
 	}
 	reply, err := readClamdReply(conn)
 	if err != nil {
-		return "", c.pingFail(ctx, err)
+		return "", daemon.PingFailure(ctx, err)
 	}
 	return reply, nil
 }
@@ -268,17 +253,6 @@ func (c *clamdClient) connect(ctx context.Context) (_ context.Context, conn net.
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	return ctx, conn, func() { stop(); conn.Close(); cancel() }, nil
-}
-
-// pingFail prefers the context's reason, as fail does.
-func (c *clamdClient) pingFail(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
-		return cerr
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return context.DeadlineExceeded
-	}
-	return neterr.Cause(err)
 }
 
 // clamdVersionCommand (docs/scanners.md, Commands and framing) is the n

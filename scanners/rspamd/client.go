@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/daemon"
 )
 
 const (
@@ -124,17 +125,10 @@ type statusError struct {
 func (e *statusError) Error() string {
 	msg := "rspamd answered " + e.Status
 	if e.Text != "" {
-		msg += ": " + quote(e.Text)
+		msg += ": " + daemon.Quote(e.Text)
 	}
 	return msg
 }
-
-// messageReadError is a failure to read the message being sent (a spool
-// file's I/O error), not a failure of rspamd.
-type messageReadError struct{ err error }
-
-func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
-func (e *messageReadError) Unwrap() error { return e.err }
 
 // check posts the message, streamed, with its exact size as Content-Length.
 func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (reply, error) {
@@ -173,7 +167,7 @@ func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (re
 	// fewer bytes than Content-Length said, and no reply is about it.
 	readFailed := func() error {
 		if rerr := src.failure(); rerr != nil {
-			return fmt.Errorf("rspamd %s: %w", c.base, &messageReadError{rerr})
+			return fmt.Errorf("rspamd %s: %w", c.base, &daemon.ReadError{Err: rerr})
 		}
 		return nil
 	}
@@ -230,7 +224,7 @@ func (c *client) ping(ctx context.Context) error {
 		return fmt.Errorf("GET /ping: %w", newStatusError(resp, body))
 	}
 	if string(bytes.TrimSpace(body)) != "pong" {
-		return fmt.Errorf("GET /ping answered %s, not pong", quote(string(body)))
+		return fmt.Errorf("GET /ping answered %s, not pong", daemon.Quote(string(body)))
 	}
 	return nil
 }
@@ -284,18 +278,18 @@ func parseReply(body []byte) (reply, error) {
 	var w wireReply
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&w); err != nil {
-		return reply{}, fmt.Errorf("reply is not the JSON of /checkv2: %v (%s)", err, quote(string(body)))
+		return reply{}, fmt.Errorf("reply is not the JSON of /checkv2: %v (%s)", err, daemon.Quote(string(body)))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return reply{}, fmt.Errorf("reply has more after its JSON object (%s)", quote(string(body)))
+		return reply{}, fmt.Errorf("reply has more after its JSON object (%s)", daemon.Quote(string(body)))
 	}
 	switch {
 	case w.Action == nil:
-		return reply{}, fmt.Errorf("reply has no action (%s)", quote(string(body)))
+		return reply{}, fmt.Errorf("reply has no action (%s)", daemon.Quote(string(body)))
 	case w.Score == nil:
-		return reply{}, fmt.Errorf("reply has no score (%s)", quote(string(body)))
+		return reply{}, fmt.Errorf("reply has no score (%s)", daemon.Quote(string(body)))
 	case w.RequiredScore == nil:
-		return reply{}, fmt.Errorf("reply has no required_score (%s)", quote(string(body)))
+		return reply{}, fmt.Errorf("reply has no required_score (%s)", daemon.Quote(string(body)))
 	}
 	rep := reply{Action: normaliseAction(*w.Action), Score: *w.Score, Required: *w.RequiredScore}
 	for name, s := range w.Symbols {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/daemon"
 )
 
 const (
@@ -57,7 +58,7 @@ func envelopeOf(m *filter.Message) (envelope, error) {
 		}
 	})
 	if err != nil {
-		return envelope{}, &messageReadError{fmt.Errorf("header: %w", err)}
+		return envelope{}, &daemon.ReadError{Err: fmt.Errorf("header: %w", err)}
 	}
 	env.from = from
 	if haveReturnPath && returnPath != "" {

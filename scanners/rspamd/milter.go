@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/daemon"
 	"github.com/pop3proxy/pop3proxy/scanners/internal/spamtag"
 )
 
@@ -62,7 +63,7 @@ func milterEdits(raw json.RawMessage) (edits []filter.Edit, skipped []string) {
 		case ok:
 			remove(name)
 		default:
-			skipped = append(skipped, "remove "+quote(name)+": not an X- field or Authentication-Results")
+			skipped = append(skipped, "remove "+daemon.Quote(name)+": not an X- field or Authentication-Results")
 		}
 	}
 
@@ -73,18 +74,18 @@ func milterEdits(raw json.RawMessage) (edits []filter.Edit, skipped []string) {
 			continue
 		}
 		if !ok {
-			skipped = append(skipped, "add "+quote(name)+": not an X- field or Authentication-Results")
+			skipped = append(skipped, "add "+daemon.Quote(name)+": not an X- field or Authentication-Results")
 			continue
 		}
 		values, valid := milterValues(block.AddHeaders[name])
 		if !valid {
-			skipped = append(skipped, "add "+quote(name)+": value is not a string, an object with a value, or a list of them")
+			skipped = append(skipped, "add "+daemon.Quote(name)+": value is not a string, an object with a value, or a list of them")
 			continue
 		}
 		remove(name)
 		for _, v := range values {
 			if len(adds) == maxMilterFields {
-				skipped = append(skipped, "add "+quote(name)+": more than 32 fields")
+				skipped = append(skipped, "add "+daemon.Quote(name)+": more than 32 fields")
 				break
 			}
 			adds = append(adds, filter.Add(name, milterValue(v)))

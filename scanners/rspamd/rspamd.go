@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pop3proxy/pop3proxy/filter"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/daemon"
 	"github.com/pop3proxy/pop3proxy/scanners/internal/spamtag"
 	"github.com/pop3proxy/pop3proxy/yamlconf"
 )
@@ -273,7 +274,7 @@ func isSpam(action string) (bool, error) {
 	case "soft reject":
 		return false, errors.New(`rspamd answered "soft reject": try again later`)
 	}
-	return false, fmt.Errorf("rspamd answered the unknown action %s", quote(action))
+	return false, fmt.Errorf("rspamd answered the unknown action %s", daemon.Quote(action))
 }
 
 // normaliseAction turns the configuration's "add_header" into "add header".
@@ -316,7 +317,7 @@ func statusTests(syms []symbol) (tests, dropped []string) {
 		if validSymbol(s.Name) {
 			valid = append(valid, s)
 		} else {
-			dropped = append(dropped, quote(s.Name))
+			dropped = append(dropped, daemon.Quote(s.Name))
 		}
 	}
 	if len(valid) > maxStatusTests {
@@ -362,15 +363,6 @@ func validSymbol(s string) bool {
 		}
 	}
 	return true
-}
-
-// quote quotes and shortens untrusted text for an error or a log line.
-func quote(s string) string {
-	const max = 200
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "..."
-	}
-	return strconv.Quote(s)
 }
 
 var (

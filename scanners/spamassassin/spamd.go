@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pop3proxy/pop3proxy/internal/neterr"
+	"github.com/pop3proxy/pop3proxy/scanners/internal/daemon"
 )
 
 const (
@@ -43,7 +44,7 @@ func (e *spamdStatusError) Error() string {
 	if name == "" {
 		name = "unknown code"
 	}
-	return fmt.Sprintf("spamd answered %d (%s): %s", e.Code, name, spamdQuote(e.Text))
+	return fmt.Sprintf("spamd answered %d (%s): %s", e.Code, name, daemon.Quote(e.Text))
 }
 
 var spamdExitNames = map[int]string{
@@ -114,8 +115,7 @@ func (c *spamdClient) symbols(ctx context.Context, msg io.Reader, size int64) (s
 
 	// Half-close as well (docs/scanners.md, spamd requests).
 	werr := writeSpamdRequest(conn, spamdRequest("SYMBOLS", size, c.user), msg, size)
-	var merr *messageReadError
-	if errors.As(werr, &merr) {
+	if daemon.IsReadError(werr) {
 		// spamd got fewer bytes than Content-length announced: no reply
 		// can be about this message.
 		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, werr)
@@ -153,23 +153,17 @@ func (c *spamdClient) symbols(ctx context.Context, msg io.Reader, size int64) (s
 	return res, nil
 }
 
-// messageReadError is a failure to read the message (spool I/O), not spamd's.
-type messageReadError struct{ err error }
-
-func (e *messageReadError) Error() string { return "reading the message: " + e.err.Error() }
-func (e *messageReadError) Unwrap() error { return e.err }
-
-// writeSpamdRequest: a failure to read msg is a *messageReadError.
+// writeSpamdRequest: a failure to read msg is a *daemon.ReadError.
 func writeSpamdRequest(w io.Writer, head []byte, msg io.Reader, size int64) error {
 	bw := bufio.NewWriterSize(w, spamdSendBuffer)
 	bw.Write(head)
 	src := &readErrorReader{r: io.LimitReader(msg, size)}
 	n, err := io.Copy(bw, src)
 	if src.err != nil {
-		return &messageReadError{fmt.Errorf("%d of %d bytes: %w", n, size, src.err)}
+		return &daemon.ReadError{Err: fmt.Errorf("%d of %d bytes: %w", n, size, src.err)}
 	}
 	if err == nil && n < size {
-		return &messageReadError{fmt.Errorf("%d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)}
+		return &daemon.ReadError{Err: fmt.Errorf("%d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)}
 	}
 	if err != nil {
 		return err
@@ -234,7 +228,7 @@ func readSpamdReply(r io.Reader) (spamdReply, error) {
 	codeText, text, _ := strings.Cut(rest, " ")
 	code, cerr := strconv.Atoi(codeText)
 	if !isSpamd || !spamdValidVersion(version) || cerr != nil || code < 0 {
-		return spamdReply{}, fmt.Errorf("malformed spamd status line %s", spamdQuote(line))
+		return spamdReply{}, fmt.Errorf("malformed spamd status line %s", daemon.Quote(line))
 	}
 	if code != 0 {
 		return spamdReply{}, &spamdStatusError{Code: code, Text: text}
@@ -256,10 +250,10 @@ func readSpamdReply(r io.Reader) (spamdReply, error) {
 		name, value, ok := strings.Cut(line, ":")
 		name = strings.ToLower(strings.TrimSpace(name))
 		if !ok || name == "" {
-			return spamdReply{}, fmt.Errorf("malformed spamd reply header %s", spamdQuote(line))
+			return spamdReply{}, fmt.Errorf("malformed spamd reply header %s", daemon.Quote(line))
 		}
 		if _, dup := rep.Headers[name]; dup {
-			return spamdReply{}, fmt.Errorf("spamd reply repeats header %s", spamdQuote(name))
+			return spamdReply{}, fmt.Errorf("spamd reply repeats header %s", daemon.Quote(name))
 		}
 		rep.Headers[name] = strings.TrimSpace(value)
 	}
@@ -271,7 +265,7 @@ func readSpamdReply(r io.Reader) (spamdReply, error) {
 	}
 	n, err := strconv.Atoi(cl)
 	if err != nil || n < 0 {
-		return spamdReply{}, fmt.Errorf("malformed spamd Content-length %s", spamdQuote(cl))
+		return spamdReply{}, fmt.Errorf("malformed spamd Content-length %s", daemon.Quote(cl))
 	}
 	if n > spamdMaxReply {
 		return spamdReply{}, errSpamdReplyTooLarge
@@ -295,7 +289,7 @@ func readSpamdLine(br *bufio.Reader) (string, error) {
 			if line == "" {
 				return "", io.EOF
 			}
-			return "", fmt.Errorf("spamd reply cut short after %s", spamdQuote(line))
+			return "", fmt.Errorf("spamd reply cut short after %s", daemon.Quote(line))
 		}
 		return "", err
 	}
@@ -337,7 +331,7 @@ func parseSpamdSymbols(rep spamdReply) (spamdResult, error) {
 // accepted too (docs/scanners.md, spamd replies), case-insensitively.
 func parseSpamdSpamHeader(v string) (spamdResult, error) {
 	bad := func(why string) (spamdResult, error) {
-		return spamdResult{}, fmt.Errorf("malformed spamd Spam header %s: %s", spamdQuote(v), why)
+		return spamdResult{}, fmt.Errorf("malformed spamd Spam header %s: %s", daemon.Quote(v), why)
 	}
 	flag, scores, ok := strings.Cut(v, ";")
 	if !ok {
@@ -390,7 +384,7 @@ func sanitiseSpamdSymbols(body string) (symbols, dropped []string) {
 		case spamdValidSymbol(s):
 			symbols = append(symbols, s)
 		default:
-			dropped = append(dropped, spamdQuote(s))
+			dropped = append(dropped, daemon.Quote(s))
 		}
 	}
 	return symbols, dropped
@@ -407,15 +401,6 @@ func spamdValidSymbol(s string) bool {
 		}
 	}
 	return true
-}
-
-// spamdQuote quotes and shortens untrusted text for an error or a log line.
-func spamdQuote(s string) string {
-	const max = 200
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "..."
-	}
-	return strconv.Quote(s)
 }
 
 // spamdCapReader fails with errSpamdReplyTooLarge past n bytes.
@@ -456,7 +441,7 @@ func (c *spamdClient) ping(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
-		return c.pingFail(ctx, err)
+		return daemon.PingFailure(ctx, err)
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
@@ -464,29 +449,18 @@ func (c *spamdClient) ping(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if _, err := io.WriteString(conn, "PING SPAMC/1.5\r\n\r\n"); err != nil {
-		return c.pingFail(ctx, err)
+		return daemon.PingFailure(ctx, err)
 	}
 	line, err := readSpamdLine(bufio.NewReader(io.LimitReader(conn, 512)))
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = errSpamdNoReply
 		}
-		return c.pingFail(ctx, err)
+		return daemon.PingFailure(ctx, err)
 	}
 	f := strings.Fields(line)
 	if len(f) != 3 || !strings.HasPrefix(f[0], "SPAMD/") || f[1] != "0" || f[2] != "PONG" {
-		return fmt.Errorf("answered %s instead of PONG", spamdQuote(line))
+		return fmt.Errorf("answered %s instead of PONG", daemon.Quote(line))
 	}
 	return nil
-}
-
-// pingFail prefers the context's reason for a failed ping.
-func (c *spamdClient) pingFail(ctx context.Context, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
-		return cerr
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return context.DeadlineExceeded
-	}
-	return neterr.Cause(err)
 }

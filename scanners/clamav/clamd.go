@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/internal/neterr"
@@ -22,8 +20,6 @@ const (
 
 	// clamdMaxReply is far above any real "stream: <name> FOUND".
 	clamdMaxReply = 4 << 10
-
-	clamdFallbackTimeout = 30 * time.Second
 
 	// clamdMaxName bounds a virus name; official ones are under 100 bytes.
 	clamdMaxName = 200
@@ -56,7 +52,7 @@ func (c *clamdClient) scan(ctx context.Context, msg io.Reader, size int64) (stri
 	if size > c.maxStream {
 		return "", fmt.Errorf("%w: %d bytes, max_stream is %d", ErrTooLarge, size, c.maxStream)
 	}
-	ctx, conn, done, err := c.connect(ctx)
+	conn, done, err := daemon.Connect(ctx, c.network, c.address)
 	if err != nil {
 		return "", c.fail(ctx, "connect", err)
 	}
@@ -221,7 +217,7 @@ func (c *clamdClient) ping(ctx context.Context) error {
 }
 
 func (c *clamdClient) command(ctx context.Context, cmd string) (string, error) {
-	ctx, conn, done, err := c.connect(ctx)
+	conn, done, err := daemon.Connect(ctx, c.network, c.address)
 	if err != nil {
 		return "", daemon.PingFailure(ctx, err)
 	}
@@ -234,25 +230,6 @@ func (c *clamdClient) command(ctx context.Context, cmd string) (string, error) {
 		return "", daemon.PingFailure(ctx, err)
 	}
 	return reply, nil
-}
-
-// connect returns ctx, given clamdFallbackTimeout if it had no deadline.
-// The connection carries the deadline and the context's end closes it,
-// interrupting a blocked read or write at once; done releases it all.
-func (c *clamdClient) connect(ctx context.Context) (_ context.Context, conn net.Conn, done func(), err error) {
-	cancel := func() {}
-	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancel = context.WithTimeout(ctx, clamdFallbackTimeout)
-	}
-	var d net.Dialer
-	if conn, err = d.DialContext(ctx, c.network, c.address); err != nil {
-		cancel()
-		return ctx, nil, nil, err
-	}
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	return ctx, conn, func() { stop(); conn.Close(); cancel() }, nil
 }
 
 // clamdVersionCommand (docs/scanners.md, Commands and framing) is the n

@@ -34,8 +34,6 @@ const (
 	idleTimeout = 30 * time.Second
 	maxIdle     = 16
 
-	fallbackTimeout = 30 * time.Second
-
 	userAgent = "pop3proxy"
 )
 
@@ -134,7 +132,7 @@ func (e *statusError) Error() string {
 func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (reply, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, fallbackTimeout)
+		ctx, cancel = context.WithTimeout(ctx, filter.DefaultTimeout)
 		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.checkURL, nil)
@@ -203,7 +201,7 @@ func (c *client) check(ctx context.Context, m *filter.Message, env envelope) (re
 func (c *client) ping(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, fallbackTimeout)
+		ctx, cancel = context.WithTimeout(ctx, filter.DefaultTimeout)
 		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.pingURL, nil)

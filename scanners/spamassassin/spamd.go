@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -22,8 +21,6 @@ import (
 const (
 	// spamdMaxReply is far above a real SYMBOLS reply (under 1 KiB).
 	spamdMaxReply = 64 << 10
-
-	spamdFallbackTimeout = 30 * time.Second
 )
 
 var (
@@ -96,22 +93,11 @@ func (c *spamdClient) symbols(ctx context.Context, msg io.Reader, size int64) (s
 	if err := ctx.Err(); err != nil {
 		return spamdResult{}, fmt.Errorf("spamd %s: %w", c.address, err)
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.address)
+	conn, done, err := daemon.Connect(ctx, c.network, c.address)
 	if err != nil {
 		return spamdResult{}, c.fail(ctx, "connect", err)
 	}
-	defer conn.Close()
-	// Closing on cancellation covers a context without a deadline.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(spamdFallbackTimeout)
-	}
-	if err := conn.SetDeadline(deadline); err != nil {
-		return spamdResult{}, c.fail(ctx, "set deadline", err)
-	}
+	defer done()
 
 	// Half-close as well (docs/scanners.md, spamd requests).
 	werr := writeSpamdRequest(conn, spamdRequest("SYMBOLS", size, c.user), msg, size)
@@ -433,21 +419,11 @@ func (c *spamdClient) url() string { return c.network + "://" + c.address }
 
 // ping expects "SPAMD/<version> 0 PONG" (docs/scanners.md, spamd replies).
 func (c *spamdClient) ping(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, spamdFallbackTimeout)
-		defer cancel()
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, c.network, c.address)
+	conn, done, err := daemon.Connect(ctx, c.network, c.address)
 	if err != nil {
 		return daemon.PingFailure(ctx, err)
 	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+	defer done()
 	if _, err := io.WriteString(conn, "PING SPAMC/1.5\r\n\r\n"); err != nil {
 		return daemon.PingFailure(ctx, err)
 	}

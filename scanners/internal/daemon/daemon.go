@@ -7,9 +7,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"strconv"
 
+	"github.com/pop3proxy/pop3proxy/filter"
 	"github.com/pop3proxy/pop3proxy/internal/neterr"
 )
 
@@ -47,4 +49,24 @@ func Quote(s string) string {
 		return strconv.Quote(s[:max]) + "..."
 	}
 	return strconv.Quote(s)
+}
+
+// Connect dials a daemon for one exchange, which ctx bounds, or
+// filter.DefaultTimeout when it has no deadline: the connection carries
+// the deadline, and ctx's end closes it, interrupting a blocked read or
+// write at once. done releases it all.
+func Connect(ctx context.Context, network, address string) (conn net.Conn, done func(), err error) {
+	cancel := func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, filter.DefaultTimeout)
+	}
+	var d net.Dialer
+	if conn, err = d.DialContext(ctx, network, address); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	return conn, func() { stop(); conn.Close(); cancel() }, nil
 }

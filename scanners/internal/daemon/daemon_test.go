@@ -9,6 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/pop3proxy/pop3proxy/internal/testinfra"
 )
 
 func TestReadError(t *testing.T) {
@@ -42,5 +45,40 @@ func TestQuote(t *testing.T) {
 	}
 	if got := Quote(strings.Repeat("x", 300)); len(got) != 205 || !strings.HasSuffix(got, `"...`) {
 		t.Errorf("long Quote = %s (%d)", got, len(got))
+	}
+}
+
+// A daemon that never answers costs an exchange its context's time: the
+// deadline is the connection's, and a cancel ends a blocked read at once.
+func TestConnect(t *testing.T) {
+	addr := testinfra.Silent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	conn, done, err := Connect(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read from a silent daemon: %v, want the deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("read took %v with a 200ms context", d)
+	}
+	done()
+
+	ctx, cancel = context.WithCancel(context.Background())
+	conn, done, err = Connect(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start = time.Now()
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("read from a silent daemon succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a cancelled exchange went on for %v", d)
 	}
 }

@@ -64,7 +64,6 @@ func startProxy(b *testing.B, filtersYAML string, options ...func(*proxy.Options
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { sp.Close() })
-		chain.SetSpool(sp)
 		opts.Chain, opts.Spool = chain, sp
 	}
 	srv, err := pop3server.NewServer(pop3server.Options{

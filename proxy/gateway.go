@@ -80,7 +80,8 @@ type Options struct {
 	Chain *filter.Chain
 	// MaxSize is the largest message filtered; required when Chain has filters.
 	MaxSize int64
-	// Oversize is the policy for larger messages (tag by default).
+	// Oversize is the policy for larger messages (tag by default), and for
+	// those a scanner finds too large; New sets it, and Spool, on Chain.
 	Oversize filter.Oversize
 	// Spool holds messages while the chain decides; nil: in memory, no budget.
 	Spool *spool.Spool
@@ -165,6 +166,12 @@ func New(opts Options) *Gateway {
 	}
 	if g.spool == nil {
 		g.spool, _ = spool.New(spool.Options{Memory: -1}) // cannot fail without a directory
+	}
+	// The chain's rewritten messages go to the same spool, and a scanner's
+	// "too large" follows the same policy as a message over MaxSize.
+	if opts.Chain != nil {
+		opts.Chain.SetSpool(g.spool)
+		opts.Chain.SetOversize(opts.Oversize)
 	}
 	return g
 }

@@ -205,8 +205,6 @@ func newGateway(cfg *Config, sp *spool.Spool, stats *proxy.Stats, obs *observabi
 		return nil, nil, err
 	}
 	oversize, _ := filter.ParseOversize(cfg.Oversize) // validated when the config was loaded
-	chain.SetOversize(oversize)
-	chain.SetSpool(sp)
 	chain.SetObserver(obs.filterObserver())
 	return proxy.New(proxy.Options{
 		Separators:        u.Separators,

@@ -326,14 +326,10 @@ func logStats(log *zap.Logger, st *proxy.Stats) {
 }
 
 func addrAllowed(addr net.Addr, allow []netip.Prefix) bool {
-	if _, ok := addr.(balancerAddr); ok {
+	ip, ok := clientIP(addr)
+	if !ok {
 		return false
 	}
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return false
-	}
-	ip := ap.Addr().Unmap()
 	for _, p := range allow {
 		if p.Contains(ip) {
 			return true

@@ -63,14 +63,20 @@ func serverOptions(cfg *Config, log *zap.Logger) (pop3server.Options, *certReloa
 	return opts, certs, nil
 }
 
-// isLoopbackAddr reports whether a client connects from this host. A load
-// balancer's own address (a LOCAL PROXY header) is no client's.
+// isLoopbackAddr reports whether a client connects from this host.
 func isLoopbackAddr(a net.Addr) bool {
+	ip, ok := clientIP(a)
+	return ok && ip.IsLoopback()
+}
+
+// clientIP is the address a client connects from. A load balancer's own
+// address (a LOCAL PROXY header) is no client's.
+func clientIP(a net.Addr) (netip.Addr, bool) {
 	if _, ok := a.(balancerAddr); ok {
-		return false
+		return netip.Addr{}, false
 	}
 	ap, err := netip.ParseAddrPort(a.String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
+	return ap.Addr().Unmap(), err == nil
 }
 
 // listenSpec is one configured listener: its key, address and how the

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -28,8 +29,9 @@ import (
 type counter struct{}
 
 type gate struct {
-	text string
-	ch   chan struct{}
+	text      string
+	ch        chan struct{}
+	failFirst atomic.Bool // the first call through the gate fails
 }
 
 var (
@@ -52,6 +54,9 @@ func (counter) Judge(ctx context.Context, m *filter.Message) (filter.Verdict, er
 		case <-g.ch:
 		case <-ctx.Done():
 			return filter.Verdict{}, ctx.Err()
+		}
+		if g.failFirst.CompareAndSwap(true, false) {
+			return filter.Verdict{}, errors.New("scanner failed")
 		}
 	}
 	switch {
@@ -502,6 +507,56 @@ func TestScanAheadJoinsScan(t *testing.T) {
 	c.Cmd("QUIT", "+OK*")
 	up.Wait(t)
 	wantCounted(t, 2, "RETR 2 during its scan-ahead")
+}
+
+// TestTwoSessionsScanOnce: with the cache on, a message retrieved by two
+// sessions at once (two devices) is scanned once: the second waits for
+// the first's decision. If the first scan fails, the second session scans
+// the message itself.
+func TestTwoSessionsScanOnce(t *testing.T) {
+	session := loginScript + listings(cleanA, cleanB) + "C: RETR 2\n" + cleanB.answer(-1) + "C: QUIT\nS: +OK\n"
+	for _, firstFails := range []bool{false, true} {
+		t.Run(fmt.Sprintf("first scan fails %v", firstFails), func(t *testing.T) {
+			up := pop3test.NewServer(t, session+"S!next\n"+session)
+			gw := startSpeed(t, proxy.Options{Cache: memoryCache()})
+			g := &gate{text: "body of b", ch: make(chan struct{})}
+			g.failFirst.Store(firstFails)
+			counterGate.Store(g)
+			defer counterGate.Store(nil)
+
+			a := login(t, gw, up.Addr())
+			a.Send("RETR 2\r\n")
+			waitFor(t, "the first session's scan", func() bool { return counted.Load() == 1 })
+			b := login(t, gw, up.Addr())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				retr(t, b, "RETR 2", cleanB)
+			}()
+			time.Sleep(200 * time.Millisecond) // b waits for a's scan
+			if n := counted.Load(); n != 1 {
+				t.Errorf("the second session scanned at once (%d scans)", n)
+			}
+			close(g.ch)
+			if firstFails {
+				a.Expect("-ERR [SYS/TEMP]*")
+			} else {
+				a.Expect(fmt.Sprintf("+OK %d octets", len(cleanB.deliver)))
+				if got := string(a.Multi()); got != cleanB.deliver {
+					t.Errorf("first session got %q", got)
+				}
+			}
+			<-done
+			a.Cmd("QUIT", "+OK*")
+			b.Cmd("QUIT", "+OK*")
+			up.Wait(t)
+			want := int32(1)
+			if firstFails {
+				want = 2
+			}
+			wantCounted(t, want, "two sessions at once")
+		})
+	}
 }
 
 // TestScanAheadSkips: no message the client deleted is fetched ahead, nor

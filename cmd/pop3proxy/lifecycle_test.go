@@ -176,29 +176,41 @@ func TestSIGTERMDrainTimeout(t *testing.T) {
 	stableCount(t, d, 4)
 }
 
+// A second signal during the drain closes what is left at once, without
+// committing deletions, long before drain_timeout.
+func TestSecondSignal(t *testing.T) {
+	d := mailbox(t)
+	p := startProxy(t, relayConfig()+"shutdown:\n  drain_timeout: 60s\n")
+	c := loggedIn(t, "client", p, d)
+	c.Cmd("DELE 1", "+OK*")
+	p.signal(t, syscall.SIGTERM)
+	eventually(t, "the drain", func() bool { return strings.Contains(p.logs.String(), "draining") })
+	start := time.Now()
+	p.signal(t, syscall.SIGTERM)
+	if err := p.waitExit(t, 15*time.Second); err != nil {
+		t.Fatalf("pop3proxy exited with %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("exit took %v after the second signal", d)
+	}
+	if !c.Closed(5 * time.Second) {
+		t.Fatal("session still open after the second signal")
+	}
+	if !strings.Contains(p.logs.String(), "second signal") {
+		t.Error("the second signal was not logged")
+	}
+	stableCount(t, d, 4)
+}
+
 // A destination outside upstream.allow is refused at USER and never dialled.
 func TestDestinationNotAllowed(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var dialled atomic.Bool
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			dialled.Store(true)
-			c.Close()
-		}
-	}()
+	addr := testinfra.ServeLoopback(t, time.Second, func(net.Conn) { dialled.Store(true) })
 	p := startProxy(t, "upstream:\n  allow: [\"pop.example.com:995\"]\n")
 	c := dialPOP(t, "client", p.Addr)
-	c.Cmd("USER alice%"+ln.Addr().String(), "-ERR*")
+	c.Cmd("USER alice%"+addr, "-ERR*")
 	c.Cmd("PASS x", "-ERR*")
-	c.Cmd("USER alice%"+ln.Addr().String()+"\x00", "-ERR*")
+	c.Cmd("USER alice%"+addr+"\x00", "-ERR*")
 	if dialled.Load() {
 		t.Fatal("the proxy connected to a destination outside upstream.allow")
 	}

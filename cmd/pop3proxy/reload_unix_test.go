@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,46 @@ func TestReloadSwitchesFilterForNewSessions(t *testing.T) {
 	if logs := p.logs.String(); !strings.Contains(logs, `"changed": ["filters"]`) {
 		t.Errorf("the reload line does not say that the filters changed:\n%s", logs)
 	}
+}
+
+// A reload keeps the spool, and with it the one memory budget, unless
+// spool_dir or limits.buffer_memory changed. Then new sessions get a new
+// spool, and the old one is closed (its private directory removed) when
+// the last session using it has ended.
+func TestReloadSpool(t *testing.T) {
+	d := mailbox(t)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where the proxy makes its private spool directories
+	spools := func() []string {
+		dirs, _ := filepath.Glob(filepath.Join(tmp, "pop3proxy-spool-*"))
+		return dirs
+	}
+	config := func(memory string) string {
+		return headerConfig("x") + "limits:\n  buffer_memory: " + memory + "\n"
+	}
+	p := startProxy(t, config("1MiB"))
+	if got := spools(); len(got) != 1 {
+		t.Fatalf("spool directories at start: %v", got)
+	}
+	open := loggedIn(t, "open", p, d)
+
+	p.signal(t, syscall.SIGHUP)
+	p.waitLog(t, reloadedLog, 1)
+	if got := spools(); len(got) != 1 {
+		t.Errorf("a reload with the same spool settings made a new spool: %v", got)
+	}
+
+	p.writeConfig(t, config("2MiB"))
+	p.signal(t, syscall.SIGHUP)
+	p.waitLog(t, reloadedLog, 2)
+	if got := spools(); len(got) != 2 {
+		t.Errorf("spool directories after buffer_memory changed: %v, want the old and a new one", got)
+	}
+	if !retrHeader(t, open, 1, "x") {
+		t.Error("the session open across the reloads lost its message")
+	}
+	open.Cmd("QUIT", "+OK*")
+	eventually(t, "the old spool to close", func() bool { return len(spools()) == 1 })
 }
 
 // A file that fails validation on SIGHUP is refused with every problem

@@ -591,4 +591,29 @@ func TestScanAheadSkips(t *testing.T) {
 		up.Wait(t)
 		wantCounted(t, 2, "without scan-ahead")
 	})
+	// An upstream that refuses TOP, or sends more than its LIST said, gets
+	// no more scan-ahead in the session: the script has no further TOP.
+	t.Run("TOP refused", func(t *testing.T) {
+		up := pop3test.NewServer(t, loginScript+listings(cleanA, cleanB, virusC)+
+			"C: RETR 1\n"+cleanA.answer(-1)+"C: TOP 2 99999999\nS: -ERR no TOP here\n"+
+			"C: RETR 2\n"+cleanB.answer(-1)+"C: RETR 3\n"+virusC.answer(-1)+"C: QUIT\nS: +OK\n")
+		c := login(t, startSpeed(t, proxy.Options{ScanAhead: 1}), up.Addr())
+		retr(t, c, "RETR 1", cleanA)
+		retr(t, c, "RETR 2", cleanB)
+		retr(t, c, "RETR 3", virusC)
+		c.Cmd("QUIT", "+OK*")
+		up.Wait(t)
+	})
+	t.Run("LIST understated", func(t *testing.T) {
+		long := upMsg{uid: "uid-long", lines: []string{"Subject: long", "", strings.Repeat("x", 200)}}
+		list := fmt.Sprintf("C: LIST\nS: +OK\nS: 1 %d\nS: 2 20\nS: 3 %d\nS: 4 %d\nS: .\n", cleanA.size(), virusC.size(), cleanB.size())
+		up := pop3test.NewServer(t, loginScript+uidlOf(cleanA, long, virusC, cleanB)+list+
+			"C: RETR 1\n"+cleanA.answer(-1)+"C: TOP 2 99999999\n"+long.answer(-1)+
+			"C: RETR 3\n"+virusC.answer(-1)+"C: QUIT\nS: +OK\n")
+		c := login(t, startSpeed(t, proxy.Options{ScanAhead: 1, MaxSize: 100}), up.Addr())
+		retr(t, c, "RETR 1", cleanA)
+		retr(t, c, "RETR 3", virusC)
+		c.Cmd("QUIT", "+OK*")
+		up.Wait(t)
+	})
 }

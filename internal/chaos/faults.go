@@ -173,8 +173,9 @@ func (in *injector) apply(ctx context.Context, id int, e Event) error {
 }
 
 // restartProxy starts the proxy again, retrying while the round lasts: a
-// start fails while another fault has taken its spool directory away,
-// as it should. If it never starts, the check after the round says so.
+// start fails while another fault has taken its quarantine directory
+// away, as it should (a missing spool directory it makes again). If it
+// never starts, the check after the round says so.
 func (w *World) restartProxy(ctx context.Context) {
 	for w.proxy.Start() != nil {
 		select {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,7 +205,6 @@ func TestLoad(t *testing.T) {
 		MaxConnections: 1300, MaxConnectionsPerIP: 20,
 	})
 	idleRSS := w.proxy.RSS()
-	refusedBefore := w.Stats.Refused.Load()
 	for _, v := range w.Round(0) {
 		t.Error(v)
 	}
@@ -233,10 +233,14 @@ func TestLoad(t *testing.T) {
 	if len(loaded) == 0 {
 		t.Error("no message was delivered under load")
 	}
-	// No fault is injected: a RETR answered -ERR (a scanner overrun, a
-	// spool refused) is a message not served.
-	if r := w.Stats.Refused.Load() - refusedBefore; r > 0 {
-		t.Errorf("%d RETR or TOP refused: %v", r, w.Stats.Refusals())
+	// No fault is injected: a RETR the proxy answered -ERR [SYS/TEMP] (a
+	// scanner overrun, a spool refused) is a message not served. Other
+	// refusals are the upstream's: "expunged" when a client's other device
+	// has just deleted the message.
+	for text, n := range w.Stats.Refusals() {
+		if strings.Contains(text, "[SYS/TEMP]") {
+			t.Errorf("%d RETR or TOP answered %q", n, text)
+		}
 	}
 	if n := h.floodStalls.Load(); n > 0 {
 		t.Errorf("%d flooders' writes timed out: the proxy stopped reading them without closing", n)
